@@ -1,0 +1,253 @@
+//! The open catalog (开放清单): datasets, their fields and their open type.
+//!
+//! These are the entries a data owner declares and the platform reviews; they carry no
+//! information about where the bytes live (that is the gateway's source configuration).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A dataset identifier: lowercase ASCII letters, digits, `-` and `_`, starting with a letter
+/// or digit, at most 64 characters. The charset is what keeps ids safe in URLs, file names and
+/// log lines; anything else (`..`, slashes, percent escapes) is not an id at all.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct DatasetId(String);
+
+/// Why a string is not a [`DatasetId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dataset id must be 1 to 64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")]
+pub struct InvalidDatasetId;
+
+impl DatasetId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatasetId {
+    type Err = InvalidDatasetId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = s.as_bytes();
+        let valid = !bytes.is_empty()
+            && bytes.len() <= 64
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
+        if valid {
+            Ok(DatasetId(s.to_owned()))
+        } else {
+            Err(InvalidDatasetId)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DatasetId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for DatasetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The three open types of the regulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenType {
+    /// 无条件开放: anyone may obtain, use and spread it without applying.
+    Unconditional,
+    /// 有条件开放: served only under a signed agreement, within its scope.
+    Conditional,
+    /// 非开放: never listed, described or served.
+    NonOpen,
+}
+
+impl OpenType {
+    /// The name used in configuration, query strings and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpenType::Unconditional => "unconditional",
+            OpenType::Conditional => "conditional",
+            OpenType::NonOpen => "non_open",
+        }
+    }
+}
+
+impl FromStr for OpenType {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "unconditional" => Ok(OpenType::Unconditional),
+            "conditional" => Ok(OpenType::Conditional),
+            "non_open" => Ok(OpenType::NonOpen),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The value type of a field, as declared in the catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    String,
+    Int64,
+    Float64,
+    Boolean,
+    /// A calendar date (`YYYY-MM-DD`).
+    Date,
+    /// An instant, UTC, millisecond precision.
+    Timestamp,
+}
+
+impl FieldType {
+    /// Whether values of this type compare as numbers.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, FieldType::Int64 | FieldType::Float64)
+    }
+}
+
+/// How sensitive a field's values are; it drives which masks an owner is expected to set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sensitivity {
+    /// Nothing personal or confidential.
+    #[default]
+    Public,
+    /// Identifies an organisation or is commercially confidential.
+    Internal,
+    /// Personal information (names, ID-card numbers, mobile numbers, addresses).
+    Personal,
+}
+
+/// One field (column) of a dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    /// Column name as it appears in the data and in queries.
+    pub name: String,
+    /// Value type.
+    #[serde(rename = "type")]
+    pub field_type: FieldType,
+    /// What the field means, for people reading the catalog.
+    #[serde(default)]
+    pub description: String,
+    /// How sensitive its values are.
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
+}
+
+/// The format of a dataset's distribution (its original file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Csv,
+    Ndjson,
+    Parquet,
+    /// Arrow IPC, file or stream format.
+    ArrowIpc,
+}
+
+impl Format {
+    /// The media type of the original file.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Ndjson => "application/x-ndjson",
+            Format::Parquet => "application/vnd.apache.parquet",
+            Format::ArrowIpc => "application/vnd.apache.arrow.file",
+        }
+    }
+
+    /// The file extension for downloads.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Ndjson => "ndjson",
+            Format::Parquet => "parquet",
+            Format::ArrowIpc => "arrow",
+        }
+    }
+}
+
+/// How often the owner declares the dataset is updated (DCAT `accrualPeriodicity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateFrequency {
+    Realtime,
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+    Quarterly,
+    Yearly,
+    Irregular,
+}
+
+/// A catalog entry.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Dataset {
+    pub id: DatasetId,
+    pub title: String,
+    pub description: String,
+    /// The owning department (DCAT publisher).
+    pub owner: String,
+    pub open_type: OpenType,
+    pub fields: Vec<Field>,
+    pub format: Format,
+    pub update_frequency: UpdateFrequency,
+    pub last_updated: DateTime<Utc>,
+    pub license: String,
+    pub keywords: Vec<String>,
+}
+
+impl Dataset {
+    /// The field called `name`, if the dataset has one.
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Whether a free-text catalog search term matches this entry (title, description,
+    /// keywords, owner; case-insensitive).
+    pub fn matches_text(&self, term: &str) -> bool {
+        let term = term.to_lowercase();
+        self.title.to_lowercase().contains(&term)
+            || self.description.to_lowercase().contains(&term)
+            || self.owner.to_lowercase().contains(&term)
+            || self.keywords.iter().any(|k| k.to_lowercase().contains(&term))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_ids_admit_only_the_safe_charset() {
+        for ok in ["bus-arrivals", "air_quality", "a", "2025-budget"] {
+            assert!(ok.parse::<DatasetId>().is_ok(), "{ok}");
+        }
+        let long = "a".repeat(65);
+        for bad in ["", "..", "a/b", "a%2fb", "Bus", "-x", "_x", "a b", "é", long.as_str()] {
+            assert!(bad.parse::<DatasetId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn open_types_round_trip_their_names() {
+        for t in [OpenType::Unconditional, OpenType::Conditional, OpenType::NonOpen] {
+            assert_eq!(t.as_str().parse::<OpenType>(), Ok(t));
+        }
+        assert!("open".parse::<OpenType>().is_err());
+    }
+}
