@@ -1,0 +1,485 @@
+//! Configuration: listeners, data directory, limits, upstream client settings and the catalog.
+//!
+//! A configuration is one TOML file, which may `include` further catalog files (one per owner
+//! department is the usual layout). Loading reads every file, deserializes each section and
+//! each dataset on its own and then checks the whole, so that one run reports every error,
+//! each with its file, line and field ([`ConfigError`]). `kaifang check-config` prints them;
+//! `kaifang serve` prints the same and refuses to start.
+//!
+//! Relative source paths are resolved against the data directory; relative `include` paths
+//! against the directory of the file that names them.
+
+mod locate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use policy::{DatasetId, Field, Format, OpenType, UpdateFrequency};
+use serde::Deserialize;
+
+use locate::{Document, PathSegment};
+
+/// The demo configuration and catalog compiled into the binary, used when `serve` runs with
+/// no `--config`.
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("kaifang.toml", include_str!("../../../config/kaifang.toml")),
+    ("catalog/transport.toml", include_str!("../../../config/catalog/transport.toml")),
+    ("catalog/ecology.toml", include_str!("../../../config/catalog/ecology.toml")),
+    ("catalog/market.toml", include_str!("../../../config/catalog/market.toml")),
+    ("catalog/civil-affairs.toml", include_str!("../../../config/catalog/civil-affairs.toml")),
+];
+
+/// Where configuration text comes from: the file system, or the files compiled into the binary.
+#[derive(Clone, Copy, Debug)]
+pub enum Origin {
+    Files,
+    Embedded,
+}
+
+impl Origin {
+    fn read(self, path: &Path) -> std::io::Result<String> {
+        match self {
+            Origin::Files => std::fs::read_to_string(path),
+            Origin::Embedded => EMBEDDED
+                .iter()
+                .find(|(name, _)| Path::new(name) == path)
+                .map(|(_, text)| (*text).to_owned())
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not an embedded file")),
+        }
+    }
+}
+
+/// The whole configuration, checked.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub limits: Limits,
+    pub upstream: UpstreamConfig,
+    pub datasets: Vec<DatasetConfig>,
+}
+
+/// The HTTP data listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP/1.1 and HTTP/2 (h2c) data API listens on.
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_http_listen() }
+    }
+}
+
+/// Bounds on what one request may cost the gateway.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Rows per record batch read from a source; also the unit in which responses are encoded.
+    pub batch_rows: usize,
+    /// Most rows an ordered query may sort in memory; a larger result answers 400 and asks for
+    /// a narrower filter. Unordered queries stream and have no such bound.
+    pub max_sort_rows: usize,
+    /// Largest `per_page` in the catalog listing.
+    pub max_per_page: usize,
+    /// Bytes read from a file per chunk of a raw download.
+    pub download_chunk_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { batch_rows: 8192, max_sort_rows: 1_000_000, max_per_page: 100, download_chunk_bytes: 256 * 1024 }
+    }
+}
+
+/// The client that fetches from upstream HTTP origins.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Most connections open to all origins at once; further requests wait for one.
+    pub max_connections: usize,
+    /// Idle connections kept per origin for reuse.
+    pub max_idle_per_host: usize,
+    /// Time allowed to establish a TCP connection.
+    pub connect_timeout_seconds: u64,
+    /// Time allowed from sending the request to receiving the response head.
+    pub response_timeout_seconds: u64,
+    /// Longest silence allowed between two pieces of a response body.
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            max_connections: 64,
+            max_idle_per_host: 16,
+            connect_timeout_seconds: 5,
+            response_timeout_seconds: 30,
+            idle_timeout_seconds: 30,
+        }
+    }
+}
+
+/// One catalog entry and where its bytes come from.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// Stable identifier, used in URLs: lowercase letters, digits, `-`, `_`.
+    pub id: DatasetId,
+    /// Human title.
+    pub title: String,
+    /// What the data is, how it is collected, known gaps.
+    #[serde(default)]
+    pub description: String,
+    /// The department that owns and answers for the data.
+    pub owner: String,
+    /// `unconditional`, `conditional` or `non_open`.
+    pub open_type: OpenType,
+    /// The format of the source: `csv` (with a header row), `ndjson`, `parquet`, `arrow_ipc`.
+    pub format: Format,
+    /// Declared update frequency.
+    pub update_frequency: UpdateFrequency,
+    /// When the data was last updated (RFC 3339).
+    pub last_updated: DateTime<Utc>,
+    /// Licence the data is opened under.
+    pub license: String,
+    /// Catalog search keywords.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// Where the bytes come from.
+    pub source: SourceConfig,
+    /// The fields, in the order they appear in the data.
+    pub fields: Vec<Field>,
+}
+
+/// Where a dataset's bytes come from.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// A local file; relative paths are under the data directory.
+    File(PathBuf),
+    /// An upstream HTTP origin whose body the gateway streams through.
+    Url(String),
+}
+
+impl DatasetConfig {
+    /// The policy crate's view of this entry.
+    pub fn to_dataset(&self) -> policy::Dataset {
+        policy::Dataset {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            owner: self.owner.clone(),
+            open_type: self.open_type,
+            fields: self.fields.clone(),
+            format: self.format,
+            update_frequency: self.update_frequency,
+            last_updated: self.last_updated,
+            license: self.license.clone(),
+            keywords: self.keywords.clone(),
+        }
+    }
+}
+
+/// One problem in a configuration, located.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line; 0 when the file could not be read at all.
+    pub line: usize,
+    /// Dotted path of the field, e.g. `datasets[2].fields[0].type`; empty for syntax errors.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The top level of the main file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopLevel {
+    /// Directory holding the state and the data files; `--data-dir` overrides it.
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    http: HttpConfig,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    upstream: UpstreamConfig,
+    /// Further catalog files, relative to this file.
+    #[serde(default)]
+    include: Vec<PathBuf>,
+}
+
+/// A parsed file and the datasets it declares, each with its position for later checks.
+struct LoadedFile {
+    path: PathBuf,
+    document: Document,
+}
+
+/// Loads and checks the configuration at `path`.
+pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let main = match read_file(origin, path) {
+        Ok(f) => f,
+        Err(e) => return Err(ConfigErrors(vec![e])),
+    };
+
+    let mut top_keys = main.document.top_level_keys();
+    top_keys.retain(|k| k != "datasets");
+    let top: TopLevel = main.document.deserialize_keys(&main.path, &top_keys, &mut errors).unwrap_or_default();
+    if let Some(limits_line) = main.document.line_of(&[PathSegment::Key("limits".into())]) {
+        let l = &top.limits;
+        for (name, value) in [
+            ("batch_rows", l.batch_rows),
+            ("max_sort_rows", l.max_sort_rows),
+            ("max_per_page", l.max_per_page),
+            ("download_chunk_bytes", l.download_chunk_bytes),
+        ] {
+            if value == 0 {
+                errors.push(ConfigError {
+                    file: main.path.clone(),
+                    line: main.document.line_of(&[PathSegment::Key("limits".into()), PathSegment::Key(name.into())]).unwrap_or(limits_line),
+                    field: format!("limits.{name}"),
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+    }
+
+    let mut files = vec![main];
+    let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+    for (i, include) in top.include.iter().enumerate() {
+        match read_file(origin, &base.join(include)) {
+            Ok(f) => files.push(f),
+            Err(mut e) => {
+                e.line = files[0].document.line_of(&[PathSegment::Key("include".into()), PathSegment::Index(i)]).unwrap_or(0);
+                e.field = format!("include[{i}]");
+                e.file = files[0].path.clone();
+                errors.push(e);
+            }
+        }
+    }
+
+    let mut datasets = Vec::new();
+    let mut seen: HashMap<DatasetId, (PathBuf, usize)> = HashMap::new();
+    for (file_index, file) in files.iter().enumerate() {
+        if file_index > 0 {
+            for key in file.document.top_level_keys() {
+                if key != "datasets" {
+                    errors.push(ConfigError {
+                        file: file.path.clone(),
+                        line: file.document.line_of(&[PathSegment::Key(key.clone())]).unwrap_or(1),
+                        field: key,
+                        message: "an included catalog file may only declare [[datasets]]".into(),
+                    });
+                }
+            }
+        }
+        for (i, dataset) in file.document.deserialize_array::<DatasetConfig>(&file.path, "datasets", &mut errors) {
+            let at = |field: &[PathSegment]| {
+                let mut full = vec![PathSegment::Key("datasets".into()), PathSegment::Index(i)];
+                full.extend_from_slice(field);
+                let line = file.document.line_of(&full).or_else(|| file.document.line_of(&full[..2])).unwrap_or(1);
+                (file.path.clone(), line, locate::render(&full))
+            };
+            let mut problem = |field: &[PathSegment], message: String| {
+                let (file, line, field) = at(field);
+                errors.push(ConfigError { file, line, field, message });
+            };
+            if let Some((other_file, other_line)) = seen.get(&dataset.id) {
+                problem(
+                    &[PathSegment::Key("id".into())],
+                    format!("dataset id `{}` is already declared at {}:{}", dataset.id, other_file.display(), other_line),
+                );
+            } else {
+                seen.insert(dataset.id.clone(), (file.path.clone(), at(&[PathSegment::Key("id".into())]).1));
+            }
+            check_dataset(&dataset, &mut problem);
+            datasets.push(dataset);
+        }
+    }
+
+    // Report in reading order: file by file, line by line.
+    let file_order: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    errors.sort_by_key(|e| (file_order.iter().position(|p| *p == e.file), e.line));
+    if errors.is_empty() {
+        Ok(Config {
+            data_dir: top.data_dir.unwrap_or_else(|| PathBuf::from("kaifang-data")),
+            http: top.http,
+            limits: top.limits,
+            upstream: top.upstream,
+            datasets,
+        })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn check_dataset(dataset: &DatasetConfig, problem: &mut impl FnMut(&[PathSegment], String)) {
+    use PathSegment::{Index, Key};
+    if dataset.fields.is_empty() {
+        problem(&[Key("fields".into())], "a dataset needs at least one field".into());
+    }
+    for (i, field) in dataset.fields.iter().enumerate() {
+        let valid_name = field.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && field.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            problem(
+                &[Key("fields".into()), Index(i), Key("name".into())],
+                format!("field name `{}` must match [A-Za-z_][A-Za-z0-9_]*", field.name),
+            );
+        }
+        if dataset.fields[..i].iter().any(|f| f.name == field.name) {
+            problem(&[Key("fields".into()), Index(i), Key("name".into())], format!("field `{}` is declared twice", field.name));
+        }
+    }
+    match &dataset.source {
+        SourceConfig::File(path) if path.as_os_str().is_empty() => {
+            problem(&[Key("source".into()), Key("file".into())], "file path is empty".into())
+        }
+        SourceConfig::File(_) => {}
+        SourceConfig::Url(url) => match url.parse::<hyper::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
+                if dataset.format == Format::Parquet {
+                    problem(
+                        &[Key("format".into())],
+                        "parquet needs random access, which a streamed origin cannot give; serve it from a file".into(),
+                    );
+                }
+            }
+            Ok(uri) if uri.scheme_str() == Some("https") => problem(
+                &[Key("source".into()), Key("url".into())],
+                "https origins are not supported yet; use an http:// origin on a trusted network".into(),
+            ),
+            _ => problem(&[Key("source".into()), Key("url".into())], format!("`{url}` is not an absolute http:// URL")),
+        },
+    }
+}
+
+fn read_file(origin: Origin, path: &Path) -> Result<LoadedFile, ConfigError> {
+    let shown = match origin {
+        Origin::Files => path.to_path_buf(),
+        Origin::Embedded => Path::new("<embedded>").join(path),
+    };
+    let text = origin.read(path).map_err(|e| ConfigError {
+        file: shown.clone(),
+        line: 0,
+        field: String::new(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let document = Document::parse(text).map_err(|(line, message)| ConfigError {
+        file: shown.clone(),
+        line,
+        field: String::new(),
+        message,
+    })?;
+    Ok(LoadedFile { path: shown, document })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(main: &str) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, main).unwrap();
+        load(Origin::Files, &path)
+    }
+
+    #[test]
+    fn the_embedded_demo_configuration_is_valid() {
+        let config = load(Origin::Embedded, Path::new("kaifang.toml")).unwrap();
+        let types: Vec<OpenType> = config.datasets.iter().map(|d| d.open_type).collect();
+        for t in [OpenType::Unconditional, OpenType::Conditional, OpenType::NonOpen] {
+            assert!(types.contains(&t), "demo lacks {t:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line_and_field() {
+        let text = r#"
+[limits]
+batch_rows = 0
+
+[[datasets]]
+id = "ok"
+title = "T"
+owner = "O"
+open_type = "unconditional"
+format = "csv"
+update_frequency = "daily"
+last_updated = "2025-01-01T00:00:00Z"
+license = "CC-BY-4.0"
+source = { file = "a.csv" }
+fields = [{ name = "a", type = "int64" }, { name = "a", type = "string" }]
+
+[[datasets]]
+id = "Bad Id"
+title = "T"
+owner = "O"
+open_type = "sometimes"
+format = "csv"
+update_frequency = "daily"
+last_updated = "2025-01-01T00:00:00Z"
+license = "CC-BY-4.0"
+source = { file = "a.csv" }
+fields = [{ name = "a", type = "int64" }]
+"#;
+        let errors = load_text(text).unwrap_err().0;
+        let summary: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(summary, vec![(3, "limits.batch_rows"), (15, "datasets[0].fields[1].name"), (18, "datasets[1].id")]);
+        assert!(errors[2].message.contains("dataset id must be"), "{}", errors[2].message);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let errors = load_text("[http]\nlisten = \n").unwrap_err().0;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 2);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let errors = load_text("[http]\nlisen = \"127.0.0.1:1\"\n").unwrap_err().0;
+        assert_eq!((errors[0].line, errors[0].field.as_str()), (2, "http.lisen"));
+        assert!(errors[0].message.contains("unknown field"), "{}", errors[0].message);
+    }
+}

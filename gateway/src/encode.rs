@@ -1,0 +1,152 @@
+//! Encoders: record batches to response bytes, one batch at a time.
+//!
+//! Each encoder writes a prefix (header row, `[`, Arrow schema), one piece per batch, and a
+//! suffix, so a response can start before the result is complete and never holds more than one
+//! encoded batch. The output formats are `csv`, `ndjson`, `json` (one array of objects) and
+//! `arrow` (the Arrow IPC stream format).
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+
+use crate::error::Error;
+
+/// Timestamps in text output: RFC 3339, UTC, fractional seconds only when there are any (as the JSON encoders write them).
+const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
+
+/// An output format of the `rows` endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Csv,
+    Ndjson,
+    Json,
+    Arrow,
+}
+
+impl OutputFormat {
+    /// The format named by `format=`.
+    pub fn from_name(name: &str) -> Option<OutputFormat> {
+        match name {
+            "csv" => Some(OutputFormat::Csv),
+            "ndjson" | "jsonl" => Some(OutputFormat::Ndjson),
+            "json" => Some(OutputFormat::Json),
+            "arrow" => Some(OutputFormat::Arrow),
+            _ => None,
+        }
+    }
+
+    /// The format an `Accept` header prefers, if it names one we produce.
+    pub fn from_accept(accept: &str) -> Option<OutputFormat> {
+        accept.split(',').map(|m| m.split(';').next().unwrap_or("").trim()).find_map(|media| match media {
+            "text/csv" => Some(OutputFormat::Csv),
+            "application/x-ndjson" | "application/jsonl" => Some(OutputFormat::Ndjson),
+            "application/json" => Some(OutputFormat::Json),
+            "application/vnd.apache.arrow.stream" => Some(OutputFormat::Arrow),
+            _ => None,
+        })
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            OutputFormat::Csv => "text/csv; charset=utf-8",
+            OutputFormat::Ndjson => "application/x-ndjson",
+            OutputFormat::Json => "application/json",
+            OutputFormat::Arrow => "application/vnd.apache.arrow.stream",
+        }
+    }
+
+    pub fn encoder(self, schema: &SchemaRef) -> Result<Encoder, Error> {
+        Ok(match self {
+            OutputFormat::Csv => Encoder::Csv { schema: schema.clone() },
+            OutputFormat::Ndjson => Encoder::Ndjson,
+            OutputFormat::Json => Encoder::Json { first: true },
+            OutputFormat::Arrow => Encoder::Arrow(arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema)?),
+        })
+    }
+}
+
+/// A running encoder.
+pub enum Encoder {
+    Csv { schema: SchemaRef },
+    Ndjson,
+    Json { first: bool },
+    Arrow(arrow::ipc::writer::StreamWriter<Vec<u8>>),
+}
+
+impl Encoder {
+    /// What comes before the first row: the CSV header, `[`, the Arrow schema message.
+    pub fn begin(&mut self) -> Result<Bytes, Error> {
+        Ok(match self {
+            Encoder::Csv { schema } => {
+                let empty = RecordBatch::new_empty(schema.clone());
+                csv_bytes(&empty, true)?
+            }
+            Encoder::Ndjson => Bytes::new(),
+            Encoder::Json { .. } => Bytes::from_static(b"["),
+            Encoder::Arrow(w) => Bytes::from(std::mem::take(w.get_mut())),
+        })
+    }
+
+    /// One batch's rows.
+    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, Error> {
+        Ok(match self {
+            Encoder::Csv { .. } => csv_bytes(batch, false)?,
+            Encoder::Ndjson => Bytes::from(ndjson(batch)?),
+            Encoder::Json { first } => {
+                let mut lines = ndjson(batch)?;
+                // One JSON object per line, with no raw newline inside any: turning the line
+                // breaks into commas gives the array's elements.
+                if lines.last() == Some(&b'\n') {
+                    lines.pop();
+                }
+                for b in lines.iter_mut() {
+                    if *b == b'\n' {
+                        *b = b',';
+                    }
+                }
+                if !*first && !lines.is_empty() {
+                    lines.insert(0, b',');
+                }
+                *first &= lines.is_empty();
+                Bytes::from(lines)
+            }
+            Encoder::Arrow(w) => {
+                w.write(batch)?;
+                Bytes::from(std::mem::take(w.get_mut()))
+            }
+        })
+    }
+
+    /// What comes after the last row.
+    pub fn finish(&mut self) -> Result<Bytes, Error> {
+        Ok(match self {
+            Encoder::Csv { .. } | Encoder::Ndjson => Bytes::new(),
+            Encoder::Json { .. } => Bytes::from_static(b"]"),
+            Encoder::Arrow(w) => {
+                w.finish()?;
+                Bytes::from(std::mem::take(w.get_mut()))
+            }
+        })
+    }
+}
+
+fn csv_bytes(batch: &RecordBatch, header: bool) -> Result<Bytes, Error> {
+    let mut out = Vec::with_capacity(batch.get_array_memory_size());
+    {
+        let mut writer = arrow::csv::WriterBuilder::new()
+            .with_header(header)
+            .with_timestamp_tz_format(TIMESTAMP_FORMAT.into())
+            .build(&mut out);
+        writer.write(batch)?;
+    }
+    Ok(Bytes::from(out))
+}
+
+fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
+    let mut writer = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::LineDelimited>(Vec::with_capacity(batch.get_array_memory_size()));
+    writer.write(batch)?;
+    writer.finish()?;
+    Ok(writer.into_inner())
+}

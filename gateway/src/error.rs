@@ -1,0 +1,92 @@
+//! The gateway's one error type: what went wrong, in words a caller can act on, and which kind
+//! of failure it is. Each front end maps the kind to its wire status in one place
+//! (`http::response` for HTTP).
+
+use std::fmt;
+
+/// The kind of failure; each has one HTTP status and one stable `code` string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The request itself is malformed (bad filter, bad parameter, key in the query string).
+    BadRequest,
+    /// No key where one is required, or an unknown key.
+    Unauthenticated,
+    /// Outside the caller's grant.
+    Forbidden,
+    /// Unknown or non-open dataset, or no such endpoint.
+    NotFound,
+    /// The method is not served on this path.
+    MethodNotAllowed,
+    /// The requested byte range lies outside the file.
+    RangeNotSatisfiable,
+    /// The dataset's source could not be read (missing file, origin down, corrupt data).
+    SourceFailed,
+    /// The upstream origin did not answer in time.
+    SourceTimeout,
+    /// A bug or an unexpected condition inside the gateway.
+    Internal,
+}
+
+/// An error with its kind, a stable machine-readable code and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    pub kind: Kind,
+    pub code: &'static str,
+    pub message: String,
+    /// For filter errors: the 1-based character position in the filter expression.
+    pub position: Option<usize>,
+}
+
+impl Error {
+    pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> Error {
+        Error { kind, code, message: message.into(), position: None }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Error {
+        Error::new(Kind::BadRequest, code, message)
+    }
+
+    /// The one answer for unknown and non-open datasets, so non-open ids cannot be probed.
+    pub fn dataset_not_found() -> Error {
+        Error::new(Kind::NotFound, "not_found", "no dataset with this id")
+    }
+
+    pub fn source(message: impl Into<String>) -> Error {
+        Error::new(Kind::SourceFailed, "source_failed", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::new(Kind::Internal, "internal", message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<policy::Refusal> for Error {
+    fn from(refusal: policy::Refusal) -> Error {
+        use policy::Refusal;
+        match refusal {
+            Refusal::NotFound => Error::dataset_not_found(),
+            Refusal::KeyRequired(_) => Error::new(Kind::Unauthenticated, "key_required", refusal.to_string()),
+            Refusal::DownloadOutsideScope(_) => Error::new(Kind::Forbidden, "download_outside_scope", refusal.to_string()),
+        }
+    }
+}
+
+impl From<policy::FilterError> for Error {
+    fn from(e: policy::FilterError) -> Error {
+        Error { kind: Kind::BadRequest, code: "bad_filter", message: format!("filter: {e}"), position: Some(e.position) }
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Error {
+        Error::source(format!("reading the dataset failed: {e}"))
+    }
+}

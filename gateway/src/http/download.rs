@@ -1,0 +1,196 @@
+//! Raw download: the original file, byte for byte, with the HTTP caching and range machinery
+//! (RFC 9110 §13–14): `ETag` + `If-None-Match`, `Last-Modified` + `If-Modified-Since`, a single
+//! `Range` (206, or 416 when unsatisfiable), `If-Range`, and `HEAD`. Upstream datasets pass the
+//! same request headers to the origin and its answer back, streamed as it arrives.
+
+use std::time::SystemTime;
+
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
+    ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+};
+use hyper::{Method, Request, Response, StatusCode};
+use policy::Grant;
+
+use super::response::{self, Body};
+use crate::config::SourceConfig;
+use crate::error::{Error, Kind};
+use crate::source::{file, upstream};
+use crate::state::{CatalogEntry, State};
+
+/// Origin response headers passed back to the client.
+const PASSED_RESPONSE_HEADERS: [HeaderName; 6] = [CONTENT_TYPE, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED, ACCEPT_RANGES];
+
+pub async fn serve(state: &State, entry: &CatalogEntry, grant: &Grant, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    debug_assert!(grant.scope.is_whole_dataset(), "policy grants downloads of whole datasets only");
+    match &entry.config.source {
+        SourceConfig::File(path) => from_file(state, entry, req, state.config.data_dir.join(path)).await,
+        SourceConfig::Url(url) => from_origin(state, entry, req, url).await,
+    }
+}
+
+async fn from_file(state: &State, entry: &CatalogEntry, req: &Request<Incoming>, path: std::path::PathBuf) -> Result<Response<Body>, Error> {
+    let file = file::open_bytes(path).await?;
+    let info = file.info.clone();
+    let etag = format!("\"{}\"", info.version);
+    let headers = req.headers();
+
+    let mut response = Response::new(response::full(""));
+    {
+        let h = response.headers_mut();
+        h.insert(ETAG, value(&etag));
+        h.insert(LAST_MODIFIED, value(&httpdate::fmt_http_date(info.modified)));
+        h.insert("x-dataset-version", value(&info.version));
+        h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    if not_modified(headers, &etag, info.modified) {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(response);
+    }
+
+    let range = match headers.get(RANGE).and_then(|r| r.to_str().ok()) {
+        Some(r) if if_range_holds(headers, &etag, info.modified) => parse_range(r, info.len)?,
+        _ => None,
+    };
+    let (start, end) = range.unwrap_or((0, info.len));
+    {
+        let h = response.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(entry.dataset.format.media_type()));
+        h.insert(CONTENT_LENGTH, value(&(end - start).to_string()));
+        h.insert(
+            CONTENT_DISPOSITION,
+            value(&format!("attachment; filename=\"{}.{}\"", entry.dataset.id, entry.dataset.format.extension())),
+        );
+        if range.is_some() {
+            h.insert(CONTENT_RANGE, value(&format!("bytes {start}-{}/{}", end - 1, info.len)));
+        }
+    }
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    if req.method() != Method::HEAD {
+        *response.body_mut() = response::streamed(file.stream(start, end, state.config.limits.download_chunk_bytes));
+    }
+    Ok(response)
+}
+
+async fn from_origin(state: &State, entry: &CatalogEntry, req: &Request<Incoming>, url: &str) -> Result<Response<Body>, Error> {
+    let mut forwarded = HeaderMap::new();
+    for name in upstream::FORWARDED_REQUEST_HEADERS {
+        if let Some(v) = req.headers().get(&name) {
+            forwarded.insert(name, v.clone());
+        }
+    }
+    let origin = state.upstream.request(req.method(), url, &forwarded).await?;
+    match origin.status {
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::RANGE_NOT_SATISFIABLE => {}
+        other => return Err(Error::source(format!("the origin answered {other}"))),
+    }
+    let version = origin.etag();
+    let mut response = Response::new(response::full(""));
+    *response.status_mut() = origin.status;
+    let h = response.headers_mut();
+    for name in PASSED_RESPONSE_HEADERS {
+        if let Some(v) = origin.headers.get(&name) {
+            h.insert(name, v.clone());
+        }
+    }
+    if !h.contains_key(CONTENT_TYPE) {
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(entry.dataset.format.media_type()));
+    }
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        h.insert("x-dataset-version", v);
+    }
+    if req.method() != Method::HEAD && origin.status != StatusCode::NOT_MODIFIED {
+        *response.body_mut() = response::streamed(origin.body);
+    }
+    Ok(response)
+}
+
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).expect("header values built here are visible ASCII")
+}
+
+/// Whether the client's copy is current: `If-None-Match` decides when present (weak
+/// comparison), otherwise `If-Modified-Since` at one-second resolution.
+fn not_modified(headers: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
+    if let Some(inm) = headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        return inm.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag);
+    }
+    match headers.get(IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()).and_then(|v| httpdate::parse_http_date(v).ok()) {
+        Some(since) => whole_seconds(modified) <= since,
+        None => false,
+    }
+}
+
+/// `If-Range`: the range applies only if the validator still matches (strong comparison for
+/// entity tags, exact second for dates).
+fn if_range_holds(headers: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
+    match headers.get(IF_RANGE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(v) if v.starts_with('"') => v == etag,
+        Some(v) => httpdate::parse_http_date(v).is_ok_and(|d| d == whole_seconds(modified)),
+    }
+}
+
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+}
+
+/// A single byte range as `start..end` (end exclusive). Several ranges, or a header that is
+/// not a byte range, are ignored and the whole file is served, as RFC 9110 allows; a range
+/// that lies wholly outside the file is a 416.
+fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, Error> {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else { return Ok(None) };
+    let unsatisfiable = || Error::new(Kind::RangeNotSatisfiable, "range_not_satisfiable", format!("the file has {len} bytes"));
+    let range = match (first.trim(), last.trim()) {
+        ("", "") => return Ok(None),
+        ("", suffix) => {
+            let Ok(n) = suffix.parse::<u64>() else { return Ok(None) };
+            if n == 0 || len == 0 {
+                return Err(unsatisfiable());
+            }
+            (len - n.min(len), len)
+        }
+        (start, last) => {
+            let Ok(start) = start.parse::<u64>() else { return Ok(None) };
+            let end = match last {
+                "" => len,
+                l => match l.parse::<u64>() {
+                    Ok(l) if l >= start => (l + 1).min(len),
+                    _ => return Ok(None),
+                },
+            };
+            if start >= len {
+                return Err(unsatisfiable());
+            }
+            (start, end)
+        }
+    };
+    Ok(Some(range))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some((0, 10)));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some((90, 100)));
+        assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some((90, 100)));
+        assert_eq!(parse_range("bytes=-500", 100).unwrap(), Some((0, 100)));
+        assert_eq!(parse_range("bytes=95-200", 100).unwrap(), Some((95, 100)));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100).unwrap(), None);
+        assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
+        assert_eq!(parse_range("bytes=9-3", 100).unwrap(), None);
+        assert!(parse_range("bytes=100-", 100).is_err());
+        assert!(parse_range("bytes=-0", 100).is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! Response building: bodies, JSON, and the one mapping of [`Error`] to HTTP.
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::error::{Error, Kind};
+
+/// Every response body: whole, or streamed.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Error>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A streamed body. An `Err` item aborts the response: HTTP/1.1 closes the connection before the
+/// final chunk, HTTP/2 resets the stream, so the client sees a failed transfer.
+pub fn streamed(stream: impl Stream<Item = Result<Bytes, Error>> + Send + 'static) -> Body {
+    BodyExt::boxed_unsync(StreamBody::new(stream.map(|r| {
+        r.map(Frame::data).inspect_err(|e| tracing::warn!(error = %e, "response aborted mid-stream"))
+    })))
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(value).expect("response types serialize");
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The HTTP status of each kind of error.
+pub fn status(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::BadRequest => StatusCode::BAD_REQUEST,
+        Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Kind::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+        Kind::SourceFailed => StatusCode::BAD_GATEWAY,
+        Kind::SourceTimeout => StatusCode::GATEWAY_TIMEOUT,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `{"error": {"code": ..., "message": ...}}` with the kind's status.
+pub fn error(e: &Error) -> Response<Body> {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        error: Detail<'a>,
+    }
+    #[derive(Serialize)]
+    struct Detail<'a> {
+        code: &'a str,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        position: Option<usize>,
+    }
+    let mut response = json(status(e.kind), &Envelope { error: Detail { code: e.code, message: &e.message, position: e.position } });
+    if e.kind == Kind::MethodNotAllowed {
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    if e.kind == Kind::Unauthenticated {
+        response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"kaifang\""));
+    }
+    response
+}

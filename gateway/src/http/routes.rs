@@ -1,0 +1,357 @@
+//! Routing and the data API's handlers.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use policy::{decide, listed, Caller, DatasetId, OpenType, Operation};
+use serde::Serialize;
+use serde_json::json;
+
+use super::download;
+use super::response::{self, json, Body};
+use crate::encode::OutputFormat;
+use crate::error::{Error, Kind};
+use crate::pipeline::{execute, Plan, Query};
+use arrow::datatypes::SchemaRef;
+use crate::source::{self, arrow_schema};
+use crate::state::{CatalogEntry, State};
+
+/// Rows in a preview.
+pub const PREVIEW_ROWS: usize = 20;
+
+/// Query parameters that carry secrets and must never be in a URL.
+const KEY_PARAMETERS: [&str; 5] = ["key", "api_key", "apikey", "access_token", "token"];
+
+static OPENAPI: &str = include_str!("openapi.json");
+
+/// Matches the request to its handler.
+pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let params = params(req.uri().query())?;
+    let segments: Vec<&str> = req.uri().path().trim_start_matches('/').split('/').collect();
+    let method = req.method();
+    let get_or_head = || if method == Method::GET || method == Method::HEAD { Ok(()) } else { Err(method_not_allowed("GET, HEAD")) };
+    match segments.as_slice() {
+        ["healthz"] => {
+            get_or_head()?;
+            Ok(json(StatusCode::OK, &json!({"status": "ok"})))
+        }
+        ["readyz"] => {
+            get_or_head()?;
+            Ok(readyz(state).await)
+        }
+        ["openapi.json"] => {
+            get_or_head()?;
+            let mut r = Response::new(response::full(OPENAPI));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(r)
+        }
+        ["v1", "catalog"] => {
+            get_or_head()?;
+            catalog(state, &params)
+        }
+        ["v1", "datasets", id, rest @ ..] => {
+            get_or_head()?;
+            let entry = lookup(state, id)?;
+            let caller = authenticate(&req)?;
+            match rest {
+                [] => {
+                    only(&params, &[])?;
+                    Ok(json(StatusCode::OK, &describe(entry)))
+                }
+                ["rows"] => rows(state, entry, &caller, &req, &params).await,
+                ["preview"] => preview(state, entry, &caller, &params).await,
+                ["download"] => {
+                    only(&params, &[])?;
+                    let grant = decide(&caller, &entry.dataset, Operation::Download)?;
+                    download::serve(state, entry, &grant, &req).await
+                }
+                _ => Err(no_route()),
+            }
+        }
+        _ => Err(no_route()),
+    }
+}
+
+fn no_route() -> Error {
+    Error::new(Kind::NotFound, "not_found", "no such endpoint; see /openapi.json")
+}
+
+fn method_not_allowed(allow: &'static str) -> Error {
+    Error::new(Kind::MethodNotAllowed, "method_not_allowed", format!("this endpoint answers {allow}"))
+}
+
+/// The dataset `raw_id` names, if it exists and is not non-open. A segment that is not a valid
+/// id once percent-decoded (`..`, `a%2Fb`) is simply not found: nothing is looked up by it.
+fn lookup<'a>(state: &'a State, raw_id: &str) -> Result<&'a CatalogEntry, Error> {
+    let decoded = percent_encoding::percent_decode_str(raw_id).decode_utf8().map_err(|_| Error::dataset_not_found())?;
+    let id: DatasetId = decoded.parse().map_err(|_| Error::dataset_not_found())?;
+    state.catalog.get(&id).filter(|e| listed(&e.dataset)).ok_or_else(Error::dataset_not_found)
+}
+
+/// Who is calling. Keys are issued with agreements; until one is issued no key is known, so
+/// any presented key is refused rather than silently treated as anonymous.
+fn authenticate<B>(req: &Request<B>) -> Result<Caller, Error> {
+    let presented = req.headers().get(AUTHORIZATION).is_some() || req.headers().get("x-api-key").is_some();
+    if presented {
+        return Err(Error::new(Kind::Unauthenticated, "unknown_key", "the API key is not known"));
+    }
+    Ok(Caller::Anonymous)
+}
+
+/// Decoded query parameters; a key in the query string is refused, since URLs end up in logs.
+fn params(query: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    if let Some((k, _)) = params.iter().find(|(k, _)| KEY_PARAMETERS.contains(&k.to_ascii_lowercase().as_str())) {
+        return Err(Error::bad_request(
+            "key_in_query",
+            format!("`{k}` must not be sent in the URL; send the key in the Authorization or X-API-Key header"),
+        ));
+    }
+    Ok(params)
+}
+
+/// Refuses parameters the endpoint does not take, so a typo is not silently ignored.
+fn only(params: &[(String, String)], allowed: &[&str]) -> Result<(), Error> {
+    match params.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        None => Ok(()),
+        Some((k, _)) if allowed.is_empty() => Err(Error::bad_request("unknown_parameter", format!("this endpoint takes no parameters, not `{k}`"))),
+        Some((k, _)) => Err(Error::bad_request("unknown_parameter", format!("unknown parameter `{k}`; this endpoint takes {}", allowed.join(", ")))),
+    }
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn positive(params: &[(String, String)], name: &str, default: usize) -> Result<usize, Error> {
+    match param(params, name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| Error::bad_request("bad_parameter", format!("`{name}` takes a positive integer, not `{v}`"))),
+    }
+}
+
+fn catalog(state: &State, params: &[(String, String)]) -> Result<Response<Body>, Error> {
+    only(params, &["owner", "open_type", "q", "page", "per_page"])?;
+    let open_type = match param(params, "open_type") {
+        None | Some("") => None,
+        Some(t) => Some(t.parse::<OpenType>().map_err(|()| {
+            Error::bad_request("bad_parameter", format!("`open_type` is unconditional or conditional, not `{t}`"))
+        })?),
+    };
+    let owner = param(params, "owner").filter(|o| !o.is_empty());
+    let text = param(params, "q").filter(|q| !q.trim().is_empty());
+    let page = positive(params, "page", 1)?;
+    let per_page = positive(params, "per_page", 20)?;
+    if per_page > state.config.limits.max_per_page {
+        return Err(Error::bad_request(
+            "bad_parameter",
+            format!("`per_page` is at most {}", state.config.limits.max_per_page),
+        ));
+    }
+    let matching: Vec<&CatalogEntry> = state
+        .catalog
+        .entries()
+        .filter(|e| listed(&e.dataset))
+        .filter(|e| open_type.is_none_or(|t| e.dataset.open_type == t))
+        .filter(|e| owner.is_none_or(|o| e.dataset.owner.eq_ignore_ascii_case(o)))
+        .filter(|e| text.is_none_or(|q| e.dataset.matches_text(q.trim())))
+        .collect();
+    let items: Vec<_> = matching.iter().skip((page - 1) * per_page).take(per_page).map(|e| summary(e)).collect();
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "total": matching.len(), "page": page, "per_page": per_page, "datasets": items }),
+    ))
+}
+
+/// A catalog entry's metadata as the API shows it; the names follow DCAT where it has one
+/// (title, description, publisher, keyword, modified, accrualPeriodicity, license).
+fn summary(entry: &CatalogEntry) -> serde_json::Value {
+    let d = &entry.dataset;
+    let base = format!("/v1/datasets/{}", d.id);
+    json!({
+        "id": d.id,
+        "title": d.title,
+        "description": d.description,
+        "owner": d.owner,
+        "open_type": d.open_type,
+        "format": d.format,
+        "update_frequency": d.update_frequency,
+        "last_updated": d.last_updated,
+        "license": d.license,
+        "keywords": d.keywords,
+        "links": {
+            "self": base,
+            "rows": format!("{base}/rows"),
+            "preview": format!("{base}/preview"),
+            "download": format!("{base}/download"),
+        },
+    })
+}
+
+fn describe(entry: &CatalogEntry) -> serde_json::Value {
+    let schema = arrow_schema(&entry.dataset.fields);
+    let mut value = summary(entry);
+    value["fields"] = serde_json::to_value(&entry.dataset.fields).expect("fields serialize");
+    value["schema"] = schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "arrow_type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+        .collect();
+    value["media_type"] = json!(entry.dataset.format.media_type());
+    value
+}
+
+/// Plans the query and opens the source, returning the first batch (if any) so that a source
+/// that fails at once is answered with a proper error instead of a broken 200.
+async fn start(
+    state: &State,
+    entry: &CatalogEntry,
+    caller: &Caller,
+    operation: Operation,
+    query: &Query,
+) -> Result<Started, Error> {
+    let grant = decide(caller, &entry.dataset, operation)?;
+    let plan = Plan::new(&entry.config, &grant, query, state.config.limits.max_sort_rows)?;
+    let batches = source::open_batches(&entry.config, &state.source_context(), plan.read.clone()).await?;
+    let schema = plan.output_schema.clone();
+    let mut rest = execute(plan, batches.stream);
+    let first = rest.next().await.transpose()?;
+    Ok(Started { schema, version: batches.version, first, rest })
+}
+
+/// A query whose source is open and whose first batch is in hand.
+struct Started {
+    /// Schema of the rows sent.
+    schema: SchemaRef,
+    version: Option<String>,
+    first: Option<RecordBatch>,
+    rest: source::BatchStream,
+}
+
+async fn rows(state: &State, entry: &CatalogEntry, caller: &Caller, req: &Request<Incoming>, params: &[(String, String)]) -> Result<Response<Body>, Error> {
+    only(params, &["columns", "filter", "order", "limit", "offset", "format"])?;
+    let format = match param(params, "format") {
+        Some(name) => OutputFormat::from_name(name)
+            .ok_or_else(|| Error::bad_request("bad_parameter", format!("`format` is csv, ndjson, json or arrow, not `{name}`")))?,
+        None => req
+            .headers()
+            .get(ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .and_then(OutputFormat::from_accept)
+            .unwrap_or(OutputFormat::Json),
+    };
+    let query = Query::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let Started { schema, version, first, rest } = start(state, entry, caller, Operation::Rows, &query).await?;
+    let mut encoder = format.encoder(&schema)?;
+
+    let head = {
+        let mut head = Vec::new();
+        head.push(encoder.begin());
+        if let Some(batch) = &first {
+            head.push(encoder.batch(batch));
+        }
+        head
+    };
+    let encoder = Arc::new(std::sync::Mutex::new(encoder));
+    let body_encoder = encoder.clone();
+    let tail_encoder = encoder;
+    let body = futures_util::stream::iter(head)
+        .chain(rest.map(move |batch| body_encoder.lock().expect("encoder lock").batch(&batch?)))
+        .chain(futures_util::stream::once(async move { tail_encoder.lock().expect("encoder lock").finish() }))
+        .filter(|chunk: &Result<Bytes, Error>| std::future::ready(chunk.as_ref().map_or(true, |b| !b.is_empty())));
+    let body = take_until_error(body);
+
+    let mut response = Response::new(response::streamed(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert("x-dataset-version", v);
+    }
+    Ok(response)
+}
+
+/// Ends a stream after its first error, so nothing follows the error that would make a broken
+/// response look complete.
+fn take_until_error<T: Send + 'static>(
+    stream: impl futures_util::Stream<Item = Result<T, Error>> + Send + 'static,
+) -> impl futures_util::Stream<Item = Result<T, Error>> + Send + 'static {
+    let mut failed = false;
+    stream.take_while(move |item| {
+        let go = !failed;
+        failed |= item.is_err();
+        std::future::ready(go)
+    })
+}
+
+async fn preview(state: &State, entry: &CatalogEntry, caller: &Caller, params: &[(String, String)]) -> Result<Response<Body>, Error> {
+    only(params, &["columns", "filter", "order"])?;
+    let mut query = Query::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    query.limit = Some(PREVIEW_ROWS);
+    let Started { schema, version, first, mut rest } = start(state, entry, caller, Operation::Preview, &query).await?;
+    let mut batches: Vec<RecordBatch> = first.into_iter().collect();
+    while let Some(batch) = rest.next().await {
+        batches.push(batch?);
+    }
+    let mut encoder = OutputFormat::Json.encoder(&schema)?;
+    let mut rows = encoder.begin()?.to_vec();
+    for b in &batches {
+        rows.extend_from_slice(&encoder.batch(b)?);
+    }
+    rows.extend_from_slice(&encoder.finish()?);
+    let rows: serde_json::Value = serde_json::from_slice(&rows).map_err(|e| Error::internal(format!("preview encoding: {e}")))?;
+
+    #[derive(Serialize)]
+    struct Preview<'a> {
+        dataset: &'a DatasetId,
+        columns: Vec<Cow<'a, str>>,
+        rows: serde_json::Value,
+    }
+    let columns = schema.fields().iter().map(|f| Cow::Owned(f.name().clone())).collect();
+    let mut response = json(StatusCode::OK, &Preview { dataset: &entry.dataset.id, columns, rows });
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().insert("x-dataset-version", v);
+    }
+    Ok(response)
+}
+
+async fn readyz(state: &State) -> Response<Body> {
+    let data_dir = state.config.data_dir.clone();
+    let writable = tokio::task::spawn_blocking(move || {
+        let probe = data_dir.join(".readyz");
+        std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe))
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))
+    .and_then(|r| r);
+    let missing: Vec<String> = state
+        .catalog
+        .entries()
+        .filter(|e| listed(&e.dataset))
+        .filter_map(|e| match &e.config.source {
+            crate::config::SourceConfig::File(p) if !state.config.data_dir.join(p).is_file() => Some(e.dataset.id.to_string()),
+            _ => None,
+        })
+        .collect();
+    let ready = writable.is_ok() && missing.is_empty();
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "data_dir": match &writable { Ok(()) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
+            "sources": if missing.is_empty() { json!("present") } else { json!({ "missing": missing }) },
+        },
+    });
+    json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+}
+

@@ -1,0 +1,163 @@
+//! Local file sources.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use arrow::datatypes::SchemaRef;
+use bytes::{Bytes, BytesMut};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use policy::Format;
+
+use super::decode::Decoder;
+use super::{conform, spawn_reader, BatchStream, Batches, ByteStream, CHANNEL_BATCHES};
+use crate::error::Error;
+
+/// Bytes read from a CSV or NDJSON file per decoder call.
+const READ_CHUNK: usize = 1 << 20;
+
+/// What `stat` tells of a file: enough for ETag, Last-Modified and the dataset version.
+#[derive(Clone, Debug)]
+pub struct FileInfo {
+    pub len: u64,
+    pub modified: SystemTime,
+    /// Changes whenever the file's length or modification time does.
+    pub version: String,
+}
+
+impl FileInfo {
+    fn of(file: &File) -> std::io::Result<FileInfo> {
+        let meta = file.metadata()?;
+        let modified = meta.modified()?;
+        let nanos = modified.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Ok(FileInfo { len: meta.len(), modified, version: format!("{nanos:x}-{:x}", meta.len()) })
+    }
+}
+
+fn open(path: &Path) -> Result<(File, FileInfo), Error> {
+    let file = File::open(path).map_err(|e| Error::source(format!("the dataset's file cannot be opened: {e}")))?;
+    let info = FileInfo::of(&file).map_err(|e| Error::source(format!("the dataset's file cannot be read: {e}")))?;
+    Ok((file, info))
+}
+
+/// Opens a file for reading batches; the file is opened here so that a missing or unreadable
+/// file is an error before any response is sent.
+pub async fn open_batches(
+    path: PathBuf,
+    format: Format,
+    declared: SchemaRef,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    batch_rows: usize,
+) -> Result<Batches, Error> {
+    let (file, info) = tokio::task::spawn_blocking(move || open(&path))
+        .await
+        .map_err(|e| Error::internal(format!("file task failed: {e}")))??;
+    let stream: BatchStream = match format {
+        Format::Csv | Format::Ndjson => {
+            let mut decoder = Decoder::new(format, declared, projection, batch_rows)?;
+            spawn_reader(CHANNEL_BATCHES, move |send| {
+                let mut file = file;
+                let mut buf = vec![0u8; READ_CHUNK];
+                loop {
+                    let n = file.read(&mut buf).map_err(|e| Error::source(format!("reading the dataset's file failed: {e}")))?;
+                    if n == 0 {
+                        return decoder.finish(send);
+                    }
+                    if !decoder.feed(&buf[..n], send)? {
+                        return Ok(());
+                    }
+                }
+            })
+        }
+        Format::Parquet => spawn_reader(CHANNEL_BATCHES, move |send| {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| Error::source(format!("the Parquet file cannot be read: {e}")))?;
+            let file_schema = builder.schema().clone();
+            let roots: Vec<usize> = schema
+                .fields()
+                .iter()
+                .filter_map(|f| file_schema.index_of(f.name()).ok())
+                .collect();
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+            let reader = builder
+                .with_projection(mask)
+                .with_batch_size(batch_rows)
+                .build()
+                .map_err(|e| Error::source(format!("the Parquet file cannot be read: {e}")))?;
+            for batch in reader {
+                if !send(conform(&batch?, &schema)?) {
+                    break;
+                }
+            }
+            Ok(())
+        }),
+        Format::ArrowIpc => spawn_reader(CHANNEL_BATCHES, move |send| {
+            let mut file = file;
+            let mut magic = [0u8; 6];
+            let is_file_format = file.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
+            file.seek(SeekFrom::Start(0)).map_err(|e| Error::source(e.to_string()))?;
+            let reader = std::io::BufReader::with_capacity(READ_CHUNK, file);
+            let batches: Box<dyn Iterator<Item = Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>>> =
+                if is_file_format {
+                    Box::new(arrow::ipc::reader::FileReader::try_new(reader, None)?)
+                } else {
+                    Box::new(arrow::ipc::reader::StreamReader::try_new(reader, None)?)
+                };
+            for batch in batches {
+                if !send(conform(&batch?, &schema)?) {
+                    break;
+                }
+            }
+            Ok(())
+        }),
+    };
+    Ok(Batches { version: Some(info.version), stream })
+}
+
+/// An open file ready to stream a byte range.
+pub struct OpenFile {
+    file: File,
+    pub info: FileInfo,
+}
+
+/// Opens a file for raw download.
+pub async fn open_bytes(path: PathBuf) -> Result<OpenFile, Error> {
+    let (file, info) = tokio::task::spawn_blocking(move || open(&path))
+        .await
+        .map_err(|e| Error::internal(format!("file task failed: {e}")))??;
+    Ok(OpenFile { file, info })
+}
+
+impl OpenFile {
+    /// Streams bytes `start..end` in chunks of `chunk` bytes. If the file ends early (it was
+    /// truncated while being served) the stream ends with an error, so the client sees a
+    /// broken transfer rather than a short file.
+    pub fn stream(self, start: u64, end: u64, chunk: usize) -> ByteStream {
+        let mut file = self.file;
+        spawn_reader(4, move |send| {
+            file.seek(SeekFrom::Start(start)).map_err(|e| Error::source(format!("seek failed: {e}")))?;
+            let mut remaining = end - start;
+            while remaining > 0 {
+                let want = remaining.min(chunk as u64) as usize;
+                let mut buf = BytesMut::zeroed(want);
+                let mut filled = 0;
+                while filled < want {
+                    match file.read(&mut buf[filled..]) {
+                        Ok(0) => return Err(Error::source("the file ended before its announced length; it was truncated while being read")),
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Error::source(format!("reading the file failed: {e}"))),
+                    }
+                }
+                remaining -= want as u64;
+                if !send(Bytes::from(buf.freeze())) {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        })
+    }
+}
