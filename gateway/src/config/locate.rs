@@ -71,21 +71,11 @@ impl Document {
         span.map(|s| line_at(&self.text, s.start))
     }
 
-    /// Deserializes the top-level `keys` together as one `T`, recording any error.
-    pub fn deserialize_keys<T: DeserializeOwned>(
-        &self,
-        file: &Path,
-        keys: &[String],
-        errors: &mut Vec<ConfigError>,
-    ) -> Option<T> {
-        let mut table = toml_edit::Table::new();
-        for key in keys {
-            if let Some(item) = self.parsed.as_table().get(key) {
-                table.insert(key, item.clone());
-            }
-        }
-        let value = Item::Table(table).into_value().ok()?;
-        self.deserialize_value(file, &[], value, errors)
+    /// Deserializes the value under the top-level `key`, recording any error; `None` when the
+    /// key is absent or the value is bad.
+    pub fn deserialize_key<T: DeserializeOwned>(&self, file: &Path, key: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
+        let value = self.parsed.as_table().get(key)?.clone().into_value().ok()?;
+        self.deserialize_value(file, &[PathSegment::Key(key.into())], value, errors)
     }
 
     /// Deserializes each element of the array (of tables) under `key` on its own, so one bad
@@ -141,7 +131,8 @@ impl Document {
                         serde_path_to_error::Segment::Unknown => {}
                     }
                 }
-                let mut message = e.into_inner().to_string().trim_end().to_owned();
+                // toml_edit appends "in `field`" on a second line; the field is reported apart.
+                let mut message = e.into_inner().to_string().lines().next().unwrap_or_default().to_owned();
                 // A missing field is reported by the table that lacks it.
                 let line = (0..=path.len()).rev().find_map(|n| self.line_of(&path[..n])).unwrap_or(1);
                 if message.starts_with("missing field") {

@@ -230,22 +230,8 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// The top level of the main file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TopLevel {
-    /// Directory holding the state and the data files; `--data-dir` overrides it.
-    data_dir: Option<PathBuf>,
-    #[serde(default)]
-    http: HttpConfig,
-    #[serde(default)]
-    limits: Limits,
-    #[serde(default)]
-    upstream: UpstreamConfig,
-    /// Further catalog files, relative to this file.
-    #[serde(default)]
-    include: Vec<PathBuf>,
-}
+/// The keys the main file may have at its top level.
+const TOP_LEVEL_KEYS: [&str; 6] = ["data_dir", "http", "limits", "upstream", "include", "datasets"];
 
 /// A parsed file and the datasets it declares, each with its position for later checks.
 struct LoadedFile {
@@ -261,16 +247,28 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
         Err(e) => return Err(ConfigErrors(vec![e])),
     };
 
-    let mut top_keys = main.document.top_level_keys();
-    top_keys.retain(|k| k != "datasets");
-    let top: TopLevel = main.document.deserialize_keys(&main.path, &top_keys, &mut errors).unwrap_or_default();
+    // Each top-level section is read on its own, so one bad section does not hide the others.
+    for key in main.document.top_level_keys() {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            errors.push(ConfigError {
+                file: main.path.clone(),
+                line: main.document.line_of(&[PathSegment::Key(key.clone())]).unwrap_or(1),
+                message: format!("unknown field `{key}`, expected one of {}", TOP_LEVEL_KEYS.join(", ")),
+                field: key,
+            });
+        }
+    }
+    let data_dir: Option<PathBuf> = main.document.deserialize_key(&main.path, "data_dir", &mut errors);
+    let http: HttpConfig = main.document.deserialize_key(&main.path, "http", &mut errors).unwrap_or_default();
+    let limits: Limits = main.document.deserialize_key(&main.path, "limits", &mut errors).unwrap_or_default();
+    let upstream: UpstreamConfig = main.document.deserialize_key(&main.path, "upstream", &mut errors).unwrap_or_default();
+    let include: Vec<PathBuf> = main.document.deserialize_key(&main.path, "include", &mut errors).unwrap_or_default();
     if let Some(limits_line) = main.document.line_of(&[PathSegment::Key("limits".into())]) {
-        let l = &top.limits;
         for (name, value) in [
-            ("batch_rows", l.batch_rows),
-            ("max_sort_rows", l.max_sort_rows),
-            ("max_per_page", l.max_per_page),
-            ("download_chunk_bytes", l.download_chunk_bytes),
+            ("batch_rows", limits.batch_rows),
+            ("max_sort_rows", limits.max_sort_rows),
+            ("max_per_page", limits.max_per_page),
+            ("download_chunk_bytes", limits.download_chunk_bytes),
         ] {
             if value == 0 {
                 errors.push(ConfigError {
@@ -285,7 +283,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
 
     let mut files = vec![main];
     let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
-    for (i, include) in top.include.iter().enumerate() {
+    for (i, include) in include.iter().enumerate() {
         match read_file(origin, &base.join(include)) {
             Ok(f) => files.push(f),
             Err(mut e) => {
@@ -341,10 +339,10 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     errors.sort_by_key(|e| (file_order.iter().position(|p| *p == e.file), e.line));
     if errors.is_empty() {
         Ok(Config {
-            data_dir: top.data_dir.unwrap_or_else(|| PathBuf::from("kaifang-data")),
-            http: top.http,
-            limits: top.limits,
-            upstream: top.upstream,
+            data_dir: data_dir.unwrap_or_else(|| PathBuf::from("kaifang-data")),
+            http,
+            limits,
+            upstream,
             datasets,
         })
     } else {

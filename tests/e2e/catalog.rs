@@ -1,0 +1,172 @@
+//! The open catalog: listing, filters, paging, and the invisibility of non-open data.
+
+use serde_json::Value;
+
+use crate::fixture::{client, expect_error, get_json, Gateway};
+
+fn ids(body: &Value) -> Vec<&str> {
+    body["datasets"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn catalog_lists_unconditional_and_conditional_datasets_but_never_non_open_ones() {
+    let g = Gateway::demo();
+    let (status, body) = get_json(&g.url("/v1/catalog")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["total"], 4);
+    assert_eq!(ids(&body), vec!["bus-arrivals", "parking-lots", "air-quality", "enterprises"]);
+    let enterprises = &body["datasets"][3];
+    assert_eq!(enterprises["open_type"], "conditional");
+    assert_eq!(enterprises["owner"], "Municipal Market Supervision Administration");
+
+    let (_, body) = get_json(&g.url("/v1/catalog?open_type=non_open")).await;
+    assert_eq!(body["total"], 0);
+    let (_, body) = get_json(&g.url("/v1/catalog?q=allowance")).await;
+    assert_eq!(body["total"], 0, "non-open entries must not be found by search either");
+}
+
+#[tokio::test]
+async fn catalog_filters_by_owner_open_type_and_keyword() {
+    let g = Gateway::demo();
+    let (_, body) = get_json(&g.url("/v1/catalog?owner=Municipal%20Transport%20Bureau")).await;
+    assert_eq!(ids(&body), vec!["bus-arrivals", "parking-lots"]);
+    let (_, body) = get_json(&g.url("/v1/catalog?open_type=conditional")).await;
+    assert_eq!(ids(&body), vec!["enterprises"]);
+    let (_, body) = get_json(&g.url("/v1/catalog?q=%E5%85%AC%E4%BA%A4")).await; // 公交
+    assert_eq!(ids(&body), vec!["bus-arrivals"]);
+    let (_, body) = get_json(&g.url("/v1/catalog?q=PM2.5&open_type=unconditional")).await;
+    assert_eq!(ids(&body), vec!["air-quality"]);
+    let (_, body) = get_json(&g.url("/v1/catalog?owner=nobody")).await;
+    assert_eq!((body["total"].as_u64(), ids(&body).len()), (Some(0), 0));
+}
+
+#[tokio::test]
+async fn catalog_pages_through_every_entry_exactly_once() {
+    let g = Gateway::demo();
+    let mut seen = Vec::new();
+    for page in 1..=3 {
+        let (status, body) = get_json(&g.url(&format!("/v1/catalog?per_page=3&page={page}"))).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["total"], 4);
+        assert_eq!(body["page"], page);
+        seen.extend(ids(&body).into_iter().map(str::to_owned));
+    }
+    assert_eq!(seen, vec!["bus-arrivals", "parking-lots", "air-quality", "enterprises"]);
+}
+
+#[tokio::test]
+async fn catalog_refuses_bad_parameters() {
+    let g = Gateway::demo();
+    for (query, code) in [
+        ("page=0", "bad_parameter"),
+        ("page=x", "bad_parameter"),
+        ("per_page=0", "bad_parameter"),
+        ("per_page=101", "bad_parameter"),
+        ("open_type=sometimes", "bad_parameter"),
+        ("sort=title", "unknown_parameter"),
+    ] {
+        expect_error(&g.url(&format!("/v1/catalog?{query}")), 400, code).await;
+    }
+}
+
+#[tokio::test]
+async fn dataset_metadata_shows_fields_and_schema() {
+    let g = Gateway::demo();
+    let (status, body) = get_json(&g.url("/v1/datasets/enterprises")).await;
+    assert_eq!(status, 200);
+    let fields = body["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 10);
+    let mobile = fields.iter().find(|f| f["name"] == "legal_rep_mobile").unwrap();
+    assert_eq!(mobile["sensitivity"], "personal");
+    assert_eq!(mobile["type"], "string");
+    let schema = body["schema"].as_array().unwrap();
+    assert_eq!(schema[5]["name"], "established_on");
+    assert_eq!(schema[5]["arrow_type"], "Date32");
+}
+
+#[tokio::test]
+async fn non_open_datasets_answer_exactly_like_unknown_ones_on_every_endpoint() {
+    let g = Gateway::demo();
+    let client = client();
+    for suffix in ["", "/rows", "/rows?format=csv", "/preview", "/download"] {
+        let hidden = client.get(g.url(&format!("/v1/datasets/subsistence-allowance{suffix}"))).send().await.unwrap();
+        let unknown = client.get(g.url(&format!("/v1/datasets/no-such-dataset{suffix}"))).send().await.unwrap();
+        assert_eq!(hidden.status(), 404);
+        assert_eq!(unknown.status(), 404);
+        let header_names = |r: &reqwest::Response| {
+            let mut names: Vec<String> = r.headers().keys().map(|k| k.to_string()).filter(|k| k != "date" && k != "x-request-id").collect();
+            names.sort();
+            names
+        };
+        assert_eq!(header_names(&hidden), header_names(&unknown), "{suffix}");
+        assert_eq!(hidden.bytes().await.unwrap(), unknown.bytes().await.unwrap(), "{suffix}");
+    }
+    let head = client.head(g.url("/v1/datasets/subsistence-allowance/download")).send().await.unwrap();
+    assert_eq!(head.status(), 404);
+}
+
+#[tokio::test]
+async fn conditional_data_is_described_but_its_data_endpoints_refuse() {
+    let g = Gateway::demo();
+    for suffix in ["/rows", "/preview", "/download"] {
+        let message = expect_error(&g.url(&format!("/v1/datasets/enterprises{suffix}")), 401, "key_required").await;
+        assert!(message.contains("apply for an agreement"), "{message}");
+    }
+    let r = client().get(g.url("/v1/datasets/enterprises/rows")).send().await.unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"kaifang\"");
+}
+
+#[tokio::test]
+async fn dataset_ids_with_path_tricks_are_not_found() {
+    let g = Gateway::demo();
+    for path in [
+        "/v1/datasets/..%2F..%2Fetc%2Fpasswd/download",
+        "/v1/datasets/%2e%2e/download",
+        "/v1/datasets/..",
+        "/v1/datasets/demo%2Fbus-arrivals.csv/download",
+        "/v1/datasets/bus-arrivals%2Fdownload",
+        "/v1/datasets/BUS-ARRIVALS",
+        "/v1/datasets/bus-arrivals%00/rows",
+    ] {
+        expect_error(&g.url(path), 404, "not_found").await;
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_openapi_answer() {
+    let g = Gateway::demo();
+    assert_eq!(get_json(&g.url("/healthz")).await, (200, serde_json::json!({"status": "ok"})));
+    let (status, ready) = get_json(&g.url("/readyz")).await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+    let (status, doc) = get_json(&g.url("/openapi.json")).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/v1/catalog", "/v1/datasets/{id}", "/v1/datasets/{id}/rows", "/v1/datasets/{id}/preview", "/v1/datasets/{id}/download", "/healthz", "/readyz"] {
+        assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+    }
+    let r = client().post(g.url("/v1/catalog")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+}
+
+#[tokio::test]
+async fn readiness_fails_when_a_source_file_is_missing() {
+    let g = Gateway::demo();
+    std::fs::remove_file(g.data_dir.join("demo/parking-lots.ndjson")).unwrap();
+    let (status, ready) = get_json(&g.url("/readyz")).await;
+    assert_eq!(status, 503);
+    assert_eq!(ready["checks"]["sources"]["missing"], serde_json::json!(["parking-lots"]));
+    expect_error(&g.url("/v1/datasets/parking-lots/rows"), 502, "source_failed").await;
+}
+
+#[tokio::test]
+async fn keys_in_the_query_string_are_refused_and_unknown_keys_rejected() {
+    let g = Gateway::demo();
+    for query in ["api_key=abc", "key=abc", "access_token=abc", "ApiKey=abc"] {
+        expect_error(&g.url(&format!("/v1/datasets/bus-arrivals/rows?{query}")), 400, "key_in_query").await;
+    }
+    let r = client().get(g.url("/v1/datasets/bus-arrivals/rows")).bearer_auth("not-a-key").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client().get(g.url("/v1/datasets/bus-arrivals/rows")).header("x-api-key", "nope").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -1,0 +1,176 @@
+//! Starting and stopping gateways, and reading datasets directly for comparison.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kaifang");
+
+/// A running gateway process, killed when dropped.
+pub struct Gateway {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Gateway {
+    /// The embedded demo, in a fresh data directory.
+    pub fn demo() -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut g = Gateway::spawn(&["serve", "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0"], data_dir.clone());
+        g._dir = Some(dir);
+        g
+    }
+
+    /// A gateway on `config`, with `data_dir` holding its data.
+    pub fn with_config(config: &Path, data_dir: &Path) -> Gateway {
+        Gateway::spawn(
+            &["serve", "--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0"],
+            data_dir.to_owned(),
+        )
+    }
+
+    fn spawn(args: &[&str], data_dir: PathBuf) -> Gateway {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("KAIFANG_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kaifang");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("kaifang: http listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("kaifang did not start listening within 60 s");
+        Gateway { child, base: format!("http://{addr}"), data_dir, _dir: None }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP/1.1 client that fails a test instead of hanging it.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// GETs `url` and returns status and JSON body.
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let r = client().get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body = r.bytes().await.unwrap();
+    let value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+    (status, value)
+}
+
+/// Asserts a JSON error body with this status and code; returns the message.
+pub async fn expect_error(url: &str, status: u16, code: &str) -> String {
+    let (got, body) = get_json(url).await;
+    assert_eq!(got, status, "{url}: {body}");
+    assert_eq!(body["error"]["code"], code, "{url}: {body}");
+    body["error"]["message"].as_str().unwrap().to_owned()
+}
+
+/// Every batch of an Arrow IPC stream.
+pub fn read_arrow_stream(bytes: &[u8]) -> Vec<RecordBatch> {
+    arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+/// The whole demo dataset `file`, read straight from disk with Arrow's own readers.
+pub fn read_source(path: &Path) -> RecordBatch {
+    let batches: Vec<RecordBatch> = match path.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap(),
+        Some("arrow") => arrow::ipc::reader::FileReader::try_new(std::fs::File::open(path).unwrap(), None)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap(),
+        other => panic!("read_source: {other:?}"),
+    };
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// Lines of an NDJSON file as JSON values.
+pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Records of a CSV text, header first, parsed with a real CSV parser.
+pub fn read_csv(text: &str) -> Vec<Vec<String>> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect()
+}
+
+/// The enterprises dataset's field list, for catalogs written by tests.
+pub const ENTERPRISE_FIELDS: &str = r#"[
+    { name = "uscc", type = "string" }, { name = "name", type = "string" },
+    { name = "district", type = "string" }, { name = "industry", type = "string" },
+    { name = "registered_capital", type = "float64" }, { name = "established_on", type = "date" },
+    { name = "status", type = "string" }, { name = "legal_rep_name", type = "string" },
+    { name = "legal_rep_id_card", type = "string" }, { name = "legal_rep_mobile", type = "string" },
+]"#;
+
+/// A configuration written by a test: a data directory and a catalog of unconditional datasets.
+pub struct Site {
+    _dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl Site {
+    /// Datasets as (id, format, source, fields); a source starting with `http://` is an
+    /// upstream origin, anything else a file under the data directory.
+    pub fn new(datasets: &[(&str, &str, &str, &str)]) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut text = String::from("[upstream]\nresponse_timeout_seconds = 5\nidle_timeout_seconds = 3\n\n");
+        for (id, format, source, fields) in datasets {
+            let source = if source.starts_with("http://") { format!("{{ url = \"{source}\" }}") } else { format!("{{ file = \"{source}\" }}") };
+            text.push_str(&format!(
+                "[[datasets]]\nid = \"{id}\"\ntitle = \"{id}\"\nowner = \"Test Bureau\"\nopen_type = \"unconditional\"\n\
+                 format = \"{format}\"\nupdate_frequency = \"daily\"\nlast_updated = \"2025-01-01T00:00:00Z\"\n\
+                 license = \"CC-BY-4.0\"\nsource = {source}\nfields = {fields}\n\n"
+            ));
+        }
+        let config = dir.path().join("kaifang.toml");
+        std::fs::write(&config, text).unwrap();
+        Site { _dir: dir, config, data_dir }
+    }
+
+    pub fn start(&self) -> Gateway {
+        Gateway::with_config(&self.config, &self.data_dir)
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `kaifang` binary on real sockets, driven by real clients.
+//!
+//! Each test starts its own gateway on port 0 with its own data directory (see
+//! [`fixture::Gateway`]), so tests run in parallel without sharing state.
+
+mod catalog;
+mod config;
+mod download;
+mod fixture;
+mod origin;
+mod rows;
+mod upstream;
