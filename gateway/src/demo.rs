@@ -10,7 +10,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -36,20 +38,46 @@ const DISTRICTS: [(&str, &str); 6] = [
     ("Guanyun", "320723"),
     ("Guannan", "320724"),
 ];
-const SURNAMES: [&str; 16] = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭"];
-const GIVEN: [&str; 16] = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明"];
+const SURNAMES: [&str; 16] = [
+    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭",
+];
+const GIVEN: [&str; 16] = [
+    "伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明",
+];
 const ROUTES: [&str; 10] = ["1", "2", "5", "10", "17", "23", "K1", "K8", "Y2", "B1"];
 const STOPS: [&str; 12] = [
-    "Xinpu Station", "Hailian Road", "Cangwu Park", "Huaguo Mountain", "Port Gate 4", "City Hall",
-    "Railway Station", "Donghai Square", "Ganyu Bus Terminal", "University Town", "People's Hospital", "Lianyun Harbour",
+    "Xinpu Station",
+    "Hailian Road",
+    "Cangwu Park",
+    "Huaguo Mountain",
+    "Port Gate 4",
+    "City Hall",
+    "Railway Station",
+    "Donghai Square",
+    "Ganyu Bus Terminal",
+    "University Town",
+    "People's Hospital",
+    "Lianyun Harbour",
 ];
 const INDUSTRIES: [&str; 8] = [
-    "manufacturing", "wholesale and retail", "construction", "transport and logistics",
-    "information technology", "accommodation and catering", "agriculture", "scientific research",
+    "manufacturing",
+    "wholesale and retail",
+    "construction",
+    "transport and logistics",
+    "information technology",
+    "accommodation and catering",
+    "agriculture",
+    "scientific research",
 ];
 
 /// The demo datasets the generator knows, by id.
-const KNOWN: [&str; 5] = ["bus-arrivals", "parking-lots", "air-quality", "enterprises", "subsistence-allowance"];
+const KNOWN: [&str; 5] = [
+    "bus-arrivals",
+    "parking-lots",
+    "air-quality",
+    "enterprises",
+    "subsistence-allowance",
+];
 
 /// Writes every demo dataset of `config` with `rows` rows into `out`, named as the file sources
 /// of the demo catalog name them. Shows a progress bar when stderr is a terminal.
@@ -94,7 +122,14 @@ pub fn ensure(config: &Config) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn write_dataset(id: &str, format: Format, schema: SchemaRef, rows: u64, path: &Path, progress: &ProgressBar) -> Result<(), Box<dyn std::error::Error>> {
+fn write_dataset(
+    id: &str,
+    format: Format,
+    schema: SchemaRef,
+    rows: u64,
+    path: &Path,
+    progress: &ProgressBar,
+) -> Result<(), Box<dyn std::error::Error>> {
     // Write to a temporary name and rename, so a crash never leaves a half-written dataset
     // that a later start would take as complete.
     let partial = path.with_extension("partial");
@@ -115,7 +150,9 @@ fn write_dataset(id: &str, format: Format, schema: SchemaRef, rows: u64, path: &
 }
 
 fn seed(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 enum Sink {
@@ -214,12 +251,19 @@ impl Columns {
                 _ => Column::Time(TimestampMillisecondBuilder::new().with_timezone("+00:00")),
             })
             .collect();
-        Columns { schema: schema.clone(), columns }
+        Columns {
+            schema: schema.clone(),
+            columns,
+        }
     }
 
     fn push(&mut self, row: Vec<V>) -> Result<(), String> {
         if row.len() != self.columns.len() {
-            return Err(format!("demo row has {} values for {} fields", row.len(), self.columns.len()));
+            return Err(format!(
+                "demo row has {} values for {} fields",
+                row.len(),
+                self.columns.len()
+            ));
         }
         for (column, value) in self.columns.iter_mut().zip(row) {
             match (column, value) {
@@ -255,7 +299,13 @@ impl Columns {
     }
 }
 
-fn generate(id: &str, schema: &SchemaRef, start: u64, n: u64, rng: &mut ChaCha8Rng) -> Result<RecordBatch, Box<dyn std::error::Error>> {
+fn generate(
+    id: &str,
+    schema: &SchemaRef,
+    start: u64,
+    n: u64,
+    rng: &mut ChaCha8Rng,
+) -> Result<RecordBatch, Box<dyn std::error::Error>> {
     let mut columns = Columns::new(schema);
     for i in start..start + n {
         let row = match id {
@@ -285,7 +335,8 @@ fn person_name(rng: &mut ChaCha8Rng) -> String {
 
 /// An 18-digit resident ID card number with a valid GB 11643 check digit.
 fn id_card(rng: &mut ChaCha8Rng, region: &str) -> String {
-    let birth = chrono::NaiveDate::from_ymd_opt(1950, 1, 1).expect("valid date") + chrono::Days::new(rng.random_range(0..20_000));
+    let birth = chrono::NaiveDate::from_ymd_opt(1950, 1, 1).expect("valid date")
+        + chrono::Days::new(rng.random_range(0..20_000));
     let body = format!("{region}{}{:03}", birth.format("%Y%m%d"), rng.random_range(0..1000));
     const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
     let sum: u32 = body.bytes().zip(WEIGHTS).map(|(b, w)| u32::from(b - b'0') * w).sum();
@@ -294,7 +345,12 @@ fn id_card(rng: &mut ChaCha8Rng, region: &str) -> String {
 }
 
 fn mobile(rng: &mut ChaCha8Rng) -> String {
-    let prefix = pick(rng, &["133", "135", "138", "139", "150", "152", "158", "177", "180", "186", "189", "199"]);
+    let prefix = pick(
+        rng,
+        &[
+            "133", "135", "138", "139", "150", "152", "158", "177", "180", "186", "189", "199",
+        ],
+    );
     format!("{prefix}{:08}", rng.random_range(0..100_000_000))
 }
 
@@ -312,7 +368,10 @@ fn bus_arrival(i: u64, rng: &mut ChaCha8Rng) -> Vec<V> {
         V::T(scheduled),
         V::T(scheduled + delay * 1000),
         V::I(delay),
-        V::F(rng.random_bool(0.95).then(|| (rng.random_range(0..=100) as f64) / 100.0)),
+        V::F(
+            rng.random_bool(0.95)
+                .then(|| (rng.random_range(0..=100) as f64) / 100.0),
+        ),
         V::B(rng.random_bool(0.8)),
     ]
 }
@@ -363,10 +422,18 @@ fn air_quality(i: u64, rng: &mut ChaCha8Rng) -> Vec<V> {
 fn enterprise(i: u64, rng: &mut ChaCha8Rng) -> Vec<V> {
     let (district, region) = *pick(rng, &DISTRICTS);
     let industry = pick(rng, &INDUSTRIES);
-    let status = if rng.random_bool(0.9) { "active" } else { pick(rng, &["revoked", "cancelled"]) };
+    let status = if rng.random_bool(0.9) {
+        "active"
+    } else {
+        pick(rng, &["revoked", "cancelled"])
+    };
     vec![
         V::S(format!("91{region}MA{:08X}", i * 7919 + 0x1000_0000)),
-        V::S(format!("连云港{}{}有限公司", pick(rng, &GIVEN), pick(rng, &["科技", "物流", "建设", "商贸", "食品", "海洋"]))),
+        V::S(format!(
+            "连云港{}{}有限公司",
+            pick(rng, &GIVEN),
+            pick(rng, &["科技", "物流", "建设", "商贸", "食品", "海洋"])
+        )),
         V::S(district.to_string()),
         V::S(industry.to_string()),
         V::F(Some(f64::from(rng.random_range(10..50_000u32)))),
@@ -404,7 +471,11 @@ mod tests {
             assert!(id.starts_with("320706"));
         }
         // A published example number with a known check digit.
-        let sum: u32 = "11010519491231002".bytes().zip([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]).map(|(b, w)| u32::from(b - b'0') * w).sum();
+        let sum: u32 = "11010519491231002"
+            .bytes()
+            .zip([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2])
+            .map(|(b, w)| u32::from(b - b'0') * w)
+            .sum();
         assert_eq!(b"10X98765432"[(sum % 11) as usize], b'X');
     }
 

@@ -37,13 +37,16 @@ impl OutputFormat {
 
     /// The format an `Accept` header prefers, if it names one we produce.
     pub fn from_accept(accept: &str) -> Option<OutputFormat> {
-        accept.split(',').map(|m| m.split(';').next().unwrap_or("").trim()).find_map(|media| match media {
-            "text/csv" => Some(OutputFormat::Csv),
-            "application/x-ndjson" | "application/jsonl" => Some(OutputFormat::Ndjson),
-            "application/json" => Some(OutputFormat::Json),
-            "application/vnd.apache.arrow.stream" => Some(OutputFormat::Arrow),
-            _ => None,
-        })
+        accept
+            .split(',')
+            .map(|m| m.split(';').next().unwrap_or("").trim())
+            .find_map(|media| match media {
+                "text/csv" => Some(OutputFormat::Csv),
+                "application/x-ndjson" | "application/jsonl" => Some(OutputFormat::Ndjson),
+                "application/json" => Some(OutputFormat::Json),
+                "application/vnd.apache.arrow.stream" => Some(OutputFormat::Arrow),
+                _ => None,
+            })
     }
 
     pub fn content_type(self) -> &'static str {
@@ -60,7 +63,9 @@ impl OutputFormat {
             OutputFormat::Csv => Encoder::Csv { schema: schema.clone() },
             OutputFormat::Ndjson => Encoder::Ndjson,
             OutputFormat::Json => Encoder::Json { first: true },
-            OutputFormat::Arrow => Encoder::Arrow(arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema)?),
+            OutputFormat::Arrow => {
+                Encoder::Arrow(Box::new(arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema)?))
+            }
         })
     }
 }
@@ -70,7 +75,7 @@ pub enum Encoder {
     Csv { schema: SchemaRef },
     Ndjson,
     Json { first: bool },
-    Arrow(arrow::ipc::writer::StreamWriter<Vec<u8>>),
+    Arrow(Box<arrow::ipc::writer::StreamWriter<Vec<u8>>>),
 }
 
 impl Encoder {

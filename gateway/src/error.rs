@@ -39,7 +39,12 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> Error {
-        Error { kind, code, message: message.into(), position: None }
+        Error {
+            kind,
+            code,
+            message: message.into(),
+            position: None,
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Error {
@@ -74,14 +79,21 @@ impl From<policy::Refusal> for Error {
         match refusal {
             Refusal::NotFound => Error::dataset_not_found(),
             Refusal::KeyRequired(_) => Error::new(Kind::Unauthenticated, "key_required", refusal.to_string()),
-            Refusal::DownloadOutsideScope(_) => Error::new(Kind::Forbidden, "download_outside_scope", refusal.to_string()),
+            Refusal::DownloadOutsideScope(_) => {
+                Error::new(Kind::Forbidden, "download_outside_scope", refusal.to_string())
+            }
         }
     }
 }
 
 impl From<policy::FilterError> for Error {
     fn from(e: policy::FilterError) -> Error {
-        Error { kind: Kind::BadRequest, code: "bad_filter", message: format!("filter: {e}"), position: Some(e.position) }
+        Error {
+            kind: Kind::BadRequest,
+            code: "bad_filter",
+            message: format!("filter: {e}"),
+            position: Some(e.position),
+        }
     }
 }
 

@@ -9,7 +9,11 @@ use kaifang::config::{self, Config, Origin};
 use kaifang::state::State;
 
 #[derive(Parser)]
-#[command(name = "kaifang", version, about = "The data gateway of a city's public-data open platform")]
+#[command(
+    name = "kaifang",
+    version,
+    about = "The data gateway of a city's public-data open platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,7 +63,11 @@ fn main() -> ExitCode {
             for dataset in &c.datasets {
                 if let config::SourceConfig::File(path) = &dataset.source {
                     if !c.data_dir.join(path).is_file() {
-                        eprintln!("warning: dataset `{}`: file {} not found (yet)", dataset.id, c.data_dir.join(path).display());
+                        eprintln!(
+                            "warning: dataset `{}`: file {} not found (yet)",
+                            dataset.id,
+                            c.data_dir.join(path).display()
+                        );
                     }
                 }
             }
@@ -82,7 +90,11 @@ fn load(origin: Origin, path: &Path) -> Result<Config, String> {
     config::load(origin, path).map_err(|e| e.to_string())
 }
 
-fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>, http: Option<std::net::SocketAddr>) -> Result<(), String> {
+fn serve(
+    config_path: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    http: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
     let embedded = config_path.is_none();
     let mut config = match &config_path {
         Some(path) => load(Origin::Files, path)?,
@@ -94,11 +106,15 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>, http: Option<s
     if let Some(addr) = http {
         config.http.listen = addr;
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     if embedded {
         kaifang::demo::ensure(&config)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await

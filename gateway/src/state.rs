@@ -22,9 +22,18 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(datasets: &[DatasetConfig]) -> Catalog {
-        let entries: Vec<CatalogEntry> =
-            datasets.iter().map(|d| CatalogEntry { dataset: d.to_dataset(), config: d.clone() }).collect();
-        let by_id = entries.iter().enumerate().map(|(i, e)| (e.dataset.id.clone(), i)).collect();
+        let entries: Vec<CatalogEntry> = datasets
+            .iter()
+            .map(|d| CatalogEntry {
+                dataset: d.to_dataset(),
+                config: d.clone(),
+            })
+            .collect();
+        let by_id = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.dataset.id.clone(), i))
+            .collect();
         Catalog { entries, by_id }
     }
 
@@ -46,10 +55,18 @@ pub struct State {
 
 impl State {
     pub fn new(config: Config) -> State {
-        State { catalog: Catalog::new(&config.datasets), upstream: Upstream::new(&config.upstream), config }
+        State {
+            catalog: Catalog::new(&config.datasets),
+            upstream: Upstream::new(&config.upstream),
+            config,
+        }
     }
 
     pub fn source_context(&self) -> SourceContext<'_> {
-        SourceContext { data_dir: &self.config.data_dir, upstream: &self.upstream, batch_rows: self.config.limits.batch_rows }
+        SourceContext {
+            data_dir: &self.config.data_dir,
+            upstream: &self.upstream,
+            batch_rows: self.config.limits.batch_rows,
+        }
     }
 }

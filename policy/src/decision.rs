@@ -49,7 +49,10 @@ pub struct Scope {
 impl Scope {
     /// The whole dataset, every row and column, unmasked.
     pub fn whole() -> Scope {
-        Scope { columns: None, row_filter: None }
+        Scope {
+            columns: None,
+            row_filter: None,
+        }
     }
 
     /// Whether this scope is the whole dataset, which is what a raw download needs.
@@ -100,7 +103,11 @@ pub fn decide(caller: &Caller, dataset: &Dataset, operation: Operation) -> Resul
     if operation == Operation::Download && !scope.is_whole_dataset() {
         return Err(Refusal::DownloadOutsideScope(dataset.id.clone()));
     }
-    Ok(Grant { dataset: dataset.id.clone(), operation, scope })
+    Ok(Grant {
+        dataset: dataset.id.clone(),
+        operation,
+        scope,
+    })
 }
 
 #[cfg(test)]
@@ -138,7 +145,10 @@ mod tests {
     #[test]
     fn non_open_data_is_never_granted_and_looks_unknown() {
         for op in OPERATIONS {
-            assert_eq!(decide(&Caller::Anonymous, &dataset(OpenType::NonOpen), op), Err(Refusal::NotFound));
+            assert_eq!(
+                decide(&Caller::Anonymous, &dataset(OpenType::NonOpen), op),
+                Err(Refusal::NotFound)
+            );
         }
         assert!(!listed(&dataset(OpenType::NonOpen)));
     }

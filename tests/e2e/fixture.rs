@@ -23,7 +23,16 @@ impl Gateway {
     pub fn demo() -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let mut g = Gateway::spawn(&["serve", "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0"], data_dir.clone());
+        let mut g = Gateway::spawn(
+            &[
+                "serve",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--http",
+                "127.0.0.1:0",
+            ],
+            data_dir.clone(),
+        );
         g._dir = Some(dir);
         g
     }
@@ -31,7 +40,15 @@ impl Gateway {
     /// A gateway on `config`, with `data_dir` holding its data.
     pub fn with_config(config: &Path, data_dir: &Path) -> Gateway {
         Gateway::spawn(
-            &["serve", "--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0"],
+            &[
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--http",
+                "127.0.0.1:0",
+            ],
             data_dir.to_owned(),
         )
     }
@@ -54,8 +71,15 @@ impl Gateway {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("kaifang did not start listening within 60 s");
-        Gateway { child, base: format!("http://{addr}"), data_dir, _dir: None }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("kaifang did not start listening within 60 s");
+        Gateway {
+            child,
+            base: format!("http://{addr}"),
+            data_dir,
+            _dir: None,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -72,7 +96,10 @@ impl Drop for Gateway {
 
 /// An HTTP/1.1 client that fails a test instead of hanging it.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 /// GETs `url` and returns status and JSON body.
@@ -80,7 +107,8 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     let r = client().get(url).send().await.unwrap();
     let status = r.status().as_u16();
     let body = r.bytes().await.unwrap();
-    let value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
     (status, value)
 }
 
@@ -90,6 +118,22 @@ pub async fn expect_error(url: &str, status: u16, code: &str) -> String {
     assert_eq!(got, status, "{url}: {body}");
     assert_eq!(body["error"]["code"], code, "{url}: {body}");
     body["error"]["message"].as_str().unwrap().to_owned()
+}
+
+/// Asserts that the response at `url` breaks off: the head may still sit in the server's
+/// write buffer when the stream breaks, so the client sees either a failed response or a 200
+/// whose body fails; never a complete one.
+pub async fn expect_broken(url: &str) {
+    match client().get(url).send().await {
+        Err(e) => assert!(e.is_request(), "{url}: {e}"),
+        Ok(r) => {
+            assert_eq!(r.status(), 200, "{url}");
+            assert!(
+                r.bytes().await.is_err(),
+                "{url}: a broken source must not look like a complete file"
+            );
+        }
+    }
 }
 
 /// Every batch of an Arrow IPC stream.
@@ -103,12 +147,14 @@ pub fn read_arrow_stream(bytes: &[u8]) -> Vec<RecordBatch> {
 /// The whole demo dataset `file`, read straight from disk with Arrow's own readers.
 pub fn read_source(path: &Path) -> RecordBatch {
     let batches: Vec<RecordBatch> = match path.extension().and_then(|e| e.to_str()) {
-        Some("parquet") => parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-            .unwrap()
-            .build()
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap(),
+        Some("parquet") => {
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        }
         Some("arrow") => arrow::ipc::reader::FileReader::try_new(std::fs::File::open(path).unwrap(), None)
             .unwrap()
             .collect::<Result<_, _>>()
@@ -120,7 +166,11 @@ pub fn read_source(path: &Path) -> RecordBatch {
 
 /// Lines of an NDJSON file as JSON values.
 pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Records of a CSV text, header first, parsed with a real CSV parser.
@@ -158,7 +208,11 @@ impl Site {
         std::fs::create_dir_all(&data_dir).unwrap();
         let mut text = String::from("[upstream]\nresponse_timeout_seconds = 5\nidle_timeout_seconds = 3\n\n");
         for (id, format, source, fields) in datasets {
-            let source = if source.starts_with("http://") { format!("{{ url = \"{source}\" }}") } else { format!("{{ file = \"{source}\" }}") };
+            let source = if source.starts_with("http://") {
+                format!("{{ url = \"{source}\" }}")
+            } else {
+                format!("{{ file = \"{source}\" }}")
+            };
             text.push_str(&format!(
                 "[[datasets]]\nid = \"{id}\"\ntitle = \"{id}\"\nowner = \"Test Bureau\"\nopen_type = \"unconditional\"\n\
                  format = \"{format}\"\nupdate_frequency = \"daily\"\nlast_updated = \"2025-01-01T00:00:00Z\"\n\
@@ -167,7 +221,11 @@ impl Site {
         }
         let config = dir.path().join("kaifang.toml");
         std::fs::write(&config, text).unwrap();
-        Site { _dir: dir, config, data_dir }
+        Site {
+            _dir: dir,
+            config,
+            data_dir,
+        }
     }
 
     pub fn start(&self) -> Gateway {

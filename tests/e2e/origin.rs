@@ -34,7 +34,9 @@ impl Origin {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let headers = headers.clone();
                 let script = script.clone();
                 let service = hyper::service::service_fn(move |_req| {
@@ -74,7 +76,9 @@ fn play(headers: Vec<(&'static str, String)>, script: Vec<Step>) -> Response<Bod
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    let mut response = Response::new(StreamBody::new(Box::pin(stream) as futures_util::stream::BoxStream<'static, _>));
+    let mut response = Response::new(StreamBody::new(
+        Box::pin(stream) as futures_util::stream::BoxStream<'static, _>
+    ));
     *response.status_mut() = StatusCode::OK;
     for (name, value) in headers {
         response.headers_mut().insert(name, value.parse().unwrap());

@@ -73,7 +73,12 @@ impl Document {
 
     /// Deserializes the value under the top-level `key`, recording any error; `None` when the
     /// key is absent or the value is bad.
-    pub fn deserialize_key<T: DeserializeOwned>(&self, file: &Path, key: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
+    pub fn deserialize_key<T: DeserializeOwned>(
+        &self,
+        file: &Path,
+        key: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<T> {
         let value = self.parsed.as_table().get(key)?.clone().into_value().ok()?;
         self.deserialize_value(file, &[PathSegment::Key(key.into())], value, errors)
     }
@@ -88,9 +93,10 @@ impl Document {
     ) -> Vec<(usize, T)> {
         let elements: Vec<Value> = match self.parsed.as_table().get(key) {
             None => return Vec::new(),
-            Some(Item::ArrayOfTables(array)) => {
-                array.iter().filter_map(|t| Item::Table(t.clone()).into_value().ok()).collect()
-            }
+            Some(Item::ArrayOfTables(array)) => array
+                .iter()
+                .filter_map(|t| Item::Table(t.clone()).into_value().ok())
+                .collect(),
             Some(Item::Value(Value::Array(array))) => array.iter().cloned().collect(),
             Some(_) => {
                 errors.push(ConfigError {
@@ -134,11 +140,19 @@ impl Document {
                 // toml_edit appends "in `field`" on a second line; the field is reported apart.
                 let mut message = e.into_inner().to_string().lines().next().unwrap_or_default().to_owned();
                 // A missing field is reported by the table that lacks it.
-                let line = (0..=path.len()).rev().find_map(|n| self.line_of(&path[..n])).unwrap_or(1);
+                let line = (0..=path.len())
+                    .rev()
+                    .find_map(|n| self.line_of(&path[..n]))
+                    .unwrap_or(1);
                 if message.starts_with("missing field") {
                     message.push_str(" in this table");
                 }
-                errors.push(ConfigError { file: file.to_owned(), line, field: render(&path), message });
+                errors.push(ConfigError {
+                    file: file.to_owned(),
+                    line,
+                    field: render(&path),
+                    message,
+                });
                 None
             }
         }

@@ -26,10 +26,22 @@ use locate::{Document, PathSegment};
 /// no `--config`.
 pub const EMBEDDED: &[(&str, &str)] = &[
     ("kaifang.toml", include_str!("../../../config/kaifang.toml")),
-    ("catalog/transport.toml", include_str!("../../../config/catalog/transport.toml")),
-    ("catalog/ecology.toml", include_str!("../../../config/catalog/ecology.toml")),
-    ("catalog/market.toml", include_str!("../../../config/catalog/market.toml")),
-    ("catalog/civil-affairs.toml", include_str!("../../../config/catalog/civil-affairs.toml")),
+    (
+        "catalog/transport.toml",
+        include_str!("../../../config/catalog/transport.toml"),
+    ),
+    (
+        "catalog/ecology.toml",
+        include_str!("../../../config/catalog/ecology.toml"),
+    ),
+    (
+        "catalog/market.toml",
+        include_str!("../../../config/catalog/market.toml"),
+    ),
+    (
+        "catalog/civil-affairs.toml",
+        include_str!("../../../config/catalog/civil-affairs.toml"),
+    ),
 ];
 
 /// Where configuration text comes from: the file system, or the files compiled into the binary.
@@ -77,7 +89,9 @@ fn default_http_listen() -> SocketAddr {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_http_listen() }
+        HttpConfig {
+            listen: default_http_listen(),
+        }
     }
 }
 
@@ -98,7 +112,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { batch_rows: 8192, max_sort_rows: 1_000_000, max_per_page: 100, download_chunk_bytes: 256 * 1024 }
+        Limits {
+            batch_rows: 8192,
+            max_sort_rows: 1_000_000,
+            max_per_page: 100,
+            download_chunk_bytes: 256 * 1024,
+        }
     }
 }
 
@@ -259,10 +278,22 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
         }
     }
     let data_dir: Option<PathBuf> = main.document.deserialize_key(&main.path, "data_dir", &mut errors);
-    let http: HttpConfig = main.document.deserialize_key(&main.path, "http", &mut errors).unwrap_or_default();
-    let limits: Limits = main.document.deserialize_key(&main.path, "limits", &mut errors).unwrap_or_default();
-    let upstream: UpstreamConfig = main.document.deserialize_key(&main.path, "upstream", &mut errors).unwrap_or_default();
-    let include: Vec<PathBuf> = main.document.deserialize_key(&main.path, "include", &mut errors).unwrap_or_default();
+    let http: HttpConfig = main
+        .document
+        .deserialize_key(&main.path, "http", &mut errors)
+        .unwrap_or_default();
+    let limits: Limits = main
+        .document
+        .deserialize_key(&main.path, "limits", &mut errors)
+        .unwrap_or_default();
+    let upstream: UpstreamConfig = main
+        .document
+        .deserialize_key(&main.path, "upstream", &mut errors)
+        .unwrap_or_default();
+    let include: Vec<PathBuf> = main
+        .document
+        .deserialize_key(&main.path, "include", &mut errors)
+        .unwrap_or_default();
     if let Some(limits_line) = main.document.line_of(&[PathSegment::Key("limits".into())]) {
         for (name, value) in [
             ("batch_rows", limits.batch_rows),
@@ -273,7 +304,10 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             if value == 0 {
                 errors.push(ConfigError {
                     file: main.path.clone(),
-                    line: main.document.line_of(&[PathSegment::Key("limits".into()), PathSegment::Key(name.into())]).unwrap_or(limits_line),
+                    line: main
+                        .document
+                        .line_of(&[PathSegment::Key("limits".into()), PathSegment::Key(name.into())])
+                        .unwrap_or(limits_line),
                     field: format!("limits.{name}"),
                     message: "must be greater than 0".into(),
                 });
@@ -287,7 +321,10 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
         match read_file(origin, &base.join(include)) {
             Ok(f) => files.push(f),
             Err(mut e) => {
-                e.line = files[0].document.line_of(&[PathSegment::Key("include".into()), PathSegment::Index(i)]).unwrap_or(0);
+                e.line = files[0]
+                    .document
+                    .line_of(&[PathSegment::Key("include".into()), PathSegment::Index(i)])
+                    .unwrap_or(0);
                 e.field = format!("include[{i}]");
                 e.file = files[0].path.clone();
                 errors.push(e);
@@ -310,24 +347,44 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
                 }
             }
         }
-        for (i, dataset) in file.document.deserialize_array::<DatasetConfig>(&file.path, "datasets", &mut errors) {
+        for (i, dataset) in file
+            .document
+            .deserialize_array::<DatasetConfig>(&file.path, "datasets", &mut errors)
+        {
             let at = |field: &[PathSegment]| {
                 let mut full = vec![PathSegment::Key("datasets".into()), PathSegment::Index(i)];
                 full.extend_from_slice(field);
-                let line = file.document.line_of(&full).or_else(|| file.document.line_of(&full[..2])).unwrap_or(1);
+                let line = file
+                    .document
+                    .line_of(&full)
+                    .or_else(|| file.document.line_of(&full[..2]))
+                    .unwrap_or(1);
                 (file.path.clone(), line, locate::render(&full))
             };
             let mut problem = |field: &[PathSegment], message: String| {
                 let (file, line, field) = at(field);
-                errors.push(ConfigError { file, line, field, message });
+                errors.push(ConfigError {
+                    file,
+                    line,
+                    field,
+                    message,
+                });
             };
             if let Some((other_file, other_line)) = seen.get(&dataset.id) {
                 problem(
                     &[PathSegment::Key("id".into())],
-                    format!("dataset id `{}` is already declared at {}:{}", dataset.id, other_file.display(), other_line),
+                    format!(
+                        "dataset id `{}` is already declared at {}:{}",
+                        dataset.id,
+                        other_file.display(),
+                        other_line
+                    ),
                 );
             } else {
-                seen.insert(dataset.id.clone(), (file.path.clone(), at(&[PathSegment::Key("id".into())]).1));
+                seen.insert(
+                    dataset.id.clone(),
+                    (file.path.clone(), at(&[PathSegment::Key("id".into())]).1),
+                );
             }
             check_dataset(&dataset, &mut problem);
             datasets.push(dataset);
@@ -356,7 +413,11 @@ fn check_dataset(dataset: &DatasetConfig, problem: &mut impl FnMut(&[PathSegment
         problem(&[Key("fields".into())], "a dataset needs at least one field".into());
     }
     for (i, field) in dataset.fields.iter().enumerate() {
-        let valid_name = field.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let valid_name = field
+            .name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && field.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
             problem(
@@ -365,7 +426,10 @@ fn check_dataset(dataset: &DatasetConfig, problem: &mut impl FnMut(&[PathSegment
             );
         }
         if dataset.fields[..i].iter().any(|f| f.name == field.name) {
-            problem(&[Key("fields".into()), Index(i), Key("name".into())], format!("field `{}` is declared twice", field.name));
+            problem(
+                &[Key("fields".into()), Index(i), Key("name".into())],
+                format!("field `{}` is declared twice", field.name),
+            );
         }
     }
     match &dataset.source {
@@ -386,7 +450,10 @@ fn check_dataset(dataset: &DatasetConfig, problem: &mut impl FnMut(&[PathSegment
                 &[Key("source".into()), Key("url".into())],
                 "https origins are not supported yet; use an http:// origin on a trusted network".into(),
             ),
-            _ => problem(&[Key("source".into()), Key("url".into())], format!("`{url}` is not an absolute http:// URL")),
+            _ => problem(
+                &[Key("source".into()), Key("url".into())],
+                format!("`{url}` is not an absolute http:// URL"),
+            ),
         },
     }
 }
@@ -463,8 +530,19 @@ fields = [{ name = "a", type = "int64" }]
 "#;
         let errors = load_text(text).unwrap_err().0;
         let summary: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
-        assert_eq!(summary, vec![(3, "limits.batch_rows"), (15, "datasets[0].fields[1].name"), (18, "datasets[1].id")]);
-        assert!(errors[2].message.contains("dataset id must be"), "{}", errors[2].message);
+        assert_eq!(
+            summary,
+            vec![
+                (3, "limits.batch_rows"),
+                (15, "datasets[0].fields[1].name"),
+                (18, "datasets[1].id")
+            ]
+        );
+        assert!(
+            errors[2].message.contains("dataset id must be"),
+            "{}",
+            errors[2].message
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
-    ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use policy::Grant;
@@ -20,17 +20,37 @@ use crate::source::{file, upstream};
 use crate::state::{CatalogEntry, State};
 
 /// Origin response headers passed back to the client.
-const PASSED_RESPONSE_HEADERS: [HeaderName; 6] = [CONTENT_TYPE, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED, ACCEPT_RANGES];
+const PASSED_RESPONSE_HEADERS: [HeaderName; 6] = [
+    CONTENT_TYPE,
+    CONTENT_LENGTH,
+    CONTENT_RANGE,
+    ETAG,
+    LAST_MODIFIED,
+    ACCEPT_RANGES,
+];
 
-pub async fn serve(state: &State, entry: &CatalogEntry, grant: &Grant, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
-    debug_assert!(grant.scope.is_whole_dataset(), "policy grants downloads of whole datasets only");
+pub async fn serve(
+    state: &State,
+    entry: &CatalogEntry,
+    grant: &Grant,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, Error> {
+    debug_assert!(
+        grant.scope.is_whole_dataset(),
+        "policy grants downloads of whole datasets only"
+    );
     match &entry.config.source {
         SourceConfig::File(path) => from_file(state, entry, req, state.config.data_dir.join(path)).await,
         SourceConfig::Url(url) => from_origin(state, entry, req, url).await,
     }
 }
 
-async fn from_file(state: &State, entry: &CatalogEntry, req: &Request<Incoming>, path: std::path::PathBuf) -> Result<Response<Body>, Error> {
+async fn from_file(
+    state: &State,
+    entry: &CatalogEntry,
+    req: &Request<Incoming>,
+    path: std::path::PathBuf,
+) -> Result<Response<Body>, Error> {
     let file = file::open_bytes(path).await?;
     let info = file.info.clone();
     let etag = format!("\"{}\"", info.version);
@@ -56,11 +76,18 @@ async fn from_file(state: &State, entry: &CatalogEntry, req: &Request<Incoming>,
     let (start, end) = range.unwrap_or((0, info.len));
     {
         let h = response.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static(entry.dataset.format.media_type()));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(entry.dataset.format.media_type()),
+        );
         h.insert(CONTENT_LENGTH, value(&(end - start).to_string()));
         h.insert(
             CONTENT_DISPOSITION,
-            value(&format!("attachment; filename=\"{}.{}\"", entry.dataset.id, entry.dataset.format.extension())),
+            value(&format!(
+                "attachment; filename=\"{}.{}\"",
+                entry.dataset.id,
+                entry.dataset.format.extension()
+            )),
         );
         if range.is_some() {
             h.insert(CONTENT_RANGE, value(&format!("bytes {start}-{}/{}", end - 1, info.len)));
@@ -75,7 +102,12 @@ async fn from_file(state: &State, entry: &CatalogEntry, req: &Request<Incoming>,
     Ok(response)
 }
 
-async fn from_origin(state: &State, entry: &CatalogEntry, req: &Request<Incoming>, url: &str) -> Result<Response<Body>, Error> {
+async fn from_origin(
+    state: &State,
+    entry: &CatalogEntry,
+    req: &Request<Incoming>,
+    url: &str,
+) -> Result<Response<Body>, Error> {
     let mut forwarded = HeaderMap::new();
     for name in upstream::FORWARDED_REQUEST_HEADERS {
         if let Some(v) = req.headers().get(&name) {
@@ -84,7 +116,8 @@ async fn from_origin(state: &State, entry: &CatalogEntry, req: &Request<Incoming
     }
     let origin = state.upstream.request(req.method(), url, &forwarded).await?;
     match origin.status {
-        StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::RANGE_NOT_SATISFIABLE => {}
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::RANGE_NOT_SATISFIABLE => {
+        }
         other => return Err(Error::source(format!("the origin answered {other}"))),
     }
     let version = origin.etag();
@@ -97,7 +130,10 @@ async fn from_origin(state: &State, entry: &CatalogEntry, req: &Request<Incoming
         }
     }
     if !h.contains_key(CONTENT_TYPE) {
-        h.insert(CONTENT_TYPE, HeaderValue::from_static(entry.dataset.format.media_type()));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(entry.dataset.format.media_type()),
+        );
     }
     if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
         h.insert("x-dataset-version", v);
@@ -116,9 +152,16 @@ fn value(s: &str) -> HeaderValue {
 /// comparison), otherwise `If-Modified-Since` at one-second resolution.
 fn not_modified(headers: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
     if let Some(inm) = headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        return inm.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag);
+        return inm
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t.trim_start_matches("W/") == etag);
     }
-    match headers.get(IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()).and_then(|v| httpdate::parse_http_date(v).ok()) {
+    match headers
+        .get(IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    {
         Some(since) => whole_seconds(modified) <= since,
         None => false,
     }
@@ -143,12 +186,22 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
 /// not a byte range, are ignored and the whole file is served, as RFC 9110 allows; a range
 /// that lies wholly outside the file is a 416.
 fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, Error> {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         return Ok(None);
     }
-    let Some((first, last)) = spec.trim().split_once('-') else { return Ok(None) };
-    let unsatisfiable = || Error::new(Kind::RangeNotSatisfiable, "range_not_satisfiable", format!("the file has {len} bytes"));
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let unsatisfiable = || {
+        Error::new(
+            Kind::RangeNotSatisfiable,
+            "range_not_satisfiable",
+            format!("the file has {len} bytes"),
+        )
+    };
     let range = match (first.trim(), last.trim()) {
         ("", "") => return Ok(None),
         ("", suffix) => {
@@ -159,7 +212,9 @@ fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, Error> {
             (len - n.min(len), len)
         }
         (start, last) => {
-            let Ok(start) = start.parse::<u64>() else { return Ok(None) };
+            let Ok(start) = start.parse::<u64>() else {
+                return Ok(None);
+            };
             let end = match last {
                 "" => len,
                 l => match l.parse::<u64>() {

@@ -22,7 +22,8 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// final chunk, HTTP/2 resets the stream, so the client sees a failed transfer.
 pub fn streamed(stream: impl Stream<Item = Result<Bytes, Error>> + Send + 'static) -> Body {
     BodyExt::boxed_unsync(StreamBody::new(stream.map(|r| {
-        r.map(Frame::data).inspect_err(|e| tracing::warn!(error = %e, "response aborted mid-stream"))
+        r.map(Frame::data)
+            .inspect_err(|e| tracing::warn!(error = %e, "response aborted mid-stream"))
     })))
 }
 
@@ -31,7 +32,9 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec_pretty(value).expect("response types serialize");
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -63,12 +66,25 @@ pub fn error(e: &Error) -> Response<Body> {
         #[serde(skip_serializing_if = "Option::is_none")]
         position: Option<usize>,
     }
-    let mut response = json(status(e.kind), &Envelope { error: Detail { code: e.code, message: &e.message, position: e.position } });
+    let mut response = json(
+        status(e.kind),
+        &Envelope {
+            error: Detail {
+                code: e.code,
+                message: &e.message,
+                position: e.position,
+            },
+        },
+    );
     if e.kind == Kind::MethodNotAllowed {
-        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
     }
     if e.kind == Kind::Unauthenticated {
-        response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"kaifang\""));
+        response
+            .headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"kaifang\""));
     }
     response
 }

@@ -18,9 +18,9 @@ use super::response::{self, json, Body};
 use crate::encode::OutputFormat;
 use crate::error::{Error, Kind};
 use crate::pipeline::{execute, Plan, Query};
-use arrow::datatypes::SchemaRef;
 use crate::source::{self, arrow_schema};
 use crate::state::{CatalogEntry, State};
+use arrow::datatypes::SchemaRef;
 
 /// Rows in a preview.
 pub const PREVIEW_ROWS: usize = 20;
@@ -35,7 +35,13 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
     let params = params(req.uri().query())?;
     let segments: Vec<&str> = req.uri().path().trim_start_matches('/').split('/').collect();
     let method = req.method();
-    let get_or_head = || if method == Method::GET || method == Method::HEAD { Ok(()) } else { Err(method_not_allowed("GET, HEAD")) };
+    let get_or_head = || {
+        if method == Method::GET || method == Method::HEAD {
+            Ok(())
+        } else {
+            Err(method_not_allowed("GET, HEAD"))
+        }
+    };
     match segments.as_slice() {
         ["healthz"] => {
             get_or_head()?;
@@ -48,7 +54,8 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
         ["openapi.json"] => {
             get_or_head()?;
             let mut r = Response::new(response::full(OPENAPI));
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(r)
         }
         ["v1", "catalog"] => {
@@ -83,15 +90,25 @@ fn no_route() -> Error {
 }
 
 fn method_not_allowed(allow: &'static str) -> Error {
-    Error::new(Kind::MethodNotAllowed, "method_not_allowed", format!("this endpoint answers {allow}"))
+    Error::new(
+        Kind::MethodNotAllowed,
+        "method_not_allowed",
+        format!("this endpoint answers {allow}"),
+    )
 }
 
 /// The dataset `raw_id` names, if it exists and is not non-open. A segment that is not a valid
 /// id once percent-decoded (`..`, `a%2Fb`) is simply not found: nothing is looked up by it.
 fn lookup<'a>(state: &'a State, raw_id: &str) -> Result<&'a CatalogEntry, Error> {
-    let decoded = percent_encoding::percent_decode_str(raw_id).decode_utf8().map_err(|_| Error::dataset_not_found())?;
+    let decoded = percent_encoding::percent_decode_str(raw_id)
+        .decode_utf8()
+        .map_err(|_| Error::dataset_not_found())?;
     let id: DatasetId = decoded.parse().map_err(|_| Error::dataset_not_found())?;
-    state.catalog.get(&id).filter(|e| listed(&e.dataset)).ok_or_else(Error::dataset_not_found)
+    state
+        .catalog
+        .get(&id)
+        .filter(|e| listed(&e.dataset))
+        .ok_or_else(Error::dataset_not_found)
 }
 
 /// Who is calling. Keys are issued with agreements; until one is issued no key is known, so
@@ -99,16 +116,24 @@ fn lookup<'a>(state: &'a State, raw_id: &str) -> Result<&'a CatalogEntry, Error>
 fn authenticate<B>(req: &Request<B>) -> Result<Caller, Error> {
     let presented = req.headers().get(AUTHORIZATION).is_some() || req.headers().get("x-api-key").is_some();
     if presented {
-        return Err(Error::new(Kind::Unauthenticated, "unknown_key", "the API key is not known"));
+        return Err(Error::new(
+            Kind::Unauthenticated,
+            "unknown_key",
+            "the API key is not known",
+        ));
     }
     Ok(Caller::Anonymous)
 }
 
 /// Decoded query parameters; a key in the query string is refused, since URLs end up in logs.
 fn params(query: Option<&str>) -> Result<Vec<(String, String)>, Error> {
-    let params: Vec<(String, String)> =
-        form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    if let Some((k, _)) = params.iter().find(|(k, _)| KEY_PARAMETERS.contains(&k.to_ascii_lowercase().as_str())) {
+    let params: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if let Some((k, _)) = params
+        .iter()
+        .find(|(k, _)| KEY_PARAMETERS.contains(&k.to_ascii_lowercase().as_str()))
+    {
         return Err(Error::bad_request(
             "key_in_query",
             format!("`{k}` must not be sent in the URL; send the key in the Authorization or X-API-Key header"),
@@ -121,8 +146,14 @@ fn params(query: Option<&str>) -> Result<Vec<(String, String)>, Error> {
 fn only(params: &[(String, String)], allowed: &[&str]) -> Result<(), Error> {
     match params.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
         None => Ok(()),
-        Some((k, _)) if allowed.is_empty() => Err(Error::bad_request("unknown_parameter", format!("this endpoint takes no parameters, not `{k}`"))),
-        Some((k, _)) => Err(Error::bad_request("unknown_parameter", format!("unknown parameter `{k}`; this endpoint takes {}", allowed.join(", ")))),
+        Some((k, _)) if allowed.is_empty() => Err(Error::bad_request(
+            "unknown_parameter",
+            format!("this endpoint takes no parameters, not `{k}`"),
+        )),
+        Some((k, _)) => Err(Error::bad_request(
+            "unknown_parameter",
+            format!("unknown parameter `{k}`; this endpoint takes {}", allowed.join(", ")),
+        )),
     }
 }
 
@@ -133,11 +164,9 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 fn positive(params: &[(String, String)], name: &str, default: usize) -> Result<usize, Error> {
     match param(params, name) {
         None => Ok(default),
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| Error::bad_request("bad_parameter", format!("`{name}` takes a positive integer, not `{v}`"))),
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            Error::bad_request("bad_parameter", format!("`{name}` takes a positive integer, not `{v}`"))
+        }),
     }
 }
 
@@ -146,7 +175,10 @@ fn catalog(state: &State, params: &[(String, String)]) -> Result<Response<Body>,
     let open_type = match param(params, "open_type") {
         None | Some("") => None,
         Some(t) => Some(t.parse::<OpenType>().map_err(|()| {
-            Error::bad_request("bad_parameter", format!("`open_type` is unconditional or conditional, not `{t}`"))
+            Error::bad_request(
+                "bad_parameter",
+                format!("`open_type` is unconditional or conditional, not `{t}`"),
+            )
         })?),
     };
     let owner = param(params, "owner").filter(|o| !o.is_empty());
@@ -167,7 +199,12 @@ fn catalog(state: &State, params: &[(String, String)]) -> Result<Response<Body>,
         .filter(|e| owner.is_none_or(|o| e.dataset.owner.eq_ignore_ascii_case(o)))
         .filter(|e| text.is_none_or(|q| e.dataset.matches_text(q.trim())))
         .collect();
-    let items: Vec<_> = matching.iter().skip((page - 1) * per_page).take(per_page).map(|e| summary(e)).collect();
+    let items: Vec<_> = matching
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|e| summary(e))
+        .collect();
     Ok(json(
         StatusCode::OK,
         &json!({ "total": matching.len(), "page": page, "per_page": per_page, "datasets": items }),
@@ -227,7 +264,12 @@ async fn start(
     let schema = plan.output_schema.clone();
     let mut rest = execute(plan, batches.stream);
     let first = rest.next().await.transpose()?;
-    Ok(Started { schema, version: batches.version, first, rest })
+    Ok(Started {
+        schema,
+        version: batches.version,
+        first,
+        rest,
+    })
 }
 
 /// A query whose source is open and whose first batch is in hand.
@@ -239,11 +281,21 @@ struct Started {
     rest: source::BatchStream,
 }
 
-async fn rows(state: &State, entry: &CatalogEntry, caller: &Caller, req: &Request<Incoming>, params: &[(String, String)]) -> Result<Response<Body>, Error> {
+async fn rows(
+    state: &State,
+    entry: &CatalogEntry,
+    caller: &Caller,
+    req: &Request<Incoming>,
+    params: &[(String, String)],
+) -> Result<Response<Body>, Error> {
     only(params, &["columns", "filter", "order", "limit", "offset", "format"])?;
     let format = match param(params, "format") {
-        Some(name) => OutputFormat::from_name(name)
-            .ok_or_else(|| Error::bad_request("bad_parameter", format!("`format` is csv, ndjson, json or arrow, not `{name}`")))?,
+        Some(name) => OutputFormat::from_name(name).ok_or_else(|| {
+            Error::bad_request(
+                "bad_parameter",
+                format!("`format` is csv, ndjson, json or arrow, not `{name}`"),
+            )
+        })?,
         None => req
             .headers()
             .get(ACCEPT)
@@ -252,7 +304,12 @@ async fn rows(state: &State, entry: &CatalogEntry, caller: &Caller, req: &Reques
             .unwrap_or(OutputFormat::Json),
     };
     let query = Query::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    let Started { schema, version, first, rest } = start(state, entry, caller, Operation::Rows, &query).await?;
+    let Started {
+        schema,
+        version,
+        first,
+        rest,
+    } = start(state, entry, caller, Operation::Rows, &query).await?;
     let mut encoder = format.encoder(&schema)?;
 
     let head = {
@@ -268,7 +325,9 @@ async fn rows(state: &State, entry: &CatalogEntry, caller: &Caller, req: &Reques
     let tail_encoder = encoder;
     let body = futures_util::stream::iter(head)
         .chain(rest.map(move |batch| body_encoder.lock().expect("encoder lock").batch(&batch?)))
-        .chain(futures_util::stream::once(async move { tail_encoder.lock().expect("encoder lock").finish() }))
+        .chain(futures_util::stream::once(async move {
+            tail_encoder.lock().expect("encoder lock").finish()
+        }))
         .filter(|chunk: &Result<Bytes, Error>| std::future::ready(chunk.as_ref().map_or(true, |b| !b.is_empty())));
     let body = take_until_error(body);
 
@@ -295,11 +354,21 @@ fn take_until_error<T: Send + 'static>(
     })
 }
 
-async fn preview(state: &State, entry: &CatalogEntry, caller: &Caller, params: &[(String, String)]) -> Result<Response<Body>, Error> {
+async fn preview(
+    state: &State,
+    entry: &CatalogEntry,
+    caller: &Caller,
+    params: &[(String, String)],
+) -> Result<Response<Body>, Error> {
     only(params, &["columns", "filter", "order"])?;
     let mut query = Query::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     query.limit = Some(PREVIEW_ROWS);
-    let Started { schema, version, first, mut rest } = start(state, entry, caller, Operation::Preview, &query).await?;
+    let Started {
+        schema,
+        version,
+        first,
+        mut rest,
+    } = start(state, entry, caller, Operation::Preview, &query).await?;
     let mut batches: Vec<RecordBatch> = first.into_iter().collect();
     while let Some(batch) = rest.next().await {
         batches.push(batch?);
@@ -310,7 +379,8 @@ async fn preview(state: &State, entry: &CatalogEntry, caller: &Caller, params: &
         rows.extend_from_slice(&encoder.batch(b)?);
     }
     rows.extend_from_slice(&encoder.finish()?);
-    let rows: serde_json::Value = serde_json::from_slice(&rows).map_err(|e| Error::internal(format!("preview encoding: {e}")))?;
+    let rows: serde_json::Value =
+        serde_json::from_slice(&rows).map_err(|e| Error::internal(format!("preview encoding: {e}")))?;
 
     #[derive(Serialize)]
     struct Preview<'a> {
@@ -319,7 +389,14 @@ async fn preview(state: &State, entry: &CatalogEntry, caller: &Caller, params: &
         rows: serde_json::Value,
     }
     let columns = schema.fields().iter().map(|f| Cow::Owned(f.name().clone())).collect();
-    let mut response = json(StatusCode::OK, &Preview { dataset: &entry.dataset.id, columns, rows });
+    let mut response = json(
+        StatusCode::OK,
+        &Preview {
+            dataset: &entry.dataset.id,
+            columns,
+            rows,
+        },
+    );
     if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
         response.headers_mut().insert("x-dataset-version", v);
     }
@@ -340,7 +417,9 @@ async fn readyz(state: &State) -> Response<Body> {
         .entries()
         .filter(|e| listed(&e.dataset))
         .filter_map(|e| match &e.config.source {
-            crate::config::SourceConfig::File(p) if !state.config.data_dir.join(p).is_file() => Some(e.dataset.id.to_string()),
+            crate::config::SourceConfig::File(p) if !state.config.data_dir.join(p).is_file() => {
+                Some(e.dataset.id.to_string())
+            }
             _ => None,
         })
         .collect();
@@ -352,6 +431,12 @@ async fn readyz(state: &State) -> Response<Body> {
             "sources": if missing.is_empty() { json!("present") } else { json!({ "missing": missing }) },
         },
     });
-    json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+    json(
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    )
 }
-

@@ -14,7 +14,9 @@ mod query;
 
 use std::sync::Arc;
 
-use arrow::compute::{concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
+use arrow::compute::{
+    concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn, SortOptions,
+};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures_util::StreamExt;
@@ -50,20 +52,37 @@ impl Plan {
     /// Checks the caller's query against the dataset and the grant and plans it.
     pub fn new(dataset: &DatasetConfig, grant: &Grant, query: &Query, max_sort_rows: usize) -> Result<Plan, Error> {
         let field_index = |name: &str| dataset.fields.iter().position(|f| f.name == name);
-        let unknown = |name: &str| Error::bad_request("unknown_column", format!("dataset `{}` has no column `{name}`", dataset.id));
+        let unknown = |name: &str| {
+            Error::bad_request(
+                "unknown_column",
+                format!("dataset `{}` has no column `{name}`", dataset.id),
+            )
+        };
 
         let output_names: Vec<String> = match &query.columns {
             Some(cols) => cols.clone(),
-            None => dataset.fields.iter().map(|f| f.name.clone()).filter(|n| grant.scope.allows_column(n)).collect(),
+            None => dataset
+                .fields
+                .iter()
+                .map(|f| f.name.clone())
+                .filter(|n| grant.scope.allows_column(n))
+                .collect(),
         };
         let mut read: Vec<usize> = Vec::new();
         for name in &output_names {
             let i = field_index(name).ok_or_else(|| unknown(name))?;
             if !grant.scope.allows_column(name) {
-                return Err(Error::new(Kind::Forbidden, "column_outside_scope", format!("column `{name}` is outside your agreement's scope")));
+                return Err(Error::new(
+                    Kind::Forbidden,
+                    "column_outside_scope",
+                    format!("column `{name}` is outside your agreement's scope"),
+                ));
             }
             if read.contains(&i) {
-                return Err(Error::bad_request("duplicate_column", format!("column `{name}` is asked for twice")));
+                return Err(Error::bad_request(
+                    "duplicate_column",
+                    format!("column `{name}` is asked for twice"),
+                ));
             }
             read.push(i);
         }
@@ -91,11 +110,19 @@ impl Plan {
         let declared = arrow_schema(&dataset.fields);
         let read_schema = Arc::new(declared.project(&read)?);
         let output_schema = Arc::new(read_schema.project(&output)?);
-        let predicate = filter.as_ref().map(|f| Predicate::compile(f, &read_schema)).transpose()?;
+        let predicate = filter
+            .as_ref()
+            .map(|f| Predicate::compile(f, &read_schema))
+            .transpose()?;
         let order = query
             .order
             .iter()
-            .map(|k| (read_schema.index_of(&k.column).expect("order columns are read"), k.descending))
+            .map(|k| {
+                (
+                    read_schema.index_of(&k.column).expect("order columns are read"),
+                    k.descending,
+                )
+            })
             .collect();
         Ok(Plan {
             read,
@@ -147,7 +174,10 @@ async fn sort(plan: Arc<Plan>, mut filtered: BatchStream) -> Result<Vec<RecordBa
         if rows > plan.max_sort_rows {
             return Err(Error::bad_request(
                 "result_too_large_to_order",
-                format!("ordering is limited to {} rows; narrow the filter or drop `order`", plan.max_sort_rows),
+                format!(
+                    "ordering is limited to {} rows; narrow the filter or drop `order`",
+                    plan.max_sort_rows
+                ),
             ));
         }
         batches.push(batch);
@@ -159,7 +189,10 @@ async fn sort(plan: Arc<Plan>, mut filtered: BatchStream) -> Result<Vec<RecordBa
         .iter()
         .map(|&(i, descending)| SortColumn {
             values: all.column(i).clone(),
-            options: Some(SortOptions { descending, nulls_first: descending }),
+            options: Some(SortOptions {
+                descending,
+                nulls_first: descending,
+            }),
         })
         .collect();
     // Only offset + limit rows can ever be sent; sort just those when a limit is given.
@@ -167,38 +200,44 @@ async fn sort(plan: Arc<Plan>, mut filtered: BatchStream) -> Result<Vec<RecordBa
     let indices = lexsort_to_indices(&columns, wanted)?;
     let sorted = take_record_batch(&all, &indices)?;
     let chunk = 8192;
-    Ok((0..sorted.num_rows()).step_by(chunk).map(|start| sorted.slice(start, chunk.min(sorted.num_rows() - start))).collect())
+    Ok((0..sorted.num_rows())
+        .step_by(chunk)
+        .map(|start| sorted.slice(start, chunk.min(sorted.num_rows() - start)))
+        .collect())
 }
 
 /// Skips `offset` rows, stops after `limit`, and projects to the output columns. Stopping
 /// drops the source, which ends its reader.
 fn window(plan: Arc<Plan>, batches: BatchStream) -> BatchStream {
     let state = (batches, plan.offset, plan.limit, plan);
-    Box::pin(futures_util::stream::unfold(state, |(mut batches, mut skip, mut left, plan)| async move {
-        loop {
-            if left == Some(0) {
-                return None;
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(mut batches, mut skip, mut left, plan)| async move {
+            loop {
+                if left == Some(0) {
+                    return None;
+                }
+                let batch = match batches.next().await? {
+                    Ok(b) => b,
+                    Err(e) => return Some((Err(e), (batches, skip, Some(0), plan))),
+                };
+                let mut batch = batch;
+                if skip > 0 {
+                    let n = skip.min(batch.num_rows());
+                    skip -= n;
+                    batch = batch.slice(n, batch.num_rows() - n);
+                }
+                if let Some(l) = left.as_mut() {
+                    let n = (*l).min(batch.num_rows());
+                    batch = batch.slice(0, n);
+                    *l -= n;
+                }
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                let projected = batch.project(&plan.output).map_err(Error::from);
+                return Some((projected, (batches, skip, left, plan)));
             }
-            let batch = match batches.next().await? {
-                Ok(b) => b,
-                Err(e) => return Some((Err(e), (batches, skip, Some(0), plan))),
-            };
-            let mut batch = batch;
-            if skip > 0 {
-                let n = skip.min(batch.num_rows());
-                skip -= n;
-                batch = batch.slice(n, batch.num_rows() - n);
-            }
-            if let Some(l) = left.as_mut() {
-                let n = (*l).min(batch.num_rows());
-                batch = batch.slice(0, n);
-                *l -= n;
-            }
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            let projected = batch.project(&plan.output).map_err(Error::from);
-            return Some((projected, (batches, skip, left, plan)));
-        }
-    }))
+        },
+    ))
 }

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, Date32Array, Datum, Float64Array, Int64Array, Scalar, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    Array, BooleanArray, Date32Array, Datum, Float64Array, Int64Array, Scalar, StringArray, TimestampMillisecondArray,
+};
 use arrow::compute::kernels::cmp;
 use arrow::compute::{and_kleene, is_not_null, is_null, not, or_kleene};
 use arrow::datatypes::{DataType, SchemaRef};
@@ -19,10 +21,25 @@ use crate::error::Error;
 
 /// A compiled row filter.
 pub enum Predicate {
-    Compare { column: usize, op: CmpOp, value: Arc<dyn Datum + Send + Sync> },
-    In { column: usize, values: Vec<Arc<dyn Datum + Send + Sync>>, negated: bool },
-    Like { column: usize, pattern: Scalar<StringArray>, negated: bool },
-    IsNull { column: usize, negated: bool },
+    Compare {
+        column: usize,
+        op: CmpOp,
+        value: Arc<dyn Datum + Send + Sync>,
+    },
+    In {
+        column: usize,
+        values: Vec<Arc<dyn Datum + Send + Sync>>,
+        negated: bool,
+    },
+    Like {
+        column: usize,
+        pattern: Scalar<StringArray>,
+        negated: bool,
+    },
+    IsNull {
+        column: usize,
+        negated: bool,
+    },
     And(Box<Predicate>, Box<Predicate>),
     Or(Box<Predicate>, Box<Predicate>),
     Not(Box<Predicate>),
@@ -32,24 +49,51 @@ impl Predicate {
     /// Compiles `expr` against `schema`, which must hold every column it names.
     pub fn compile(expr: &Expr, schema: &SchemaRef) -> Result<Predicate, Error> {
         let column = |c: &policy::filter::Column| {
-            schema
-                .index_of(&c.name)
-                .map_err(|_| Error::from(FilterError { position: c.position, message: format!("unknown column `{}`", c.name) }))
+            schema.index_of(&c.name).map_err(|_| {
+                Error::from(FilterError {
+                    position: c.position,
+                    message: format!("unknown column `{}`", c.name),
+                })
+            })
         };
         Ok(match expr {
             Expr::Compare { column: c, op, value } => {
                 let i = column(c)?;
-                Predicate::Compare { column: i, op: *op, value: scalar(schema.field(i).data_type(), value, c)? }
+                Predicate::Compare {
+                    column: i,
+                    op: *op,
+                    value: scalar(schema.field(i).data_type(), value, c)?,
+                }
             }
-            Expr::In { column: c, values, negated } => {
+            Expr::In {
+                column: c,
+                values,
+                negated,
+            } => {
                 let i = column(c)?;
-                let values = values.iter().map(|v| scalar(schema.field(i).data_type(), v, c)).collect::<Result<_, _>>()?;
-                Predicate::In { column: i, values, negated: *negated }
+                let values = values
+                    .iter()
+                    .map(|v| scalar(schema.field(i).data_type(), v, c))
+                    .collect::<Result<_, _>>()?;
+                Predicate::In {
+                    column: i,
+                    values,
+                    negated: *negated,
+                }
             }
-            Expr::Like { column: c, pattern, negated } => {
-                Predicate::Like { column: column(c)?, pattern: StringArray::new_scalar(pattern), negated: *negated }
-            }
-            Expr::IsNull { column: c, negated } => Predicate::IsNull { column: column(c)?, negated: *negated },
+            Expr::Like {
+                column: c,
+                pattern,
+                negated,
+            } => Predicate::Like {
+                column: column(c)?,
+                pattern: StringArray::new_scalar(pattern),
+                negated: *negated,
+            },
+            Expr::IsNull { column: c, negated } => Predicate::IsNull {
+                column: column(c)?,
+                negated: *negated,
+            },
             Expr::And(a, b) => Predicate::And(Box::new(Self::compile(a, schema)?), Box::new(Self::compile(b, schema)?)),
             Expr::Or(a, b) => Predicate::Or(Box::new(Self::compile(a, schema)?), Box::new(Self::compile(b, schema)?)),
             Expr::Not(e) => Predicate::Not(Box::new(Self::compile(e, schema)?)),
@@ -60,7 +104,11 @@ impl Predicate {
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanArray, Error> {
         Ok(match self {
             Predicate::Compare { column, op, value } => compare(batch.column(*column), *op, value.as_ref())?,
-            Predicate::In { column, values, negated } => {
+            Predicate::In {
+                column,
+                values,
+                negated,
+            } => {
                 let array = batch.column(*column);
                 let mut any = BooleanArray::from(vec![false; batch.num_rows()]);
                 for v in values {
@@ -72,7 +120,11 @@ impl Predicate {
                     any
                 }
             }
-            Predicate::Like { column, pattern, negated } => {
+            Predicate::Like {
+                column,
+                pattern,
+                negated,
+            } => {
                 let array = batch.column(*column);
                 if *negated {
                     arrow::compute::kernels::comparison::nlike(array, pattern)?
@@ -107,7 +159,11 @@ fn compare(array: &dyn Array, op: CmpOp, value: &dyn Datum) -> Result<BooleanArr
 }
 
 /// The literal as a scalar of the column's type.
-fn scalar(data_type: &DataType, literal: &Literal, column: &policy::filter::Column) -> Result<Arc<dyn Datum + Send + Sync>, Error> {
+fn scalar(
+    data_type: &DataType,
+    literal: &Literal,
+    column: &policy::filter::Column,
+) -> Result<Arc<dyn Datum + Send + Sync>, Error> {
     let bad = |expected: &str| {
         Error::from(FilterError {
             position: column.position,
@@ -121,12 +177,14 @@ fn scalar(data_type: &DataType, literal: &Literal, column: &policy::filter::Colu
         (DataType::Float64, Literal::Float(x)) => Arc::new(Float64Array::new_scalar(*x)),
         (DataType::Boolean, Literal::Bool(b)) => Arc::new(BooleanArray::new_scalar(*b)),
         (DataType::Date32, Literal::String(s)) => {
-            let date = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| bad("a date such as '2025-01-31'"))?;
+            let date =
+                chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| bad("a date such as '2025-01-31'"))?;
             let days = (date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days();
             Arc::new(Date32Array::new_scalar(days as i32))
         }
         (DataType::Timestamp(_, tz), Literal::String(s)) => {
-            let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|_| bad("an RFC 3339 time such as '2025-01-31T08:00:00Z'"))?;
+            let t = chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|_| bad("an RFC 3339 time such as '2025-01-31T08:00:00Z'"))?;
             let array = TimestampMillisecondArray::from(vec![t.timestamp_millis()]).with_timezone_opt(tz.clone());
             Arc::new(Scalar::new(array))
         }

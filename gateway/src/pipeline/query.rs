@@ -36,8 +36,14 @@ impl Query {
                     query.order = list("order", value)?
                         .into_iter()
                         .map(|c| match c.strip_prefix('-') {
-                            Some(rest) => OrderKey { column: rest.to_owned(), descending: true },
-                            None => OrderKey { column: c.strip_prefix('+').unwrap_or(&c).to_owned(), descending: false },
+                            Some(rest) => OrderKey {
+                                column: rest.to_owned(),
+                                descending: true,
+                            },
+                            None => OrderKey {
+                                column: c.strip_prefix('+').unwrap_or(&c).to_owned(),
+                                descending: false,
+                            },
                         })
                         .collect()
                 }
@@ -53,15 +59,21 @@ impl Query {
 fn list(name: &str, value: &str) -> Result<Vec<String>, Error> {
     let items: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).collect();
     if items.iter().any(|s| s.is_empty() || s == "-") {
-        return Err(Error::bad_request("bad_parameter", format!("`{name}` takes a comma-separated list of column names")));
+        return Err(Error::bad_request(
+            "bad_parameter",
+            format!("`{name}` takes a comma-separated list of column names"),
+        ));
     }
     Ok(items)
 }
 
 fn number(name: &str, value: &str) -> Result<usize, Error> {
-    value
-        .parse()
-        .map_err(|_| Error::bad_request("bad_parameter", format!("`{name}` takes a non-negative integer, not `{value}`")))
+    value.parse().map_err(|_| {
+        Error::bad_request(
+            "bad_parameter",
+            format!("`{name}` takes a non-negative integer, not `{value}`"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -70,16 +82,41 @@ mod tests {
 
     #[test]
     fn parses_every_parameter() {
-        let q = Query::from_params([("columns", "a, b"), ("order", "a,-b"), ("limit", "10"), ("offset", "5"), ("filter", "a = 1")]).unwrap();
+        let q = Query::from_params([
+            ("columns", "a, b"),
+            ("order", "a,-b"),
+            ("limit", "10"),
+            ("offset", "5"),
+            ("filter", "a = 1"),
+        ])
+        .unwrap();
         assert_eq!(q.columns, Some(vec!["a".into(), "b".into()]));
-        assert_eq!(q.order, vec![OrderKey { column: "a".into(), descending: false }, OrderKey { column: "b".into(), descending: true }]);
+        assert_eq!(
+            q.order,
+            vec![
+                OrderKey {
+                    column: "a".into(),
+                    descending: false
+                },
+                OrderKey {
+                    column: "b".into(),
+                    descending: true
+                }
+            ]
+        );
         assert_eq!((q.limit, q.offset), (Some(10), 5));
         assert!(q.filter.is_some());
     }
 
     #[test]
     fn refuses_malformed_parameters() {
-        for params in [[("limit", "-1")], [("offset", "x")], [("columns", "a,,b")], [("order", "-")], [("filter", "a =")]] {
+        for params in [
+            [("limit", "-1")],
+            [("offset", "x")],
+            [("columns", "a,,b")],
+            [("order", "-")],
+            [("filter", "a =")],
+        ] {
             assert!(Query::from_params(params).is_err(), "{params:?}");
         }
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use arrow::datatypes::SchemaRef;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use policy::Format;
@@ -31,8 +31,14 @@ impl FileInfo {
     fn of(file: &File) -> std::io::Result<FileInfo> {
         let meta = file.metadata()?;
         let modified = meta.modified()?;
-        let nanos = modified.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        Ok(FileInfo { len: meta.len(), modified, version: format!("{nanos:x}-{:x}", meta.len()) })
+        let nanos = modified
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Ok(FileInfo {
+            len: meta.len(),
+            modified,
+            version: format!("{nanos:x}-{:x}", meta.len()),
+        })
     }
 }
 
@@ -62,7 +68,9 @@ pub async fn open_batches(
                 let mut file = file;
                 let mut buf = vec![0u8; READ_CHUNK];
                 loop {
-                    let n = file.read(&mut buf).map_err(|e| Error::source(format!("reading the dataset's file failed: {e}")))?;
+                    let n = file
+                        .read(&mut buf)
+                        .map_err(|e| Error::source(format!("reading the dataset's file failed: {e}")))?;
                     if n == 0 {
                         return decoder.finish(send);
                     }
@@ -98,7 +106,8 @@ pub async fn open_batches(
             let mut file = file;
             let mut magic = [0u8; 6];
             let is_file_format = file.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
-            file.seek(SeekFrom::Start(0)).map_err(|e| Error::source(e.to_string()))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| Error::source(e.to_string()))?;
             let reader = std::io::BufReader::with_capacity(READ_CHUNK, file);
             let batches: Box<dyn Iterator<Item = Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>>> =
                 if is_file_format {
@@ -114,7 +123,10 @@ pub async fn open_batches(
             Ok(())
         }),
     };
-    Ok(Batches { version: Some(info.version), stream })
+    Ok(Batches {
+        version: Some(info.version),
+        stream,
+    })
 }
 
 /// An open file ready to stream a byte range.
@@ -138,7 +150,8 @@ impl OpenFile {
     pub fn stream(self, start: u64, end: u64, chunk: usize) -> ByteStream {
         let mut file = self.file;
         spawn_reader(4, move |send| {
-            file.seek(SeekFrom::Start(start)).map_err(|e| Error::source(format!("seek failed: {e}")))?;
+            file.seek(SeekFrom::Start(start))
+                .map_err(|e| Error::source(format!("seek failed: {e}")))?;
             let mut remaining = end - start;
             while remaining > 0 {
                 let want = remaining.min(chunk as u64) as usize;
@@ -146,14 +159,18 @@ impl OpenFile {
                 let mut filled = 0;
                 while filled < want {
                     match file.read(&mut buf[filled..]) {
-                        Ok(0) => return Err(Error::source("the file ended before its announced length; it was truncated while being read")),
+                        Ok(0) => {
+                            return Err(Error::source(
+                                "the file ended before its announced length; it was truncated while being read",
+                            ))
+                        }
                         Ok(n) => filled += n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(Error::source(format!("reading the file failed: {e}"))),
                     }
                 }
                 remaining -= want as u64;
-                if !send(Bytes::from(buf.freeze())) {
+                if !send(buf.freeze()) {
                     return Ok(());
                 }
             }

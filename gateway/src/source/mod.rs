@@ -73,7 +73,11 @@ pub struct SourceContext<'a> {
 
 /// Opens the dataset for reading the declared columns at `projection` (indices into the
 /// declared fields, in the order wanted).
-pub async fn open_batches(dataset: &DatasetConfig, ctx: &SourceContext<'_>, projection: Vec<usize>) -> Result<Batches, Error> {
+pub async fn open_batches(
+    dataset: &DatasetConfig,
+    ctx: &SourceContext<'_>,
+    projection: Vec<usize>,
+) -> Result<Batches, Error> {
     let declared = arrow_schema(&dataset.fields);
     let schema = Arc::new(declared.project(&projection)?);
     match &dataset.source {
@@ -82,13 +86,19 @@ pub async fn open_batches(dataset: &DatasetConfig, ctx: &SourceContext<'_>, proj
             file::open_batches(path, dataset.format, declared, projection, schema, ctx.batch_rows).await
         }
         SourceConfig::Url(url) => {
-            let response = ctx.upstream.request(&hyper::Method::GET, url, &hyper::HeaderMap::new()).await?;
+            let response = ctx
+                .upstream
+                .request(&hyper::Method::GET, url, &hyper::HeaderMap::new())
+                .await?;
             if !response.status.is_success() {
                 return Err(Error::source(format!("the origin answered {}", response.status)));
             }
             let version = response.etag();
             let decoder = decode::Decoder::new(dataset.format, declared, projection, ctx.batch_rows)?;
-            Ok(Batches { version, stream: decode::decode_stream(response.body, decoder) })
+            Ok(Batches {
+                version,
+                stream: decode::decode_stream(response.body, decoder),
+            })
         }
     }
 }
@@ -101,14 +111,21 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, E
         .fields()
         .iter()
         .map(|field| {
-            let column = batch
-                .column_by_name(field.name())
-                .ok_or_else(|| Error::source(format!("the source has no column `{}` although the catalog declares it", field.name())))?;
+            let column = batch.column_by_name(field.name()).ok_or_else(|| {
+                Error::source(format!(
+                    "the source has no column `{}` although the catalog declares it",
+                    field.name()
+                ))
+            })?;
             if column.data_type() == field.data_type() {
                 Ok(column.clone())
             } else {
                 arrow::compute::cast(column, field.data_type()).map_err(|e| {
-                    Error::source(format!("column `{}` cannot be read as {}: {e}", field.name(), field.data_type()))
+                    Error::source(format!(
+                        "column `{}` cannot be read as {}: {e}",
+                        field.name(),
+                        field.data_type()
+                    ))
                 })
             }
         })

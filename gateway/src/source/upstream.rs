@@ -87,11 +87,21 @@ impl Upstream {
             .uri(url)
             .body(Empty::new())
             .map_err(|e| Error::internal(format!("bad upstream URL {url}: {e}")))?;
-        request.headers_mut().extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-        request.headers_mut().insert(hyper::header::USER_AGENT, HeaderValue::from_static(concat!("kaifang/", env!("CARGO_PKG_VERSION"))));
+        request
+            .headers_mut()
+            .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        request.headers_mut().insert(
+            hyper::header::USER_AGENT,
+            HeaderValue::from_static(concat!("kaifang/", env!("CARGO_PKG_VERSION"))),
+        );
         let response = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Err(Error::source(format!("the origin cannot be reached: {}", error_chain(&e)))),
+            Ok(Err(e)) => {
+                return Err(Error::source(format!(
+                    "the origin cannot be reached: {}",
+                    error_chain(&e)
+                )))
+            }
             Err(_) => {
                 return Err(Error::new(
                     Kind::SourceTimeout,
@@ -101,34 +111,41 @@ impl Upstream {
             }
         };
         let (parts, body) = response.into_parts();
-        Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body: body_stream(body, permit, self.idle_timeout) })
+        Ok(UpstreamResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: body_stream(body, permit, self.idle_timeout),
+        })
     }
 }
 
 /// The origin's body as a stream of data frames. An origin that goes silent for longer than
 /// `idle` or breaks the connection ends the stream with an error.
 fn body_stream(body: Incoming, permit: OwnedSemaphorePermit, idle: Duration) -> ByteStream {
-    Box::pin(futures_util::stream::unfold(Some((body, permit)), move |state| async move {
-        let (mut body, permit) = state?;
-        loop {
-            match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => {
-                    let e = Error::source(format!("the origin sent nothing for {} s", idle.as_secs()));
-                    return Some((Err(e), None));
-                }
-                Ok(None) => return None,
-                Ok(Some(Err(e))) => {
-                    let e = Error::source(format!("the origin's body broke off: {}", error_chain(&e)));
-                    return Some((Err(e), None));
-                }
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Some((Ok(data), Some((body, permit))));
+    Box::pin(futures_util::stream::unfold(
+        Some((body, permit)),
+        move |state| async move {
+            let (mut body, permit) = state?;
+            loop {
+                match tokio::time::timeout(idle, body.frame()).await {
+                    Err(_) => {
+                        let e = Error::source(format!("the origin sent nothing for {} s", idle.as_secs()));
+                        return Some((Err(e), None));
+                    }
+                    Ok(None) => return None,
+                    Ok(Some(Err(e))) => {
+                        let e = Error::source(format!("the origin's body broke off: {}", error_chain(&e)));
+                        return Some((Err(e), None));
+                    }
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some((Ok(data), Some((body, permit))));
+                        }
                     }
                 }
             }
-        }
-    }))
+        },
+    ))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
