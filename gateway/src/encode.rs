@@ -8,8 +8,10 @@
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 use crate::error::Error;
+use crate::source::{BatchStream, ByteStream};
 
 /// Timestamps in text output: RFC 3339, UTC, fractional seconds only when there are any (as the JSON encoders write them).
 const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
@@ -133,6 +135,48 @@ impl Encoder {
             }
         })
     }
+}
+
+/// Encodes a query's result as a byte stream: the prefix with the first batch (already read,
+/// so failures before any row were answered as errors), then one piece per batch, then the
+/// suffix. The first error ends the stream, and nothing follows it: no suffix makes a broken
+/// result look complete.
+pub fn encode_stream(encoder: Encoder, first: Option<RecordBatch>, rest: BatchStream) -> ByteStream {
+    enum Phase {
+        Begin(Option<RecordBatch>),
+        Rows,
+        Done,
+    }
+    let state = (encoder, rest, Phase::Begin(first));
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(mut encoder, mut rest, phase)| async move {
+            let mut phase = phase;
+            loop {
+                let (piece, next) = match phase {
+                    Phase::Done => return None,
+                    Phase::Begin(first) => {
+                        let piece = encoder.begin().and_then(|head| match &first {
+                            Some(batch) => Ok([head, encoder.batch(batch)?].concat().into()),
+                            None => Ok(head),
+                        });
+                        (piece, Phase::Rows)
+                    }
+                    Phase::Rows => match rest.next().await {
+                        Some(Ok(batch)) => (encoder.batch(&batch), Phase::Rows),
+                        Some(Err(e)) => (Err(e), Phase::Done),
+                        None => (encoder.finish(), Phase::Done),
+                    },
+                };
+                phase = if piece.is_err() { Phase::Done } else { next };
+                match piece {
+                    // An empty piece carries nothing; wait for the next.
+                    Ok(bytes) if bytes.is_empty() => continue,
+                    piece => return Some((piece, (encoder, rest, phase))),
+                }
+            }
+        },
+    ))
 }
 
 fn csv_bytes(batch: &RecordBatch, header: bool) -> Result<Bytes, Error> {

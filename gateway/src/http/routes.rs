@@ -4,7 +4,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
@@ -15,7 +14,7 @@ use serde_json::json;
 
 use super::download;
 use super::response::{self, json, Body};
-use crate::encode::OutputFormat;
+use crate::encode::{encode_stream, OutputFormat};
 use crate::error::{Error, Kind};
 use crate::pipeline::{execute, Plan, Query};
 use crate::source::{self, arrow_schema};
@@ -310,27 +309,7 @@ async fn rows(
         first,
         rest,
     } = start(state, entry, caller, Operation::Rows, &query).await?;
-    let mut encoder = format.encoder(&schema)?;
-
-    let head = {
-        let mut head = Vec::new();
-        head.push(encoder.begin());
-        if let Some(batch) = &first {
-            head.push(encoder.batch(batch));
-        }
-        head
-    };
-    let encoder = Arc::new(std::sync::Mutex::new(encoder));
-    let body_encoder = encoder.clone();
-    let tail_encoder = encoder;
-    let body = futures_util::stream::iter(head)
-        .chain(rest.map(move |batch| body_encoder.lock().expect("encoder lock").batch(&batch?)))
-        .chain(futures_util::stream::once(async move {
-            tail_encoder.lock().expect("encoder lock").finish()
-        }))
-        .filter(|chunk: &Result<Bytes, Error>| std::future::ready(chunk.as_ref().map_or(true, |b| !b.is_empty())));
-    let body = take_until_error(body);
-
+    let body = encode_stream(format.encoder(&schema)?, first, rest);
     let mut response = Response::new(response::streamed(body));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
@@ -339,19 +318,6 @@ async fn rows(
         headers.insert("x-dataset-version", v);
     }
     Ok(response)
-}
-
-/// Ends a stream after its first error, so nothing follows the error that would make a broken
-/// response look complete.
-fn take_until_error<T: Send + 'static>(
-    stream: impl futures_util::Stream<Item = Result<T, Error>> + Send + 'static,
-) -> impl futures_util::Stream<Item = Result<T, Error>> + Send + 'static {
-    let mut failed = false;
-    stream.take_while(move |item| {
-        let go = !failed;
-        failed |= item.is_err();
-        std::future::ready(go)
-    })
 }
 
 async fn preview(

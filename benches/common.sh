@@ -1,0 +1,88 @@
+# Shared helpers for the load scripts in benches/. Sourced, not run.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUNS="${RUNS:-7}"
+# Servers on one core, the client on the other, so neither steals the other's CPU.
+SERVER_CPU="${SERVER_CPU:-0}"
+CLIENT_CPU="${CLIENT_CPU:-1}"
+
+need() {
+    local missing=()
+    for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing peers: nginx-light curl" >&2
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light curl >/dev/null
+    fi
+}
+
+build_kaifang() {
+    (cd "$ROOT" && cargo build --release --quiet -p kaifang)
+    KAIFANG="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/kaifang"
+}
+
+# start_kaifang LOG ARGS... : runs kaifang pinned, with one runtime worker, and waits for its
+# listening line; sets KAIFANG_PID and KAIFANG_ADDR.
+start_kaifang() {
+    local log="$1"; shift
+    TOKIO_WORKER_THREADS=1 KAIFANG_LOG=warn taskset -c "$SERVER_CPU" "$KAIFANG" serve "$@" >"$log" 2>&1 &
+    KAIFANG_PID=$!
+    for _ in $(seq 1 600); do
+        KAIFANG_ADDR=$(sed -n 's/^kaifang: http listening on //p' "$log")
+        [ -n "$KAIFANG_ADDR" ] && return 0
+        sleep 0.1
+    done
+    echo "kaifang did not start:" >&2; cat "$log" >&2; exit 1
+}
+
+# start_nginx DIR PORT SENDFILE(on|off) ROOT : one worker, pinned, no access log.
+start_nginx() {
+    local dir="$1" port="$2" sendfile="$3" root="$4"
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<CONF
+worker_processes 1;
+worker_cpu_affinity auto;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile $sendfile;
+    tcp_nopush on;
+    client_body_temp_path $dir;
+    proxy_temp_path $dir;
+    fastcgi_temp_path $dir;
+    uwsgi_temp_path $dir;
+    scgi_temp_path $dir;
+    server { listen 127.0.0.1:$port; root $root; }
+}
+CONF
+    taskset -c "$SERVER_CPU" nginx -c "$dir/nginx.conf" -p "$dir" &
+    NGINX_PID=$!
+    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && return 0; sleep 0.1; done
+    echo "nginx did not start" >&2; cat "$dir/error.log" >&2; exit 1
+}
+
+# median_speed URL : median download speed in bytes/s over RUNS runs, client pinned.
+median_speed() {
+    local url="$1"
+    for _ in $(seq 1 "$RUNS"); do
+        taskset -c "$CLIENT_CPU" curl -s -o /dev/null --fail -w '%{speed_download}\n' "$url"
+    done | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+
+# median_seconds URL : median wall time in seconds of fetching URL over RUNS runs.
+median_seconds() {
+    local url="$1"
+    for _ in $(seq 1 "$RUNS"); do
+        taskset -c "$CLIENT_CPU" curl -s -o /dev/null --fail -w '%{time_total}\n' "$url"
+    done | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+
+peak_rss_mib() {
+    awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+
+machine() {
+    echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); $(date -u +%Y-%m-%d)"
+}
