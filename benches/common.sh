@@ -34,11 +34,13 @@ start_kaifang() {
     echo "kaifang did not start:" >&2; cat "$log" >&2; exit 1
 }
 
-# start_nginx DIR PORT SENDFILE(on|off) ROOT : one worker, pinned, no access log.
+# start_nginx DIR PORT SENDFILE(on|off) ROOT [CPU] : one worker, pinned (default SERVER_CPU),
+# no access log.
 start_nginx() {
-    local dir="$1" port="$2" sendfile="$3" root="$4"
+    local dir="$1" port="$2" sendfile="$3" root="$4" cpu="${5:-$SERVER_CPU}"
     mkdir -p "$dir"
     cat >"$dir/nginx.conf" <<CONF
+user root;
 worker_processes 1;
 worker_cpu_affinity auto;
 daemon off;
@@ -57,7 +59,7 @@ http {
     server { listen 127.0.0.1:$port; root $root; }
 }
 CONF
-    taskset -c "$SERVER_CPU" nginx -c "$dir/nginx.conf" -p "$dir" &
+    taskset -c "$cpu" nginx -c "$dir/nginx.conf" -p "$dir" &
     NGINX_PID=$!
     for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && return 0; sleep 0.1; done
     echo "nginx did not start" >&2; cat "$dir/error.log" >&2; exit 1

@@ -31,6 +31,9 @@ pub const FORWARDED_REQUEST_HEADERS: [HeaderName; 4] = [
     hyper::header::IF_MODIFIED_SINCE,
 ];
 
+/// Bytes read from an origin connection at a time.
+const READ_BUF_BYTES: usize = 256 * 1024;
+
 /// A client for upstream origins, shared by all requests.
 #[derive(Clone)]
 pub struct Upstream {
@@ -61,6 +64,8 @@ impl Upstream {
         connector.set_connect_timeout(Some(Duration::from_secs(config.connect_timeout_seconds)));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
+            // Large reads from the origin mean few, large frames on the way through.
+            .http1_read_buf_exact_size(READ_BUF_BYTES)
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
