@@ -165,11 +165,7 @@ enum Sink {
 impl Sink {
     fn new(format: Format, schema: SchemaRef, file: BufWriter<File>) -> Result<Sink, Box<dyn std::error::Error>> {
         Ok(match format {
-            Format::Csv => Sink::Csv(
-                arrow::csv::WriterBuilder::new()
-                    .with_timestamp_tz_format("%Y-%m-%dT%H:%M:%SZ".into())
-                    .build(file),
-            ),
+            Format::Csv => Sink::Csv(arrow::csv::WriterBuilder::new().build(file)),
             Format::Ndjson => Sink::Ndjson(arrow::json::LineDelimitedWriter::new(file)),
             Format::Parquet => {
                 let props = parquet::file::properties::WriterProperties::builder()

@@ -13,9 +13,6 @@ use futures_util::StreamExt;
 use crate::error::Error;
 use crate::source::{BatchStream, ByteStream};
 
-/// Timestamps in text output: RFC 3339, UTC, fractional seconds only when there are any (as the JSON encoders write them).
-const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
-
 /// An output format of the `rows` endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -182,10 +179,7 @@ pub fn encode_stream(encoder: Encoder, first: Option<RecordBatch>, rest: BatchSt
 fn csv_bytes(batch: &RecordBatch, header: bool) -> Result<Bytes, Error> {
     let mut out = Vec::with_capacity(batch.get_array_memory_size());
     {
-        let mut writer = arrow::csv::WriterBuilder::new()
-            .with_header(header)
-            .with_timestamp_tz_format(TIMESTAMP_FORMAT.into())
-            .build(&mut out);
+        let mut writer = arrow::csv::WriterBuilder::new().with_header(header).build(&mut out);
         writer.write(batch)?;
     }
     Ok(Bytes::from(out))
