@@ -65,6 +65,43 @@ CONF
     echo "nginx did not start" >&2; cat "$dir/error.log" >&2; exit 1
 }
 
+# start_nginx_proxy DIR PORT ORIGIN_PORT : nginx as a reverse proxy in front of the origin, one
+# worker, pinned to SERVER_CPU, with its default response buffering (in memory only).
+start_nginx_proxy() {
+    local dir="$1" port="$2" origin="$3"
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir;
+    proxy_temp_path $dir;
+    fastcgi_temp_path $dir;
+    uwsgi_temp_path $dir;
+    scgi_temp_path $dir;
+    upstream origin { server 127.0.0.1:$origin; keepalive 16; }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+CONF
+    taskset -c "$SERVER_CPU" nginx -c "$dir/nginx.conf" -p "$dir" &
+    PROXY_PID=$!
+    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && return 0; sleep 0.1; done
+    echo "nginx proxy did not start" >&2; cat "$dir/error.log" >&2; exit 1
+}
+
 # median_speed URL : median download speed in bytes/s over RUNS runs, client pinned.
 median_speed() {
     local url="$1"

@@ -8,7 +8,8 @@
 # worker, kaifang with one runtime worker) and curl on the other (CLIENT_CPU, default 1).
 # Streaming proxy: the origin (nginx, sendfile on) shares the client's core in both cases, so
 # the only difference between "direct" and "through kaifang" is the gateway hop on its own
-# core, as in a deployment where the gateway has its own machine. Figures are medians.
+# core, as in a deployment where the gateway has its own machine; nginx as a reverse proxy
+# (proxy_pass, default buffering) takes the same place as a peer. Figures are medians.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 SIZE_MIB="${SIZE_MIB:-1024}"
@@ -68,6 +69,9 @@ start_nginx "$WORK/origin" $NGINX_PORT on "$WORK/data" "$CLIENT_CPU"
 direct=$(median_speed "http://127.0.0.1:$NGINX_PORT/big.bin")
 proxied=$(median_speed "$base/proxied/download")
 rss_proxy=$(peak_rss_mib "$KAIFANG_PID")
+kill "$KAIFANG_PID"; wait "$KAIFANG_PID" 2>/dev/null || true
+start_nginx_proxy "$WORK/proxy" 18182 $NGINX_PORT
+nginx_proxied=$(median_speed "http://127.0.0.1:18182/big.bin")
 
 machine
 echo "file: ${SIZE_MIB} MiB from page cache; ${RUNS} runs each; medians"
@@ -79,6 +83,8 @@ printf '%-44s %8s\n' "  ratio to nginx sendfile off" "$(ratio "$kaifang" "$nginx
 printf '%-44s %8s GB/s\n' "origin (nginx, sendfile on) read directly" "$(gbs "$direct")"
 printf '%-44s %8s GB/s\n' "kaifang proxying that origin" "$(gbs "$proxied")"
 printf '%-44s %8s\n' "  ratio to direct" "$(ratio "$proxied" "$direct")x"
+printf '%-44s %8s GB/s\n' "nginx proxy_pass in front of that origin" "$(gbs "$nginx_proxied")"
+printf '%-44s %8s\n' "  kaifang's ratio to nginx as proxy" "$(ratio "$proxied" "$nginx_proxied")x"
 printf '%-44s %8s MiB\n' "kaifang peak RSS after $((SIZE_MIB / 4)) MiB downloads" "$rss_quarter"
 printf '%-44s %8s MiB\n' "kaifang peak RSS after ${SIZE_MIB} MiB downloads" "$rss_big"
 printf '%-44s %8s MiB\n' "kaifang peak RSS after proxying" "$rss_proxy"
