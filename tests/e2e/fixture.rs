@@ -124,7 +124,12 @@ pub async fn expect_error(url: &str, status: u16, code: &str) -> String {
 /// write buffer when the stream breaks, so the client sees either a failed response or a 200
 /// whose body fails; never a complete one.
 pub async fn expect_broken(url: &str) {
-    match client().get(url).send().await {
+    expect_broken_with(&client(), url).await
+}
+
+/// [`expect_broken`] with a given client (e.g. an HTTP/2 one).
+pub async fn expect_broken_with(client: &reqwest::Client, url: &str) {
+    match client.get(url).send().await {
         Err(e) => assert!(e.is_request(), "{url}: {e}"),
         Ok(r) => {
             assert_eq!(r.status(), 200, "{url}");
@@ -206,7 +211,7 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
-        let mut text = String::from("[upstream]\nresponse_timeout_seconds = 5\nidle_timeout_seconds = 3\n\n");
+        let mut text = String::from("[upstream]\nresponse_timeout_seconds = 2\nidle_timeout_seconds = 2\n\n");
         for (id, format, source, fields) in datasets {
             let source = if source.starts_with("http://") {
                 format!("{{ url = \"{source}\" }}")

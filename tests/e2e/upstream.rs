@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use crate::fixture::{client, expect_broken, expect_error, Site};
+use crate::fixture::{client, expect_broken, expect_broken_with, expect_error, Site};
 use crate::origin::{Origin, Step};
 
 const FIELDS: &str = r#"[{ name = "n", type = "int64" }, { name = "label", type = "string" }]"#;
@@ -108,6 +108,54 @@ async fn an_origin_dying_mid_body_gives_the_client_an_error() {
     for path in ["/v1/datasets/proxied/download", "/v1/datasets/proxied/rows?format=csv"] {
         expect_broken(&g.url(path)).await;
     }
+}
+
+#[tokio::test]
+async fn an_origin_dying_mid_body_resets_the_http2_stream() {
+    let origin = Origin::start(
+        vec![("content-type", "text/csv".into())],
+        vec![Step::Send(Bytes::from(vec![b'x'; 200_000])), Step::Die],
+    )
+    .await;
+    let site = Site::new(&[("proxied", "csv", &format!("{}/data.csv", origin.base), FIELDS)]);
+    let g = site.start();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    expect_broken_with(&h2, &g.url("/v1/datasets/proxied/download")).await;
+    // The connection survives the reset stream and serves the next request.
+    let r = h2.get(g.url("/healthz")).send().await.unwrap();
+    assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+}
+
+#[tokio::test]
+async fn an_origin_going_silent_mid_body_is_cut_off_after_the_idle_timeout() {
+    let never = Arc::new(Notify::new());
+    let origin = Origin::start(
+        vec![("content-type", "text/csv".into())],
+        vec![Step::Send(Bytes::from(vec![b'x'; 10_000])), Step::WaitFor(never)],
+    )
+    .await;
+    let site = Site::new(&[("proxied", "csv", &format!("{}/data.csv", origin.base), FIELDS)]);
+    let g = site.start();
+    // idle_timeout_seconds = 2 in the test configuration.
+    expect_broken(&g.url("/v1/datasets/proxied/download")).await;
+}
+
+#[tokio::test]
+async fn an_origin_that_never_answers_is_a_gateway_timeout() {
+    // Accepts connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let site = Site::new(&[("proxied", "csv", &format!("http://{addr}/data.csv"), FIELDS)]);
+    let g = site.start();
+    // response_timeout_seconds = 2 in the test configuration.
+    let message = expect_error(&g.url("/v1/datasets/proxied/download"), 504, "source_timeout").await;
+    assert!(message.contains("did not answer within 2 s"), "{message}");
 }
 
 #[tokio::test]
