@@ -38,12 +38,10 @@ const DISTRICTS: [(&str, &str); 6] = [
     ("Guanyun", "320723"),
     ("Guannan", "320724"),
 ];
-const SURNAMES: [&str; 16] = [
-    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭",
-];
-const GIVEN: [&str; 16] = [
-    "伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明",
-];
+const SURNAMES: [&str; 16] =
+    ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭"];
+const GIVEN: [&str; 16] =
+    ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明"];
 const ROUTES: [&str; 10] = ["1", "2", "5", "10", "17", "23", "K1", "K8", "Y2", "B1"];
 const STOPS: [&str; 12] = [
     "Xinpu Station",
@@ -71,13 +69,7 @@ const INDUSTRIES: [&str; 8] = [
 ];
 
 /// The demo datasets the generator knows, by id.
-const KNOWN: [&str; 5] = [
-    "bus-arrivals",
-    "parking-lots",
-    "air-quality",
-    "enterprises",
-    "subsistence-allowance",
-];
+const KNOWN: [&str; 5] = ["bus-arrivals", "parking-lots", "air-quality", "enterprises", "subsistence-allowance"];
 
 /// Writes every demo dataset of `config` with `rows` rows into `out`, named as the file sources
 /// of the demo catalog name them. Shows a progress bar when stderr is a terminal.
@@ -105,6 +97,22 @@ pub fn write_all(config: &Config, rows: u64, out: &Path) -> Result<(), String> {
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     progress.finish_and_clear();
+    Ok(())
+}
+
+/// The principal the demo's declared agreement belongs to.
+pub const DEMO_PRINCIPAL: &str = "demo-analytics";
+
+/// Issues the demo user a key on first run and writes it to `<data-dir>/demo-user.key`
+/// (mode 0600), so the README's examples can read it from there.
+pub fn ensure_key(state: &crate::state::State) -> Result<(), String> {
+    let path = state.config.data_dir.join("demo-user.key");
+    if path.exists() {
+        return Ok(());
+    }
+    let issued = crate::auth::issue(state.store.as_ref(), DEMO_PRINCIPAL).map_err(|e| format!("demo key: {e}"))?;
+    crate::state::write_private(&path, &issued.key).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    tracing::info!(path = %path.display(), principal = DEMO_PRINCIPAL, "issued the demo user a key");
     Ok(())
 }
 
@@ -150,9 +158,7 @@ fn write_dataset(
 }
 
 fn seed(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 enum Sink {
@@ -247,19 +253,12 @@ impl Columns {
                 _ => Column::Time(TimestampMillisecondBuilder::new().with_timezone("+00:00")),
             })
             .collect();
-        Columns {
-            schema: schema.clone(),
-            columns,
-        }
+        Columns { schema: schema.clone(), columns }
     }
 
     fn push(&mut self, row: Vec<V>) -> Result<(), String> {
         if row.len() != self.columns.len() {
-            return Err(format!(
-                "demo row has {} values for {} fields",
-                row.len(),
-                self.columns.len()
-            ));
+            return Err(format!("demo row has {} values for {} fields", row.len(), self.columns.len()));
         }
         for (column, value) in self.columns.iter_mut().zip(row) {
             match (column, value) {
@@ -341,12 +340,7 @@ fn id_card(rng: &mut ChaCha8Rng, region: &str) -> String {
 }
 
 fn mobile(rng: &mut ChaCha8Rng) -> String {
-    let prefix = pick(
-        rng,
-        &[
-            "133", "135", "138", "139", "150", "152", "158", "177", "180", "186", "189", "199",
-        ],
-    );
+    let prefix = pick(rng, &["133", "135", "138", "139", "150", "152", "158", "177", "180", "186", "189", "199"]);
     format!("{prefix}{:08}", rng.random_range(0..100_000_000))
 }
 
@@ -364,10 +358,7 @@ fn bus_arrival(i: u64, rng: &mut ChaCha8Rng) -> Vec<V> {
         V::T(scheduled),
         V::T(scheduled + delay * 1000),
         V::I(delay),
-        V::F(
-            rng.random_bool(0.95)
-                .then(|| (rng.random_range(0..=100) as f64) / 100.0),
-        ),
+        V::F(rng.random_bool(0.95).then(|| (rng.random_range(0..=100) as f64) / 100.0)),
         V::B(rng.random_bool(0.8)),
     ]
 }
@@ -418,11 +409,7 @@ fn air_quality(i: u64, rng: &mut ChaCha8Rng) -> Vec<V> {
 fn enterprise(i: u64, rng: &mut ChaCha8Rng) -> Vec<V> {
     let (district, region) = *pick(rng, &DISTRICTS);
     let industry = pick(rng, &INDUSTRIES);
-    let status = if rng.random_bool(0.9) {
-        "active"
-    } else {
-        pick(rng, &["revoked", "cancelled"])
-    };
+    let status = if rng.random_bool(0.9) { "active" } else { pick(rng, &["revoked", "cancelled"]) };
     vec![
         V::S(format!("91{region}MA{:08X}", i * 7919 + 0x1000_0000)),
         V::S(format!(

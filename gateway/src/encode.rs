@@ -36,16 +36,13 @@ impl OutputFormat {
 
     /// The format an `Accept` header prefers, if it names one we produce.
     pub fn from_accept(accept: &str) -> Option<OutputFormat> {
-        accept
-            .split(',')
-            .map(|m| m.split(';').next().unwrap_or("").trim())
-            .find_map(|media| match media {
-                "text/csv" => Some(OutputFormat::Csv),
-                "application/x-ndjson" | "application/jsonl" => Some(OutputFormat::Ndjson),
-                "application/json" => Some(OutputFormat::Json),
-                "application/vnd.apache.arrow.stream" => Some(OutputFormat::Arrow),
-                _ => None,
-            })
+        accept.split(',').map(|m| m.split(';').next().unwrap_or("").trim()).find_map(|media| match media {
+            "text/csv" => Some(OutputFormat::Csv),
+            "application/x-ndjson" | "application/jsonl" => Some(OutputFormat::Ndjson),
+            "application/json" => Some(OutputFormat::Json),
+            "application/vnd.apache.arrow.stream" => Some(OutputFormat::Arrow),
+            _ => None,
+        })
     }
 
     pub fn content_type(self) -> &'static str {
@@ -145,35 +142,32 @@ pub fn encode_stream(encoder: Encoder, first: Option<RecordBatch>, rest: BatchSt
         Done,
     }
     let state = (encoder, rest, Phase::Begin(first));
-    Box::pin(futures_util::stream::unfold(
-        state,
-        |(mut encoder, mut rest, phase)| async move {
-            let mut phase = phase;
-            loop {
-                let (piece, next) = match phase {
-                    Phase::Done => return None,
-                    Phase::Begin(first) => {
-                        let piece = encoder.begin().and_then(|head| match &first {
-                            Some(batch) => Ok([head, encoder.batch(batch)?].concat().into()),
-                            None => Ok(head),
-                        });
-                        (piece, Phase::Rows)
-                    }
-                    Phase::Rows => match rest.next().await {
-                        Some(Ok(batch)) => (encoder.batch(&batch), Phase::Rows),
-                        Some(Err(e)) => (Err(e), Phase::Done),
-                        None => (encoder.finish(), Phase::Done),
-                    },
-                };
-                phase = if piece.is_err() { Phase::Done } else { next };
-                match piece {
-                    // An empty piece carries nothing; wait for the next.
-                    Ok(bytes) if bytes.is_empty() => continue,
-                    piece => return Some((piece, (encoder, rest, phase))),
+    Box::pin(futures_util::stream::unfold(state, |(mut encoder, mut rest, phase)| async move {
+        let mut phase = phase;
+        loop {
+            let (piece, next) = match phase {
+                Phase::Done => return None,
+                Phase::Begin(first) => {
+                    let piece = encoder.begin().and_then(|head| match &first {
+                        Some(batch) => Ok([head, encoder.batch(batch)?].concat().into()),
+                        None => Ok(head),
+                    });
+                    (piece, Phase::Rows)
                 }
+                Phase::Rows => match rest.next().await {
+                    Some(Ok(batch)) => (encoder.batch(&batch), Phase::Rows),
+                    Some(Err(e)) => (Err(e), Phase::Done),
+                    None => (encoder.finish(), Phase::Done),
+                },
+            };
+            phase = if piece.is_err() { Phase::Done } else { next };
+            match piece {
+                // An empty piece carries nothing; wait for the next.
+                Ok(bytes) if bytes.is_empty() => continue,
+                piece => return Some((piece, (encoder, rest, phase))),
             }
-        },
-    ))
+        }
+    }))
 }
 
 fn csv_bytes(batch: &RecordBatch, header: bool) -> Result<Bytes, Error> {

@@ -19,6 +19,12 @@ pub enum Kind {
     MethodNotAllowed,
     /// The requested byte range lies outside the file.
     RangeNotSatisfiable,
+    /// The request conflicts with existing state (an id already taken).
+    Conflict,
+    /// A rate limit or daily quota is spent.
+    TooManyRequests,
+    /// The gateway cannot serve this now (its store is unavailable).
+    Unavailable,
     /// The dataset's source could not be read (missing file, origin down, corrupt data).
     SourceFailed,
     /// The upstream origin did not answer in time.
@@ -35,16 +41,13 @@ pub struct Error {
     pub message: String,
     /// For filter errors: the 1-based character position in the filter expression.
     pub position: Option<usize>,
+    /// Response fields that go with the error (`Retry-After`, `RateLimit`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Error {
     pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            code,
-            message: message.into(),
-            position: None,
-        }
+        Error { kind, code, message: message.into(), position: None, headers: Vec::new() }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Error {
@@ -79,6 +82,7 @@ impl From<policy::Refusal> for Error {
         match refusal {
             Refusal::NotFound => Error::dataset_not_found(),
             Refusal::KeyRequired(_) => Error::new(Kind::Unauthenticated, "key_required", refusal.to_string()),
+            Refusal::NoAgreement { .. } => Error::new(Kind::Forbidden, "no_agreement", refusal.to_string()),
             Refusal::DownloadOutsideScope(_) => {
                 Error::new(Kind::Forbidden, "download_outside_scope", refusal.to_string())
             }
@@ -88,11 +92,10 @@ impl From<policy::Refusal> for Error {
 
 impl From<policy::FilterError> for Error {
     fn from(e: policy::FilterError) -> Error {
-        Error {
-            kind: Kind::BadRequest,
-            code: "bad_filter",
-            message: format!("filter: {e}"),
-            position: Some(e.position),
+        {
+            let mut error = Error::bad_request("bad_filter", format!("filter: {e}"));
+            error.position = Some(e.position);
+            error
         }
     }
 }

@@ -3,7 +3,10 @@
 //! The `kaifang` binary (`src/main.rs`) is a thin command line over this library. The modules,
 //! one per concern:
 //! - [`config`]: TOML configuration and catalog, checked with file/line/field errors;
-//! - [`state`]: the catalog and shared clients every request reads;
+//! - [`state`]: the catalog, store, caches and limiters every request reads;
+//! - [`store`]: principals, keys, agreements and quota usage (SQLite by default);
+//! - [`auth`]: API keys, issued and verified through caches;
+//! - [`ratelimit`]: rate limits and daily quotas;
 //! - [`source`]: files and upstream origins, as raw bytes and as record batches;
 //! - [`pipeline`]: the scoped stream (filter, order, window, projection) driven by a grant;
 //! - [`encode`]: CSV, NDJSON, JSON and Arrow IPC output, batch by batch;
@@ -13,11 +16,15 @@
 //! The rules themselves live in the `policy` crate; this crate asks it once per request.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod background;
 pub mod config;
 pub mod demo;
 pub mod encode;
 pub mod error;
 pub mod http;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod source;
 pub mod state;
+pub mod store;

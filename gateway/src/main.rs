@@ -1,38 +1,67 @@
-//! The `kaifang` command line: `serve`, `check-config`, `demo-data`.
+//! The `kaifang` command line: `serve`, `check-config`, `demo-data`, `keys`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use kaifang::config::{self, Config, Origin};
+use kaifang::http::Api;
 use kaifang::state::State;
+use kaifang::store::sqlite::SqliteStore;
+use kaifang::store::Store;
 
 #[derive(Parser)]
-#[command(
-    name = "kaifang",
-    version,
-    about = "The data gateway of a city's public-data open platform"
-)]
+#[command(name = "kaifang", version, about = "The data gateway of a city's public-data open platform")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Where the configuration and the state are.
+#[derive(Args, Clone)]
+struct Place {
+    /// Configuration file (TOML); the embedded demo configuration when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory; overrides the configuration's `data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Place {
+    fn load(&self) -> Result<Config, String> {
+        let mut config = match &self.config {
+            Some(path) => load(Origin::Files, path)?,
+            None => load(Origin::Embedded, Path::new("kaifang.toml"))?,
+        };
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+
+    fn store(&self) -> Result<SqliteStore, String> {
+        let config = self.load()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+        SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway. With no --config: the embedded demo (demo catalog, demo data generated
-    /// into the data dir on first run).
+    /// Run the gateway. With no --config: the embedded demo (demo catalog, demo data and a demo
+    /// user's key generated into the data dir on first run).
     Serve {
-        /// Configuration file (TOML).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory; overrides the configuration's `data_dir`.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        place: Place,
         /// HTTP listen address; overrides `[http] listen`.
         #[arg(long)]
-        http: Option<std::net::SocketAddr>,
+        http: Option<SocketAddr>,
+        /// Admin listen address; overrides `[admin] listen`.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
     },
     /// Check a configuration and its catalog; every error is printed with file, line and field.
     CheckConfig {
@@ -48,6 +77,26 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Manage API keys in the data directory's store.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        place: Place,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Issue a key for a principal; the key is printed once and stored only as a hash.
+    Issue {
+        #[arg(long)]
+        principal: String,
+    },
+    /// Revoke a key by its id; the gateway refuses it from its next request.
+    Revoke { key_id: String },
+    /// List keys (ids, principals, dates; never secrets).
+    List,
 }
 
 fn main() -> ExitCode {
@@ -56,26 +105,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve { config, data_dir, http } => serve(config, data_dir, http),
-        Command::CheckConfig { file } => load(Origin::Files, &file).map(|c| {
-            for dataset in &c.datasets {
-                if let config::SourceConfig::File(path) = &dataset.source {
-                    if !c.data_dir.join(path).is_file() {
-                        eprintln!(
-                            "warning: dataset `{}`: file {} not found (yet)",
-                            dataset.id,
-                            c.data_dir.join(path).display()
-                        );
-                    }
-                }
-            }
-            println!("{}: ok, {} datasets", file.display(), c.datasets.len());
-        }),
+    let result = match Cli::parse().command {
+        Command::Serve { place, http, admin } => serve(place, http, admin),
+        Command::CheckConfig { file } => check_config(&file),
         Command::DemoData { rows, out } => {
             load(Origin::Embedded, Path::new("kaifang.toml")).and_then(|c| kaifang::demo::write_all(&c, rows, &out))
         }
+        Command::Keys { action, place } => keys(action, &place),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,43 +126,103 @@ fn load(origin: Origin, path: &Path) -> Result<Config, String> {
     config::load(origin, path).map_err(|e| e.to_string())
 }
 
-fn serve(
-    config_path: Option<PathBuf>,
-    data_dir: Option<PathBuf>,
-    http: Option<std::net::SocketAddr>,
-) -> Result<(), String> {
-    let embedded = config_path.is_none();
-    let mut config = match &config_path {
-        Some(path) => load(Origin::Files, path)?,
-        None => load(Origin::Embedded, Path::new("kaifang.toml"))?,
-    };
-    if let Some(dir) = data_dir {
-        config.data_dir = dir;
+fn check_config(file: &Path) -> Result<(), String> {
+    let c = load(Origin::Files, file)?;
+    for dataset in &c.datasets {
+        if let config::SourceConfig::File(path) = &dataset.source {
+            if !c.data_dir.join(path).is_file() {
+                eprintln!(
+                    "warning: dataset `{}`: file {} not found (yet)",
+                    dataset.id,
+                    c.data_dir.join(path).display()
+                );
+            }
+        }
     }
+    println!("{}: ok, {} datasets, {} agreements", file.display(), c.datasets.len(), c.agreements.len());
+    Ok(())
+}
+
+fn keys(action: KeysAction, place: &Place) -> Result<(), String> {
+    let store = place.store()?;
+    match action {
+        KeysAction::Issue { principal } => {
+            let issued = kaifang::auth::issue(&store, &principal).map_err(|e| e.to_string())?;
+            eprintln!("key {} for {}; the key is shown only this once:", issued.record.id, principal);
+            println!("{}", issued.key);
+        }
+        KeysAction::Revoke { key_id } => {
+            let revoked = store.revoke_key(&key_id, chrono::Utc::now()).map_err(|e| e.to_string())?;
+            println!("key {key_id} {}", if revoked { "revoked" } else { "was already revoked" });
+        }
+        KeysAction::List => {
+            println!("{:<18} {:<24} {:<27} revoked", "id", "principal", "created");
+            for k in store.keys().map_err(|e| e.to_string())? {
+                let revoked = k.revoked_at.map_or("-".to_owned(), |t| t.to_rfc3339());
+                println!("{:<18} {:<24} {:<27} {revoked}", k.id, k.principal, k.created_at.to_rfc3339());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn serve(place: Place, http: Option<SocketAddr>, admin: Option<SocketAddr>) -> Result<(), String> {
+    let mut config = place.load()?;
     if let Some(addr) = http {
         config.http.listen = addr;
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    if let Some(addr) = admin {
+        config.admin.listen = addr;
+    }
+    let embedded = place.config.is_none();
     if embedded {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
         kaifang::demo::ensure(&config)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.http.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(addr = %addr, datasets = config.datasets.len(), data_dir = %config.data_dir.display(), "serving");
-        // A line scripts and tests can wait for.
-        println!("kaifang: http listening on {addr}");
-        let state = Arc::new(State::new(config));
-        kaifang::http::serve(listener, state, shutdown_signal()).await;
-        Ok(())
-    })
+    let state = Arc::new(State::open(config)?);
+    if embedded {
+        kaifang::demo::ensure_key(&state)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(run(state))
+}
+
+async fn run(state: Arc<State>) -> Result<(), String> {
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let data = bind(state.config.http.listen).await?;
+    let admin = bind(state.config.admin.listen).await?;
+    let (data_addr, admin_addr) =
+        (data.local_addr().map_err(|e| e.to_string())?, admin.local_addr().map_err(|e| e.to_string())?);
+    tracing::info!(http = %data_addr, admin = %admin_addr, datasets = state.catalog.entries().count(), data_dir = %state.config.data_dir.display(), "serving");
+    // Lines scripts and tests can wait for.
+    println!("kaifang: admin listening on {admin_addr}");
+    println!("kaifang: http listening on {data_addr}");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let background = tokio::spawn(kaifang::background::run(state.clone(), stopped()));
+    let servers = tokio::spawn({
+        let state = state.clone();
+        let stopped = stopped.clone();
+        async move {
+            tokio::join!(
+                kaifang::http::serve(data, state.clone(), Api::Data, stopped()),
+                kaifang::http::serve(admin, state, Api::Admin, stopped()),
+            );
+        }
+    });
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = servers.await;
+    let _ = background.await;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

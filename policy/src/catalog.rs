@@ -36,9 +36,7 @@ impl FromStr for DatasetId {
         let valid = !bytes.is_empty()
             && bytes.len() <= 64
             && bytes[0].is_ascii_alphanumeric()
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
+            && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
         if valid {
             Ok(DatasetId(s.to_owned()))
         } else {
@@ -111,6 +109,18 @@ pub enum FieldType {
 }
 
 impl FieldType {
+    /// The name used in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Int64 => "int64",
+            FieldType::Float64 => "float64",
+            FieldType::Boolean => "boolean",
+            FieldType::Date => "date",
+            FieldType::Timestamp => "timestamp",
+        }
+    }
+
     /// Whether values of this type compare as numbers.
     pub fn is_numeric(self) -> bool {
         matches!(self, FieldType::Int64 | FieldType::Float64)

@@ -14,15 +14,19 @@
 //! #     format: policy::Format::Csv, update_frequency: policy::UpdateFrequency::Realtime,
 //! #     last_updated: chrono::DateTime::UNIX_EPOCH, license: "CC-BY-4.0".into(), keywords: vec![],
 //! # };
-//! let grant = decide(&Caller::Anonymous, &dataset, Operation::Rows).unwrap();
-//! assert!(grant.scope.is_whole_dataset());
+//! let grant = decide(&Caller::Anonymous, &dataset, Operation::Rows, chrono::Utc::now()).unwrap();
+//! assert!(grant.scope.is_whole_dataset(&dataset));
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod agreement;
 pub mod catalog;
 pub mod decision;
 pub mod filter;
+pub mod mask;
 
+pub use agreement::{Agreement, AgreementStatus, DatasetTerms, Principal, Quota, Rate, Role, TermsError};
 pub use catalog::{Dataset, DatasetId, Field, FieldType, Format, OpenType, Sensitivity, UpdateFrequency};
-pub use decision::{decide, listed, Caller, Grant, Operation, Refusal, Scope};
+pub use decision::{decide, listed, Caller, Grant, Limit, Operation, Refusal, Scope};
 pub use filter::{Expr, FilterError};
+pub use mask::{Mask, MaskError};

@@ -5,12 +5,7 @@ use serde_json::Value;
 use crate::fixture::{client, expect_error, get_json, Gateway};
 
 fn ids(body: &Value) -> Vec<&str> {
-    body["datasets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap())
-        .collect()
+    body["datasets"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect()
 }
 
 #[tokio::test]
@@ -19,10 +14,7 @@ async fn catalog_lists_unconditional_and_conditional_datasets_but_never_non_open
     let (status, body) = get_json(&g.url("/v1/catalog")).await;
     assert_eq!(status, 200);
     assert_eq!(body["total"], 4);
-    assert_eq!(
-        ids(&body),
-        vec!["bus-arrivals", "parking-lots", "air-quality", "enterprises"]
-    );
+    assert_eq!(ids(&body), vec!["bus-arrivals", "parking-lots", "air-quality", "enterprises"]);
     let enterprises = &body["datasets"][3];
     assert_eq!(enterprises["open_type"], "conditional");
     assert_eq!(enterprises["owner"], "Municipal Market Supervision Administration");
@@ -97,40 +89,20 @@ async fn non_open_datasets_answer_exactly_like_unknown_ones_on_every_endpoint() 
     let g = Gateway::demo();
     let client = client();
     for suffix in ["", "/rows", "/rows?format=csv", "/preview", "/download"] {
-        let hidden = client
-            .get(g.url(&format!("/v1/datasets/subsistence-allowance{suffix}")))
-            .send()
-            .await
-            .unwrap();
-        let unknown = client
-            .get(g.url(&format!("/v1/datasets/no-such-dataset{suffix}")))
-            .send()
-            .await
-            .unwrap();
+        let hidden = client.get(g.url(&format!("/v1/datasets/subsistence-allowance{suffix}"))).send().await.unwrap();
+        let unknown = client.get(g.url(&format!("/v1/datasets/no-such-dataset{suffix}"))).send().await.unwrap();
         assert_eq!(hidden.status(), 404);
         assert_eq!(unknown.status(), 404);
         let header_names = |r: &reqwest::Response| {
-            let mut names: Vec<String> = r
-                .headers()
-                .keys()
-                .map(|k| k.to_string())
-                .filter(|k| k != "date" && k != "x-request-id")
-                .collect();
+            let mut names: Vec<String> =
+                r.headers().keys().map(|k| k.to_string()).filter(|k| k != "date" && k != "x-request-id").collect();
             names.sort();
             names
         };
         assert_eq!(header_names(&hidden), header_names(&unknown), "{suffix}");
-        assert_eq!(
-            hidden.bytes().await.unwrap(),
-            unknown.bytes().await.unwrap(),
-            "{suffix}"
-        );
+        assert_eq!(hidden.bytes().await.unwrap(), unknown.bytes().await.unwrap(), "{suffix}");
     }
-    let head = client
-        .head(g.url("/v1/datasets/subsistence-allowance/download"))
-        .send()
-        .await
-        .unwrap();
+    let head = client.head(g.url("/v1/datasets/subsistence-allowance/download")).send().await.unwrap();
     assert_eq!(head.status(), 404);
 }
 
@@ -138,19 +110,10 @@ async fn non_open_datasets_answer_exactly_like_unknown_ones_on_every_endpoint() 
 async fn conditional_data_is_described_but_its_data_endpoints_refuse() {
     let g = Gateway::demo();
     for suffix in ["/rows", "/preview", "/download"] {
-        let message = expect_error(
-            &g.url(&format!("/v1/datasets/enterprises{suffix}")),
-            401,
-            "key_required",
-        )
-        .await;
+        let message = expect_error(&g.url(&format!("/v1/datasets/enterprises{suffix}")), 401, "key_required").await;
         assert!(message.contains("apply for an agreement"), "{message}");
     }
-    let r = client()
-        .get(g.url("/v1/datasets/enterprises/rows"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/v1/datasets/enterprises/rows")).send().await.unwrap();
     assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"kaifang\"");
 }
 
@@ -173,10 +136,7 @@ async fn dataset_ids_with_path_tricks_are_not_found() {
 #[tokio::test]
 async fn health_readiness_and_openapi_answer() {
     let g = Gateway::demo();
-    assert_eq!(
-        get_json(&g.url("/healthz")).await,
-        (200, serde_json::json!({"status": "ok"}))
-    );
+    assert_eq!(get_json(&g.url("/healthz")).await, (200, serde_json::json!({"status": "ok"})));
     let (status, ready) = get_json(&g.url("/readyz")).await;
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
     let (status, doc) = get_json(&g.url("/openapi.json")).await;
@@ -204,10 +164,7 @@ async fn readiness_fails_when_a_source_file_is_missing() {
     std::fs::remove_file(g.data_dir.join("demo/parking-lots.ndjson")).unwrap();
     let (status, ready) = get_json(&g.url("/readyz")).await;
     assert_eq!(status, 503);
-    assert_eq!(
-        ready["checks"]["sources"]["missing"],
-        serde_json::json!(["parking-lots"])
-    );
+    assert_eq!(ready["checks"]["sources"]["missing"], serde_json::json!(["parking-lots"]));
     expect_error(&g.url("/v1/datasets/parking-lots/rows"), 502, "source_failed").await;
 }
 
@@ -215,25 +172,10 @@ async fn readiness_fails_when_a_source_file_is_missing() {
 async fn keys_in_the_query_string_are_refused_and_unknown_keys_rejected() {
     let g = Gateway::demo();
     for query in ["api_key=abc", "key=abc", "access_token=abc", "ApiKey=abc"] {
-        expect_error(
-            &g.url(&format!("/v1/datasets/bus-arrivals/rows?{query}")),
-            400,
-            "key_in_query",
-        )
-        .await;
+        expect_error(&g.url(&format!("/v1/datasets/bus-arrivals/rows?{query}")), 400, "key_in_query").await;
     }
-    let r = client()
-        .get(g.url("/v1/datasets/bus-arrivals/rows"))
-        .bearer_auth("not-a-key")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/v1/datasets/bus-arrivals/rows")).bearer_auth("not-a-key").send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = client()
-        .get(g.url("/v1/datasets/bus-arrivals/rows"))
-        .header("x-api-key", "nope")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/v1/datasets/bus-arrivals/rows")).header("x-api-key", "nope").send().await.unwrap();
     assert_eq!(r.status(), 401);
 }

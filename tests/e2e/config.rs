@@ -27,15 +27,8 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn check_config_accepts_a_good_configuration_and_the_shipped_example() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "k.toml",
-        &format!("data_dir = \"{}\"\n{GOOD_DATASET}", dir.path().display()),
-    );
-    let out = Command::new(BIN)
-        .args(["check-config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let config = write(dir.path(), "k.toml", &format!("data_dir = \"{}\"\n{GOOD_DATASET}", dir.path().display()));
+    let out = Command::new(BIN).args(["check-config", config.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok, 1 datasets"));
 
@@ -61,10 +54,7 @@ fn check_config_reports_every_error_with_file_line_and_field() {
         "kaifang.toml",
         "include = [\"transport.toml\", \"missing.toml\"]\n\n[http]\nlisten = \"not an address\"\n\n[limits]\nmax_sort_rows = 0\n",
     );
-    let out = Command::new(BIN)
-        .args(["check-config", main.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["check-config", main.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let main_name = main.display().to_string();
@@ -80,10 +70,7 @@ fn check_config_reports_every_error_with_file_line_and_field() {
     }
 
     // `serve` refuses the same configuration with the same messages and never listens.
-    let out = Command::new(BIN)
-        .args(["serve", "--config", main.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["serve", "--config", main.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{main_name}:4: http.listen")));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
@@ -93,10 +80,7 @@ fn check_config_reports_every_error_with_file_line_and_field() {
 fn check_config_names_the_line_of_a_syntax_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "k.toml", "[http]\nlisten = \"127.0.0.1:80\"\n[limits\n");
-    let out = Command::new(BIN)
-        .args(["check-config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["check-config", config.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}:3:", config.display())));
 }
@@ -106,21 +90,15 @@ fn demo_data_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     for out in [&a, &b] {
-        let status = Command::new(BIN)
-            .args(["demo-data", "--rows", "1000", "--out", out.to_str().unwrap()])
-            .status()
-            .unwrap();
+        let status =
+            Command::new(BIN).args(["demo-data", "--rows", "1000", "--out", out.to_str().unwrap()]).status().unwrap();
         assert!(status.success());
     }
     let mut names: Vec<_> = std::fs::read_dir(&a).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort();
     assert_eq!(names.len(), 5);
     for name in names {
-        assert_eq!(
-            std::fs::read(a.join(&name)).unwrap(),
-            std::fs::read(b.join(&name)).unwrap(),
-            "{name:?}"
-        );
+        assert_eq!(std::fs::read(a.join(&name)).unwrap(), std::fs::read(b.join(&name)).unwrap(), "{name:?}");
     }
     let csv = std::fs::read_to_string(a.join("bus-arrivals.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1001);

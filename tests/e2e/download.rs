@@ -13,11 +13,7 @@ async fn download_returns_the_original_file_byte_for_byte() {
         ("parking-lots", "parking-lots.ndjson", "application/x-ndjson"),
     ] {
         let original = std::fs::read(g.data_dir.join("demo").join(file)).unwrap();
-        let r = client()
-            .get(g.url(&format!("/v1/datasets/{id}/download")))
-            .send()
-            .await
-            .unwrap();
+        let r = client().get(g.url(&format!("/v1/datasets/{id}/download"))).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let h = r.headers().clone();
         assert_eq!(h["content-type"], media);
@@ -43,26 +39,13 @@ async fn ranges_give_partial_content_and_bad_ranges_416() {
     ] {
         let r = client().get(&url).header("range", range).send().await.unwrap();
         assert_eq!(r.status(), 206, "{range}");
-        assert_eq!(
-            r.headers()["content-range"],
-            format!("bytes {start}-{}/{len}", end - 1).as_str()
-        );
+        assert_eq!(r.headers()["content-range"], format!("bytes {start}-{}/{len}", end - 1).as_str());
         assert_eq!(r.bytes().await.unwrap().as_ref(), &original[start..end], "{range}");
     }
-    let r = client()
-        .get(&url)
-        .header("range", format!("bytes={len}-"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(&url).header("range", format!("bytes={len}-")).send().await.unwrap();
     assert_eq!(r.status(), 416);
     // Several ranges: served whole, as RFC 9110 allows.
-    let r = client()
-        .get(&url)
-        .header("range", "bytes=0-1,5-6")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(&url).header("range", "bytes=0-1,5-6").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().len(), len);
 }
@@ -79,50 +62,18 @@ async fn validators_give_304_and_if_range_guards_ranges() {
     assert_eq!(r.status(), 304);
     assert_eq!(r.headers()["etag"], etag.as_str());
     assert!(r.bytes().await.unwrap().is_empty());
-    let r = client()
-        .get(&url)
-        .header("if-none-match", "\"other\", W/".to_owned() + &etag)
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(&url).header("if-none-match", "\"other\", W/".to_owned() + &etag).send().await.unwrap();
     assert_eq!(r.status(), 304, "weak comparison, list of tags");
-    let r = client()
-        .get(&url)
-        .header("if-none-match", "\"other\"")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(&url).header("if-none-match", "\"other\"").send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = client()
-        .get(&url)
-        .header("if-modified-since", &modified)
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(&url).header("if-modified-since", &modified).send().await.unwrap();
     assert_eq!(r.status(), 304);
-    let r = client()
-        .get(&url)
-        .header("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(&url).header("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT").send().await.unwrap();
     assert_eq!(r.status(), 200);
 
-    let r = client()
-        .get(&url)
-        .header("range", "bytes=0-9")
-        .header("if-range", &etag)
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(&url).header("range", "bytes=0-9").header("if-range", &etag).send().await.unwrap();
     assert_eq!(r.status(), 206);
-    let r = client()
-        .get(&url)
-        .header("range", "bytes=0-9")
-        .header("if-range", "\"stale\"")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(&url).header("range", "bytes=0-9").header("if-range", "\"stale\"").send().await.unwrap();
     assert_eq!(r.status(), 200, "a stale If-Range gets the whole file");
 
     // A new file is a new version.
@@ -138,14 +89,8 @@ async fn validators_give_304_and_if_range_guards_ranges() {
 #[tokio::test]
 async fn head_gives_the_headers_without_the_body() {
     let g = Gateway::demo();
-    let len = std::fs::metadata(g.data_dir.join("demo/air-quality.parquet"))
-        .unwrap()
-        .len();
-    let r = client()
-        .head(g.url("/v1/datasets/air-quality/download"))
-        .send()
-        .await
-        .unwrap();
+    let len = std::fs::metadata(g.data_dir.join("demo/air-quality.parquet")).unwrap().len();
+    let r = client().head(g.url("/v1/datasets/air-quality/download")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-length"], len.to_string().as_str());
     assert!(r.bytes().await.unwrap().is_empty());
@@ -154,12 +99,7 @@ async fn head_gives_the_headers_without_the_body() {
 #[tokio::test]
 async fn download_takes_no_query_parameters() {
     let g = Gateway::demo();
-    expect_error(
-        &g.url("/v1/datasets/bus-arrivals/download?columns=route"),
-        400,
-        "unknown_parameter",
-    )
-    .await;
+    expect_error(&g.url("/v1/datasets/bus-arrivals/download?columns=route"), 400, "unknown_parameter").await;
 }
 
 #[tokio::test]
@@ -174,12 +114,7 @@ async fn a_file_truncated_while_being_served_aborts_the_download() {
     let announced: usize = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
     let mut stream = r.bytes_stream();
     let mut received = stream.next().await.unwrap().unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(1 << 20).unwrap();
     let mut failed = false;
     while let Some(chunk) = stream.next().await {
         match chunk {
@@ -190,9 +125,6 @@ async fn a_file_truncated_while_being_served_aborts_the_download() {
             }
         }
     }
-    assert!(
-        failed,
-        "received {received} of {announced} bytes and no error: a truncated file looked complete"
-    );
+    assert!(failed, "received {received} of {announced} bytes and no error: a truncated file looked complete");
     assert!(received < announced);
 }

@@ -14,6 +14,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_kaifang");
 pub struct Gateway {
     child: Child,
     pub base: String,
+    /// Base URL of the admin API.
+    pub admin: String,
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -24,13 +26,7 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let mut g = Gateway::spawn(
-            &[
-                "serve",
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-                "--http",
-                "127.0.0.1:0",
-            ],
+            &["serve", "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
             data_dir.clone(),
         );
         g._dir = Some(dir);
@@ -48,6 +44,8 @@ impl Gateway {
                 data_dir.to_str().unwrap(),
                 "--http",
                 "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
             ],
             data_dir.to_owned(),
         )
@@ -64,26 +62,50 @@ impl Gateway {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut admin = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("kaifang: admin listening on ") {
+                    admin = Some(addr.to_owned());
+                }
                 if let Some(addr) = line.strip_prefix("kaifang: http listening on ") {
-                    let _ = tx.send(addr.to_owned());
+                    let _ = tx.send((addr.to_owned(), admin.take().expect("the admin address comes first")));
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("kaifang did not start listening within 60 s");
-        Gateway {
-            child,
-            base: format!("http://{addr}"),
-            data_dir,
-            _dir: None,
-        }
+        let (addr, admin) =
+            rx.recv_timeout(Duration::from_secs(60)).expect("kaifang did not start listening within 60 s");
+        Gateway { child, base: format!("http://{addr}"), admin: format!("http://{admin}"), data_dir, _dir: None }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The operator token the gateway generated into its data directory.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap().trim().to_owned()
+    }
+
+    /// The demo user's key, issued on first run.
+    pub fn demo_key(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("demo-user.key")).unwrap().trim().to_owned()
+    }
+
+    /// Calls the admin API with the operator token; returns status and JSON body.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = client().request(method, format!("{}{path}", self.admin)).bearer_auth(self.admin_token());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
     }
 }
 
@@ -96,10 +118,7 @@ impl Drop for Gateway {
 
 /// An HTTP/1.1 client that fails a test instead of hanging it.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
 }
 
 /// GETs `url` and returns status and JSON body.
@@ -133,10 +152,7 @@ pub async fn expect_broken_with(client: &reqwest::Client, url: &str) {
         Err(e) => assert!(e.is_request(), "{url}: {e}"),
         Ok(r) => {
             assert_eq!(r.status(), 200, "{url}");
-            assert!(
-                r.bytes().await.is_err(),
-                "{url}: a broken source must not look like a complete file"
-            );
+            assert!(r.bytes().await.is_err(), "{url}: a broken source must not look like a complete file");
         }
     }
 }
@@ -171,11 +187,7 @@ pub fn read_source(path: &Path) -> RecordBatch {
 
 /// Lines of an NDJSON file as JSON values.
 pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// Records of a CSV text, header first, parsed with a real CSV parser.
@@ -226,11 +238,7 @@ impl Site {
         }
         let config = dir.path().join("kaifang.toml");
         std::fs::write(&config, text).unwrap();
-        Site {
-            _dir: dir,
-            config,
-            data_dir,
-        }
+        Site { _dir: dir, config, data_dir }
     }
 
     pub fn start(&self) -> Gateway {

@@ -76,9 +76,7 @@ fn play(headers: Vec<(&'static str, String)>, script: Vec<Step>) -> Response<Bod
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    let mut response = Response::new(StreamBody::new(
-        Box::pin(stream) as futures_util::stream::BoxStream<'static, _>
-    ));
+    let mut response = Response::new(StreamBody::new(Box::pin(stream) as futures_util::stream::BoxStream<'static, _>));
     *response.status_mut() = StatusCode::OK;
     for (name, value) in headers {
         response.headers_mut().insert(name, value.parse().unwrap());

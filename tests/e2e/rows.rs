@@ -73,11 +73,7 @@ async fn arrow_ipc_file_sources_are_served_in_the_declared_schema() {
     // The demo's Arrow file belongs to a conditional dataset; serve a copy as unconditional.
     let demo = Gateway::demo();
     let site = Site::new(&[("enterprises-copy", "arrow_ipc", "enterprises.arrow", ENTERPRISE_FIELDS)]);
-    std::fs::copy(
-        demo.data_dir.join("demo/enterprises.arrow"),
-        site.data_dir.join("enterprises.arrow"),
-    )
-    .unwrap();
+    std::fs::copy(demo.data_dir.join("demo/enterprises.arrow"), site.data_dir.join("enterprises.arrow")).unwrap();
     let g = site.start();
     let source = read_source(&site.data_dir.join("enterprises.arrow"));
     let (_, body) =
@@ -87,11 +83,7 @@ async fn arrow_ipc_file_sources_are_served_in_the_declared_schema() {
     let served = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     assert_eq!(served.num_rows(), 5000);
     for name in ["uscc", "established_on", "legal_rep_name"] {
-        assert_eq!(
-            served.column_by_name(name).unwrap(),
-            source.column_by_name(name).unwrap(),
-            "{name}"
-        );
+        assert_eq!(served.column_by_name(name).unwrap(), source.column_by_name(name).unwrap(), "{name}");
     }
 }
 
@@ -125,17 +117,11 @@ async fn filter_order_offset_and_limit_match_a_direct_computation() {
         .unwrap()
         .iter()
         .map(|r| {
-            assert_eq!(
-                r.as_object().unwrap().keys().collect::<Vec<_>>(),
-                vec!["aqi", "station_id"]
-            );
+            assert_eq!(r.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["aqi", "station_id"]);
             (r["aqi"].as_i64().unwrap(), r["station_id"].as_str().unwrap().to_owned())
         })
         .collect();
-    assert_eq!(
-        served.iter().map(|r| r.0).collect::<Vec<_>>(),
-        expected.iter().map(|r| r.0).collect::<Vec<_>>()
-    );
+    assert_eq!(served.iter().map(|r| r.0).collect::<Vec<_>>(), expected.iter().map(|r| r.0).collect::<Vec<_>>());
     assert_eq!(served, expected);
 }
 
@@ -146,48 +132,27 @@ async fn every_filter_operator_selects_the_rows_it_names() {
     type Check = fn(&Value) -> bool;
     let cases: [(&str, Check); 9] = [
         ("capacity < 100", |r| r["capacity"].as_i64().unwrap() < 100),
-        ("capacity != 500 and available <= 10", |r| {
-            r["capacity"] != 500 && r["available"].as_i64().unwrap() <= 10
-        }),
+        ("capacity != 500 and available <= 10", |r| r["capacity"] != 500 && r["available"].as_i64().unwrap() <= 10),
         ("hourly_fee > 7.5", |r| r["hourly_fee"].as_f64().unwrap() > 7.5),
-        ("district in ('Ganyu', 'Guannan')", |r| {
-            ["Ganyu", "Guannan"].contains(&r["district"].as_str().unwrap())
-        }),
+        ("district in ('Ganyu', 'Guannan')", |r| ["Ganyu", "Guannan"].contains(&r["district"].as_str().unwrap())),
         ("district not in ('Ganyu', 'Guannan', 'Haizhou')", |r| {
             !["Ganyu", "Guannan", "Haizhou"].contains(&r["district"].as_str().unwrap())
         }),
-        ("name like 'Donghai City%'", |r| {
-            r["name"].as_str().unwrap().starts_with("Donghai City")
-        }),
+        ("name like 'Donghai City%'", |r| r["name"].as_str().unwrap().starts_with("Donghai City")),
         ("not open_24h = true", |r| r["open_24h"] == false),
-        ("opened_on >= '2024-01-01'", |r| {
-            r["opened_on"].as_str().unwrap() >= "2024-01-01"
-        }),
-        ("updated_at < '2025-06-30T06:00:00Z'", |r| {
-            r["updated_at"].as_str().unwrap() < "2025-06-30T06:00:00Z"
-        }),
+        ("opened_on >= '2024-01-01'", |r| r["opened_on"].as_str().unwrap() >= "2024-01-01"),
+        ("updated_at < '2025-06-30T06:00:00Z'", |r| r["updated_at"].as_str().unwrap() < "2025-06-30T06:00:00Z"),
     ];
     for (filter, keep) in cases {
         let expected: Vec<&Value> = all.iter().filter(|r| keep(r)).collect();
-        assert!(
-            !expected.is_empty() && expected.len() < all.len(),
-            "{filter} selects {} rows",
-            expected.len()
-        );
+        assert!(!expected.is_empty() && expected.len() < all.len(), "{filter} selects {} rows", expected.len());
         let (status, body) =
             get_json(&g.url(&format!("/v1/datasets/parking-lots/rows?filter={}", urlencode(filter)))).await;
         assert_eq!(status, 200, "{filter}: {body}");
-        assert_eq!(
-            body.as_array().unwrap().iter().collect::<Vec<_>>(),
-            expected,
-            "{filter}"
-        );
+        assert_eq!(body.as_array().unwrap().iter().collect::<Vec<_>>(), expected, "{filter}");
     }
-    let (_, body) = get_json(&g.url(&format!(
-        "/v1/datasets/bus-arrivals/rows?filter={}",
-        urlencode("occupancy is null")
-    )))
-    .await;
+    let (_, body) =
+        get_json(&g.url(&format!("/v1/datasets/bus-arrivals/rows?filter={}", urlencode("occupancy is null")))).await;
     assert!(body.as_array().unwrap().iter().all(|r| r["occupancy"].is_null()));
     assert!(!body.as_array().unwrap().is_empty());
 }
@@ -209,10 +174,7 @@ async fn bad_filters_are_refused_with_the_position_of_the_mistake() {
         assert_eq!(status, 400, "{filter}");
         assert_eq!(body["error"]["code"], "bad_filter");
         assert_eq!(body["error"]["position"], position, "{filter}: {body}");
-        assert!(
-            body["error"]["message"].as_str().unwrap().contains(fragment),
-            "{filter}: {body}"
-        );
+        assert!(body["error"]["message"].as_str().unwrap().contains(fragment), "{filter}: {body}");
     }
 }
 
@@ -238,9 +200,7 @@ async fn preview_gives_the_first_twenty_rows_as_json() {
     let rows = body["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 20);
     assert_eq!(
-        rows.iter()
-            .map(|r| r["arrival_id"].as_i64().unwrap())
-            .collect::<Vec<_>>(),
+        rows.iter().map(|r| r["arrival_id"].as_i64().unwrap()).collect::<Vec<_>>(),
         (1..=20).collect::<Vec<_>>()
     );
 }
@@ -271,11 +231,7 @@ async fn data_responses_carry_request_id_and_dataset_version() {
 async fn http2_cleartext_is_served_on_the_same_port() {
     let g = Gateway::demo();
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-    let r = h2
-        .get(g.url("/v1/datasets/bus-arrivals/rows?format=csv&limit=2"))
-        .send()
-        .await
-        .unwrap();
+    let r = h2.get(g.url("/v1/datasets/bus-arrivals/rows?format=csv&limit=2")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap().lines().count(), 3);
@@ -288,11 +244,7 @@ async fn a_source_failing_mid_stream_aborts_the_response() {
     let site = Site::new(&[("numbers", "csv", "numbers.csv", r#"[{ name = "n", type = "int64" }]"#)]);
     let mut text = String::from("n\n");
     for i in 0..30_000 {
-        text.push_str(&if i == 25_000 {
-            "not a number\n".to_owned()
-        } else {
-            format!("{i}\n")
-        });
+        text.push_str(&if i == 25_000 { "not a number\n".to_owned() } else { format!("{i}\n") });
     }
     std::fs::write(site.data_dir.join("numbers.csv"), text).unwrap();
     let g = site.start();

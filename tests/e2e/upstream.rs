@@ -33,21 +33,13 @@ async fn download_bytes_reach_the_client_before_the_origin_has_finished() {
     let second = Bytes::from(vec![b'b'; 50_000]);
     let origin = Origin::start(
         vec![("content-type", "text/csv".into()), ("etag", "\"v7\"".into())],
-        vec![
-            Step::Send(first.clone()),
-            Step::WaitFor(gate.clone()),
-            Step::Send(second.clone()),
-        ],
+        vec![Step::Send(first.clone()), Step::WaitFor(gate.clone()), Step::Send(second.clone())],
     )
     .await;
     let site = Site::new(&[("proxied", "csv", &format!("{}/data.csv", origin.base), FIELDS)]);
     let g = site.start();
 
-    let r = client()
-        .get(g.url("/v1/datasets/proxied/download"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/v1/datasets/proxied/download")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-dataset-version"], "v7");
     assert_eq!(r.headers()["etag"], "\"v7\"");
@@ -76,11 +68,7 @@ async fn rows_reach_the_client_before_the_origin_has_finished() {
     let site = Site::new(&[("proxied", "csv", &format!("{}/data.csv", origin.base), FIELDS)]);
     let g = site.start();
 
-    let r = client()
-        .get(g.url("/v1/datasets/proxied/rows?format=csv&filter=n%20%3E%3D%205"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/v1/datasets/proxied/rows?format=csv&filter=n%20%3E%3D%205")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let mut stream = r.bytes_stream();
     let mut received = first_bytes(&mut stream).await;
@@ -97,10 +85,7 @@ async fn rows_reach_the_client_before_the_origin_has_finished() {
 async fn an_origin_dying_mid_body_gives_the_client_an_error() {
     let origin = Origin::start(
         vec![("content-type", "text/csv".into())],
-        vec![
-            Step::Send(Bytes::from(format!("n,label\n{}", csv_rows(0, 20_000)))),
-            Step::Die,
-        ],
+        vec![Step::Send(Bytes::from(format!("n,label\n{}", csv_rows(0, 20_000)))), Step::Die],
     )
     .await;
     let site = Site::new(&[("proxied", "csv", &format!("{}/data.csv", origin.base), FIELDS)]);
@@ -161,11 +146,7 @@ async fn an_origin_that_never_answers_is_a_gateway_timeout() {
 #[tokio::test]
 async fn an_unreachable_origin_is_a_bad_gateway() {
     // Bind and drop a listener to find a port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let site = Site::new(&[("proxied", "csv", &format!("http://127.0.0.1:{port}/data.csv"), FIELDS)]);
     let g = site.start();
     let message = expect_error(&g.url("/v1/datasets/proxied/download"), 502, "source_failed").await;

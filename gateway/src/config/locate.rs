@@ -35,6 +35,23 @@ pub fn render(path: &[PathSegment]) -> String {
     out
 }
 
+/// Parses a rendered path (`datasets[0].masks.name`) back into segments.
+pub fn parse_path(text: &str) -> Vec<PathSegment> {
+    let mut out = Vec::new();
+    for part in text.split('.').filter(|p| !p.is_empty()) {
+        let mut pieces = part.split('[');
+        if let Some(key) = pieces.next().filter(|k| !k.is_empty()) {
+            out.push(PathSegment::Key(key.to_owned()));
+        }
+        for index in pieces {
+            if let Ok(i) = index.trim_end_matches(']').parse() {
+                out.push(PathSegment::Index(i));
+            }
+        }
+    }
+    out
+}
+
 /// A parsed TOML file that remembers where everything came from.
 pub struct Document {
     text: String,
@@ -93,10 +110,9 @@ impl Document {
     ) -> Vec<(usize, T)> {
         let elements: Vec<Value> = match self.parsed.as_table().get(key) {
             None => return Vec::new(),
-            Some(Item::ArrayOfTables(array)) => array
-                .iter()
-                .filter_map(|t| Item::Table(t.clone()).into_value().ok())
-                .collect(),
+            Some(Item::ArrayOfTables(array)) => {
+                array.iter().filter_map(|t| Item::Table(t.clone()).into_value().ok()).collect()
+            }
             Some(Item::Value(Value::Array(array))) => array.iter().cloned().collect(),
             Some(_) => {
                 errors.push(ConfigError {
@@ -140,19 +156,11 @@ impl Document {
                 // toml_edit appends "in `field`" on a second line; the field is reported apart.
                 let mut message = e.into_inner().to_string().lines().next().unwrap_or_default().to_owned();
                 // A missing field is reported by the table that lacks it.
-                let line = (0..=path.len())
-                    .rev()
-                    .find_map(|n| self.line_of(&path[..n]))
-                    .unwrap_or(1);
+                let line = (0..=path.len()).rev().find_map(|n| self.line_of(&path[..n])).unwrap_or(1);
                 if message.starts_with("missing field") {
                     message.push_str(" in this table");
                 }
-                errors.push(ConfigError {
-                    file: file.to_owned(),
-                    line,
-                    field: render(&path),
-                    message,
-                });
+                errors.push(ConfigError { file: file.to_owned(), line, field: render(&path), message });
                 None
             }
         }

@@ -17,7 +17,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use policy::{DatasetId, Field, Format, OpenType, UpdateFrequency};
+use policy::{
+    Agreement, AgreementStatus, DatasetId, DatasetTerms, Field, Format, OpenType, Principal, Quota, Rate,
+    UpdateFrequency,
+};
 use serde::Deserialize;
 
 use locate::{Document, PathSegment};
@@ -26,22 +29,10 @@ use locate::{Document, PathSegment};
 /// no `--config`.
 pub const EMBEDDED: &[(&str, &str)] = &[
     ("kaifang.toml", include_str!("../../../config/kaifang.toml")),
-    (
-        "catalog/transport.toml",
-        include_str!("../../../config/catalog/transport.toml"),
-    ),
-    (
-        "catalog/ecology.toml",
-        include_str!("../../../config/catalog/ecology.toml"),
-    ),
-    (
-        "catalog/market.toml",
-        include_str!("../../../config/catalog/market.toml"),
-    ),
-    (
-        "catalog/civil-affairs.toml",
-        include_str!("../../../config/catalog/civil-affairs.toml"),
-    ),
+    ("catalog/transport.toml", include_str!("../../../config/catalog/transport.toml")),
+    ("catalog/ecology.toml", include_str!("../../../config/catalog/ecology.toml")),
+    ("catalog/market.toml", include_str!("../../../config/catalog/market.toml")),
+    ("catalog/civil-affairs.toml", include_str!("../../../config/catalog/civil-affairs.toml")),
 ];
 
 /// Where configuration text comes from: the file system, or the files compiled into the binary.
@@ -69,9 +60,81 @@ impl Origin {
 pub struct Config {
     pub data_dir: PathBuf,
     pub http: HttpConfig,
+    pub admin: AdminConfig,
     pub limits: Limits,
     pub upstream: UpstreamConfig,
+    pub masks: MasksConfig,
     pub datasets: Vec<DatasetConfig>,
+    /// Principals declared here are created (or updated) in the store on start.
+    pub principals: Vec<Principal>,
+    /// Agreements declared here are created (or replaced) in the store on start.
+    pub agreements: Vec<Agreement>,
+}
+
+/// The admin listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin API (operator token required) and `/metrics`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: default_admin_listen() }
+    }
+}
+
+/// Settings of the masks agreements apply.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasksConfig {
+    /// Secret key of the `hash` mask (HMAC-SHA256). When absent, a random key is made on first
+    /// start and kept in `<data-dir>/mask-hash.key`, so hashes stay stable across restarts.
+    pub hash_key: Option<String>,
+}
+
+/// An agreement as declared in configuration: the demo's, or terms kept in files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgreementConfig {
+    id: String,
+    principal: String,
+    #[serde(default)]
+    purpose: String,
+    datasets: Vec<DatasetTerms>,
+    /// Start of validity; the Unix epoch when absent.
+    valid_from: Option<DateTime<Utc>>,
+    valid_until: DateTime<Utc>,
+    #[serde(default = "active")]
+    status: AgreementStatus,
+    rate: Rate,
+    quota: Quota,
+}
+
+fn active() -> AgreementStatus {
+    AgreementStatus::Active
+}
+
+impl AgreementConfig {
+    fn into_agreement(self) -> Agreement {
+        Agreement {
+            id: self.id,
+            principal: self.principal,
+            purpose: self.purpose,
+            datasets: self.datasets,
+            valid_from: self.valid_from.unwrap_or(DateTime::UNIX_EPOCH),
+            valid_until: self.valid_until,
+            status: self.status,
+            rate: self.rate,
+            quota: self.quota,
+        }
+    }
 }
 
 /// The HTTP data listener.
@@ -89,9 +152,7 @@ fn default_http_listen() -> SocketAddr {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig {
-            listen: default_http_listen(),
-        }
+        HttpConfig { listen: default_http_listen() }
     }
 }
 
@@ -108,6 +169,12 @@ pub struct Limits {
     pub max_per_page: usize,
     /// Bytes read from a file per chunk of a raw download.
     pub download_chunk_bytes: usize,
+    /// Rate per client address for calls without a key (unconditional data only).
+    pub anonymous_rate: Rate,
+    /// Rate per key for keyed calls outside any agreement (unconditional data).
+    pub key_rate: Rate,
+    /// Offset from UTC, in hours, of the time zone whose calendar days the daily quotas count.
+    pub quota_utc_offset_hours: i32,
 }
 
 impl Default for Limits {
@@ -117,6 +184,9 @@ impl Default for Limits {
             max_sort_rows: 1_000_000,
             max_per_page: 100,
             download_chunk_bytes: 256 * 1024,
+            anonymous_rate: Rate { per_second: 20, burst: 40 },
+            key_rate: Rate { per_second: 50, burst: 100 },
+            quota_utc_offset_hours: 8,
         }
     }
 }
@@ -250,12 +320,21 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// The keys the main file may have at its top level.
-const TOP_LEVEL_KEYS: [&str; 6] = ["data_dir", "http", "limits", "upstream", "include", "datasets"];
+const TOP_LEVEL_KEYS: [&str; 10] =
+    ["data_dir", "http", "admin", "limits", "upstream", "masks", "include", "datasets", "principals", "agreements"];
 
-/// A parsed file and the datasets it declares, each with its position for later checks.
+/// A parsed configuration file.
 struct LoadedFile {
     path: PathBuf,
     document: Document,
+}
+
+impl LoadedFile {
+    /// An error about the field at `path`, on its line (or its nearest parent's).
+    fn error_at(&self, path: &[PathSegment], message: String) -> ConfigError {
+        let line = (1..=path.len()).rev().find_map(|n| self.document.line_of(&path[..n])).unwrap_or(1);
+        ConfigError { file: self.path.clone(), line, field: locate::render(path), message }
+    }
 }
 
 /// Loads and checks the configuration at `path`.
@@ -278,28 +357,21 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
         }
     }
     let data_dir: Option<PathBuf> = main.document.deserialize_key(&main.path, "data_dir", &mut errors);
-    let http: HttpConfig = main
-        .document
-        .deserialize_key(&main.path, "http", &mut errors)
-        .unwrap_or_default();
-    let limits: Limits = main
-        .document
-        .deserialize_key(&main.path, "limits", &mut errors)
-        .unwrap_or_default();
-    let upstream: UpstreamConfig = main
-        .document
-        .deserialize_key(&main.path, "upstream", &mut errors)
-        .unwrap_or_default();
-    let include: Vec<PathBuf> = main
-        .document
-        .deserialize_key(&main.path, "include", &mut errors)
-        .unwrap_or_default();
+    let http: HttpConfig = main.document.deserialize_key(&main.path, "http", &mut errors).unwrap_or_default();
+    let admin: AdminConfig = main.document.deserialize_key(&main.path, "admin", &mut errors).unwrap_or_default();
+    let masks: MasksConfig = main.document.deserialize_key(&main.path, "masks", &mut errors).unwrap_or_default();
+    let limits: Limits = main.document.deserialize_key(&main.path, "limits", &mut errors).unwrap_or_default();
+    let upstream: UpstreamConfig =
+        main.document.deserialize_key(&main.path, "upstream", &mut errors).unwrap_or_default();
+    let include: Vec<PathBuf> = main.document.deserialize_key(&main.path, "include", &mut errors).unwrap_or_default();
     if let Some(limits_line) = main.document.line_of(&[PathSegment::Key("limits".into())]) {
         for (name, value) in [
             ("batch_rows", limits.batch_rows),
             ("max_sort_rows", limits.max_sort_rows),
             ("max_per_page", limits.max_per_page),
             ("download_chunk_bytes", limits.download_chunk_bytes),
+            ("anonymous_rate", limits.anonymous_rate.per_second.min(limits.anonymous_rate.burst) as usize),
+            ("key_rate", limits.key_rate.per_second.min(limits.key_rate.burst) as usize),
         ] {
             if value == 0 {
                 errors.push(ConfigError {
@@ -312,6 +384,14 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
                     message: "must be greater than 0".into(),
                 });
             }
+        }
+        if !(-12..=14).contains(&limits.quota_utc_offset_hours) {
+            errors.push(ConfigError {
+                file: main.path.clone(),
+                line: limits_line,
+                field: "limits.quota_utc_offset_hours".into(),
+                message: "must be between -12 and 14".into(),
+            });
         }
     }
 
@@ -347,28 +427,16 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
                 }
             }
         }
-        for (i, dataset) in file
-            .document
-            .deserialize_array::<DatasetConfig>(&file.path, "datasets", &mut errors)
-        {
+        for (i, dataset) in file.document.deserialize_array::<DatasetConfig>(&file.path, "datasets", &mut errors) {
             let at = |field: &[PathSegment]| {
                 let mut full = vec![PathSegment::Key("datasets".into()), PathSegment::Index(i)];
                 full.extend_from_slice(field);
-                let line = file
-                    .document
-                    .line_of(&full)
-                    .or_else(|| file.document.line_of(&full[..2]))
-                    .unwrap_or(1);
+                let line = file.document.line_of(&full).or_else(|| file.document.line_of(&full[..2])).unwrap_or(1);
                 (file.path.clone(), line, locate::render(&full))
             };
             let mut problem = |field: &[PathSegment], message: String| {
                 let (file, line, field) = at(field);
-                errors.push(ConfigError {
-                    file,
-                    line,
-                    field,
-                    message,
-                });
+                errors.push(ConfigError { file, line, field, message });
             };
             if let Some((other_file, other_line)) = seen.get(&dataset.id) {
                 problem(
@@ -381,14 +449,48 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
                     ),
                 );
             } else {
-                seen.insert(
-                    dataset.id.clone(),
-                    (file.path.clone(), at(&[PathSegment::Key("id".into())]).1),
-                );
+                seen.insert(dataset.id.clone(), (file.path.clone(), at(&[PathSegment::Key("id".into())]).1));
             }
             check_dataset(&dataset, &mut problem);
             datasets.push(dataset);
         }
+    }
+
+    let main = &files[0];
+    let principals: Vec<Principal> = main
+        .document
+        .deserialize_array::<Principal>(&main.path, "principals", &mut errors)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    for (i, p) in principals.iter().enumerate() {
+        if principals[..i].iter().any(|q| q.id == p.id) {
+            let path = [PathSegment::Key("principals".into()), PathSegment::Index(i), PathSegment::Key("id".into())];
+            errors.push(main.error_at(&path, format!("principal `{}` is declared twice", p.id)));
+        }
+    }
+    let catalog: Vec<policy::Dataset> = datasets.iter().map(DatasetConfig::to_dataset).collect();
+    let mut agreements: Vec<Agreement> = Vec::new();
+    for (i, declared) in main.document.deserialize_array::<AgreementConfig>(&main.path, "agreements", &mut errors) {
+        let agreement = declared.into_agreement();
+        let at = |field: &str| {
+            let mut path = vec![PathSegment::Key("agreements".into()), PathSegment::Index(i)];
+            path.extend(locate::parse_path(field));
+            path
+        };
+        if agreements.iter().any(|a| a.id == agreement.id) {
+            errors.push(main.error_at(&at("id"), format!("agreement `{}` is declared twice", agreement.id)));
+        }
+        if !principals.iter().any(|p| p.id == agreement.principal) {
+            errors.push(main.error_at(
+                &at("principal"),
+                format!("principal `{}` is not declared in [[principals]]", agreement.principal),
+            ));
+        }
+        if let Err(e) = agreement.check(|id| catalog.iter().find(|d| &d.id == id)) {
+            errors.push(main.error_at(&at(&e.field), e.message));
+        }
+        agreements.push(agreement);
     }
 
     // Report in reading order: file by file, line by line.
@@ -398,8 +500,12 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
         Ok(Config {
             data_dir: data_dir.unwrap_or_else(|| PathBuf::from("kaifang-data")),
             http,
+            admin,
             limits,
             upstream,
+            masks,
+            principals,
+            agreements,
             datasets,
         })
     } else {
@@ -413,11 +519,7 @@ fn check_dataset(dataset: &DatasetConfig, problem: &mut impl FnMut(&[PathSegment
         problem(&[Key("fields".into())], "a dataset needs at least one field".into());
     }
     for (i, field) in dataset.fields.iter().enumerate() {
-        let valid_name = field
-            .name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let valid_name = field.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && field.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
             problem(
@@ -450,10 +552,7 @@ fn check_dataset(dataset: &DatasetConfig, problem: &mut impl FnMut(&[PathSegment
                 &[Key("source".into()), Key("url".into())],
                 "https origins are not supported yet; use an http:// origin on a trusted network".into(),
             ),
-            _ => problem(
-                &[Key("source".into()), Key("url".into())],
-                format!("`{url}` is not an absolute http:// URL"),
-            ),
+            _ => problem(&[Key("source".into()), Key("url".into())], format!("`{url}` is not an absolute http:// URL")),
         },
     }
 }
@@ -530,19 +629,8 @@ fields = [{ name = "a", type = "int64" }]
 "#;
         let errors = load_text(text).unwrap_err().0;
         let summary: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
-        assert_eq!(
-            summary,
-            vec![
-                (3, "limits.batch_rows"),
-                (15, "datasets[0].fields[1].name"),
-                (18, "datasets[1].id")
-            ]
-        );
-        assert!(
-            errors[2].message.contains("dataset id must be"),
-            "{}",
-            errors[2].message
-        );
+        assert_eq!(summary, vec![(3, "limits.batch_rows"), (15, "datasets[0].fields[1].name"), (18, "datasets[1].id")]);
+        assert!(errors[2].message.contains("dataset id must be"), "{}", errors[2].message);
     }
 
     #[test]

@@ -13,35 +13,29 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use policy::Grant;
 
+use super::limits;
 use super::response::{self, Body};
 use crate::config::SourceConfig;
 use crate::error::{Error, Kind};
+use crate::ratelimit::Budget;
 use crate::source::{file, upstream};
 use crate::state::{CatalogEntry, State};
 
 /// Origin response headers passed back to the client.
-const PASSED_RESPONSE_HEADERS: [HeaderName; 6] = [
-    CONTENT_TYPE,
-    CONTENT_LENGTH,
-    CONTENT_RANGE,
-    ETAG,
-    LAST_MODIFIED,
-    ACCEPT_RANGES,
-];
+const PASSED_RESPONSE_HEADERS: [HeaderName; 6] =
+    [CONTENT_TYPE, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED, ACCEPT_RANGES];
 
 pub async fn serve(
     state: &State,
     entry: &CatalogEntry,
     grant: &Grant,
     req: &Request<Incoming>,
+    budget: Option<Budget>,
 ) -> Result<Response<Body>, Error> {
-    debug_assert!(
-        grant.scope.is_whole_dataset(),
-        "policy grants downloads of whole datasets only"
-    );
+    debug_assert!(grant.scope.is_whole_dataset(&entry.dataset), "policy grants downloads of whole datasets only");
     match &entry.config.source {
-        SourceConfig::File(path) => from_file(state, entry, req, state.config.data_dir.join(path)).await,
-        SourceConfig::Url(url) => from_origin(state, entry, req, url).await,
+        SourceConfig::File(path) => from_file(state, entry, req, state.config.data_dir.join(path), budget).await,
+        SourceConfig::Url(url) => from_origin(state, entry, req, url, budget).await,
     }
 }
 
@@ -50,6 +44,7 @@ async fn from_file(
     entry: &CatalogEntry,
     req: &Request<Incoming>,
     path: std::path::PathBuf,
+    budget: Option<Budget>,
 ) -> Result<Response<Body>, Error> {
     let file = file::open_bytes(path).await?;
     let info = file.info.clone();
@@ -76,18 +71,11 @@ async fn from_file(
     let (start, end) = range.unwrap_or((0, info.len));
     {
         let h = response.headers_mut();
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(entry.dataset.format.media_type()),
-        );
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(entry.dataset.format.media_type()));
         h.insert(CONTENT_LENGTH, value(&(end - start).to_string()));
         h.insert(
             CONTENT_DISPOSITION,
-            value(&format!(
-                "attachment; filename=\"{}.{}\"",
-                entry.dataset.id,
-                entry.dataset.format.extension()
-            )),
+            value(&format!("attachment; filename=\"{}.{}\"", entry.dataset.id, entry.dataset.format.extension())),
         );
         if range.is_some() {
             h.insert(CONTENT_RANGE, value(&format!("bytes {start}-{}/{}", end - 1, info.len)));
@@ -97,7 +85,8 @@ async fn from_file(
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
     if req.method() != Method::HEAD {
-        *response.body_mut() = response::streamed(file.stream(start, end, state.config.limits.download_chunk_bytes));
+        let body = file.stream(start, end, state.config.limits.download_chunk_bytes);
+        *response.body_mut() = response::streamed(limits::meter_bytes(body, budget));
     }
     Ok(response)
 }
@@ -107,6 +96,7 @@ async fn from_origin(
     entry: &CatalogEntry,
     req: &Request<Incoming>,
     url: &str,
+    budget: Option<Budget>,
 ) -> Result<Response<Body>, Error> {
     let mut forwarded = HeaderMap::new();
     for name in upstream::FORWARDED_REQUEST_HEADERS {
@@ -130,16 +120,13 @@ async fn from_origin(
         }
     }
     if !h.contains_key(CONTENT_TYPE) {
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(entry.dataset.format.media_type()),
-        );
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(entry.dataset.format.media_type()));
     }
     if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
         h.insert("x-dataset-version", v);
     }
     if req.method() != Method::HEAD && origin.status != StatusCode::NOT_MODIFIED {
-        *response.body_mut() = response::streamed(origin.body);
+        *response.body_mut() = response::streamed(limits::meter_bytes(origin.body, budget));
     }
     Ok(response)
 }
@@ -152,16 +139,9 @@ fn value(s: &str) -> HeaderValue {
 /// comparison), otherwise `If-Modified-Since` at one-second resolution.
 fn not_modified(headers: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
     if let Some(inm) = headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        return inm
-            .split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || t.trim_start_matches("W/") == etag);
+        return inm.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag);
     }
-    match headers
-        .get(IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-    {
+    match headers.get(IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()).and_then(|v| httpdate::parse_http_date(v).ok()) {
         Some(since) => whole_seconds(modified) <= since,
         None => false,
     }
@@ -195,13 +175,8 @@ fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, Error> {
     let Some((first, last)) = spec.trim().split_once('-') else {
         return Ok(None);
     };
-    let unsatisfiable = || {
-        Error::new(
-            Kind::RangeNotSatisfiable,
-            "range_not_satisfiable",
-            format!("the file has {len} bytes"),
-        )
-    };
+    let unsatisfiable =
+        || Error::new(Kind::RangeNotSatisfiable, "range_not_satisfiable", format!("the file has {len} bytes"));
     let range = match (first.trim(), last.trim()) {
         ("", "") => return Ok(None),
         ("", suffix) => {

@@ -6,7 +6,9 @@
 //! grant, plans the query and streams the answer; every response, refusals included, carries
 //! `X-Request-Id` and is logged once with its status.
 
+mod admin;
 mod download;
+mod limits;
 mod response;
 mod routes;
 
@@ -33,13 +35,19 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// Time a client has to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves the data API on `listener` until `shutdown` completes, then drains.
-pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+/// Which API a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// The data and workflow API.
+    Data,
+    /// The operators' API.
+    Admin,
+}
+
+/// Serves `api` on `listener` until `shutdown` completes, then drains.
+pub async fn serve(listener: TcpListener, state: Arc<State>, api: Api, shutdown: impl Future<Output = ()>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -59,7 +67,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
                 let state = state.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
+                    async move { Ok::<_, Infallible>(handle(state, api, peer, req).await) }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
@@ -80,22 +88,26 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
 }
 
 /// Every request's path through the gateway.
-async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let request_id = request_id(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut response = match routes::route(&state, req).await {
+    let routed = match api {
+        Api::Data => routes::route(&state, req, peer.ip()).await,
+        Api::Admin => admin::route(&state, req).await,
+    };
+    let mut response = match routed {
         Ok(r) => r,
         Err(e) => response::error(&e),
     };
-    response.headers_mut().insert(
-        "x-request-id",
-        HeaderValue::from_str(&request_id).expect("request ids are visible ASCII"),
-    );
+    response
+        .headers_mut()
+        .insert("x-request-id", HeaderValue::from_str(&request_id).expect("request ids are visible ASCII"));
     tracing::info!(
         request_id = %request_id,
         peer = %peer,
+        api = ?api,
         method = %method,
         path = %path,
         status = response.status().as_u16(),

@@ -21,10 +21,9 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// A streamed body. An `Err` item aborts the response: HTTP/1.1 closes the connection before the
 /// final chunk, HTTP/2 resets the stream, so the client sees a failed transfer.
 pub fn streamed(stream: impl Stream<Item = Result<Bytes, Error>> + Send + 'static) -> Body {
-    BodyExt::boxed_unsync(StreamBody::new(stream.map(|r| {
-        r.map(Frame::data)
-            .inspect_err(|e| tracing::warn!(error = %e, "response aborted mid-stream"))
-    })))
+    BodyExt::boxed_unsync(StreamBody::new(
+        stream.map(|r| r.map(Frame::data).inspect_err(|e| tracing::warn!(error = %e, "response aborted mid-stream"))),
+    ))
 }
 
 /// A JSON response.
@@ -32,9 +31,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec_pretty(value).expect("response types serialize");
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -47,6 +44,9 @@ pub fn status(kind: Kind) -> StatusCode {
         Kind::NotFound => StatusCode::NOT_FOUND,
         Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Kind::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Kind::SourceFailed => StatusCode::BAD_GATEWAY,
         Kind::SourceTimeout => StatusCode::GATEWAY_TIMEOUT,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -66,25 +66,18 @@ pub fn error(e: &Error) -> Response<Body> {
         #[serde(skip_serializing_if = "Option::is_none")]
         position: Option<usize>,
     }
-    let mut response = json(
-        status(e.kind),
-        &Envelope {
-            error: Detail {
-                code: e.code,
-                message: &e.message,
-                position: e.position,
-            },
-        },
-    );
+    let mut response =
+        json(status(e.kind), &Envelope { error: Detail { code: e.code, message: &e.message, position: e.position } });
+    for (name, value) in &e.headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(*name, value);
+        }
+    }
     if e.kind == Kind::MethodNotAllowed {
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
     }
     if e.kind == Kind::Unauthenticated {
-        response
-            .headers_mut()
-            .insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"kaifang\""));
+        response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"kaifang\""));
     }
     response
 }

@@ -4,19 +4,22 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
+use chrono::Utc;
 use futures_util::StreamExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use policy::{decide, listed, Caller, DatasetId, OpenType, Operation};
+use policy::{decide, listed, Caller, DatasetId, Grant, OpenType, Operation};
 use serde::Serialize;
 use serde_json::json;
+use std::net::IpAddr;
 
-use super::download;
 use super::response::{self, json, Body};
+use super::{download, limits};
 use crate::encode::{encode_stream, OutputFormat};
 use crate::error::{Error, Kind};
 use crate::pipeline::{execute, Plan, Query};
+use crate::ratelimit::{Admission, Budget};
 use crate::source::{self, arrow_schema};
 use crate::state::{CatalogEntry, State};
 use arrow::datatypes::SchemaRef;
@@ -30,7 +33,7 @@ const KEY_PARAMETERS: [&str; 5] = ["key", "api_key", "apikey", "access_token", "
 static OPENAPI: &str = include_str!("openapi.json");
 
 /// Matches the request to its handler.
-pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn route(state: &Arc<State>, req: Request<Incoming>, client: IpAddr) -> Result<Response<Body>, Error> {
     let params = params(req.uri().query())?;
     let segments: Vec<&str> = req.uri().path().trim_start_matches('/').split('/').collect();
     let method = req.method();
@@ -53,8 +56,7 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
         ["openapi.json"] => {
             get_or_head()?;
             let mut r = Response::new(response::full(OPENAPI));
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(r)
         }
         ["v1", "catalog"] => {
@@ -64,18 +66,21 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
         ["v1", "datasets", id, rest @ ..] => {
             get_or_head()?;
             let entry = lookup(state, id)?;
-            let caller = authenticate(&req)?;
+            let caller = state.keys.caller(req.headers()).await?;
+            let call = Call { state, entry, caller: &caller, client };
             match rest {
                 [] => {
                     only(&params, &[])?;
-                    Ok(json(StatusCode::OK, &describe(entry)))
+                    Ok(json(StatusCode::OK, &describe(entry, &caller)))
                 }
-                ["rows"] => rows(state, entry, &caller, &req, &params).await,
-                ["preview"] => preview(state, entry, &caller, &params).await,
+                ["rows"] => rows(&call, &req, &params).await,
+                ["preview"] => preview(&call, &params).await,
                 ["download"] => {
                     only(&params, &[])?;
-                    let grant = decide(&caller, &entry.dataset, Operation::Download)?;
-                    download::serve(state, entry, &grant, &req).await
+                    let (grant, admission, budget) = call.grant(Operation::Download)?;
+                    let mut response = download::serve(state, entry, &grant, &req, budget).await?;
+                    limits::rate_headers(response.headers_mut(), &admission);
+                    Ok(response)
                 }
                 _ => Err(no_route()),
             }
@@ -89,50 +94,39 @@ fn no_route() -> Error {
 }
 
 fn method_not_allowed(allow: &'static str) -> Error {
-    Error::new(
-        Kind::MethodNotAllowed,
-        "method_not_allowed",
-        format!("this endpoint answers {allow}"),
-    )
+    Error::new(Kind::MethodNotAllowed, "method_not_allowed", format!("this endpoint answers {allow}"))
 }
 
 /// The dataset `raw_id` names, if it exists and is not non-open. A segment that is not a valid
 /// id once percent-decoded (`..`, `a%2Fb`) is simply not found: nothing is looked up by it.
 fn lookup<'a>(state: &'a State, raw_id: &str) -> Result<&'a CatalogEntry, Error> {
-    let decoded = percent_encoding::percent_decode_str(raw_id)
-        .decode_utf8()
-        .map_err(|_| Error::dataset_not_found())?;
+    let decoded = percent_encoding::percent_decode_str(raw_id).decode_utf8().map_err(|_| Error::dataset_not_found())?;
     let id: DatasetId = decoded.parse().map_err(|_| Error::dataset_not_found())?;
-    state
-        .catalog
-        .get(&id)
-        .filter(|e| listed(&e.dataset))
-        .ok_or_else(Error::dataset_not_found)
+    state.catalog.get(&id).filter(|e| listed(&e.dataset)).ok_or_else(Error::dataset_not_found)
 }
 
-/// Who is calling. Keys are issued with agreements; until one is issued no key is known, so
-/// any presented key is refused rather than silently treated as anonymous.
-fn authenticate<B>(req: &Request<B>) -> Result<Caller, Error> {
-    let presented = req.headers().get(AUTHORIZATION).is_some() || req.headers().get("x-api-key").is_some();
-    if presented {
-        return Err(Error::new(
-            Kind::Unauthenticated,
-            "unknown_key",
-            "the API key is not known",
-        ));
+/// One call on one dataset: who, from where, on what.
+struct Call<'a> {
+    state: &'a State,
+    entry: &'a CatalogEntry,
+    caller: &'a Caller,
+    client: IpAddr,
+}
+
+impl Call<'_> {
+    /// Asks the rules for a grant, then the limiter for admission.
+    fn grant(&self, operation: Operation) -> Result<(Grant, Admission, Option<Budget>), Error> {
+        let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
+        let (admission, budget) = limits::admit(self.state, &grant, self.client)?;
+        Ok((grant, admission, budget))
     }
-    Ok(Caller::Anonymous)
 }
 
 /// Decoded query parameters; a key in the query string is refused, since URLs end up in logs.
 fn params(query: Option<&str>) -> Result<Vec<(String, String)>, Error> {
-    let params: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if let Some((k, _)) = params
-        .iter()
-        .find(|(k, _)| KEY_PARAMETERS.contains(&k.to_ascii_lowercase().as_str()))
-    {
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    if let Some((k, _)) = params.iter().find(|(k, _)| KEY_PARAMETERS.contains(&k.to_ascii_lowercase().as_str())) {
         return Err(Error::bad_request(
             "key_in_query",
             format!("`{k}` must not be sent in the URL; send the key in the Authorization or X-API-Key header"),
@@ -145,10 +139,9 @@ fn params(query: Option<&str>) -> Result<Vec<(String, String)>, Error> {
 fn only(params: &[(String, String)], allowed: &[&str]) -> Result<(), Error> {
     match params.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
         None => Ok(()),
-        Some((k, _)) if allowed.is_empty() => Err(Error::bad_request(
-            "unknown_parameter",
-            format!("this endpoint takes no parameters, not `{k}`"),
-        )),
+        Some((k, _)) if allowed.is_empty() => {
+            Err(Error::bad_request("unknown_parameter", format!("this endpoint takes no parameters, not `{k}`")))
+        }
         Some((k, _)) => Err(Error::bad_request(
             "unknown_parameter",
             format!("unknown parameter `{k}`; this endpoint takes {}", allowed.join(", ")),
@@ -174,10 +167,7 @@ fn catalog(state: &State, params: &[(String, String)]) -> Result<Response<Body>,
     let open_type = match param(params, "open_type") {
         None | Some("") => None,
         Some(t) => Some(t.parse::<OpenType>().map_err(|()| {
-            Error::bad_request(
-                "bad_parameter",
-                format!("`open_type` is unconditional or conditional, not `{t}`"),
-            )
+            Error::bad_request("bad_parameter", format!("`open_type` is unconditional or conditional, not `{t}`"))
         })?),
     };
     let owner = param(params, "owner").filter(|o| !o.is_empty());
@@ -198,16 +188,8 @@ fn catalog(state: &State, params: &[(String, String)]) -> Result<Response<Body>,
         .filter(|e| owner.is_none_or(|o| e.dataset.owner.eq_ignore_ascii_case(o)))
         .filter(|e| text.is_none_or(|q| e.dataset.matches_text(q.trim())))
         .collect();
-    let items: Vec<_> = matching
-        .iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .map(|e| summary(e))
-        .collect();
-    Ok(json(
-        StatusCode::OK,
-        &json!({ "total": matching.len(), "page": page, "per_page": per_page, "datasets": items }),
-    ))
+    let items: Vec<_> = matching.iter().skip((page - 1) * per_page).take(per_page).map(|e| summary(e)).collect();
+    Ok(json(StatusCode::OK, &json!({ "total": matching.len(), "page": page, "per_page": per_page, "datasets": items })))
 }
 
 /// A catalog entry's metadata as the API shows it; the names follow DCAT where it has one
@@ -235,10 +217,17 @@ fn summary(entry: &CatalogEntry) -> serde_json::Value {
     })
 }
 
-fn describe(entry: &CatalogEntry) -> serde_json::Value {
-    let schema = arrow_schema(&entry.dataset.fields);
+/// A dataset's metadata. Fields and schema are those the caller would receive: under an
+/// agreement, its columns with masked types; otherwise every field, so that users can see what
+/// to apply for.
+fn describe(entry: &CatalogEntry, caller: &Caller) -> serde_json::Value {
+    let fields = match decide(caller, &entry.dataset, Operation::Rows, Utc::now()) {
+        Ok(grant) => grant.scope.visible_fields(&entry.dataset),
+        Err(_) => entry.dataset.fields.clone(),
+    };
+    let schema = arrow_schema(&fields);
     let mut value = summary(entry);
-    value["fields"] = serde_json::to_value(&entry.dataset.fields).expect("fields serialize");
+    value["fields"] = serde_json::to_value(&fields).expect("fields serialize");
     value["schema"] = schema
         .fields()
         .iter()
@@ -250,25 +239,15 @@ fn describe(entry: &CatalogEntry) -> serde_json::Value {
 
 /// Plans the query and opens the source, returning the first batch (if any) so that a source
 /// that fails at once is answered with a proper error instead of a broken 200.
-async fn start(
-    state: &State,
-    entry: &CatalogEntry,
-    caller: &Caller,
-    operation: Operation,
-    query: &Query,
-) -> Result<Started, Error> {
-    let grant = decide(caller, &entry.dataset, operation)?;
-    let plan = Plan::new(&entry.config, &grant, query, state.config.limits.max_sort_rows)?;
-    let batches = source::open_batches(&entry.config, &state.source_context(), plan.read.clone()).await?;
+async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Result<Started, Error> {
+    let (grant, admission, budget) = call.grant(operation)?;
+    let state = call.state;
+    let plan = Plan::new(&call.entry.config, &grant, query, state.config.limits.max_sort_rows, state.hash_key.clone())?;
+    let batches = source::open_batches(&call.entry.config, &state.source_context(), plan.read.clone()).await?;
     let schema = plan.output_schema.clone();
-    let mut rest = execute(plan, batches.stream);
+    let mut rest = limits::meter_rows(execute(plan, batches.stream), budget.clone());
     let first = rest.next().await.transpose()?;
-    Ok(Started {
-        schema,
-        version: batches.version,
-        first,
-        rest,
-    })
+    Ok(Started { schema, version: batches.version, first, rest, admission, budget })
 }
 
 /// A query whose source is open and whose first batch is in hand.
@@ -278,22 +257,24 @@ struct Started {
     version: Option<String>,
     first: Option<RecordBatch>,
     rest: source::BatchStream,
+    admission: Admission,
+    budget: Option<Budget>,
 }
 
-async fn rows(
-    state: &State,
-    entry: &CatalogEntry,
-    caller: &Caller,
-    req: &Request<Incoming>,
-    params: &[(String, String)],
-) -> Result<Response<Body>, Error> {
+impl Started {
+    fn headers(&self, response: &mut Response<Body>) {
+        if let Some(v) = self.version.as_ref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            response.headers_mut().insert("x-dataset-version", v);
+        }
+        limits::rate_headers(response.headers_mut(), &self.admission);
+    }
+}
+
+async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, String)]) -> Result<Response<Body>, Error> {
     only(params, &["columns", "filter", "order", "limit", "offset", "format"])?;
     let format = match param(params, "format") {
         Some(name) => OutputFormat::from_name(name).ok_or_else(|| {
-            Error::bad_request(
-                "bad_parameter",
-                format!("`format` is csv, ndjson, json or arrow, not `{name}`"),
-            )
+            Error::bad_request("bad_parameter", format!("`format` is csv, ndjson, json or arrow, not `{name}`"))
         })?,
         None => req
             .headers()
@@ -303,48 +284,36 @@ async fn rows(
             .unwrap_or(OutputFormat::Json),
     };
     let query = Query::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    let Started {
-        schema,
-        version,
-        first,
-        rest,
-    } = start(state, entry, caller, Operation::Rows, &query).await?;
-    let body = encode_stream(format.encoder(&schema)?, first, rest);
-    let mut response = Response::new(response::streamed(body));
+    let started = start(call, Operation::Rows, &query).await?;
+    let mut response = Response::new(response::full(""));
+    started.headers(&mut response);
+    let Started { schema, first, rest, budget, .. } = started;
+    let body = limits::meter_bytes(encode_stream(format.encoder(&schema)?, first, rest), budget);
+    *response.body_mut() = response::streamed(body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        headers.insert("x-dataset-version", v);
-    }
     Ok(response)
 }
 
-async fn preview(
-    state: &State,
-    entry: &CatalogEntry,
-    caller: &Caller,
-    params: &[(String, String)],
-) -> Result<Response<Body>, Error> {
+async fn preview(call: &Call<'_>, params: &[(String, String)]) -> Result<Response<Body>, Error> {
     only(params, &["columns", "filter", "order"])?;
     let mut query = Query::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     query.limit = Some(PREVIEW_ROWS);
-    let Started {
-        schema,
-        version,
-        first,
-        mut rest,
-    } = start(state, entry, caller, Operation::Preview, &query).await?;
-    let mut batches: Vec<RecordBatch> = first.into_iter().collect();
-    while let Some(batch) = rest.next().await {
+    let mut started = start(call, Operation::Preview, &query).await?;
+    let mut batches: Vec<RecordBatch> = started.first.take().into_iter().collect();
+    while let Some(batch) = started.rest.next().await {
         batches.push(batch?);
     }
-    let mut encoder = OutputFormat::Json.encoder(&schema)?;
+    let mut encoder = OutputFormat::Json.encoder(&started.schema)?;
     let mut rows = encoder.begin()?.to_vec();
     for b in &batches {
         rows.extend_from_slice(&encoder.batch(b)?);
     }
     rows.extend_from_slice(&encoder.finish()?);
+    if let Some(budget) = &started.budget {
+        budget.spend(0, rows.len() as u64);
+    }
     let rows: serde_json::Value =
         serde_json::from_slice(&rows).map_err(|e| Error::internal(format!("preview encoding: {e}")))?;
 
@@ -354,18 +323,9 @@ async fn preview(
         columns: Vec<Cow<'a, str>>,
         rows: serde_json::Value,
     }
-    let columns = schema.fields().iter().map(|f| Cow::Owned(f.name().clone())).collect();
-    let mut response = json(
-        StatusCode::OK,
-        &Preview {
-            dataset: &entry.dataset.id,
-            columns,
-            rows,
-        },
-    );
-    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        response.headers_mut().insert("x-dataset-version", v);
-    }
+    let columns = started.schema.fields().iter().map(|f| Cow::Owned(f.name().clone())).collect();
+    let mut response = json(StatusCode::OK, &Preview { dataset: &call.entry.dataset.id, columns, rows });
+    started.headers(&mut response);
     Ok(response)
 }
 
@@ -397,12 +357,5 @@ async fn readyz(state: &State) -> Response<Body> {
             "sources": if missing.is_empty() { json!("present") } else { json!({ "missing": missing }) },
         },
     });
-    json(
-        if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        &body,
-    )
+    json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
 }

@@ -1,14 +1,22 @@
 //! The scoped stream pipeline: source batches in, the caller's rows and columns out.
 //!
 //! ```text
-//! source ──► filter (grant's row filter AND caller's filter) ──► order ──► offset/limit ──► project
+//! source ──► grant's row filter (raw values) ──► masks ──► caller's filter (masked values)
+//!        ──► order ──► offset/limit ──► project
 //! ```
 //! A [`Plan`] is made once per request from the dataset, the [`policy::Grant`] and the caller's
 //! [`Query`]; it knows which columns to read (projection pushdown to the source), which to
-//! return, and the compiled predicate. [`execute`] then applies it batch by batch: without
+//! return, and the compiled predicates. [`execute`] then applies it batch by batch: without
 //! `order` nothing is held beyond the batch in hand; with `order` the filtered result is
 //! sorted in memory, bounded by `limits.max_sort_rows`.
+//!
+//! Masked columns: the agreement's own row filter sees the raw values (it is the owner's
+//! rule), but everything the caller controls sees only masked values. A caller's filter or
+//! order on a masked column is evaluated on the masked values, so `legal_rep_mobile like
+//! '1381%'` matches nothing once the mobile is masked to `138****5678`, and ordering by a hash
+//! orders by the hash: neither can reveal what the mask hides.
 
+mod mask;
 mod predicate;
 mod query;
 
@@ -17,29 +25,35 @@ use std::sync::Arc;
 use arrow::compute::{
     concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn, SortOptions,
 };
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use futures_util::StreamExt;
-use policy::Grant;
+use policy::{FilterError, Grant, Mask};
 
 pub use predicate::Predicate;
 pub use query::{OrderKey, Query};
 
 use crate::config::DatasetConfig;
 use crate::error::{Error, Kind};
-use crate::source::{arrow_schema, BatchStream};
+use crate::source::{arrow_schema, arrow_type, BatchStream};
 
 /// How one request reads a dataset.
 pub struct Plan {
     /// Indices (into the declared fields) the source reads: output columns plus those the
-    /// filter and order need.
+    /// filters and order need.
     pub read: Vec<usize>,
-    /// Schema of the batches the source delivers.
-    pub read_schema: SchemaRef,
+    /// Schema of the batches once masked.
+    masked_schema: SchemaRef,
     /// Positions in the read schema of the output columns, in output order.
     output: Vec<usize>,
     /// Schema of the rows sent to the caller.
     pub output_schema: SchemaRef,
+    /// The grant's row filter, on raw values.
+    scope_predicate: Option<Predicate>,
+    /// Masks by position in the read schema.
+    masks: Vec<(usize, Mask)>,
+    hash_key: Arc<[u8]>,
+    /// The caller's filter, on masked values.
     predicate: Option<Predicate>,
     /// Sort keys as positions in the read schema.
     order: Vec<(usize, bool)>,
@@ -50,91 +64,149 @@ pub struct Plan {
 
 impl Plan {
     /// Checks the caller's query against the dataset and the grant and plans it.
-    pub fn new(dataset: &DatasetConfig, grant: &Grant, query: &Query, max_sort_rows: usize) -> Result<Plan, Error> {
+    pub fn new(
+        dataset: &DatasetConfig,
+        grant: &Grant,
+        query: &Query,
+        max_sort_rows: usize,
+        hash_key: Arc<[u8]>,
+    ) -> Result<Plan, Error> {
+        let scope = &grant.scope;
         let field_index = |name: &str| dataset.fields.iter().position(|f| f.name == name);
-        let unknown = |name: &str| {
-            Error::bad_request(
-                "unknown_column",
-                format!("dataset `{}` has no column `{name}`", dataset.id),
-            )
-        };
-
-        let output_names: Vec<String> = match &query.columns {
-            Some(cols) => cols.clone(),
-            None => dataset
-                .fields
-                .iter()
-                .map(|f| f.name.clone())
-                .filter(|n| grant.scope.allows_column(n))
-                .collect(),
-        };
-        let mut read: Vec<usize> = Vec::new();
-        for name in &output_names {
-            let i = field_index(name).ok_or_else(|| unknown(name))?;
-            if !grant.scope.allows_column(name) {
+        // A column the caller names must exist (400) and be within the grant (403).
+        let visible = |name: &str| -> Result<usize, Error> {
+            let i = field_index(name).ok_or_else(|| {
+                Error::bad_request("unknown_column", format!("dataset `{}` has no column `{name}`", dataset.id))
+            })?;
+            if !scope.allows_column(name) {
                 return Err(Error::new(
                     Kind::Forbidden,
                     "column_outside_scope",
                     format!("column `{name}` is outside your agreement's scope"),
                 ));
             }
+            Ok(i)
+        };
+
+        let output_names: Vec<String> = match &query.columns {
+            Some(cols) => cols.clone(),
+            None => dataset.fields.iter().map(|f| f.name.clone()).filter(|n| scope.allows_column(n)).collect(),
+        };
+        let mut read: Vec<usize> = Vec::new();
+        for name in &output_names {
+            let i = visible(name)?;
             if read.contains(&i) {
-                return Err(Error::bad_request(
-                    "duplicate_column",
-                    format!("column `{name}` is asked for twice"),
-                ));
+                return Err(Error::bad_request("duplicate_column", format!("column `{name}` is asked for twice")));
             }
             read.push(i);
         }
         let output: Vec<usize> = (0..read.len()).collect();
 
-        let filter = match (&grant.scope.row_filter, &query.filter) {
-            (Some(a), Some(b)) => Some(a.clone().and(b.clone())),
-            (a, b) => a.clone().or_else(|| b.clone()),
-        };
-        if let Some(f) = &query.filter {
-            f.check(&dataset.fields)?;
+        // The caller's filter and order: visible columns only, checked against masked types.
+        let visible_fields = scope.visible_fields(&dataset.to_dataset());
+        if let Some(filter) = &query.filter {
+            for column in filter.columns() {
+                if field_index(column).is_none() {
+                    let position = first_position(filter, column).unwrap_or(1);
+                    return Err(FilterError { position, message: format!("unknown column `{column}`") }.into());
+                }
+                visible(column)?;
+            }
+            filter.check(&visible_fields)?;
         }
-        let mut order_columns = Vec::new();
+        let mut extra: Vec<usize> = Vec::new();
+        for column in query.filter.iter().flat_map(|f| f.columns()) {
+            extra.push(visible(column)?);
+        }
         for key in &query.order {
-            field_index(&key.column).ok_or_else(|| unknown(&key.column))?;
-            order_columns.push(key.column.as_str());
+            extra.push(visible(&key.column)?);
         }
-        let extra: Vec<&str> = filter.iter().flat_map(|f| f.columns()).chain(order_columns).collect();
-        for name in extra {
-            let i = field_index(name).ok_or_else(|| unknown(name))?;
+        // The grant's filter may read columns the caller never sees.
+        for column in scope.row_filter.iter().flat_map(|f| f.columns()) {
+            extra.push(
+                field_index(column)
+                    .ok_or_else(|| Error::internal(format!("the grant's filter names unknown column `{column}`")))?,
+            );
+        }
+        for i in extra {
             if !read.contains(&i) {
                 read.push(i);
             }
         }
+
         let declared = arrow_schema(&dataset.fields);
         let read_schema = Arc::new(declared.project(&read)?);
-        let output_schema = Arc::new(read_schema.project(&output)?);
-        let predicate = filter
-            .as_ref()
-            .map(|f| Predicate::compile(f, &read_schema))
-            .transpose()?;
+        let masks: Vec<(usize, Mask)> = read
+            .iter()
+            .enumerate()
+            .filter_map(|(pos, &i)| scope.masks.get(&dataset.fields[i].name).map(|m| (pos, *m)))
+            .collect();
+        let masked_fields: Vec<arrow::datatypes::Field> = read
+            .iter()
+            .map(|&i| {
+                let field = &dataset.fields[i];
+                let field_type =
+                    visible_fields.iter().find(|f| f.name == field.name).map_or(field.field_type, |f| f.field_type);
+                arrow::datatypes::Field::new(&field.name, arrow_type(field_type), true)
+            })
+            .collect();
+        let masked_schema = Arc::new(Schema::new(masked_fields));
+        let output_schema = Arc::new(masked_schema.project(&output)?);
+        let scope_predicate = scope.row_filter.as_ref().map(|f| Predicate::compile(f, &read_schema)).transpose()?;
+        let predicate = query.filter.as_ref().map(|f| Predicate::compile(f, &masked_schema)).transpose()?;
         let order = query
             .order
             .iter()
-            .map(|k| {
-                (
-                    read_schema.index_of(&k.column).expect("order columns are read"),
-                    k.descending,
-                )
-            })
+            .map(|k| (masked_schema.index_of(&k.column).expect("order columns are read"), k.descending))
             .collect();
         Ok(Plan {
             read,
-            read_schema,
+            masked_schema,
             output,
             output_schema,
+            scope_predicate,
+            masks,
+            hash_key,
             predicate,
             order,
             offset: query.offset,
             limit: query.limit,
             max_sort_rows,
         })
+    }
+
+    /// The grant's filter, the masks, and the caller's filter, on one batch.
+    fn scope_and_filter(&self, batch: RecordBatch) -> Result<RecordBatch, Error> {
+        let batch = match &self.scope_predicate {
+            Some(p) => filter_record_batch(&batch, &p.evaluate(&batch)?)?,
+            None => batch,
+        };
+        let batch = if self.masks.is_empty() {
+            batch
+        } else {
+            let mut columns = batch.columns().to_vec();
+            for &(pos, mask) in &self.masks {
+                columns[pos] = mask::apply(mask, &columns[pos], &self.hash_key)?;
+            }
+            RecordBatch::try_new(self.masked_schema.clone(), columns)?
+        };
+        Ok(match &self.predicate {
+            Some(p) => filter_record_batch(&batch, &p.evaluate(&batch)?)?,
+            None => batch,
+        })
+    }
+}
+
+/// Where `column` first appears in `filter`, for error positions.
+fn first_position(filter: &policy::Expr, column: &str) -> Option<usize> {
+    use policy::Expr;
+    match filter {
+        Expr::Compare { column: c, .. }
+        | Expr::In { column: c, .. }
+        | Expr::Like { column: c, .. }
+        | Expr::IsNull { column: c, .. } => (c.name == column).then_some(c.position),
+        Expr::And(a, b) | Expr::Or(a, b) => first_position(a, column).or_else(|| first_position(b, column)),
+        Expr::Not(e) => first_position(e, column),
     }
 }
 
@@ -143,13 +215,7 @@ pub fn execute(plan: Plan, source: BatchStream) -> BatchStream {
     let plan = Arc::new(plan);
     let filtered = {
         let plan = plan.clone();
-        source.map(move |batch| {
-            let batch = batch?;
-            match &plan.predicate {
-                Some(p) => Ok(filter_record_batch(&batch, &p.evaluate(&batch)?)?),
-                None => Ok(batch),
-            }
-        })
+        source.map(move |batch| plan.scope_and_filter(batch?))
     };
     if plan.order.is_empty() {
         return window(plan, Box::pin(filtered));
@@ -174,25 +240,19 @@ async fn sort(plan: Arc<Plan>, mut filtered: BatchStream) -> Result<Vec<RecordBa
         if rows > plan.max_sort_rows {
             return Err(Error::bad_request(
                 "result_too_large_to_order",
-                format!(
-                    "ordering is limited to {} rows; narrow the filter or drop `order`",
-                    plan.max_sort_rows
-                ),
+                format!("ordering is limited to {} rows; narrow the filter or drop `order`", plan.max_sort_rows),
             ));
         }
         batches.push(batch);
     }
-    let all = concat_batches(&plan.read_schema, &batches)?;
+    let all = concat_batches(&plan.masked_schema, &batches)?;
     drop(batches);
     let columns: Vec<SortColumn> = plan
         .order
         .iter()
         .map(|&(i, descending)| SortColumn {
             values: all.column(i).clone(),
-            options: Some(SortOptions {
-                descending,
-                nulls_first: descending,
-            }),
+            options: Some(SortOptions { descending, nulls_first: descending }),
         })
         .collect();
     // Only offset + limit rows can ever be sent; sort just those when a limit is given.
@@ -210,34 +270,31 @@ async fn sort(plan: Arc<Plan>, mut filtered: BatchStream) -> Result<Vec<RecordBa
 /// drops the source, which ends its reader.
 fn window(plan: Arc<Plan>, batches: BatchStream) -> BatchStream {
     let state = (batches, plan.offset, plan.limit, plan);
-    Box::pin(futures_util::stream::unfold(
-        state,
-        |(mut batches, mut skip, mut left, plan)| async move {
-            loop {
-                if left == Some(0) {
-                    return None;
-                }
-                let batch = match batches.next().await? {
-                    Ok(b) => b,
-                    Err(e) => return Some((Err(e), (batches, skip, Some(0), plan))),
-                };
-                let mut batch = batch;
-                if skip > 0 {
-                    let n = skip.min(batch.num_rows());
-                    skip -= n;
-                    batch = batch.slice(n, batch.num_rows() - n);
-                }
-                if let Some(l) = left.as_mut() {
-                    let n = (*l).min(batch.num_rows());
-                    batch = batch.slice(0, n);
-                    *l -= n;
-                }
-                if batch.num_rows() == 0 {
-                    continue;
-                }
-                let projected = batch.project(&plan.output).map_err(Error::from);
-                return Some((projected, (batches, skip, left, plan)));
+    Box::pin(futures_util::stream::unfold(state, |(mut batches, mut skip, mut left, plan)| async move {
+        loop {
+            if left == Some(0) {
+                return None;
             }
-        },
-    ))
+            let batch = match batches.next().await? {
+                Ok(b) => b,
+                Err(e) => return Some((Err(e), (batches, skip, Some(0), plan))),
+            };
+            let mut batch = batch;
+            if skip > 0 {
+                let n = skip.min(batch.num_rows());
+                skip -= n;
+                batch = batch.slice(n, batch.num_rows() - n);
+            }
+            if let Some(l) = left.as_mut() {
+                let n = (*l).min(batch.num_rows());
+                batch = batch.slice(0, n);
+                *l -= n;
+            }
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let projected = batch.project(&plan.output).map_err(Error::from);
+            return Some((projected, (batches, skip, left, plan)));
+        }
+    }))
 }

@@ -21,25 +21,10 @@ use crate::error::Error;
 
 /// A compiled row filter.
 pub enum Predicate {
-    Compare {
-        column: usize,
-        op: CmpOp,
-        value: Arc<dyn Datum + Send + Sync>,
-    },
-    In {
-        column: usize,
-        values: Vec<Arc<dyn Datum + Send + Sync>>,
-        negated: bool,
-    },
-    Like {
-        column: usize,
-        pattern: Scalar<StringArray>,
-        negated: bool,
-    },
-    IsNull {
-        column: usize,
-        negated: bool,
-    },
+    Compare { column: usize, op: CmpOp, value: Arc<dyn Datum + Send + Sync> },
+    In { column: usize, values: Vec<Arc<dyn Datum + Send + Sync>>, negated: bool },
+    Like { column: usize, pattern: Scalar<StringArray>, negated: bool },
+    IsNull { column: usize, negated: bool },
     And(Box<Predicate>, Box<Predicate>),
     Or(Box<Predicate>, Box<Predicate>),
     Not(Box<Predicate>),
@@ -50,50 +35,24 @@ impl Predicate {
     pub fn compile(expr: &Expr, schema: &SchemaRef) -> Result<Predicate, Error> {
         let column = |c: &policy::filter::Column| {
             schema.index_of(&c.name).map_err(|_| {
-                Error::from(FilterError {
-                    position: c.position,
-                    message: format!("unknown column `{}`", c.name),
-                })
+                Error::from(FilterError { position: c.position, message: format!("unknown column `{}`", c.name) })
             })
         };
         Ok(match expr {
             Expr::Compare { column: c, op, value } => {
                 let i = column(c)?;
-                Predicate::Compare {
-                    column: i,
-                    op: *op,
-                    value: scalar(schema.field(i).data_type(), value, c)?,
-                }
+                Predicate::Compare { column: i, op: *op, value: scalar(schema.field(i).data_type(), value, c)? }
             }
-            Expr::In {
-                column: c,
-                values,
-                negated,
-            } => {
+            Expr::In { column: c, values, negated } => {
                 let i = column(c)?;
-                let values = values
-                    .iter()
-                    .map(|v| scalar(schema.field(i).data_type(), v, c))
-                    .collect::<Result<_, _>>()?;
-                Predicate::In {
-                    column: i,
-                    values,
-                    negated: *negated,
-                }
+                let values =
+                    values.iter().map(|v| scalar(schema.field(i).data_type(), v, c)).collect::<Result<_, _>>()?;
+                Predicate::In { column: i, values, negated: *negated }
             }
-            Expr::Like {
-                column: c,
-                pattern,
-                negated,
-            } => Predicate::Like {
-                column: column(c)?,
-                pattern: StringArray::new_scalar(pattern),
-                negated: *negated,
-            },
-            Expr::IsNull { column: c, negated } => Predicate::IsNull {
-                column: column(c)?,
-                negated: *negated,
-            },
+            Expr::Like { column: c, pattern, negated } => {
+                Predicate::Like { column: column(c)?, pattern: StringArray::new_scalar(pattern), negated: *negated }
+            }
+            Expr::IsNull { column: c, negated } => Predicate::IsNull { column: column(c)?, negated: *negated },
             Expr::And(a, b) => Predicate::And(Box::new(Self::compile(a, schema)?), Box::new(Self::compile(b, schema)?)),
             Expr::Or(a, b) => Predicate::Or(Box::new(Self::compile(a, schema)?), Box::new(Self::compile(b, schema)?)),
             Expr::Not(e) => Predicate::Not(Box::new(Self::compile(e, schema)?)),
@@ -104,11 +63,7 @@ impl Predicate {
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanArray, Error> {
         Ok(match self {
             Predicate::Compare { column, op, value } => compare(batch.column(*column), *op, value.as_ref())?,
-            Predicate::In {
-                column,
-                values,
-                negated,
-            } => {
+            Predicate::In { column, values, negated } => {
                 let array = batch.column(*column);
                 let mut any = BooleanArray::from(vec![false; batch.num_rows()]);
                 for v in values {
@@ -120,11 +75,7 @@ impl Predicate {
                     any
                 }
             }
-            Predicate::Like {
-                column,
-                pattern,
-                negated,
-            } => {
+            Predicate::Like { column, pattern, negated } => {
                 let array = batch.column(*column);
                 if *negated {
                     arrow::compute::kernels::comparison::nlike(array, pattern)?

@@ -36,14 +36,10 @@ impl Query {
                     query.order = list("order", value)?
                         .into_iter()
                         .map(|c| match c.strip_prefix('-') {
-                            Some(rest) => OrderKey {
-                                column: rest.to_owned(),
-                                descending: true,
-                            },
-                            None => OrderKey {
-                                column: c.strip_prefix('+').unwrap_or(&c).to_owned(),
-                                descending: false,
-                            },
+                            Some(rest) => OrderKey { column: rest.to_owned(), descending: true },
+                            None => {
+                                OrderKey { column: c.strip_prefix('+').unwrap_or(&c).to_owned(), descending: false }
+                            }
                         })
                         .collect()
                 }
@@ -69,10 +65,7 @@ fn list(name: &str, value: &str) -> Result<Vec<String>, Error> {
 
 fn number(name: &str, value: &str) -> Result<usize, Error> {
     value.parse().map_err(|_| {
-        Error::bad_request(
-            "bad_parameter",
-            format!("`{name}` takes a non-negative integer, not `{value}`"),
-        )
+        Error::bad_request("bad_parameter", format!("`{name}` takes a non-negative integer, not `{value}`"))
     })
 }
 
@@ -93,16 +86,7 @@ mod tests {
         assert_eq!(q.columns, Some(vec!["a".into(), "b".into()]));
         assert_eq!(
             q.order,
-            vec![
-                OrderKey {
-                    column: "a".into(),
-                    descending: false
-                },
-                OrderKey {
-                    column: "b".into(),
-                    descending: true
-                }
-            ]
+            vec![OrderKey { column: "a".into(), descending: false }, OrderKey { column: "b".into(), descending: true }]
         );
         assert_eq!((q.limit, q.offset), (Some(10), 5));
         assert!(q.filter.is_some());
@@ -110,13 +94,9 @@ mod tests {
 
     #[test]
     fn refuses_malformed_parameters() {
-        for params in [
-            [("limit", "-1")],
-            [("offset", "x")],
-            [("columns", "a,,b")],
-            [("order", "-")],
-            [("filter", "a =")],
-        ] {
+        for params in
+            [[("limit", "-1")], [("offset", "x")], [("columns", "a,,b")], [("order", "-")], [("filter", "a =")]]
+        {
             assert!(Query::from_params(params).is_err(), "{params:?}");
         }
     }

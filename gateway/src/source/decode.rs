@@ -15,14 +15,8 @@ use crate::error::Error;
 /// A decoder for one of the streamable formats.
 pub enum Decoder {
     Csv(Box<arrow::csv::reader::Decoder>),
-    Ndjson {
-        decoder: arrow::json::reader::Decoder,
-        projection: Vec<usize>,
-    },
-    ArrowStream {
-        decoder: arrow::ipc::reader::StreamDecoder,
-        schema: SchemaRef,
-    },
+    Ndjson { decoder: arrow::json::reader::Decoder, projection: Vec<usize> },
+    ArrowStream { decoder: arrow::ipc::reader::StreamDecoder, schema: SchemaRef },
 }
 
 impl Decoder {
@@ -42,9 +36,7 @@ impl Decoder {
                     .build_decoder(),
             )),
             Format::Ndjson => Decoder::Ndjson {
-                decoder: arrow::json::ReaderBuilder::new(declared)
-                    .with_batch_size(batch_rows)
-                    .build_decoder()?,
+                decoder: arrow::json::ReaderBuilder::new(declared).with_batch_size(batch_rows).build_decoder()?,
                 projection,
             },
             Format::ArrowIpc => Decoder::ArrowStream {
@@ -90,9 +82,9 @@ impl Decoder {
     /// Ends the input: a record cut off midway is an error, not a short last batch.
     pub fn finish(&mut self, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<(), Error> {
         match self {
-            Decoder::ArrowStream { decoder, .. } => decoder
-                .finish()
-                .map_err(|e| Error::source(format!("the Arrow stream is truncated: {e}"))),
+            Decoder::ArrowStream { decoder, .. } => {
+                decoder.finish().map_err(|e| Error::source(format!("the Arrow stream is truncated: {e}")))
+            }
             _ => {
                 self.decode(&[])?;
                 if let Some(batch) = self.flush()? {
@@ -132,13 +124,7 @@ pub fn decode_stream(bytes: ByteStream, decoder: Decoder) -> BatchStream {
         failed: Option<Error>,
         done: bool,
     }
-    let state = State {
-        bytes,
-        decoder,
-        ready: VecDeque::new(),
-        failed: None,
-        done: false,
-    };
+    let state = State { bytes, decoder, ready: VecDeque::new(), failed: None, done: false };
     Box::pin(futures_util::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(batch) = s.ready.pop_front() {

@@ -31,14 +31,8 @@ impl FileInfo {
     fn of(file: &File) -> std::io::Result<FileInfo> {
         let meta = file.metadata()?;
         let modified = meta.modified()?;
-        let nanos = modified
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        Ok(FileInfo {
-            len: meta.len(),
-            modified,
-            version: format!("{nanos:x}-{:x}", meta.len()),
-        })
+        let nanos = modified.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Ok(FileInfo { len: meta.len(), modified, version: format!("{nanos:x}-{:x}", meta.len()) })
     }
 }
 
@@ -84,11 +78,8 @@ pub async fn open_batches(
             let builder = ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(|e| Error::source(format!("the Parquet file cannot be read: {e}")))?;
             let file_schema = builder.schema().clone();
-            let roots: Vec<usize> = schema
-                .fields()
-                .iter()
-                .filter_map(|f| file_schema.index_of(f.name()).ok())
-                .collect();
+            let roots: Vec<usize> =
+                schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
             let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
             let reader = builder
                 .with_projection(mask)
@@ -106,8 +97,7 @@ pub async fn open_batches(
             let mut file = file;
             let mut magic = [0u8; 6];
             let is_file_format = file.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
-            file.seek(SeekFrom::Start(0))
-                .map_err(|e| Error::source(e.to_string()))?;
+            file.seek(SeekFrom::Start(0)).map_err(|e| Error::source(e.to_string()))?;
             let reader = std::io::BufReader::with_capacity(READ_CHUNK, file);
             let batches: Box<dyn Iterator<Item = Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>>> =
                 if is_file_format {
@@ -123,10 +113,7 @@ pub async fn open_batches(
             Ok(())
         }),
     };
-    Ok(Batches {
-        version: Some(info.version),
-        stream,
-    })
+    Ok(Batches { version: Some(info.version), stream })
 }
 
 /// An open file ready to stream a byte range.
@@ -150,8 +137,7 @@ impl OpenFile {
     pub fn stream(self, start: u64, end: u64, chunk: usize) -> ByteStream {
         let mut file = self.file;
         spawn_reader(4, move |send| {
-            file.seek(SeekFrom::Start(start))
-                .map_err(|e| Error::source(format!("seek failed: {e}")))?;
+            file.seek(SeekFrom::Start(start)).map_err(|e| Error::source(format!("seek failed: {e}")))?;
             let mut remaining = end - start;
             while remaining > 0 {
                 let want = remaining.min(chunk as u64) as usize;

@@ -37,10 +37,7 @@ pub const CHANNEL_BATCHES: usize = 2;
 /// The Arrow schema of a declared field list: how every source's data is typed on the way out.
 pub fn arrow_schema(fields: &[Field]) -> SchemaRef {
     Arc::new(Schema::new(
-        fields
-            .iter()
-            .map(|f| ArrowField::new(&f.name, arrow_type(f.field_type), true))
-            .collect::<Vec<_>>(),
+        fields.iter().map(|f| ArrowField::new(&f.name, arrow_type(f.field_type), true)).collect::<Vec<_>>(),
     ))
 }
 
@@ -86,19 +83,13 @@ pub async fn open_batches(
             file::open_batches(path, dataset.format, declared, projection, schema, ctx.batch_rows).await
         }
         SourceConfig::Url(url) => {
-            let response = ctx
-                .upstream
-                .request(&hyper::Method::GET, url, &hyper::HeaderMap::new())
-                .await?;
+            let response = ctx.upstream.request(&hyper::Method::GET, url, &hyper::HeaderMap::new()).await?;
             if !response.status.is_success() {
                 return Err(Error::source(format!("the origin answered {}", response.status)));
             }
             let version = response.etag();
             let decoder = decode::Decoder::new(dataset.format, declared, projection, ctx.batch_rows)?;
-            Ok(Batches {
-                version,
-                stream: decode::decode_stream(response.body, decoder),
-            })
+            Ok(Batches { version, stream: decode::decode_stream(response.body, decoder) })
         }
     }
 }
@@ -112,20 +103,13 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, E
         .iter()
         .map(|field| {
             let column = batch.column_by_name(field.name()).ok_or_else(|| {
-                Error::source(format!(
-                    "the source has no column `{}` although the catalog declares it",
-                    field.name()
-                ))
+                Error::source(format!("the source has no column `{}` although the catalog declares it", field.name()))
             })?;
             if column.data_type() == field.data_type() {
                 Ok(column.clone())
             } else {
                 arrow::compute::cast(column, field.data_type()).map_err(|e| {
-                    Error::source(format!(
-                        "column `{}` cannot be read as {}: {e}",
-                        field.name(),
-                        field.data_type()
-                    ))
+                    Error::source(format!("column `{}` cannot be read as {}: {e}", field.name(), field.data_type()))
                 })
             }
         })

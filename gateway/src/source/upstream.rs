@@ -24,12 +24,8 @@ use crate::config::UpstreamConfig;
 use crate::error::{Error, Kind};
 
 /// The request headers a raw download passes on to the origin.
-pub const FORWARDED_REQUEST_HEADERS: [HeaderName; 4] = [
-    hyper::header::RANGE,
-    hyper::header::IF_RANGE,
-    hyper::header::IF_NONE_MATCH,
-    hyper::header::IF_MODIFIED_SINCE,
-];
+pub const FORWARDED_REQUEST_HEADERS: [HeaderName; 4] =
+    [hyper::header::RANGE, hyper::header::IF_RANGE, hyper::header::IF_NONE_MATCH, hyper::header::IF_MODIFIED_SINCE];
 
 /// Bytes read from an origin connection at a time.
 const READ_BUF_BYTES: usize = 256 * 1024;
@@ -81,32 +77,21 @@ impl Upstream {
     /// Sends a GET or HEAD for `url` with the given request headers. Fails if the origin cannot
     /// be reached or does not answer in time; any status the origin gives is returned as it is.
     pub async fn request(&self, method: &Method, url: &str, headers: &HeaderMap) -> Result<UpstreamResponse, Error> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::internal("upstream client closed"))?;
+        let permit =
+            self.permits.clone().acquire_owned().await.map_err(|_| Error::internal("upstream client closed"))?;
         let mut request = Request::builder()
             .method(method.clone())
             .uri(url)
             .body(Empty::new())
             .map_err(|e| Error::internal(format!("bad upstream URL {url}: {e}")))?;
-        request
-            .headers_mut()
-            .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        request.headers_mut().extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         request.headers_mut().insert(
             hyper::header::USER_AGENT,
             HeaderValue::from_static(concat!("kaifang/", env!("CARGO_PKG_VERSION"))),
         );
         let response = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
-                return Err(Error::source(format!(
-                    "the origin cannot be reached: {}",
-                    error_chain(&e)
-                )))
-            }
+            Ok(Err(e)) => return Err(Error::source(format!("the origin cannot be reached: {}", error_chain(&e)))),
             Err(_) => {
                 return Err(Error::new(
                     Kind::SourceTimeout,
@@ -127,30 +112,27 @@ impl Upstream {
 /// The origin's body as a stream of data frames. An origin that goes silent for longer than
 /// `idle` or breaks the connection ends the stream with an error.
 fn body_stream(body: Incoming, permit: OwnedSemaphorePermit, idle: Duration) -> ByteStream {
-    Box::pin(futures_util::stream::unfold(
-        Some((body, permit)),
-        move |state| async move {
-            let (mut body, permit) = state?;
-            loop {
-                match tokio::time::timeout(idle, body.frame()).await {
-                    Err(_) => {
-                        let e = Error::source(format!("the origin sent nothing for {} s", idle.as_secs()));
-                        return Some((Err(e), None));
-                    }
-                    Ok(None) => return None,
-                    Ok(Some(Err(e))) => {
-                        let e = Error::source(format!("the origin's body broke off: {}", error_chain(&e)));
-                        return Some((Err(e), None));
-                    }
-                    Ok(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            return Some((Ok(data), Some((body, permit))));
-                        }
+    Box::pin(futures_util::stream::unfold(Some((body, permit)), move |state| async move {
+        let (mut body, permit) = state?;
+        loop {
+            match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => {
+                    let e = Error::source(format!("the origin sent nothing for {} s", idle.as_secs()));
+                    return Some((Err(e), None));
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => {
+                    let e = Error::source(format!("the origin's body broke off: {}", error_chain(&e)));
+                    return Some((Err(e), None));
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some((Ok(data), Some((body, permit))));
                     }
                 }
             }
-        },
-    ))
+        }
+    }))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

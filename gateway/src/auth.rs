@@ -1,0 +1,143 @@
+//! API keys: issuing, and turning a presented key into a [`policy::Caller`].
+//!
+//! A key reads `kf_<id>_<secret>`: the id (64 random bits, hex) names the stored record, the
+//! secret (256 random bits, hex) is shown once and stored only as its SHA-256. Since secrets
+//! are random and long, a fast hash is enough; comparison is constant-time.
+//!
+//! Lookups go through two caches (moka): key records by id and agreements by principal. Changes
+//! made through this process drop them at once ([`Keys::invalidate`]); changes committed by
+//! another process (`kaifang keys revoke` on the same data directory) are noticed through the
+//! store's change counter, checked on every keyed request. Either way a revoked key is refused
+//! on its very next request.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use policy::{Agreement, Caller};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{Error, Kind};
+use crate::store::{KeyRecord, Store, StoreError};
+
+/// Cached key lookups, including "no such key", so unknown keys cost no store read either.
+const CACHE_ENTRIES: u64 = 100_000;
+const CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// Key issuing and verification.
+pub struct Keys {
+    store: Arc<dyn Store>,
+    records: moka::sync::Cache<String, Option<Arc<KeyRecord>>>,
+    agreements: moka::sync::Cache<String, Arc<[Agreement]>>,
+    seen_changes: AtomicI64,
+}
+
+/// A newly issued key: the record and the secret text, shown once.
+pub struct IssuedKey {
+    pub record: KeyRecord,
+    pub key: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Makes and stores a new key for `principal`.
+pub fn issue(store: &dyn Store, principal: &str) -> Result<IssuedKey, StoreError> {
+    let mut id = [0u8; 8];
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut id);
+    rand::rng().fill_bytes(&mut secret);
+    let secret = hex(&secret);
+    let record = KeyRecord {
+        id: hex(&id),
+        principal: principal.to_owned(),
+        secret_sha256: Sha256::digest(secret.as_bytes()).into(),
+        created_at: Utc::now(),
+        revoked_at: None,
+    };
+    store.insert_key(&record)?;
+    Ok(IssuedKey { key: format!("kf_{}_{secret}", record.id), record })
+}
+
+/// The key a request presents, from `Authorization: Bearer` or `X-API-Key`.
+pub fn presented_key(headers: &hyper::HeaderMap) -> Option<&str> {
+    if let Some(auth) = headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));
+        return scheme.eq_ignore_ascii_case("bearer").then_some(token.trim());
+    }
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn unknown_key() -> Error {
+    Error::new(Kind::Unauthenticated, "unknown_key", "the API key is not known or has been revoked")
+}
+
+impl Keys {
+    pub fn new(store: Arc<dyn Store>) -> Keys {
+        let seen = store.change_counter().unwrap_or(0);
+        Keys {
+            store,
+            records: moka::sync::Cache::builder().max_capacity(CACHE_ENTRIES).time_to_live(CACHE_TTL).build(),
+            agreements: moka::sync::Cache::builder().max_capacity(CACHE_ENTRIES).time_to_live(CACHE_TTL).build(),
+            seen_changes: AtomicI64::new(seen),
+        }
+    }
+
+    /// Drops every cached lookup; the next request reads the store.
+    pub fn invalidate(&self) {
+        self.records.invalidate_all();
+        self.agreements.invalidate_all();
+    }
+
+    /// The caller a request's headers make: anonymous without a key, the key's principal with
+    /// a valid one, 401 with an unknown, malformed or revoked one.
+    pub async fn caller(self: &Arc<Self>, headers: &hyper::HeaderMap) -> Result<Caller, Error> {
+        let Some(presented) = presented_key(headers) else {
+            if headers.contains_key(hyper::header::AUTHORIZATION) {
+                return Err(Error::new(Kind::Unauthenticated, "unknown_key", "use `Authorization: Bearer <key>`"));
+            }
+            return Ok(Caller::Anonymous);
+        };
+        let (id, secret) =
+            presented.strip_prefix("kf_").and_then(|rest| rest.split_once('_')).ok_or_else(unknown_key)?;
+        let (id, secret) = (id.to_owned(), secret.to_owned());
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.resolve(&id, &secret))
+            .await
+            .map_err(|e| Error::internal(format!("key lookup task failed: {e}")))?
+    }
+
+    fn resolve(&self, id: &str, secret: &str) -> Result<Caller, Error> {
+        let store_error = |e: StoreError| Error::new(Kind::Unavailable, "store_unavailable", e.to_string());
+        let changes = self.store.change_counter().map_err(store_error)?;
+        if self.seen_changes.swap(changes, Ordering::AcqRel) != changes {
+            self.invalidate();
+        }
+        let record = match self.records.get(id) {
+            Some(cached) => cached,
+            None => {
+                let record = self.store.key(id).map_err(store_error)?.map(Arc::new);
+                self.records.insert(id.to_owned(), record.clone());
+                record
+            }
+        };
+        let record = record.filter(|r| r.revoked_at.is_none()).ok_or_else(unknown_key)?;
+        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        if !bool::from(presented.ct_eq(&record.secret_sha256)) {
+            return Err(unknown_key());
+        }
+        let agreements = match self.agreements.get(&record.principal) {
+            Some(a) => a,
+            None => {
+                let a: Arc<[Agreement]> = self.store.agreements_of(&record.principal).map_err(store_error)?.into();
+                self.agreements.insert(record.principal.clone(), a.clone());
+                a
+            }
+        };
+        Ok(Caller::Key { key_id: record.id.clone(), principal: record.principal.clone(), agreements })
+    }
+}

@@ -1,0 +1,238 @@
+//! The admin API, on its own listener: principals, keys and agreements for operators.
+//!
+//! Every endpoint asks for `Authorization: Bearer <operator token>` (from
+//! `KAIFANG_ADMIN_TOKEN`, or generated into `<data-dir>/admin.token`). Changes take effect on
+//! the next data request: the key and agreement caches are dropped after each one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use policy::{Agreement, AgreementStatus, DatasetId, DatasetTerms, Mask, Principal, Quota, Rate, Role};
+use rand::RngCore;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::response::{json, Body};
+use crate::auth;
+use crate::error::{Error, Kind};
+use crate::state::State;
+use crate::store::{Store, StoreError};
+
+/// Largest request body the admin API reads.
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    authorize(state, &req)?;
+    let path: Vec<String> = req.uri().path().trim_start_matches('/').split('/').map(str::to_owned).collect();
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    match (&method, path.as_slice()) {
+        (&Method::POST, ["admin", "principals"]) => {
+            let body: PrincipalRequest = read_json(req).await?;
+            create_principal(state, body).await
+        }
+        (&Method::POST, ["admin", "keys"]) => {
+            let body: KeyRequest = read_json(req).await?;
+            issue_key(state, body.principal).await
+        }
+        (&Method::GET, ["admin", "keys"]) => {
+            let keys = blocking(state, |s| s.keys()).await?;
+            Ok(json(StatusCode::OK, &json!({ "keys": keys })))
+        }
+        (&Method::DELETE, ["admin", "keys", id]) => {
+            let id = id.to_string();
+            let at = Utc::now();
+            blocking(state, move |s| s.revoke_key(&id, at)).await?;
+            state.keys.invalidate();
+            Ok(json(StatusCode::OK, &json!({ "id": path[2], "revoked_at": at })))
+        }
+        (&Method::POST, ["admin", "agreements"]) => {
+            let body: AgreementRequest = read_json(req).await?;
+            create_agreement(state, body).await
+        }
+        (&Method::GET, ["admin", "agreements"]) => {
+            let agreements = blocking(state, |s| s.agreements()).await?;
+            Ok(json(StatusCode::OK, &json!({ "agreements": agreements })))
+        }
+        (&Method::GET, ["admin", "agreements", id]) => {
+            let id = id.to_string();
+            let agreement = blocking(state, move |s| s.agreement(&id)).await?;
+            agreement.map(|a| json(StatusCode::OK, &a)).ok_or_else(|| not_found(&format!("no agreement `{}`", path[2])))
+        }
+        (&Method::POST, ["admin", "agreements", id, "revoke"]) => {
+            let id = id.to_string();
+            let agreement = blocking(state, move |s| {
+                s.set_agreement_status(&id, AgreementStatus::Revoked)?;
+                s.agreement(&id)
+            })
+            .await?;
+            state.keys.invalidate();
+            Ok(json(StatusCode::OK, &agreement))
+        }
+        _ => Err(Error::new(Kind::NotFound, "not_found", "no such admin endpoint")),
+    }
+}
+
+fn authorize<B>(state: &State, req: &Request<B>) -> Result<(), Error> {
+    let presented = auth::presented_key(req.headers()).unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(state.admin_token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            Kind::Unauthenticated,
+            "operator_token_required",
+            "the admin API needs `Authorization: Bearer <operator token>`",
+        ))
+    }
+}
+
+fn not_found(message: &str) -> Error {
+    Error::new(Kind::NotFound, "not_found", message)
+}
+
+/// Runs a store call off the runtime, mapping store errors to API errors.
+async fn blocking<T: Send + 'static>(
+    state: &Arc<State>,
+    f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Error> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| Error::internal(format!("store task failed: {e}")))?
+        .map_err(|e| match e {
+            StoreError::NotFound(m) => not_found(&m),
+            StoreError::Conflict(m) => Error::new(Kind::Conflict, "conflict", m),
+            StoreError::Backend(m) => Error::new(Kind::Unavailable, "store_unavailable", m),
+        })
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`], naming the field of any error.
+async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Error> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| Error::bad_request("bad_body", format!("cannot read the body: {e}")))?
+        .to_bytes();
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." { String::new() } else { format!("{path}: ") };
+        Error::bad_request("bad_body", format!("{at}{}", e.inner()))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalRequest {
+    id: String,
+    name: String,
+    role: Role,
+    department: Option<String>,
+}
+
+async fn create_principal(state: &Arc<State>, body: PrincipalRequest) -> Result<Response<Body>, Error> {
+    if body.id.parse::<DatasetId>().is_err() {
+        return Err(Error::bad_request(
+            "bad_body",
+            "id: 1 to 64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit",
+        ));
+    }
+    if body.role == Role::Owner && body.department.as_deref().is_none_or(str::is_empty) {
+        return Err(Error::bad_request("bad_body", "department: an owner names the department it acts for"));
+    }
+    let principal = Principal { id: body.id, name: body.name, role: body.role, department: body.department };
+    let stored = principal.clone();
+    blocking(state, move |s| {
+        if s.principal(&stored.id)?.is_some() {
+            return Err(StoreError::Conflict(format!("principal `{}` already exists", stored.id)));
+        }
+        s.put_principal(&stored, false)
+    })
+    .await?;
+    Ok(json(StatusCode::CREATED, &principal))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRequest {
+    principal: String,
+}
+
+async fn issue_key(state: &Arc<State>, principal: String) -> Result<Response<Body>, Error> {
+    let issued = blocking(state, move |s| auth::issue(s, &principal)).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({
+            "id": issued.record.id,
+            "principal": issued.record.principal,
+            "created_at": issued.record.created_at,
+            "key": issued.key,
+        }),
+    ))
+}
+
+/// Agreement terms as posted: one dataset's scope inline (`dataset`, `columns`, `row_filter`,
+/// `masks`), or several under `datasets`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgreementRequest {
+    principal: String,
+    #[serde(default)]
+    purpose: String,
+    dataset: Option<DatasetId>,
+    columns: Option<Vec<String>>,
+    row_filter: Option<String>,
+    #[serde(default)]
+    masks: BTreeMap<String, Mask>,
+    datasets: Option<Vec<DatasetTerms>>,
+    valid_from: Option<DateTime<Utc>>,
+    valid_until: DateTime<Utc>,
+    rate: Rate,
+    quota: Quota,
+}
+
+async fn create_agreement(state: &Arc<State>, body: AgreementRequest) -> Result<Response<Body>, Error> {
+    let datasets = match (body.datasets, body.dataset) {
+        (Some(datasets), None) if body.columns.is_none() && body.row_filter.is_none() && body.masks.is_empty() => {
+            datasets
+        }
+        (None, Some(dataset)) => vec![DatasetTerms {
+            dataset,
+            columns: body.columns.ok_or_else(|| Error::bad_request("bad_body", "columns: required with `dataset`"))?,
+            row_filter: body.row_filter,
+            masks: body.masks,
+        }],
+        _ => {
+            return Err(Error::bad_request(
+                "bad_body",
+                "give one dataset's terms (`dataset`, `columns`, `row_filter`, `masks`) or a `datasets` list, not both",
+            ))
+        }
+    };
+    let mut id = [0u8; 6];
+    rand::rng().fill_bytes(&mut id);
+    let agreement = Agreement {
+        id: format!("ag-{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        principal: body.principal,
+        purpose: body.purpose,
+        datasets,
+        valid_from: body.valid_from.unwrap_or_else(Utc::now),
+        valid_until: body.valid_until,
+        status: AgreementStatus::Active,
+        rate: body.rate,
+        quota: body.quota,
+    };
+    agreement
+        .check(|id| state.catalog.get(id).map(|e| &e.dataset))
+        .map_err(|e| Error::bad_request("bad_terms", e.to_string()))?;
+    let stored = agreement.clone();
+    blocking(state, move |s| s.put_agreement(&stored, false)).await?;
+    state.keys.invalidate();
+    Ok(json(StatusCode::CREATED, &agreement))
+}

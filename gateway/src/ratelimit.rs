@@ -1,0 +1,378 @@
+//! Rate limits (governor, GCRA) and daily quotas.
+//!
+//! Which limit a call counts against comes from its grant ([`policy::Limit`]): anonymous calls
+//! per client address, keyed calls on unconditional data per key, calls under an agreement per
+//! agreement, with the agreement's own rate and burst. Agreements also carry daily quotas of
+//! requests, rows and bytes, counted per calendar day in the configured time zone (the city's,
+//! UTC+8 by default) and written to the store every second, so a restart loses at most one
+//! second of counting.
+//!
+//! The per-address and per-key limiters are keyed maps whose memory would grow with every new
+//! client; [`Limiter::housekeep`] (run every [`HOUSEKEEPING_INTERVAL`]) drops every entry whose
+//! state is back to "never seen", so memory follows the clients active in the last moments,
+//! not all clients ever seen.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::{StateInformationMiddleware, StateSnapshot};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{NotUntil, Quota, RateLimiter};
+use policy::{Limit, Rate};
+
+use crate::store::{Store, Usage};
+
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
+
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
+type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// Limits applied where no agreement sets them.
+#[derive(Clone, Copy, Debug)]
+pub struct DefaultRates {
+    /// Per client address, for anonymous calls.
+    pub anonymous: Rate,
+    /// Per key, for keyed calls outside any agreement.
+    pub key: Rate,
+}
+
+/// The state of the limit a call was admitted under, for the `RateLimit` response fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The policy's name: `anonymous`, `key` or `agreement`.
+    pub policy: &'static str,
+    pub burst: u32,
+    pub remaining: u32,
+    /// Seconds until the full burst is available again.
+    pub reset_seconds: u64,
+}
+
+/// Why a call was not admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denied {
+    Rate {
+        policy: &'static str,
+        burst: u32,
+        retry_after: Duration,
+    },
+    /// A daily quota is spent; `quota` names it (`requests_per_day`, `rows_per_day`,
+    /// `bytes_per_day`).
+    Quota {
+        quota: &'static str,
+        limit: u64,
+        retry_after: Duration,
+    },
+}
+
+/// What is left of an agreement's daily row and byte quotas when a call starts.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    counter: Arc<QuotaCounter>,
+    pub rows_left: u64,
+    pub bytes_left: u64,
+}
+
+impl Budget {
+    /// Counts rows and bytes sent under this budget.
+    pub fn spend(&self, rows: u64, bytes: u64) {
+        self.counter.rows.fetch_add(rows, Ordering::Relaxed);
+        self.counter.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// One agreement's consumption on one day.
+#[derive(Debug)]
+struct QuotaCounter {
+    day: String,
+    requests: AtomicU64,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl QuotaCounter {
+    fn usage(&self) -> Usage {
+        Usage {
+            requests: self.requests.load(Ordering::Relaxed),
+            rows: self.rows.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// All the gateway's limiters and quota counters.
+pub struct Limiter {
+    defaults: DefaultRates,
+    anonymous: Keyed<IpAddr>,
+    keys: Keyed<String>,
+    agreements: DashMap<String, (Rate, Arc<Direct>)>,
+    quotas: DashMap<String, Arc<QuotaCounter>>,
+    /// The last usage written to the store, per agreement, to write only what changed.
+    saved: Mutex<std::collections::HashMap<(String, String), Usage>>,
+    day_offset: FixedOffset,
+    clock: DefaultClock,
+}
+
+fn quota_of(rate: Rate) -> Quota {
+    let per_second = NonZeroU32::new(rate.per_second.max(1)).expect("at least 1");
+    let burst = NonZeroU32::new(rate.burst.max(1)).expect("at least 1");
+    Quota::per_second(per_second).allow_burst(burst)
+}
+
+impl Limiter {
+    pub fn new(defaults: DefaultRates, day_offset: FixedOffset) -> Limiter {
+        Limiter {
+            defaults,
+            anonymous: RateLimiter::keyed(quota_of(defaults.anonymous)).with_middleware(),
+            keys: RateLimiter::keyed(quota_of(defaults.key)).with_middleware(),
+            agreements: DashMap::new(),
+            quotas: DashMap::new(),
+            saved: Mutex::new(Default::default()),
+            day_offset,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// The quota day `now` falls in.
+    pub fn day(&self, now: DateTime<Utc>) -> String {
+        now.with_timezone(&self.day_offset).format("%Y-%m-%d").to_string()
+    }
+
+    /// Time until the quota day after `now` starts.
+    fn until_next_day(&self, now: DateTime<Utc>) -> Duration {
+        let local = now.with_timezone(&self.day_offset);
+        let midnight = (local.date_naive() + chrono::Days::new(1)).and_hms_opt(0, 0, 0).expect("valid time");
+        let next = midnight.and_local_timezone(self.day_offset).single().expect("fixed offsets are unambiguous");
+        (next - local).to_std().unwrap_or_default()
+    }
+
+    /// Admits one call under `limit` or says why not. For agreements this also checks and counts
+    /// the daily request quota and returns the row and byte budget left for the call;
+    /// `load_usage` reads the day's usage from the store the first time an agreement is seen that
+    /// day.
+    pub fn admit(
+        &self,
+        limit: &Limit,
+        client: IpAddr,
+        now: DateTime<Utc>,
+        load_usage: impl FnOnce(&str, &str) -> Usage,
+    ) -> Result<(Admission, Option<Budget>), Denied> {
+        match limit {
+            Limit::Anonymous => {
+                let outcome = self.anonymous.check_key(&client);
+                self.outcome("anonymous", self.defaults.anonymous, outcome).map(|a| (a, None))
+            }
+            Limit::Key(key) => {
+                let outcome = self.keys.check_key(key);
+                self.outcome("key", self.defaults.key, outcome).map(|a| (a, None))
+            }
+            Limit::Agreement { id, rate, quota } => {
+                let limiter = {
+                    let mut entry = self
+                        .agreements
+                        .entry(id.clone())
+                        .or_insert_with(|| (*rate, Arc::new(RateLimiter::direct(quota_of(*rate)).with_middleware())));
+                    // Terms changed since the limiter was made: start over under the new rate.
+                    if entry.0 != *rate {
+                        *entry = (*rate, Arc::new(RateLimiter::direct(quota_of(*rate)).with_middleware()));
+                    }
+                    entry.1.clone()
+                };
+                let counter = self.counter(id, now, load_usage);
+                let used = counter.usage();
+                let retry_after = self.until_next_day(now);
+                for (name, used, limit) in [
+                    ("requests_per_day", used.requests, quota.requests_per_day),
+                    ("rows_per_day", used.rows, quota.rows_per_day),
+                    ("bytes_per_day", used.bytes, quota.bytes_per_day),
+                ] {
+                    if used >= limit {
+                        return Err(Denied::Quota { quota: name, limit, retry_after });
+                    }
+                }
+                let admission = self.outcome("agreement", *rate, limiter.check())?;
+                counter.requests.fetch_add(1, Ordering::Relaxed);
+                let budget = Budget {
+                    rows_left: quota.rows_per_day - used.rows,
+                    bytes_left: quota.bytes_per_day - used.bytes,
+                    counter,
+                };
+                Ok((admission, Some(budget)))
+            }
+        }
+    }
+
+    fn counter(
+        &self,
+        agreement: &str,
+        now: DateTime<Utc>,
+        load_usage: impl FnOnce(&str, &str) -> Usage,
+    ) -> Arc<QuotaCounter> {
+        let day = self.day(now);
+        if let Some(c) = self.quotas.get(agreement).filter(|c| c.day == day) {
+            return c.clone();
+        }
+        let usage = load_usage(agreement, &day);
+        self.saved.lock().expect("usage lock").insert((agreement.to_owned(), day.clone()), usage);
+        let fresh = Arc::new(QuotaCounter {
+            day,
+            requests: AtomicU64::new(usage.requests),
+            rows: AtomicU64::new(usage.rows),
+            bytes: AtomicU64::new(usage.bytes),
+        });
+        // Two first calls of the day may race here; the first one stored wins, and both count
+        // into it.
+        self.quotas
+            .entry(agreement.to_owned())
+            .and_modify(|c| {
+                if c.day != fresh.day {
+                    *c = fresh.clone();
+                }
+            })
+            .or_insert_with(|| fresh.clone())
+            .clone()
+    }
+
+    fn outcome(
+        &self,
+        policy: &'static str,
+        rate: Rate,
+        outcome: Result<StateSnapshot, NotUntil<<DefaultClock as Clock>::Instant>>,
+    ) -> Result<Admission, Denied> {
+        match outcome {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let missing = u64::from(rate.burst.saturating_sub(remaining));
+                Ok(Admission {
+                    policy,
+                    burst: rate.burst,
+                    remaining,
+                    reset_seconds: missing.div_ceil(u64::from(rate.per_second.max(1))),
+                })
+            }
+            Err(not_until) => {
+                Err(Denied::Rate { policy, burst: rate.burst, retry_after: not_until.wait_time_from(self.clock.now()) })
+            }
+        }
+    }
+
+    /// Drops limiter entries that are back to their initial state and counters of past days.
+    pub fn housekeep(&self, now: DateTime<Utc>) {
+        self.anonymous.retain_recent();
+        self.anonymous.shrink_to_fit();
+        self.keys.retain_recent();
+        self.keys.shrink_to_fit();
+        let today = self.day(now);
+        self.quotas.retain(|_, c| c.day == today);
+    }
+
+    /// Entries held by the per-address limiter.
+    pub fn tracked_addresses(&self) -> usize {
+        self.anonymous.len()
+    }
+
+    /// Writes the quota usage that changed since the last call to the store.
+    pub fn save_usage(&self, store: &dyn Store) {
+        let mut saved = self.saved.lock().expect("usage lock");
+        for entry in self.quotas.iter() {
+            let key = (entry.key().clone(), entry.day.clone());
+            let usage = entry.usage();
+            if saved.get(&key) != Some(&usage) {
+                match store.save_usage(&key.0, &key.1, usage) {
+                    Ok(()) => {
+                        saved.insert(key, usage);
+                    }
+                    Err(e) => tracing::warn!(agreement = %key.0, error = %e, "quota usage not saved; will retry"),
+                }
+            }
+        }
+        let today = self.day(Utc::now());
+        saved.retain(|(_, day), _| *day == today);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy::Quota as DailyQuota;
+
+    fn limiter() -> Limiter {
+        let rate = Rate { per_second: 1000, burst: 1 };
+        Limiter::new(DefaultRates { anonymous: rate, key: rate }, FixedOffset::east_opt(8 * 3600).unwrap())
+    }
+
+    #[test]
+    fn a_million_distinct_addresses_leave_no_trace_once_idle() {
+        let limiter = limiter();
+        let now = Utc::now();
+        for i in 0..1_000_000u32 {
+            let address = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) + 1));
+            limiter.admit(&Limit::Anonymous, address, now, |_, _| Usage::default()).unwrap();
+        }
+        assert_eq!(limiter.tracked_addresses(), 1_000_000);
+        // At 1000 per second with a burst of 1, every address is back to "never seen" 1 ms
+        // after its call.
+        std::thread::sleep(Duration::from_millis(20));
+        limiter.housekeep(now);
+        assert_eq!(limiter.tracked_addresses(), 0);
+    }
+
+    #[test]
+    fn agreements_admit_their_burst_then_refuse_with_a_wait() {
+        let limiter = limiter();
+        let limit = Limit::Agreement {
+            id: "ag".into(),
+            rate: Rate { per_second: 1, burst: 3 },
+            quota: DailyQuota { requests_per_day: 100, rows_per_day: 100, bytes_per_day: 100 },
+        };
+        let now = Utc::now();
+        let local = IpAddr::from([127, 0, 0, 1]);
+        let remaining: Vec<u32> =
+            (0..3).map(|_| limiter.admit(&limit, local, now, |_, _| Usage::default()).unwrap().0.remaining).collect();
+        assert_eq!(remaining, vec![2, 1, 0]);
+        let Err(Denied::Rate { retry_after, .. }) = limiter.admit(&limit, local, now, |_, _| Usage::default()) else {
+            panic!("the fourth call in the same instant must be refused")
+        };
+        assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn quotas_count_per_day_from_the_stored_usage() {
+        let limiter = limiter();
+        let limit = Limit::Agreement {
+            id: "ag".into(),
+            rate: Rate { per_second: 1000, burst: 1000 },
+            quota: DailyQuota { requests_per_day: 5, rows_per_day: 100, bytes_per_day: 1000 },
+        };
+        let now: DateTime<Utc> = "2026-01-01T15:59:00Z".parse().unwrap(); // 23:59 in UTC+8
+        let local = IpAddr::from([127, 0, 0, 1]);
+        let stored = Usage { requests: 3, rows: 0, bytes: 0 };
+        for _ in 0..2 {
+            limiter
+                .admit(&limit, local, now, |_, day| {
+                    assert_eq!(day, "2026-01-01");
+                    stored
+                })
+                .unwrap();
+        }
+        let Err(Denied::Quota { quota, retry_after, .. }) = limiter.admit(&limit, local, now, |_, _| stored) else {
+            panic!()
+        };
+        assert_eq!((quota, retry_after), ("requests_per_day", Duration::from_secs(60)));
+        // A new day in UTC+8 starts afresh.
+        let tomorrow: DateTime<Utc> = "2026-01-01T16:00:00Z".parse().unwrap();
+        let (_, budget) = limiter.admit(&limit, local, tomorrow, |_, _| Usage::default()).unwrap();
+        let budget = budget.unwrap();
+        budget.spend(100, 10);
+        let Err(Denied::Quota { quota, .. }) = limiter.admit(&limit, local, tomorrow, |_, _| Usage::default()) else {
+            panic!()
+        };
+        assert_eq!(quota, "rows_per_day");
+    }
+}

@@ -1,0 +1,80 @@
+//! The state store: principals, API keys, agreements and quota usage.
+//!
+//! [`Store`] is the interface the gateway uses; [`sqlite::SqliteStore`] is the embedded
+//! default (one file, `<data-dir>/kaifang.db`). A networked store implements the same trait.
+//! Every method is blocking: callers on the async runtime go through
+//! `tokio::task::spawn_blocking`, or through the caches in `auth`, which hit the store only on
+//! a miss.
+
+pub mod sqlite;
+
+use chrono::{DateTime, Utc};
+use policy::{Agreement, AgreementStatus, Principal};
+use serde::Serialize;
+
+/// A stored API key: never the secret, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub principal: String,
+    #[serde(skip)]
+    pub secret_sha256: [u8; 32],
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Requests, rows and bytes consumed under one agreement on one day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub requests: u64,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Why the store refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store failure: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where the gateway keeps its state.
+pub trait Store: Send + Sync {
+    /// A number that changes whenever another process commits a change, so caches can be
+    /// dropped on the next request after a `kaifang keys revoke` run elsewhere.
+    fn change_counter(&self) -> StoreResult<i64>;
+
+    fn put_principal(&self, principal: &Principal, declared: bool) -> StoreResult<()>;
+    fn principal(&self, id: &str) -> StoreResult<Option<Principal>>;
+
+    fn insert_key(&self, key: &KeyRecord) -> StoreResult<()>;
+    fn key(&self, id: &str) -> StoreResult<Option<KeyRecord>>;
+    fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    /// Marks a key revoked; false if it was already.
+    fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Inserts or replaces an agreement (declared ones are replaced on every start).
+    fn put_agreement(&self, agreement: &Agreement, declared: bool) -> StoreResult<()>;
+    fn agreement(&self, id: &str) -> StoreResult<Option<Agreement>>;
+    fn agreements_of(&self, principal: &str) -> StoreResult<Vec<Agreement>>;
+    fn agreements(&self) -> StoreResult<Vec<Agreement>>;
+    fn set_agreement_status(&self, id: &str, status: AgreementStatus) -> StoreResult<()>;
+
+    fn usage(&self, agreement: &str, day: &str) -> StoreResult<Usage>;
+    fn save_usage(&self, agreement: &str, day: &str, usage: Usage) -> StoreResult<()>;
+
+    /// Whether the store can take a write now (for readiness).
+    fn writable(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,344 @@
+//! The embedded store on SQLite, in WAL mode so readers never wait for the writer.
+//!
+//! Migrations are numbered and recorded in `PRAGMA user_version`; each runs in its own
+//! transaction on start, so a crash mid-migration leaves the previous version intact.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use policy::{Agreement, AgreementStatus, Principal, Role};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{KeyRecord, Store, StoreError, StoreResult, Usage};
+
+/// Schema versions, in order. Never edit one that has shipped; add the next.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE principals (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    department TEXT,
+    declared INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL REFERENCES principals(id),
+    secret_sha256 BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE agreements (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL REFERENCES principals(id),
+    status TEXT NOT NULL,
+    terms TEXT NOT NULL,
+    declared INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX agreements_by_principal ON agreements(principal);
+CREATE TABLE quota_usage (
+    agreement TEXT NOT NULL,
+    day TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (agreement, day)
+);
+"#];
+
+/// The SQLite store.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir` and brings its schema up to date.
+    pub fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
+        let conn = Connection::open(data_dir.join("kaifang.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+        Ok(f(&conn)?)
+    }
+}
+
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let current = usize::try_from(current).unwrap_or(usize::MAX);
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "the store is at schema version {current}, newer than this kaifang ({}); upgrade kaifang",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::User => "user",
+        Role::Owner => "owner",
+        Role::Operator => "operator",
+    }
+}
+
+fn status_name(status: AgreementStatus) -> &'static str {
+    match status {
+        AgreementStatus::Active => "active",
+        AgreementStatus::Suspended => "suspended",
+        AgreementStatus::Revoked => "revoked",
+        AgreementStatus::Expired => "expired",
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(column: usize, text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// A unit enum stored by its serde name (`"active"`, `"user"`).
+fn parse_name<T: serde::de::DeserializeOwned>(column: usize, text: &str) -> rusqlite::Result<T> {
+    parse_json(column, &serde_json::Value::String(text.to_owned()).to_string())
+}
+
+fn parse_time(column: usize, text: &str) -> rusqlite::Result<DateTime<Utc>> {
+    text.parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let hash: Vec<u8> = row.get(2)?;
+    let created: String = row.get(3)?;
+    let revoked: Option<String> = row.get(4)?;
+    Ok(KeyRecord {
+        id: row.get(0)?,
+        principal: row.get(1)?,
+        secret_sha256: hash.try_into().map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Blob, "a key hash is 32 bytes".into())
+        })?,
+        created_at: parse_time(3, &created)?,
+        revoked_at: revoked.map(|r| parse_time(4, &r)).transpose()?,
+    })
+}
+
+fn agreement_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Agreement> {
+    let status: String = row.get(0)?;
+    let terms: String = row.get(1)?;
+    let mut agreement: Agreement = parse_json(1, &terms)?;
+    agreement.status = parse_name(0, &status)?;
+    Ok(agreement)
+}
+
+const KEY_COLUMNS: &str = "id, principal, secret_sha256, created_at, revoked_at";
+
+impl Store for SqliteStore {
+    fn change_counter(&self) -> StoreResult<i64> {
+        self.with(|c| c.pragma_query_value(None, "data_version", |r| r.get(0)))
+    }
+
+    fn put_principal(&self, p: &Principal, declared: bool) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO principals (id, name, role, department, declared) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role,
+                     department = excluded.department, declared = excluded.declared",
+                params![p.id, p.name, role_name(p.role), p.department, declared],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn principal(&self, id: &str) -> StoreResult<Option<Principal>> {
+        self.with(|c| {
+            c.query_row("SELECT id, name, role, department FROM principals WHERE id = ?1", [id], |row| {
+                let role: String = row.get(2)?;
+                Ok(Principal {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    role: parse_name(2, &role)?,
+                    department: row.get(3)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
+        if self.principal(&key.principal)?.is_none() {
+            return Err(StoreError::NotFound(format!("no principal `{}`", key.principal)));
+        }
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO api_keys (id, principal, secret_sha256, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![key.id, key.principal, key.secret_sha256.as_slice(), key.created_at.to_rfc3339()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
+        self.with(|c| {
+            c.query_row(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), [id], key_row).optional()
+        })
+    }
+
+    fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        self.with(|c| {
+            c.prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"))?
+                .query_map([], key_row)?
+                .collect()
+        })
+    }
+
+    fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let changed = self.with(|c| {
+            c.execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, at.to_rfc3339()],
+            )
+        })?;
+        if changed == 0 && self.key(id)?.is_none() {
+            return Err(StoreError::NotFound(format!("no key `{id}`")));
+        }
+        Ok(changed == 1)
+    }
+
+    fn put_agreement(&self, a: &Agreement, declared: bool) -> StoreResult<()> {
+        if self.principal(&a.principal)?.is_none() {
+            return Err(StoreError::NotFound(format!("no principal `{}`", a.principal)));
+        }
+        let terms = serde_json::to_string(a).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO agreements (id, principal, status, terms, declared) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET principal = excluded.principal, status = excluded.status,
+                     terms = excluded.terms, declared = excluded.declared",
+                params![a.id, a.principal, status_name(a.status), terms, declared],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn agreement(&self, id: &str) -> StoreResult<Option<Agreement>> {
+        self.with(|c| c.query_row("SELECT status, terms FROM agreements WHERE id = ?1", [id], agreement_row).optional())
+    }
+
+    fn agreements_of(&self, principal: &str) -> StoreResult<Vec<Agreement>> {
+        self.with(|c| {
+            c.prepare("SELECT status, terms FROM agreements WHERE principal = ?1 ORDER BY id")?
+                .query_map([principal], agreement_row)?
+                .collect()
+        })
+    }
+
+    fn agreements(&self) -> StoreResult<Vec<Agreement>> {
+        self.with(|c| {
+            c.prepare("SELECT status, terms FROM agreements ORDER BY id")?.query_map([], agreement_row)?.collect()
+        })
+    }
+
+    fn set_agreement_status(&self, id: &str, status: AgreementStatus) -> StoreResult<()> {
+        let changed = self
+            .with(|c| c.execute("UPDATE agreements SET status = ?2 WHERE id = ?1", params![id, status_name(status)]))?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("no agreement `{id}`")));
+        }
+        Ok(())
+    }
+
+    fn usage(&self, agreement: &str, day: &str) -> StoreResult<Usage> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT requests, rows, bytes FROM quota_usage WHERE agreement = ?1 AND day = ?2",
+                [agreement, day],
+                |r| {
+                    Ok(Usage {
+                        requests: r.get::<_, i64>(0)? as u64,
+                        rows: r.get::<_, i64>(1)? as u64,
+                        bytes: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+        })
+    }
+
+    fn save_usage(&self, agreement: &str, day: &str, u: Usage) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO quota_usage (agreement, day, requests, rows, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (agreement, day) DO UPDATE SET requests = excluded.requests, rows = excluded.rows,
+                     bytes = excluded.bytes",
+                params![agreement, day, u.requests as i64, u.rows as i64, u.bytes as i64],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn writable(&self) -> StoreResult<()> {
+        self.with(|c| c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_state_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store
+                .put_principal(
+                    &Principal { id: "acme".into(), name: "Acme".into(), role: Role::User, department: None },
+                    false,
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.principal("acme").unwrap().unwrap().name, "Acme");
+        let version: i64 = store.with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0))).unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn keys_belong_to_existing_principals_and_revoke_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let key = KeyRecord {
+            id: "k1".into(),
+            principal: "ghost".into(),
+            secret_sha256: [7; 32],
+            created_at: Utc::now(),
+            revoked_at: None,
+        };
+        assert!(matches!(store.insert_key(&key), Err(StoreError::NotFound(_))));
+        store
+            .put_principal(
+                &Principal { id: "ghost".into(), name: "G".into(), role: Role::User, department: None },
+                false,
+            )
+            .unwrap();
+        store.insert_key(&key).unwrap();
+        assert_eq!(store.key("k1").unwrap().unwrap().secret_sha256, [7; 32]);
+        assert!(store.revoke_key("k1", Utc::now()).unwrap());
+        assert!(!store.revoke_key("k1", Utc::now()).unwrap());
+        assert!(store.key("k1").unwrap().unwrap().revoked_at.is_some());
+        assert!(matches!(store.revoke_key("nope", Utc::now()), Err(StoreError::NotFound(_))));
+    }
+}
