@@ -23,10 +23,10 @@ struct Cli {
 #[derive(Args, Clone)]
 struct Place {
     /// Configuration file (TOML); the embedded demo configuration when absent.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Data directory; overrides the configuration's `data_dir`.
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
 }
 

@@ -67,48 +67,58 @@ pub fn rate_headers(headers: &mut HeaderMap, a: &Admission) {
     set("ratelimit-reset", a.reset_seconds.to_string());
 }
 
-fn quota_spent(which: &str) -> Error {
+fn quota_spent(which: &str, left: u64) -> Error {
     Error::new(
         Kind::TooManyRequests,
         "quota_exhausted",
-        format!("the daily quota `{which}` of your agreement ran out during this response; it was cut off"),
+        format!("the daily quota `{which}` of your agreement does not cover this result ({left} left today); narrow the query or wait for midnight"),
     )
 }
 
-/// Counts the rows of a result against the budget; past it, the stream ends with an error so
-/// the client sees a cut-off response, never a silently short one.
+/// Counts the rows of a result against the budget. A batch that would pass it is not sent:
+/// before the first row that makes a clean 429 and spends nothing; after it the response breaks
+/// off (the client never takes a cut result for a complete one) and what was left of the day's
+/// quota is spent.
 pub fn meter_rows(batches: BatchStream, budget: Option<Budget>) -> BatchStream {
     let Some(budget) = budget else { return batches };
     let mut sent = 0u64;
     let mut over = false;
     Box::pin(batches.map(move |batch| {
         if over {
-            return Err(quota_spent("rows_per_day"));
+            return Err(quota_spent("rows_per_day", budget.rows_left - sent));
         }
         let batch = batch?;
         let rows = batch.num_rows() as u64;
-        budget.spend(rows, 0);
-        sent += rows;
-        if sent > budget.rows_left {
+        if sent + rows > budget.rows_left {
             over = true;
-            return Err(quota_spent("rows_per_day"));
+            let left = budget.rows_left - sent;
+            if sent > 0 {
+                budget.spend(left, 0);
+            }
+            return Err(quota_spent("rows_per_day", left));
         }
+        sent += rows;
+        budget.spend(rows, 0);
         Ok(batch)
     }))
 }
 
-/// Counts the bytes of a response body against the budget, as [`meter_rows`] does rows.
+/// Counts the bytes of a response body against the budget. The head is already sent, so a body
+/// that runs past the budget breaks off and spends what was left of the day's quota.
 pub fn meter_bytes(body: ByteStream, budget: Option<Budget>) -> ByteStream {
     let Some(budget) = budget else { return body };
     let mut sent = 0u64;
     Box::pin(body.map(move |chunk| {
         let chunk = chunk?;
         let n = chunk.len() as u64;
-        budget.spend(0, n);
-        sent += n;
-        if sent > budget.bytes_left {
-            return Err(quota_spent("bytes_per_day"));
+        if sent + n > budget.bytes_left {
+            let left = budget.bytes_left - sent;
+            budget.spend(0, left);
+            sent = budget.bytes_left;
+            return Err(quota_spent("bytes_per_day", left));
         }
+        sent += n;
+        budget.spend(0, n);
         Ok(chunk)
     }))
 }

@@ -245,8 +245,10 @@ async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Result<S
     let plan = Plan::new(&call.entry.config, &grant, query, state.config.limits.max_sort_rows, state.hash_key.clone())?;
     let batches = source::open_batches(&call.entry.config, &state.source_context(), plan.read.clone()).await?;
     let schema = plan.output_schema.clone();
-    let mut rest = limits::meter_rows(execute(plan, batches.stream), budget.clone());
+    // Fused: an empty result ends at this first poll, and must not be polled again after it.
+    let mut rest = limits::meter_rows(execute(plan, batches.stream), budget.clone()).fuse();
     let first = rest.next().await.transpose()?;
+    let rest = Box::pin(rest);
     Ok(Started { schema, version: batches.version, first, rest, admission, budget })
 }
 

@@ -1,0 +1,440 @@
+//! Conditional data: keys, agreements, scopes, masks, rate limits and quotas.
+
+use std::collections::HashMap;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::fixture::{client, read_arrow_stream, read_csv, read_source, Gateway, BIN};
+use crate::rows::urlencode;
+
+const SCOPE: [&str; 9] = [
+    "uscc",
+    "name",
+    "district",
+    "industry",
+    "established_on",
+    "status",
+    "legal_rep_name",
+    "legal_rep_id_card",
+    "legal_rep_mobile",
+];
+
+/// The source's enterprises by credit code, as strings.
+fn source_enterprises(g: &Gateway) -> HashMap<String, HashMap<String, String>> {
+    let batch = read_source(&g.data_dir.join("demo/enterprises.arrow"));
+    let mut json = arrow::json::ArrayWriter::new(Vec::new());
+    json.write(&batch).unwrap();
+    json.finish().unwrap();
+    let rows: Vec<HashMap<String, Value>> = serde_json::from_slice(&json.into_inner()).unwrap();
+    rows.into_iter()
+        .map(|r| {
+            let text: HashMap<String, String> =
+                r.into_iter().map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect();
+            (text["uscc"].clone(), text)
+        })
+        .collect()
+}
+
+async fn get(url: &str, key: &str) -> reqwest::Response {
+    client().get(url).bearer_auth(key).send().await.unwrap()
+}
+
+/// The rows of `/v1/datasets/enterprises/rows` in every format, as string maps.
+async fn rows_in_every_format(
+    g: &Gateway,
+    key: &str,
+    query: &str,
+) -> Vec<(&'static str, Vec<HashMap<String, String>>)> {
+    let mut out = Vec::new();
+    for format in ["json", "ndjson", "csv", "arrow"] {
+        let r = get(&g.url(&format!("/v1/datasets/enterprises/rows?format={format}&{query}")), key).await;
+        assert_eq!(r.status(), 200, "{format}");
+        let body = r.bytes().await.unwrap();
+        let values: Vec<HashMap<String, Value>> = match format {
+            "json" => serde_json::from_slice(&body).unwrap(),
+            "ndjson" => body
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).unwrap())
+                .collect(),
+            "csv" => {
+                let records = read_csv(std::str::from_utf8(&body).unwrap());
+                let header = records[0].clone();
+                records[1..]
+                    .iter()
+                    .map(|r| header.iter().cloned().zip(r.iter().map(|v| Value::String(v.clone()))).collect())
+                    .collect()
+            }
+            _ => {
+                let batches = read_arrow_stream(&body);
+                let mut w = arrow::json::ArrayWriter::new(Vec::new());
+                for b in &batches {
+                    w.write(b).unwrap();
+                }
+                w.finish().unwrap();
+                let bytes = w.into_inner();
+                if bytes.is_empty() {
+                    Vec::new()
+                } else {
+                    serde_json::from_slice(&bytes).unwrap()
+                }
+            }
+        };
+        let text = values
+            .into_iter()
+            .map(|r| r.into_iter().map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect())
+            .collect();
+        out.push((format, text));
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_agreement_holder_receives_only_its_rows_and_columns_masked_in_every_format() {
+    let g = Gateway::demo();
+    let key = g.demo_key();
+    let source = source_enterprises(&g);
+    let haizhou = source.values().filter(|r| r["district"] == "Haizhou").count();
+    assert!(haizhou > 100 && haizhou < source.len());
+    for (format, rows) in rows_in_every_format(&g, &key, "").await {
+        assert_eq!(rows.len(), haizhou, "{format}: exactly the rows of the agreement's row filter");
+        for row in &rows {
+            let mut columns: Vec<&str> = row.keys().map(String::as_str).collect();
+            columns.sort();
+            let mut scope = SCOPE.to_vec();
+            scope.sort();
+            assert_eq!(columns, scope, "{format}: exactly the agreement's columns");
+            let raw = &source[&row["uscc"]];
+            assert_eq!(row["district"], "Haizhou");
+            assert_eq!(row["name"], raw["name"], "{format}: unmasked columns pass as they are");
+            let name: Vec<char> = raw["legal_rep_name"].chars().collect();
+            let expected_name: String =
+                std::iter::once(name[0]).chain(std::iter::repeat_n('*', name.len() - 1)).collect();
+            assert_eq!(row["legal_rep_name"], expected_name, "{format}: keep_first(1)");
+            let id = &raw["legal_rep_id_card"];
+            assert_eq!(row["legal_rep_id_card"], format!("{}********{}", &id[..6], &id[14..]), "{format}: cn_id_card");
+            let mobile = &raw["legal_rep_mobile"];
+            assert_eq!(row["legal_rep_mobile"], format!("{}****{}", &mobile[..3], &mobile[7..]), "{format}: cn_mobile");
+        }
+    }
+}
+
+#[tokio::test]
+async fn masked_values_cannot_be_recovered_by_filtering_or_ordering() {
+    let g = Gateway::demo();
+    let key = g.demo_key();
+    let source = source_enterprises(&g);
+    let some = source.values().find(|r| r["district"] == "Haizhou").unwrap();
+    for (column, raw) in
+        [("legal_rep_mobile", &some["legal_rep_mobile"]), ("legal_rep_id_card", &some["legal_rep_id_card"])]
+    {
+        for filter in [format!("{column} = '{raw}'"), format!("{column} like '{}%'", &raw[..8])] {
+            let r = get(&g.url(&format!("/v1/datasets/enterprises/rows?filter={}", urlencode(&filter))), &key).await;
+            assert_eq!(r.status(), 200);
+            let rows: Vec<Value> = r.json().await.unwrap();
+            assert!(rows.is_empty(), "`{filter}` matched raw values: {rows:?}");
+        }
+    }
+    // The masked value itself is what filters see.
+    let masked = format!("{}****{}", &some["legal_rep_mobile"][..3], &some["legal_rep_mobile"][7..]);
+    let r = get(
+        &g.url(&format!(
+            "/v1/datasets/enterprises/rows?filter={}",
+            urlencode(&format!("legal_rep_mobile = '{masked}'"))
+        )),
+        &key,
+    )
+    .await;
+    let rows: Vec<Value> = r.json().await.unwrap();
+    assert!(rows.iter().any(|r| r["uscc"] == some["uscc"].as_str()));
+    // Ordering by a masked column orders by the masked text.
+    let r = get(&g.url("/v1/datasets/enterprises/rows?columns=legal_rep_mobile&order=legal_rep_mobile"), &key).await;
+    let rows: Vec<Value> = r.json().await.unwrap();
+    let values: Vec<&str> = rows.iter().map(|r| r["legal_rep_mobile"].as_str().unwrap()).collect();
+    assert!(values.iter().all(|v| v.contains("****")));
+    assert!(values.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[tokio::test]
+async fn columns_outside_the_scope_are_refused_by_name() {
+    let g = Gateway::demo();
+    let key = g.demo_key();
+    for query in
+        ["columns=uscc,registered_capital", "filter=registered_capital%20%3E%201000", "order=-registered_capital"]
+    {
+        let r = get(&g.url(&format!("/v1/datasets/enterprises/rows?{query}")), &key).await;
+        assert_eq!(r.status(), 403, "{query}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "column_outside_scope");
+        assert!(body["error"]["message"].as_str().unwrap().contains("`registered_capital`"), "{body}");
+    }
+    let r = get(&g.url("/v1/datasets/enterprises/download"), &key).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "download_outside_scope");
+    assert!(body["error"]["message"].as_str().unwrap().contains("/v1/datasets/enterprises/rows"));
+}
+
+#[tokio::test]
+async fn the_metadata_a_holder_sees_is_its_scope_with_masked_types() {
+    let g = Gateway::demo();
+    let r = get(&g.url("/v1/datasets/enterprises"), &g.demo_key()).await;
+    let body: Value = r.json().await.unwrap();
+    let names: Vec<&str> = body["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, SCOPE.to_vec());
+    let (_, anonymous) = crate::fixture::get_json(&g.url("/v1/datasets/enterprises")).await;
+    assert_eq!(anonymous["fields"].as_array().unwrap().len(), 10, "anyone sees every field, to know what to apply for");
+}
+
+#[tokio::test]
+async fn refusals_have_the_right_status_and_body() {
+    let g = Gateway::demo();
+    let cases: [(Option<&str>, &str, u16, &str); 5] = [
+        (None, "/v1/datasets/enterprises/rows", 401, "key_required"),
+        (Some("kf_0000000000000000_00"), "/v1/datasets/enterprises/rows", 401, "unknown_key"),
+        (Some("not-even-shaped-like-a-key"), "/v1/datasets/bus-arrivals/rows", 401, "unknown_key"),
+        (Some("DEMO"), "/v1/datasets/subsistence-allowance/rows", 404, "not_found"),
+        (Some("DEMO"), "/v1/datasets/nope/rows", 404, "not_found"),
+    ];
+    for (key, path, status, code) in cases {
+        let mut request = client().get(g.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(if key == "DEMO" { g.demo_key() } else { key.to_owned() });
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{path}");
+    }
+    // A key whose principal holds no agreement.
+    let (_, _) =
+        g.admin(Method::POST, "/admin/principals", Some(json!({"id": "acme", "name": "Acme", "role": "user"}))).await;
+    let (status, issued) = g.admin(Method::POST, "/admin/keys", Some(json!({"principal": "acme"}))).await;
+    assert_eq!(status, 201);
+    let r = get(&g.url("/v1/datasets/enterprises/rows"), issued["key"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_agreement");
+    // The same key reads unconditional data, limited per key.
+    let r = get(&g.url("/v1/datasets/bus-arrivals/rows?limit=1"), issued["key"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"key\";q=100;w=1");
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_on_its_very_next_request() {
+    let g = Gateway::demo();
+    let key = g.demo_key();
+    let url = g.url("/v1/datasets/enterprises/rows?limit=1");
+    assert_eq!(get(&url, &key).await.status(), 200);
+    let key_id = key.split('_').nth(1).unwrap();
+    let (status, _) = g.admin(Method::DELETE, &format!("/admin/keys/{key_id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(get(&url, &key).await.status(), 401);
+
+    // Revoked from another process, with the command line, while the gateway runs.
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "issue", "--principal", "demo-analytics", "--data-dir", g.data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let second = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(get(&url, &second).await.status(), 200);
+    let second_id = second.split('_').nth(1).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "revoke", second_id, "--data-dir", g.data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(get(&url, &second).await.status(), 401);
+    let list = std::process::Command::new(BIN)
+        .args(["keys", "list", "--data-dir", g.data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let list = String::from_utf8(list.stdout).unwrap();
+    assert_eq!(list.lines().count(), 3, "header and two keys:\n{list}");
+    assert!(!list.contains(&second[20..]), "secrets are never listed");
+}
+
+/// Creates principal `p`, a key and an agreement on enterprises with the given rate and quota.
+async fn holder(g: &Gateway, p: &str, rate: Value, quota: Value) -> (String, String) {
+    let (status, body) =
+        g.admin(Method::POST, "/admin/principals", Some(json!({"id": p, "name": p, "role": "user"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, key) = g.admin(Method::POST, "/admin/keys", Some(json!({"principal": p}))).await;
+    let (status, agreement) = g
+        .admin(
+            Method::POST,
+            "/admin/agreements",
+            Some(json!({
+                "principal": p, "dataset": "enterprises", "columns": ["uscc", "name", "legal_rep_mobile"],
+                "masks": {"legal_rep_mobile": "keep_last(4)"}, "valid_until": "2099-01-01T00:00:00Z",
+                "rate": rate, "quota": quota,
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{agreement}");
+    (key["key"].as_str().unwrap().to_owned(), agreement["id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn the_agreement_rate_admits_exactly_its_burst_then_429s() {
+    let g = Gateway::demo();
+    let big = json!({"requests_per_day": 1000, "rows_per_day": 1_000_000, "bytes_per_day": 1_000_000_000});
+    let (key, _) = holder(&g, "acme", json!({"per_second": 1, "burst": 3}), big).await;
+    let url = g.url("/v1/datasets/enterprises/rows?limit=1");
+    let mut statuses = Vec::new();
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let r = get(&url, &key).await;
+        statuses.push(r.status().as_u16());
+        assert_eq!(r.headers()["ratelimit-policy"], "\"agreement\";q=3;w=1");
+        assert_eq!(r.headers()["ratelimit-limit"], "3");
+        remaining.push(r.headers()["ratelimit-remaining"].to_str().unwrap().to_owned());
+    }
+    let refused = get(&url, &key).await;
+    assert_eq!(statuses, vec![200, 200, 200]);
+    assert_eq!(remaining, vec!["2", "1", "0"]);
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(refused.headers()["ratelimit"].to_str().unwrap().starts_with("\"agreement\";r=0;"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+}
+
+#[tokio::test]
+async fn daily_quotas_refuse_once_spent_naming_the_quota() {
+    let g = Gateway::demo();
+    let fast = json!({"per_second": 100, "burst": 100});
+    let (key, _) = holder(
+        &g,
+        "acme",
+        fast.clone(),
+        json!({"requests_per_day": 2, "rows_per_day": 1_000_000, "bytes_per_day": 1_000_000_000}),
+    )
+    .await;
+    let url = g.url("/v1/datasets/enterprises/rows?limit=1");
+    assert_eq!(get(&url, &key).await.status(), 200);
+    assert_eq!(get(&url, &key).await.status(), 200);
+    let r = get(&url, &key).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "quota_exhausted");
+    assert!(body["error"]["message"].as_str().unwrap().contains("requests_per_day"));
+
+    // Rows: a result larger than what is left is refused, and counts nothing; what is left can
+    // still be used, and then nothing more.
+    let (key, _) = holder(
+        &g,
+        "beta",
+        fast.clone(),
+        json!({"requests_per_day": 100, "rows_per_day": 10, "bytes_per_day": 1_000_000_000}),
+    )
+    .await;
+    let rows = |limit: u32| g.url(&format!("/v1/datasets/enterprises/rows?limit={limit}"));
+    assert_eq!(get(&rows(4), &key).await.json::<Vec<Value>>().await.unwrap().len(), 4);
+    let r = get(&rows(50_000), &key).await;
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rows_per_day` of your agreement does not cover this result (6 left"),
+        "{body}"
+    );
+    assert_eq!(get(&rows(6), &key).await.json::<Vec<Value>>().await.unwrap().len(), 6);
+    let r = get(&rows(1), &key).await;
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("rows_per_day"), "{body}");
+
+    // Bytes: counted as the body streams; a body passing the quota breaks off.
+    let (key, _) =
+        holder(&g, "gamma", fast, json!({"requests_per_day": 100, "rows_per_day": 1_000_000, "bytes_per_day": 2_000}))
+            .await;
+    assert_eq!(get(&rows(1), &key).await.status(), 200);
+    let with_key = reqwest::Client::builder().default_headers(bearer(&key)).build().unwrap();
+    crate::fixture::expect_broken_with(&with_key, &rows(1000)).await;
+    let r = get(&rows(1000), &key).await;
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("bytes_per_day"), "{body}");
+}
+
+fn bearer(key: &str) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {key}").parse().unwrap());
+    headers
+}
+
+#[tokio::test]
+async fn an_agreement_revoked_through_the_admin_api_stops_at_the_next_request() {
+    let g = Gateway::demo();
+    let fast = json!({"per_second": 100, "burst": 100});
+    let (key, agreement) = holder(
+        &g,
+        "acme",
+        fast,
+        json!({"requests_per_day": 100, "rows_per_day": 1_000_000, "bytes_per_day": 1_000_000_000}),
+    )
+    .await;
+    let url = g.url("/v1/datasets/enterprises/rows?limit=2&columns=legal_rep_mobile");
+    let r = get(&url, &key).await;
+    let rows: Vec<Value> = r.json().await.unwrap();
+    assert!(
+        rows.iter().all(|r| r["legal_rep_mobile"].as_str().unwrap().starts_with("*******")),
+        "keep_last(4): {rows:?}"
+    );
+    let (status, body) = g.admin(Method::POST, &format!("/admin/agreements/{agreement}/revoke"), None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("revoked")));
+    let r = get(&url, &key).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("revoked"), "{body}");
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_operator_token_and_refuses_bad_terms() {
+    let g = Gateway::demo();
+    let r = client()
+        .post(format!("{}/admin/keys", g.admin))
+        .json(&json!({"principal": "demo-analytics"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client().get(format!("{}/admin/agreements", g.admin)).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let (status, body) = g.admin(Method::POST, "/admin/keys", Some(json!({"principal": "nobody"}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = g
+        .admin(Method::POST, "/admin/principals", Some(json!({"id": "demo-analytics", "name": "x", "role": "user"})))
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
+    let (status, body) =
+        g.admin(Method::POST, "/admin/principals", Some(json!({"id": "x", "name": "x", "role": "king"}))).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("role:"), "{body}");
+    let terms = |columns: Value, masks: Value, dataset: &str| {
+        json!({"principal": "demo-analytics", "dataset": dataset, "columns": columns, "masks": masks,
+               "valid_until": "2099-01-01T00:00:00Z", "rate": {"per_second": 1, "burst": 1},
+               "quota": {"requests_per_day": 1, "rows_per_day": 1, "bytes_per_day": 1}})
+    };
+    for (body, field) in [
+        (terms(json!(["nope"]), json!({}), "enterprises"), "datasets[0].columns"),
+        (terms(json!(["uscc"]), json!({"uscc": "year_only"}), "enterprises"), "datasets[0].masks.uscc"),
+        (terms(json!(["route"]), json!({}), "bus-arrivals"), "datasets[0].dataset"),
+        (terms(json!(["x"]), json!({}), "subsistence-allowance"), "datasets[0].dataset"),
+    ] {
+        let (status, answer) = g.admin(Method::POST, "/admin/agreements", Some(body)).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().starts_with(field), "{answer}");
+    }
+    let (status, body) =
+        g.admin(Method::POST, "/admin/agreements", Some(json!({"principal": "x", "masks": {"a": "blur"}}))).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("unknown mask `blur`"), "{body}");
+}
