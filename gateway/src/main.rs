@@ -156,10 +156,11 @@ fn keys(action: KeysAction, place: &Place) -> Result<(), String> {
             println!("key {key_id} {}", if revoked { "revoked" } else { "was already revoked" });
         }
         KeysAction::List => {
-            println!("{:<18} {:<24} {:<27} revoked", "id", "principal", "created");
+            let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            println!("{:<18} {:<24} {:<22} revoked", "id", "principal", "created");
             for k in store.keys().map_err(|e| e.to_string())? {
-                let revoked = k.revoked_at.map_or("-".to_owned(), |t| t.to_rfc3339());
-                println!("{:<18} {:<24} {:<27} {revoked}", k.id, k.principal, k.created_at.to_rfc3339());
+                let revoked = k.revoked_at.map_or("-".to_owned(), time);
+                println!("{:<18} {:<24} {:<22} {revoked}", k.id, k.principal, time(k.created_at));
             }
         }
     }

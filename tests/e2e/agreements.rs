@@ -438,3 +438,24 @@ async fn the_admin_api_needs_the_operator_token_and_refuses_bad_terms() {
     assert_eq!(status, 400);
     assert!(body["error"]["message"].as_str().unwrap().contains("unknown mask `blur`"), "{body}");
 }
+
+#[tokio::test]
+async fn anonymous_callers_are_limited_per_address() {
+    let site = crate::fixture::Site::with_settings(
+        "[limits]\nanonymous_rate = { per_second = 1, burst = 2 }\nkey_rate = { per_second = 1, burst = 4 }\n",
+        &[("numbers", "csv", "numbers.csv", r#"[{ name = "n", type = "int64" }]"#)],
+    );
+    std::fs::write(site.data_dir.join("numbers.csv"), "n\n1\n2\n").unwrap();
+    let g = site.start();
+    let url = g.url("/v1/datasets/numbers/rows");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(client().get(&url).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, vec![200, 200, 429], "burst 2 per address");
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.headers()["ratelimit-policy"], "\"anonymous\";q=2;w=1");
+    assert!(r.headers().contains_key("retry-after"));
+    // Metadata and the catalog are not rate limited.
+    assert_eq!(client().get(g.url("/v1/catalog")).send().await.unwrap().status(), 200);
+}

@@ -220,10 +220,15 @@ impl Site {
     /// Datasets as (id, format, source, fields); a source starting with `http://` is an
     /// upstream origin, anything else a file under the data directory.
     pub fn new(datasets: &[(&str, &str, &str, &str)]) -> Site {
+        Site::with_settings("", datasets)
+    }
+
+    /// As [`Site::new`], with further top-level settings (`[limits]` and the like) first.
+    pub fn with_settings(settings: &str, datasets: &[(&str, &str, &str, &str)]) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
-        let mut text = String::from("[upstream]\nresponse_timeout_seconds = 2\nidle_timeout_seconds = 2\n\n");
+        let mut text = format!("{settings}\n[upstream]\nresponse_timeout_seconds = 2\nidle_timeout_seconds = 2\n\n");
         for (id, format, source, fields) in datasets {
             let source = if source.starts_with("http://") {
                 format!("{{ url = \"{source}\" }}")
