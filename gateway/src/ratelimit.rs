@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::{StateInformationMiddleware, StateSnapshot};
@@ -90,7 +90,7 @@ impl Budget {
 /// One agreement's consumption on one day.
 #[derive(Debug)]
 struct QuotaCounter {
-    day: String,
+    day: NaiveDate,
     requests: AtomicU64,
     rows: AtomicU64,
     bytes: AtomicU64,
@@ -113,8 +113,8 @@ pub struct Limiter {
     keys: Keyed<String>,
     agreements: DashMap<String, (Rate, Arc<Direct>)>,
     quotas: DashMap<String, Arc<QuotaCounter>>,
-    /// The last usage written to the store, per agreement, to write only what changed.
-    saved: Mutex<std::collections::HashMap<(String, String), Usage>>,
+    /// The last usage written to the store, per agreement and day, to write only what changed.
+    saved: Mutex<std::collections::HashMap<(String, NaiveDate), Usage>>,
     day_offset: FixedOffset,
     clock: DefaultClock,
 }
@@ -140,8 +140,8 @@ impl Limiter {
     }
 
     /// The quota day `now` falls in.
-    pub fn day(&self, now: DateTime<Utc>) -> String {
-        now.with_timezone(&self.day_offset).format("%Y-%m-%d").to_string()
+    pub fn day(&self, now: DateTime<Utc>) -> NaiveDate {
+        now.with_timezone(&self.day_offset).date_naive()
     }
 
     /// Time until the quota day after `now` starts.
@@ -173,16 +173,15 @@ impl Limiter {
                 self.outcome("key", self.defaults.key, outcome).map(|a| (a, None))
             }
             Limit::Agreement { id, rate, quota } => {
-                let limiter = {
-                    let mut entry = self
-                        .agreements
-                        .entry(id.clone())
-                        .or_insert_with(|| (*rate, Arc::new(RateLimiter::direct(quota_of(*rate)).with_middleware())));
-                    // Terms changed since the limiter was made: start over under the new rate.
-                    if entry.0 != *rate {
-                        *entry = (*rate, Arc::new(RateLimiter::direct(quota_of(*rate)).with_middleware()));
+                let limiter = match self.agreements.get(id).filter(|entry| entry.0 == *rate) {
+                    Some(entry) => entry.1.clone(),
+                    // First call, or terms changed since the limiter was made: start afresh
+                    // under the agreement's rate.
+                    None => {
+                        let fresh = Arc::new(RateLimiter::direct(quota_of(*rate)).with_middleware());
+                        self.agreements.insert(id.clone(), (*rate, fresh.clone()));
+                        fresh
                     }
-                    entry.1.clone()
                 };
                 let counter = self.counter(id, now, load_usage);
                 let used = counter.usage();
@@ -218,7 +217,7 @@ impl Limiter {
         if let Some(c) = self.quotas.get(agreement).filter(|c| c.day == day) {
             return c.clone();
         }
-        let usage = load_usage(agreement, &day);
+        let usage = load_usage(agreement, &day.to_string());
         self.saved.lock().expect("usage lock").insert((agreement.to_owned(), day.clone()), usage);
         let fresh = Arc::new(QuotaCounter {
             day,
@@ -284,7 +283,7 @@ impl Limiter {
             let key = (entry.key().clone(), entry.day.clone());
             let usage = entry.usage();
             if saved.get(&key) != Some(&usage) {
-                match store.save_usage(&key.0, &key.1, usage) {
+                match store.save_usage(&key.0, &key.1.to_string(), usage) {
                     Ok(()) => {
                         saved.insert(key, usage);
                     }
