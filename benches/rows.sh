@@ -6,9 +6,9 @@
 #   benches/rows.sh                 # 10,000,000 rows, 3 runs per figure
 #   ROWS=1000000 RUNS=5 benches/rows.sh
 set -euo pipefail
+RUNS="${RUNS:-3}"
 source "$(dirname "$0")/common.sh"
 ROWS="${ROWS:-10000000}"
-RUNS="${RUNS:-3}"
 
 need curl taskset
 build_kaifang

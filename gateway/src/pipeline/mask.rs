@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, AsArray, StringArray};
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, StringBuilder};
 use arrow::compute::kernels::temporal::{date_part, DatePart};
 use arrow::datatypes::DataType;
 use policy::Mask;
@@ -19,9 +19,20 @@ pub fn apply(mask: Mask, column: &ArrayRef, hash_key: &[u8]) -> Result<ArrayRef,
         }
         text_mask => {
             let text = arrow::compute::cast(column, &DataType::Utf8)?;
-            let masked: StringArray =
-                text.as_string::<i32>().iter().map(|v| v.map(|v| text_mask.apply_text(v, hash_key))).collect();
-            Arc::new(masked)
+            let text = text.as_string::<i32>();
+            let mut masked = StringBuilder::with_capacity(text.len(), text.value_data().len());
+            let mut buffer = String::new();
+            for value in text.iter() {
+                match value {
+                    Some(v) => {
+                        buffer.clear();
+                        text_mask.write_text(v, hash_key, &mut buffer);
+                        masked.append_value(&buffer);
+                    }
+                    None => masked.append_null(),
+                }
+            }
+            Arc::new(masked.finish())
         }
     })
 }
