@@ -16,8 +16,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use kaifang::ratelimit::{DefaultRates, Limiter};
 use kaifang::store::Usage;
 use policy::{
-    decide, Agreement, AgreementStatus, Caller, Dataset, DatasetTerms, Field, FieldType, Format, Limit, OpenType, Operation,
-    Quota, Rate, Sensitivity, UpdateFrequency,
+    decide, Agreement, AgreementStatus, Caller, Dataset, DatasetTerms, Field, FieldType, Format, Limit, OpenType,
+    Operation, Quota, Rate, Sensitivity, UpdateFrequency,
 };
 
 fn dataset(open_type: OpenType) -> Dataset {
@@ -29,7 +29,12 @@ fn dataset(open_type: OpenType) -> Dataset {
         open_type,
         fields: ["uscc", "name", "district", "legal_rep_mobile"]
             .iter()
-            .map(|n| Field { name: n.to_string(), field_type: FieldType::String, description: String::new(), sensitivity: Sensitivity::Public })
+            .map(|n| Field {
+                name: n.to_string(),
+                field_type: FieldType::String,
+                description: String::new(),
+                sensitivity: Sensitivity::Public,
+            })
             .collect(),
         format: Format::ArrowIpc,
         update_frequency: UpdateFrequency::Daily,
@@ -63,9 +68,12 @@ fn decisions(c: &mut Criterion) {
     let mut group = c.benchmark_group("decide");
     group.throughput(Throughput::Elements(1));
     let open = dataset(OpenType::Unconditional);
-    group.bench_function("unconditional, anonymous", |b| b.iter(|| decide(black_box(&Caller::Anonymous), &open, Operation::Rows, now)));
+    group.bench_function("unconditional, anonymous", |b| {
+        b.iter(|| decide(black_box(&Caller::Anonymous), &open, Operation::Rows, now))
+    });
     let conditional = dataset(OpenType::Conditional);
-    let holder = Caller::Key { key_id: "k".into(), principal: "acme".into(), agreements: Arc::from(vec![agreement(0)]) };
+    let holder =
+        Caller::Key { key_id: "k".into(), principal: "acme".into(), agreements: Arc::from(vec![agreement(0)]) };
     group.bench_function("conditional, agreement with filter and mask", |b| {
         b.iter(|| decide(black_box(&holder), &conditional, Operation::Rows, now))
     });
@@ -79,7 +87,8 @@ fn limiter(c: &mut Criterion) {
     let mut group = c.benchmark_group("admit");
     group.throughput(Throughput::Elements(1));
     for keys in [1usize, 100_000] {
-        let limiter = Limiter::new(DefaultRates { anonymous: rates, key: rates }, FixedOffset::east_opt(8 * 3600).unwrap());
+        let limiter =
+            Limiter::new(DefaultRates { anonymous: rates, key: rates }, FixedOffset::east_opt(8 * 3600).unwrap());
         let key_limits: Vec<Limit> = (0..keys).map(|i| Limit::Key(format!("key-{i}"))).collect();
         let agreement_limits: Vec<Limit> = (0..keys)
             .map(|i| {

@@ -91,7 +91,8 @@ impl Mask {
                 _ => out.push_str(REDACTED),
             },
             Mask::Hash => {
-                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(hash_key).expect("HMAC takes keys of any length");
+                let mut mac =
+                    hmac::Hmac::<sha2::Sha256>::new_from_slice(hash_key).expect("HMAC takes keys of any length");
                 mac.update(value.as_bytes());
                 for b in mac.finalize().into_bytes() {
                     out.push(char::from(HEX[usize::from(b >> 4)]));

@@ -153,7 +153,9 @@ async fn health_readiness_and_openapi_answer() {
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
-    for path in ["/admin/principals", "/admin/keys", "/admin/keys/{id}", "/admin/agreements", "/admin/agreements/{id}/revoke"] {
+    for path in
+        ["/admin/principals", "/admin/keys", "/admin/keys/{id}", "/admin/agreements", "/admin/agreements/{id}/revoke"]
+    {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
     assert!(doc["paths"]["/v1/datasets/{id}/rows"]["get"]["responses"]["429"].is_object());

@@ -110,7 +110,8 @@ fn check_config_locates_errors_in_declared_agreements() {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/kaifang.toml")).unwrap();
     std::fs::create_dir_all(dir.path().join("catalog")).unwrap();
     for name in ["transport", "ecology", "market", "civil-affairs"] {
-        let text = std::fs::read_to_string(format!("{}/../config/catalog/{name}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let text =
+            std::fs::read_to_string(format!("{}/../config/catalog/{name}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
         write(&dir.path().join("catalog"), &format!("{name}.toml"), &text);
     }
     let broken = shipped
@@ -121,7 +122,10 @@ fn check_config_locates_errors_in_declared_agreements() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line_of = |needle: &str| broken.lines().position(|l| l.contains(needle)).unwrap() + 1;
-    let expected =
-        format!("{}:{}: agreements[0].datasets[0].masks.legal_rep_mobile: unknown mask `blur`", config.display(), line_of("\"blur\""));
+    let expected = format!(
+        "{}:{}: agreements[0].datasets[0].masks.legal_rep_mobile: unknown mask `blur`",
+        config.display(),
+        line_of("\"blur\"")
+    );
     assert!(stderr.contains(&expected), "missing `{expected}` in:\n{stderr}");
 }

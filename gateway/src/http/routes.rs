@@ -331,15 +331,17 @@ async fn preview(call: &Call<'_>, params: &[(String, String)]) -> Result<Respons
     Ok(response)
 }
 
+/// Readiness: the data directory and the store take writes, and every file source is there.
 async fn readyz(state: &State) -> Response<Body> {
     let data_dir = state.config.data_dir.clone();
-    let writable = tokio::task::spawn_blocking(move || {
+    let store = state.store.clone();
+    let (writable, store_writable) = tokio::task::spawn_blocking(move || {
         let probe = data_dir.join(".readyz");
-        std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe))
+        let dir = std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe));
+        (dir.map_err(|e| e.to_string()), store.writable().map_err(|e| e.to_string()))
     })
     .await
-    .map_err(|e| std::io::Error::other(e.to_string()))
-    .and_then(|r| r);
+    .unwrap_or_else(|e| (Err(e.to_string()), Err(e.to_string())));
     let missing: Vec<String> = state
         .catalog
         .entries()
@@ -351,11 +353,12 @@ async fn readyz(state: &State) -> Response<Body> {
             _ => None,
         })
         .collect();
-    let ready = writable.is_ok() && missing.is_empty();
+    let ready = writable.is_ok() && store_writable.is_ok() && missing.is_empty();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "data_dir": match &writable { Ok(()) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
+            "store": match &store_writable { Ok(()) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
             "sources": if missing.is_empty() { json!("present") } else { json!({ "missing": missing }) },
         },
     });
