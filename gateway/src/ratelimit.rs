@@ -218,7 +218,7 @@ impl Limiter {
             return c.clone();
         }
         let usage = load_usage(agreement, &day.to_string());
-        self.saved.lock().expect("usage lock").insert((agreement.to_owned(), day.clone()), usage);
+        self.saved.lock().expect("usage lock").insert((agreement.to_owned(), day), usage);
         let fresh = Arc::new(QuotaCounter {
             day,
             requests: AtomicU64::new(usage.requests),
@@ -280,7 +280,7 @@ impl Limiter {
     pub fn save_usage(&self, store: &dyn Store) {
         let mut saved = self.saved.lock().expect("usage lock");
         for entry in self.quotas.iter() {
-            let key = (entry.key().clone(), entry.day.clone());
+            let key = (entry.key().clone(), entry.day);
             let usage = entry.usage();
             if saved.get(&key) != Some(&usage) {
                 match store.save_usage(&key.0, &key.1.to_string(), usage) {
