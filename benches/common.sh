@@ -34,29 +34,26 @@ start_kaifang() {
     echo "kaifang did not start:" >&2; cat "$log" >&2; exit 1
 }
 
-# start_nginx DIR PORT SENDFILE(on|off) ROOT [CPU] : one worker, pinned (default SERVER_CPU),
-# no access log.
-start_nginx() {
-    local dir="$1" port="$2" sendfile="$3" root="$4" cpu="${5:-$SERVER_CPU}"
+# run_nginx DIR PORT CPU HTTP_BODY : writes a one-worker nginx configuration around HTTP_BODY
+# (the inside of its http block), starts it pinned to CPU and waits for PORT; sets NGINX_PID.
+run_nginx() {
+    local dir="$1" port="$2" cpu="$3" body="$4"
     mkdir -p "$dir"
     cat >"$dir/nginx.conf" <<CONF
 user root;
 worker_processes 1;
-worker_cpu_affinity auto;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
-    sendfile $sendfile;
-    tcp_nopush on;
     client_body_temp_path $dir;
     proxy_temp_path $dir;
     fastcgi_temp_path $dir;
     uwsgi_temp_path $dir;
     scgi_temp_path $dir;
-    server { listen 127.0.0.1:$port; root $root; }
+$body
 }
 CONF
     taskset -c "$cpu" nginx -c "$dir/nginx.conf" -p "$dir" &
@@ -65,41 +62,27 @@ CONF
     echo "nginx did not start" >&2; cat "$dir/error.log" >&2; exit 1
 }
 
-# start_nginx_proxy DIR PORT ORIGIN_PORT : nginx as a reverse proxy in front of the origin, one
-# worker, pinned to SERVER_CPU, with its default response buffering (in memory only).
+# start_nginx DIR PORT SENDFILE(on|off) ROOT [CPU] : nginx serving ROOT, pinned (default
+# SERVER_CPU).
+start_nginx() {
+    run_nginx "$1" "$2" "${5:-$SERVER_CPU}" "    sendfile $3;
+    tcp_nopush on;
+    server { listen 127.0.0.1:$2; root $4; }"
+}
+
+# start_nginx_proxy DIR PORT ORIGIN_PORT : nginx as a reverse proxy in front of the origin,
+# pinned to SERVER_CPU, with its default response buffering (in memory only).
 start_nginx_proxy() {
-    local dir="$1" port="$2" origin="$3"
-    mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<CONF
-user root;
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $dir;
-    proxy_temp_path $dir;
-    fastcgi_temp_path $dir;
-    uwsgi_temp_path $dir;
-    scgi_temp_path $dir;
-    upstream origin { server 127.0.0.1:$origin; keepalive 16; }
+    run_nginx "$1" "$2" "$SERVER_CPU" "    upstream origin { server 127.0.0.1:$3; keepalive 16; }
     server {
-        listen 127.0.0.1:$port;
+        listen 127.0.0.1:$2;
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection \"\";
             proxy_max_temp_file_size 0;
         }
-    }
-}
-CONF
-    taskset -c "$SERVER_CPU" nginx -c "$dir/nginx.conf" -p "$dir" &
-    PROXY_PID=$!
-    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && return 0; sleep 0.1; done
-    echo "nginx proxy did not start" >&2; cat "$dir/error.log" >&2; exit 1
+    }"
 }
 
 # median_speed URL : median download speed in bytes/s over RUNS runs, client pinned.
