@@ -42,10 +42,14 @@ impl Place {
         Ok(config)
     }
 
+    /// The store of the data directory, with the configuration's declared principals and
+    /// agreements in it, as `serve` would have them.
     fn store(&self) -> Result<SqliteStore, String> {
         let config = self.load()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
-        SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())
+        let store = SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())?;
+        kaifang::state::store_declared(&store, &config)?;
+        Ok(store)
     }
 }
 

@@ -74,18 +74,7 @@ impl State {
             SqliteStore::open(&config.data_dir)
                 .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?,
         );
-        for principal in &config.principals {
-            store.put_principal(principal, true).map_err(|e| format!("principal `{}`: {e}", principal.id))?;
-        }
-        for declared in &config.agreements {
-            // The terms come from the configuration; the status is the platform's to change
-            // (a revoked agreement stays revoked across restarts).
-            let mut agreement = declared.clone();
-            if let Some(existing) = store.agreement(&agreement.id).map_err(|e| e.to_string())? {
-                agreement.status = existing.status;
-            }
-            store.put_agreement(&agreement, true).map_err(|e| format!("agreement `{}`: {e}", agreement.id))?;
-        }
+        store_declared(store.as_ref(), &config)?;
         let hash_key: Arc<[u8]> = match &config.masks.hash_key {
             Some(key) => key.as_bytes().into(),
             None => secret_file(&config.data_dir.join("mask-hash.key"))?.into_bytes().into(),
@@ -116,6 +105,23 @@ impl State {
             batch_rows: self.config.limits.batch_rows,
         }
     }
+}
+
+/// Writes the principals and agreements declared in the configuration to the store. The terms
+/// come from the configuration; an agreement's status is the platform's to change, so a revoked
+/// declared agreement stays revoked across restarts.
+pub fn store_declared(store: &dyn Store, config: &Config) -> Result<(), String> {
+    for principal in &config.principals {
+        store.put_principal(principal, true).map_err(|e| format!("principal `{}`: {e}", principal.id))?;
+    }
+    for declared in &config.agreements {
+        let mut agreement = declared.clone();
+        if let Some(existing) = store.agreement(&agreement.id).map_err(|e| e.to_string())? {
+            agreement.status = existing.status;
+        }
+        store.put_agreement(&agreement, true).map_err(|e| format!("agreement `{}`: {e}", agreement.id))?;
+    }
+    Ok(())
 }
 
 /// Reads a secret from `path`, or makes a random one and writes it there, readable by the owner

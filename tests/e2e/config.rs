@@ -129,3 +129,19 @@ fn check_config_locates_errors_in_declared_agreements() {
     );
     assert!(stderr.contains(&expected), "missing `{expected}` in:\n{stderr}");
 }
+
+#[test]
+fn keys_can_be_issued_before_the_gateway_ever_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = Command::new(BIN)
+        .args(["keys", "issue", "--principal", "demo-analytics", "--data-dir", data])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert!(key.starts_with("kf_") && key.trim().len() == 3 + 16 + 1 + 64, "{key}");
+    let out = Command::new(BIN).args(["keys", "issue", "--principal", "nobody", "--data-dir", data]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no principal `nobody`"));
+}
