@@ -10,19 +10,49 @@ use crate::state::State;
 
 /// How often quota usage is written to the store.
 const USAGE_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often audit retention runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub async fn run(state: Arc<State>, shutdown: impl Future<Output = ()>) {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut save = tokio::time::interval(USAGE_SAVE_INTERVAL);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    let mut retention = tokio::time::interval(RETENTION_INTERVAL);
     loop {
         tokio::select! {
-            _ = save.tick() => save_usage(&state).await,
+            _ = save.tick() => {
+                save_usage(&state).await;
+                retry_audit(&state).await;
+            }
             _ = housekeeping.tick() => state.limiter.housekeep(chrono::Utc::now()),
+            _ = retention.tick() => prune_audit(&state).await,
             () = &mut shutdown => break,
         }
     }
     save_usage(&state).await;
+}
+
+/// A failed audit log is tried again every second with a checkpoint record, so it recovers
+/// (and `readyz` says so) even when no conditional call comes to try it.
+async fn retry_audit(state: &Arc<State>) {
+    if let Err(failure) = state.audit.health() {
+        match state.audit.checkpoint(format!("writing again after: {failure}")).await {
+            Ok(_) => tracing::info!("the audit log takes records again"),
+            Err(e) => tracing::debug!(error = %e, "the audit log still cannot write"),
+        }
+    }
+}
+
+/// Removes audit segments past the retention period.
+async fn prune_audit(state: &Arc<State>) {
+    let dir = crate::state::audit_dir(&state.config.data_dir);
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(state.config.audit.retention_days));
+    match tokio::task::spawn_blocking(move || crate::audit::segments::prune(&dir, cutoff)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(segments = n, "audit segments past retention removed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "audit retention failed"),
+        Err(e) => tracing::warn!(error = %e, "audit retention task failed"),
+    }
 }
 
 async fn save_usage(state: &Arc<State>) {

@@ -7,6 +7,7 @@
 //! - [`store`]: principals, keys, agreements and quota usage (SQLite by default);
 //! - [`auth`]: API keys, issued and verified through caches;
 //! - [`ratelimit`]: rate limits and daily quotas;
+//! - [`audit`]: the durable, hash-chained record of every call on conditional data;
 //! - [`source`]: files and upstream origins, as raw bytes and as record batches;
 //! - [`pipeline`]: the scoped stream (filter, order, window, projection) driven by a grant;
 //! - [`encode`]: CSV, NDJSON, JSON and Arrow IPC output, batch by batch;
@@ -16,6 +17,7 @@
 //! The rules themselves live in the `policy` crate; this crate asks it once per request.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod background;
 pub mod config;

@@ -9,6 +9,8 @@ use chrono::FixedOffset;
 use policy::DatasetId;
 use rand::RngCore;
 
+use crate::audit::segments::SegmentLog;
+use crate::audit::Audit;
 use crate::auth::Keys;
 use crate::config::{Config, DatasetConfig};
 use crate::ratelimit::{DefaultRates, Limiter};
@@ -58,6 +60,12 @@ pub struct State {
     pub hash_key: Arc<[u8]>,
     /// The operator token the admin API asks for.
     pub admin_token: String,
+    pub audit: Audit,
+}
+
+/// Where the audit log of a data directory lives.
+pub fn audit_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("audit")
 }
 
 /// Environment variable holding the operator token; when unset, one is generated into
@@ -86,6 +94,7 @@ impl State {
         let offset = FixedOffset::east_opt(config.limits.quota_utc_offset_hours * 3600).expect("checked when loading");
         let limiter =
             Limiter::new(DefaultRates { anonymous: config.limits.anonymous_rate, key: config.limits.key_rate }, offset);
+        let audit = Audit::new(Arc::new(SegmentLog::open(&audit_dir(&config.data_dir), config.audit.segment_bytes)?));
         Ok(State {
             catalog: Catalog::new(&config.datasets),
             upstream: Upstream::new(&config.upstream),
@@ -94,6 +103,7 @@ impl State {
             limiter,
             hash_key,
             admin_token,
+            audit,
             config,
         })
     }

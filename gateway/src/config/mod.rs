@@ -64,6 +64,7 @@ pub struct Config {
     pub limits: Limits,
     pub upstream: UpstreamConfig,
     pub masks: MasksConfig,
+    pub audit: AuditConfig,
     pub datasets: Vec<DatasetConfig>,
     /// Principals declared here are created (or updated) in the store on start.
     pub principals: Vec<Principal>,
@@ -87,6 +88,23 @@ fn default_admin_listen() -> SocketAddr {
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig { listen: default_admin_listen() }
+    }
+}
+
+/// The audit log of conditional data.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How long records are kept; whole segments older than this are removed (and the chain
+    /// anchored past them).
+    pub retention_days: u32,
+    /// Size at which a segment file is closed and the next one started.
+    pub segment_bytes: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { retention_days: 1095, segment_bytes: 64 << 20 }
     }
 }
 
@@ -320,8 +338,19 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// The keys the main file may have at its top level.
-const TOP_LEVEL_KEYS: [&str; 10] =
-    ["data_dir", "http", "admin", "limits", "upstream", "masks", "include", "datasets", "principals", "agreements"];
+const TOP_LEVEL_KEYS: [&str; 11] = [
+    "data_dir",
+    "http",
+    "admin",
+    "limits",
+    "upstream",
+    "masks",
+    "audit",
+    "include",
+    "datasets",
+    "principals",
+    "agreements",
+];
 
 /// A parsed configuration file.
 struct LoadedFile {
@@ -360,6 +389,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     let http: HttpConfig = main.document.deserialize_key(&main.path, "http", &mut errors).unwrap_or_default();
     let admin: AdminConfig = main.document.deserialize_key(&main.path, "admin", &mut errors).unwrap_or_default();
     let masks: MasksConfig = main.document.deserialize_key(&main.path, "masks", &mut errors).unwrap_or_default();
+    let audit: AuditConfig = main.document.deserialize_key(&main.path, "audit", &mut errors).unwrap_or_default();
     let limits: Limits = main.document.deserialize_key(&main.path, "limits", &mut errors).unwrap_or_default();
     let upstream: UpstreamConfig =
         main.document.deserialize_key(&main.path, "upstream", &mut errors).unwrap_or_default();
@@ -504,6 +534,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             limits,
             upstream,
             masks,
+            audit,
             principals,
             agreements,
             datasets,

@@ -94,7 +94,7 @@ async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Inco
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let routed = match api {
-        Api::Data => routes::route(&state, req, peer.ip()).await,
+        Api::Data => routes::route(&state, req, peer.ip(), &request_id).await,
         Api::Admin => admin::route(&state, req).await,
     };
     let mut response = match routed {

@@ -7,15 +7,18 @@ use arrow::record_batch::RecordBatch;
 use chrono::Utc;
 use futures_util::StreamExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode};
-use policy::{decide, listed, Caller, DatasetId, Grant, OpenType, Operation};
+use policy::{decide, listed, Caller, DatasetId, Grant, Limit, OpenType, Operation};
 use serde::Serialize;
 use serde_json::json;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use super::response::{self, json, Body};
 use super::{download, limits};
+use crate::audit::{self, CallInfo, Outcome, Record};
 use crate::encode::{encode_stream, OutputFormat};
 use crate::error::{Error, Kind};
 use crate::pipeline::{execute, Plan, Query};
@@ -33,7 +36,12 @@ const KEY_PARAMETERS: [&str; 5] = ["key", "api_key", "apikey", "access_token", "
 static OPENAPI: &str = include_str!("openapi.json");
 
 /// Matches the request to its handler.
-pub async fn route(state: &Arc<State>, req: Request<Incoming>, client: IpAddr) -> Result<Response<Body>, Error> {
+pub async fn route(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    client: IpAddr,
+    request_id: &str,
+) -> Result<Response<Body>, Error> {
     let params = params(req.uri().query())?;
     let segments: Vec<&str> = req.uri().path().trim_start_matches('/').split('/').collect();
     let method = req.method();
@@ -66,23 +74,39 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>, client: IpAddr) -
         ["v1", "datasets", id, rest @ ..] => {
             get_or_head()?;
             let entry = lookup(state, id)?;
-            let caller = state.keys.caller(req.headers()).await?;
-            let call = Call { state, entry, caller: &caller, client };
-            match rest {
+            let caller = state.keys.caller(req.headers()).await;
+            let operation = match rest {
                 [] => {
                     only(&params, &[])?;
-                    Ok(json(StatusCode::OK, &describe(entry, &caller)))
+                    return Ok(json(StatusCode::OK, &describe(entry, &caller?)));
                 }
-                ["rows"] => rows(&call, &req, &params).await,
-                ["preview"] => preview(&call, &params).await,
-                ["download"] => {
-                    only(&params, &[])?;
-                    let (grant, admission, budget) = call.grant(Operation::Download)?;
-                    let mut response = download::serve(state, entry, &grant, &req, budget).await?;
-                    limits::rate_headers(response.headers_mut(), &admission);
-                    Ok(response)
-                }
-                _ => Err(no_route()),
+                ["rows"] => Operation::Rows,
+                ["preview"] => Operation::Preview,
+                ["download"] => Operation::Download,
+                _ => return Err(no_route()),
+            };
+            let audit = (entry.dataset.open_type == OpenType::Conditional).then(|| Unserved {
+                state,
+                request_id: request_id.to_owned(),
+                dataset: entry.dataset.id.to_string(),
+                operation,
+                client,
+                user_agent: req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            });
+            let caller = match (caller, &audit) {
+                (Ok(caller), _) => caller,
+                (Err(e), Some(audit)) => return Err(audit.record(None, e).await),
+                (Err(e), None) => return Err(e),
+            };
+            let call = Call { state, entry, caller: &caller, client, audit: Mutex::new(None) };
+            let served = match operation {
+                Operation::Rows => rows(&call, &req, &params).await,
+                Operation::Preview => preview(&call, &params).await,
+                Operation::Download => download(&call, &req, &params).await,
+            };
+            match audit {
+                Some(audit) => audited(&call, served, audit).await,
+                None => served,
             }
         }
         _ => Err(no_route()),
@@ -111,6 +135,16 @@ struct Call<'a> {
     entry: &'a CatalogEntry,
     caller: &'a Caller,
     client: IpAddr,
+    /// What the audit record of a granted call says; filled in as the call is planned.
+    audit: Mutex<Option<Granted>>,
+}
+
+/// What is known of a granted call, for its audit record.
+struct Granted {
+    grant: Grant,
+    columns: Vec<String>,
+    filter: Option<String>,
+    rows: Arc<AtomicU64>,
 }
 
 impl Call<'_> {
@@ -118,8 +152,137 @@ impl Call<'_> {
     fn grant(&self, operation: Operation) -> Result<(Grant, Admission, Option<Budget>), Error> {
         let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
         let (admission, budget) = limits::admit(self.state, &grant, self.client)?;
+        let columns = grant.scope.visible_fields(&self.entry.dataset).into_iter().map(|f| f.name).collect();
+        *self.audit.lock().expect("audit lock") =
+            Some(Granted { grant: grant.clone(), columns, filter: None, rows: Arc::new(AtomicU64::new(0)) });
         Ok((grant, admission, budget))
     }
+
+    /// Notes the columns and filter of a planned query, and counts the rows it yields.
+    fn planned(
+        &self,
+        columns: Vec<String>,
+        filter: Option<String>,
+        batches: source::BatchStream,
+    ) -> source::BatchStream {
+        let mut audit = self.audit.lock().expect("audit lock");
+        let Some(granted) = audit.as_mut() else { return batches };
+        granted.columns = columns;
+        granted.filter = filter;
+        let rows = granted.rows.clone();
+        Box::pin(batches.map(move |batch| {
+            if let Ok(b) = &batch {
+                rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+            }
+            batch
+        }))
+    }
+}
+
+/// The audit phase of a call on conditional data, which every such call passes. A call that
+/// produced a response is served only once its intent record is durable (503 if it cannot be),
+/// and its body is wrapped so its completion is durable before the client sees the end; a call
+/// that ended in an error before any data leaves one `unserved` record.
+async fn audited(
+    call: &Call<'_>,
+    served: Result<Response<Body>, Error>,
+    audit: Unserved<'_>,
+) -> Result<Response<Body>, Error> {
+    let granted = call.audit.lock().expect("audit lock").take();
+    let (response, granted) = match (served, granted) {
+        (Ok(response), Some(granted)) => (response, granted),
+        (Err(e), _) => return Err(audit.record(Some(call.caller), e).await),
+        (Ok(_), None) => return Err(Error::internal("a conditional call was answered without a grant")),
+    };
+    let (key_id, principal) = match call.caller {
+        Caller::Key { key_id, principal, .. } => (Some(key_id.clone()), Some(principal.clone())),
+        Caller::Anonymous => (None, None),
+    };
+    let (request_id, user_agent, operation) = (audit.request_id.as_str(), audit.user_agent, audit.operation);
+    let agreement = match &granted.grant.limit {
+        Limit::Agreement { id, .. } => id.clone(),
+        _ => String::new(),
+    };
+    let masks = granted
+        .grant
+        .scope
+        .masks
+        .iter()
+        .filter(|(column, _)| granted.columns.contains(column))
+        .map(|(column, mask)| (column.clone(), mask.to_string()))
+        .collect();
+    let info = CallInfo {
+        request_id: request_id.to_owned(),
+        key_id: key_id.unwrap_or_default(),
+        principal: principal.unwrap_or_default(),
+        agreement,
+        dataset: call.entry.dataset.id.to_string(),
+        operation: operation.as_str().to_owned(),
+        columns: granted.columns,
+        filter: granted.filter,
+        masks,
+        client: call.client.to_string(),
+        user_agent,
+    };
+    let version = response.headers().get("x-dataset-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // Nothing has been sent yet: the response (and the source behind it) is dropped if the
+    // intent cannot be made durable.
+    let guard = call.state.audit.intent(info, version, granted.rows).await?;
+    let status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    let body: source::ByteStream = Box::pin(http_body_util::BodyExt::into_data_stream(body));
+    Ok(Response::from_parts(parts, response::streamed(audit::audited_body(body, guard, status))))
+}
+
+/// What the audit record of a call on conditional data needs before the call is granted.
+struct Unserved<'a> {
+    state: &'a State,
+    request_id: String,
+    dataset: String,
+    operation: Operation,
+    client: IpAddr,
+    user_agent: Option<String>,
+}
+
+impl Unserved<'_> {
+    /// Records a call that ended in `error` before any data was served, and hands the error
+    /// back.
+    async fn record(&self, caller: Option<&Caller>, error: Error) -> Error {
+        let (key_id, principal) = match caller {
+            Some(Caller::Key { key_id, principal, .. }) => (Some(key_id.clone()), Some(principal.clone())),
+            _ => (None, None),
+        };
+        let status = response::status(error.kind).as_u16();
+        self.state
+            .audit
+            .unserved(Record::Unserved {
+                request_id: self.request_id.clone(),
+                time: Utc::now(),
+                key_id,
+                principal,
+                dataset: self.dataset.clone(),
+                operation: self.operation.as_str().to_owned(),
+                client: self.client.to_string(),
+                user_agent: self.user_agent.clone(),
+                status,
+                reason: format!("{}: {}", error.code, error.message),
+                outcome: if status >= 500 { Outcome::Failed } else { Outcome::Refused },
+            })
+            .await;
+        error
+    }
+}
+
+async fn download(
+    call: &Call<'_>,
+    req: &Request<Incoming>,
+    params: &[(String, String)],
+) -> Result<Response<Body>, Error> {
+    only(params, &[])?;
+    let (grant, admission, budget) = call.grant(Operation::Download)?;
+    let mut response = download::serve(call.state, call.entry, &grant, req, budget).await?;
+    limits::rate_headers(response.headers_mut(), &admission);
+    Ok(response)
 }
 
 /// Decoded query parameters; a key in the query string is refused, since URLs end up in logs.
@@ -245,8 +408,10 @@ async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Result<S
     let plan = Plan::new(&call.entry.config, &grant, query, state.config.limits.max_sort_rows, state.hash_key.clone())?;
     let batches = source::open_batches(&call.entry.config, &state.source_context(), plan.read.clone()).await?;
     let schema = plan.output_schema.clone();
+    let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let rows = call.planned(columns, query.filter.as_ref().map(|f| f.to_string()), execute(plan, batches.stream));
     // Fused: an empty result ends at this first poll, and must not be polled again after it.
-    let mut rest = limits::meter_rows(execute(plan, batches.stream), budget.clone()).fuse();
+    let mut rest = limits::meter_rows(rows, budget.clone()).fuse();
     let first = rest.next().await.transpose()?;
     let rest = Box::pin(rest);
     Ok(Started { schema, version: batches.version, first, rest, admission, budget })

@@ -1,0 +1,366 @@
+//! The audit log of conditional data: a durable, tamper-evident record of every call.
+//!
+//! Every call on a conditionally open dataset leaves records: a refused call one `refusal`
+//! record; a served call an `intent` record, durable (fsync'd) before the first byte of data
+//! is sent, and a `completion` record (rows, bytes, outcome) that is durable before the client
+//! sees the end of the response, so a response received in full always has both. Records are
+//! chained: each carries the SHA-256 of the one before, so an edited, deleted, inserted or
+//! reordered record breaks the chain where it happened ([`segments::verify`]).
+//!
+//! The embedded store is append-only segment files in `<data-dir>/audit` ([`segments`]); the
+//! gateway talks to it through the [`AuditSink`] trait, which a networked store can implement.
+//! Unconditional traffic is not recorded call by call.
+
+pub mod segments;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Kind};
+use crate::source::ByteStream;
+
+/// One audit record, as stored (without its chain fields `seq`, `prev`, `hash`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// A call is about to be served.
+    Intent {
+        request_id: String,
+        time: DateTime<Utc>,
+        key_id: String,
+        principal: String,
+        agreement: String,
+        dataset: String,
+        dataset_version: Option<String>,
+        operation: String,
+        columns: Vec<String>,
+        filter: Option<String>,
+        masks: BTreeMap<String, String>,
+        client: String,
+        user_agent: Option<String>,
+    },
+    /// A served call ended.
+    Completion {
+        request_id: String,
+        time: DateTime<Utc>,
+        principal: String,
+        agreement: String,
+        dataset: String,
+        status: u16,
+        rows: u64,
+        bytes: u64,
+        duration_ms: u64,
+        outcome: Outcome,
+    },
+    /// A call that ended before any data was served: refused (by the rules, the limits or a
+    /// bad query) or failed (the source could not be read).
+    Unserved {
+        request_id: String,
+        time: DateTime<Utc>,
+        key_id: Option<String>,
+        principal: Option<String>,
+        dataset: String,
+        operation: String,
+        client: String,
+        user_agent: Option<String>,
+        status: u16,
+        reason: String,
+        outcome: Outcome,
+    },
+    /// Written when the log recovers from a write failure, so that recovery is on record too.
+    Checkpoint { time: DateTime<Utc>, note: String },
+}
+
+/// How a served call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Complete,
+    /// The client went away before the end.
+    Aborted,
+    /// The gateway or the source failed.
+    Failed,
+    /// Refused before any data was served.
+    Refused,
+}
+
+impl Record {
+    pub fn time(&self) -> DateTime<Utc> {
+        match self {
+            Record::Intent { time, .. }
+            | Record::Completion { time, .. }
+            | Record::Unserved { time, .. }
+            | Record::Checkpoint { time, .. } => *time,
+        }
+    }
+}
+
+/// Why the audit store did not take a record.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the audit log cannot take records: {0}")]
+pub struct AuditError(pub String);
+
+/// Where audit records go. `append` resolves once the record is durable.
+pub trait AuditSink: Send + Sync {
+    fn append(&self, record: Record) -> Pin<Box<dyn Future<Output = Result<u64, AuditError>> + Send>>;
+    /// Whether the last write succeeded; `Err` names the failure.
+    fn health(&self) -> Result<(), String>;
+}
+
+/// The audit facade the front ends use.
+#[derive(Clone)]
+pub struct Audit {
+    sink: Arc<dyn AuditSink>,
+}
+
+/// What is known of a call when its intent is recorded.
+#[derive(Clone, Debug)]
+pub struct CallInfo {
+    pub request_id: String,
+    pub key_id: String,
+    pub principal: String,
+    pub agreement: String,
+    pub dataset: String,
+    pub operation: String,
+    pub columns: Vec<String>,
+    pub filter: Option<String>,
+    pub masks: BTreeMap<String, String>,
+    pub client: String,
+    pub user_agent: Option<String>,
+}
+
+fn unavailable(e: AuditError) -> Error {
+    Error::new(
+        Kind::Unavailable,
+        "audit_unavailable",
+        format!("{e}; conditional data is not served without its record"),
+    )
+}
+
+impl Audit {
+    pub fn new(sink: Arc<dyn AuditSink>) -> Audit {
+        Audit { sink }
+    }
+
+    pub fn health(&self) -> Result<(), String> {
+        self.sink.health()
+    }
+
+    /// Records a call that ended before any data was served.
+    pub async fn unserved(&self, record: Record) {
+        if let Err(e) = self.sink.append(record).await {
+            tracing::error!(error = %e, "unserved call not recorded");
+        }
+    }
+
+    /// Appends a checkpoint; used to find out whether a failed log can write again.
+    pub async fn checkpoint(&self, note: String) -> Result<u64, AuditError> {
+        self.sink.append(Record::Checkpoint { time: Utc::now(), note }).await
+    }
+
+    /// Records the intent of a call and returns the guard that records its completion. Fails
+    /// (503) when the record cannot be made durable: the call must then not be served.
+    /// `rows` is the counter the call's rows are counted into as they are produced.
+    pub async fn intent(
+        &self,
+        call: CallInfo,
+        dataset_version: Option<String>,
+        rows: Arc<AtomicU64>,
+    ) -> Result<CallGuard, Error> {
+        let record = Record::Intent {
+            request_id: call.request_id.clone(),
+            time: Utc::now(),
+            key_id: call.key_id.clone(),
+            principal: call.principal.clone(),
+            agreement: call.agreement.clone(),
+            dataset: call.dataset.clone(),
+            dataset_version,
+            operation: call.operation.clone(),
+            columns: call.columns.clone(),
+            filter: call.filter.clone(),
+            masks: call.masks.clone(),
+            client: call.client.clone(),
+            user_agent: call.user_agent.clone(),
+        };
+        self.sink.append(record).await.map_err(unavailable)?;
+        Ok(CallGuard { audit: self.clone(), call, started: Instant::now(), rows, done: false })
+    }
+}
+
+/// Records the completion of a call exactly once: explicitly with [`CallGuard::complete`], or,
+/// if dropped first (the client went away), as aborted.
+pub struct CallGuard {
+    audit: Audit,
+    call: CallInfo,
+    started: Instant,
+    rows: Arc<AtomicU64>,
+    done: bool,
+}
+
+impl CallGuard {
+    fn record(&self, status: u16, bytes: u64, outcome: Outcome) -> Record {
+        Record::Completion {
+            request_id: self.call.request_id.clone(),
+            time: Utc::now(),
+            principal: self.call.principal.clone(),
+            agreement: self.call.agreement.clone(),
+            dataset: self.call.dataset.clone(),
+            status,
+            rows: self.rows.load(Ordering::Relaxed),
+            bytes,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            outcome,
+        }
+    }
+
+    /// Records the end of the call and waits until the record is durable.
+    pub async fn complete(mut self, status: u16, bytes: u64, outcome: Outcome) -> Result<(), AuditError> {
+        self.done = true;
+        let record = self.record(status, bytes, outcome);
+        self.audit.sink.append(record).await.map(|_| ())
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let record = self.record(499, 0, Outcome::Aborted);
+        let sink = self.audit.sink.clone();
+        // The client is gone; nothing waits for this record, but it is written all the same.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = sink.append(record).await {
+                    tracing::error!(error = %e, "completion of an aborted call not recorded");
+                }
+            });
+        }
+    }
+}
+
+/// Wraps a response body so that the call's completion record is durable before the client
+/// can see the end of the response: the last piece is held back until the record is written.
+/// A body that fails records `failed`; a body dropped early (client gone) records `aborted`.
+pub fn audited_body(body: ByteStream, guard: CallGuard, status: u16) -> ByteStream {
+    struct State {
+        body: ByteStream,
+        guard: Option<CallGuard>,
+        held: Option<bytes::Bytes>,
+        bytes: u64,
+        status: u16,
+    }
+    let state = State { body, guard: Some(guard), held: None, bytes: 0, status };
+    Box::pin(futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            s.guard.as_ref()?;
+            match s.body.next().await {
+                Some(Ok(piece)) => {
+                    s.bytes += piece.len() as u64;
+                    if let Some(previous) = s.held.replace(piece) {
+                        return Some((Ok(previous), s));
+                    }
+                }
+                Some(Err(e)) => {
+                    let guard = s.guard.take().expect("checked above");
+                    let sent = s.bytes - s.held.as_ref().map_or(0, |b| b.len() as u64);
+                    if let Err(audit) = guard.complete(s.status, sent, Outcome::Failed).await {
+                        tracing::error!(error = %audit, "completion of a failed call not recorded");
+                    }
+                    return Some((Err(e), s));
+                }
+                None => {
+                    let guard = s.guard.take().expect("checked above");
+                    let last = s.held.take();
+                    return match guard.complete(s.status, s.bytes, Outcome::Complete).await {
+                        // With the record durable, the last piece (and so the end) may go.
+                        Ok(()) => last.map(|b| (Ok(b), s)),
+                        Err(e) => Some((Err(unavailable(e)), s)),
+                    };
+                }
+            }
+        }
+    }))
+}
+
+/// One recipient of a dataset in a trace: who received it, under which agreement, how much.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Recipient {
+    pub principal: String,
+    pub agreement: String,
+    pub calls: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub first_access: DateTime<Utc>,
+    pub last_access: DateTime<Utc>,
+}
+
+/// Who received `dataset` between `since` and `until`: every served call (complete, or cut off
+/// after data left) grouped by principal and agreement.
+pub fn trace<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+    dataset: &str,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Vec<Recipient> {
+    let mut by: BTreeMap<(String, String), Recipient> = BTreeMap::new();
+    for record in records {
+        let Record::Completion { time, principal, agreement, dataset: d, rows, bytes, outcome, .. } = record else {
+            continue;
+        };
+        if d != dataset || since.is_some_and(|s| *time < s) || until.is_some_and(|u| *time >= u) {
+            continue;
+        }
+        if *outcome != Outcome::Complete && *bytes == 0 {
+            continue;
+        }
+        let entry = by.entry((principal.clone(), agreement.clone())).or_insert_with(|| Recipient {
+            principal: principal.clone(),
+            agreement: agreement.clone(),
+            calls: 0,
+            rows: 0,
+            bytes: 0,
+            first_access: *time,
+            last_access: *time,
+        });
+        entry.calls += 1;
+        entry.rows += rows;
+        entry.bytes += bytes;
+        entry.first_access = entry.first_access.min(*time);
+        entry.last_access = entry.last_access.max(*time);
+    }
+    by.into_values().collect()
+}
+
+/// Whether `record` matches an export query.
+pub fn matches(
+    record: &Record,
+    dataset: Option<&str>,
+    principal: Option<&str>,
+    agreement: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> bool {
+    let (d, p, a) = match record {
+        Record::Intent { dataset, principal, agreement, .. }
+        | Record::Completion { dataset, principal, agreement, .. } => {
+            (Some(dataset.as_str()), Some(principal.as_str()), Some(agreement.as_str()))
+        }
+        Record::Unserved { dataset, principal, .. } => (Some(dataset.as_str()), principal.as_deref(), None),
+        Record::Checkpoint { .. } => (None, None, None),
+    };
+    let time = record.time();
+    dataset.is_none_or(|x| d == Some(x))
+        && principal.is_none_or(|x| p == Some(x))
+        && agreement.is_none_or(|x| a == Some(x))
+        && since.is_none_or(|s| time >= s)
+        && until.is_none_or(|u| time < u)
+}

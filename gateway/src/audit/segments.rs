@@ -1,0 +1,406 @@
+//! The embedded audit store: append-only NDJSON segment files in `<data-dir>/audit`.
+//!
+//! Why files and not a database: the log is written once and read rarely; an append and one
+//! `fdatasync` per group of records is the cheapest durable write there is, a torn last line
+//! after a crash is easy to see and cut off, the chain hashes cover the very bytes on disk, and
+//! export is a copy of lines. It also keeps the audit trail apart from the state store, so a
+//! failing disk for one is visible as such.
+//!
+//! Each line is one record: `{"seq":N,"prev":"<hex>",<record fields>,"hash":"<hex>"}` where
+//! `hash` is SHA-256 of `prev` followed by the line up to (not including) `,"hash"` and a closing
+//! `}`. Segments are `segment-<first seq>.ndjson`, rotated at `segment_bytes`. Retention removes
+//! whole segments past the retention period and records the last removed record's seq and hash
+//! in `anchor.json`, from which verification starts.
+//!
+//! Group commit: appends go through a bounded channel to one writer thread, which takes
+//! everything waiting, writes it with one `write` and makes it durable with one `fdatasync`,
+//! then answers every caller. A failed write is cut back off the file, the callers get an error
+//! (their calls are refused), and the next batch tries again: the log recovers on its own.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{AuditError, AuditSink, Record};
+
+/// Records waiting for the writer at most; further appends wait for room.
+const QUEUE: usize = 65_536;
+/// Records written and synced together at most.
+const BATCH: usize = 8192;
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The last record removed by retention: verification starts from it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: String,
+}
+
+struct Job {
+    record: Record,
+    done: tokio::sync::oneshot::Sender<Result<u64, AuditError>>,
+}
+
+/// The segment-file audit log.
+pub struct SegmentLog {
+    queue: std::sync::mpsc::SyncSender<Job>,
+    health: Arc<Mutex<Result<(), String>>>,
+}
+
+/// Where the writer stands.
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    len: u64,
+    seq: u64,
+    prev: String,
+    segment_bytes: u64,
+    health: Arc<Mutex<Result<(), String>>>,
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("segment-{first_seq:012}.ndjson")
+}
+
+/// The segment files of `dir`, in order.
+pub fn segments(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("segment-") && n.ends_with(".ndjson"))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    files.sort();
+    Ok(files)
+}
+
+pub fn read_anchor(dir: &Path) -> std::io::Result<Option<Anchor>> {
+    match fs::read(dir.join("anchor.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The parts of a stored line.
+pub struct Line {
+    pub seq: u64,
+    pub prev: String,
+    pub hash: String,
+    /// Whether `hash` is the hash of `prev` and the line's content.
+    pub intact: bool,
+    pub record: Option<Record>,
+}
+
+/// Parses one stored line (without its newline).
+pub fn parse_line(line: &str) -> Option<Line> {
+    const HASH_FIELD: &str = ",\"hash\":\"";
+    let at = line.rfind(HASH_FIELD)?;
+    let hash = line[at + HASH_FIELD.len()..].strip_suffix("\"}")?.to_owned();
+    let body = format!("{}}}", &line[..at]);
+    #[derive(Deserialize)]
+    struct Chain {
+        seq: u64,
+        prev: String,
+    }
+    let chain: Chain = serde_json::from_str(&body).ok()?;
+    let intact =
+        hex(&Sha256::new().chain_update(chain.prev.as_bytes()).chain_update(body.as_bytes()).finalize()) == hash;
+    let record = serde_json::from_str(&body).ok();
+    Some(Line { seq: chain.seq, prev: chain.prev, hash, intact, record })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The stored form of `record` as number `seq` after `prev`, and its hash.
+fn encode(seq: u64, prev: &str, record: &Record) -> (Vec<u8>, String) {
+    let fields = serde_json::to_string(record).expect("records serialize");
+    // `fields` is `{"kind":...}`: splice the chain fields in front.
+    let body = format!("{{\"seq\":{seq},\"prev\":\"{prev}\",{}", &fields[1..]);
+    let hash = hex(&Sha256::new().chain_update(prev.as_bytes()).chain_update(body.as_bytes()).finalize());
+    let mut line = body.into_bytes();
+    line.pop();
+    line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}\n").as_bytes());
+    (line, hash)
+}
+
+impl SegmentLog {
+    /// Opens the log in `dir`, cutting off a torn last line left by a crash, and starts the
+    /// writer thread.
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<SegmentLog, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let health = Arc::new(Mutex::new(Ok(())));
+        let writer = Writer::open(dir, segment_bytes, health.clone())?;
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(jobs))
+            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        Ok(SegmentLog { queue, health })
+    }
+}
+
+impl AuditSink for SegmentLog {
+    fn append(&self, record: Record) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let queue = self.queue.clone();
+        Box::pin(async move {
+            let job = Job { record, done };
+            // A full queue means the disk is behind; wait for room off the runtime's threads.
+            let sent = match queue.try_send(job) {
+                Ok(()) => Ok(()),
+                Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                    tokio::task::spawn_blocking(move || queue.send(job).map_err(|_| ())).await.unwrap_or(Err(()))
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
+            };
+            sent.map_err(|()| AuditError("the audit writer has stopped".into()))?;
+            answer.await.map_err(|_| AuditError("the audit writer has stopped".into()))?
+        })
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.health.lock().expect("health lock").clone()
+    }
+}
+
+impl Writer {
+    fn open(dir: &Path, segment_bytes: u64, health: Arc<Mutex<Result<(), String>>>) -> Result<Writer, String> {
+        let files = segments(dir).map_err(|e| e.to_string())?;
+        let anchor = read_anchor(dir).map_err(|e| e.to_string())?.unwrap_or(Anchor { seq: 0, hash: GENESIS.into() });
+        let (mut seq, mut prev) = (anchor.seq, anchor.hash);
+        let path = match files.last() {
+            None => dir.join(segment_name(seq + 1)),
+            Some(last) => {
+                // Find where the last good line ends; anything after it is a torn write.
+                let mut good_len = 0u64;
+                let mut reader = BufReader::new(File::open(last).map_err(|e| e.to_string())?);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    let n = reader.read_line(&mut line).map_err(|e| e.to_string())?;
+                    if n == 0 || !line.ends_with('\n') {
+                        break;
+                    }
+                    match parse_line(line.trim_end_matches('\n')) {
+                        Some(parsed) => {
+                            seq = parsed.seq;
+                            prev = parsed.hash;
+                            good_len += n as u64;
+                        }
+                        None => break,
+                    }
+                }
+                let on_disk = fs::metadata(last).map_err(|e| e.to_string())?.len();
+                if on_disk > good_len {
+                    tracing::warn!(segment = %last.display(), cut_bytes = on_disk - good_len, "cutting off a torn audit record left by a crash");
+                    let file = OpenOptions::new().write(true).open(last).map_err(|e| e.to_string())?;
+                    file.set_len(good_len).map_err(|e| e.to_string())?;
+                    file.sync_all().map_err(|e| e.to_string())?;
+                }
+                last.clone()
+            }
+        };
+        let file =
+            OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        sync_dir(dir);
+        Ok(Writer { dir: dir.to_owned(), file, len, seq, prev, segment_bytes, health })
+    }
+
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            batch.extend(jobs.try_iter().take(BATCH - 1));
+            self.commit(batch);
+        }
+    }
+
+    /// Writes and syncs a batch, then answers its callers.
+    fn commit(&mut self, batch: Vec<Job>) {
+        let mut bytes = Vec::with_capacity(batch.len() * 512);
+        let (mut seq, mut prev) = (self.seq, self.prev.clone());
+        let mut seqs = Vec::with_capacity(batch.len());
+        for job in &batch {
+            seq += 1;
+            let (line, hash) = encode(seq, &prev, &job.record);
+            bytes.extend_from_slice(&line);
+            prev = hash;
+            seqs.push(seq);
+        }
+        let written = self.file.write_all(&bytes).and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.seq = seq;
+                self.prev = prev;
+                self.len += bytes.len() as u64;
+                *self.health.lock().expect("health lock") = Ok(());
+                for (job, seq) in batch.into_iter().zip(seqs) {
+                    let _ = job.done.send(Ok(seq));
+                }
+                if self.len >= self.segment_bytes {
+                    self.rotate();
+                }
+            }
+            Err(e) => {
+                // Cut off whatever part of the batch reached the file: those records were
+                // refused, so they must not appear.
+                let _ = self.file.set_len(self.len);
+                let message = e.to_string();
+                tracing::error!(error = %message, records = batch.len(), "audit write failed; conditional calls are refused until it recovers");
+                *self.health.lock().expect("health lock") = Err(message.clone());
+                for job in batch {
+                    let _ = job.done.send(Err(AuditError(message.clone())));
+                }
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        let path = self.dir.join(segment_name(self.seq + 1));
+        match OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(file) => {
+                self.file = file;
+                self.len = 0;
+                sync_dir(&self.dir);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot start a new audit segment; the current one grows on"),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Every record of the log, in order, with its seq.
+pub fn read_all(dir: &Path) -> Result<Vec<(u64, Record)>, String> {
+    let mut out = Vec::new();
+    for path in segments(dir).map_err(|e| e.to_string())? {
+        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(Line { seq, record: Some(record), .. }) = parse_line(&line) {
+                out.push((seq, record));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The raw stored lines of the log, in order, with their parsed records.
+pub fn read_lines(dir: &Path) -> Result<Vec<(String, Record)>, String> {
+    let mut out = Vec::new();
+    for path in segments(dir).map_err(|e| e.to_string())? {
+        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(Line { record: Some(record), .. }) = parse_line(&line) {
+                out.push((line, record));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The result of verifying the chain.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Intact {
+        records: u64,
+        last_seq: u64,
+    },
+    /// The first record that breaks the chain, and how.
+    Broken {
+        segment: PathBuf,
+        line: usize,
+        seq: Option<u64>,
+        problem: String,
+    },
+}
+
+/// Walks the whole chain from the anchor (or the start) and names the first bad record.
+pub fn verify(dir: &Path) -> Result<Verdict, String> {
+    let anchor = read_anchor(dir).map_err(|e| e.to_string())?.unwrap_or(Anchor { seq: 0, hash: GENESIS.into() });
+    let (mut expected_seq, mut prev) = (anchor.seq + 1, anchor.hash);
+    let mut records = 0;
+    for path in segments(dir).map_err(|e| e.to_string())? {
+        let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            let broken = |seq: Option<u64>, problem: &str| Verdict::Broken {
+                segment: path.clone(),
+                line: i + 1,
+                seq,
+                problem: problem.to_owned(),
+            };
+            if !line.ends_with('\n') {
+                return Ok(broken(None, "the record is torn (no end of line)"));
+            }
+            let Some(parsed) = parse_line(line.trim_end_matches('\n')) else {
+                return Ok(broken(None, "the line is not an audit record"));
+            };
+            if parsed.seq != expected_seq {
+                let what = if parsed.seq > expected_seq {
+                    format!("record {expected_seq} is missing (deleted, or records reordered)")
+                } else {
+                    format!("seq {} comes after {} (inserted, or records reordered)", parsed.seq, expected_seq - 1)
+                };
+                return Ok(broken(Some(parsed.seq), &what));
+            }
+            if parsed.prev != prev {
+                return Ok(broken(Some(parsed.seq), "its link to the previous record does not match (a record before it was changed, removed or inserted)"));
+            }
+            if !parsed.intact {
+                return Ok(broken(Some(parsed.seq), "its content does not match its hash (edited)"));
+            }
+            prev = parsed.hash;
+            expected_seq += 1;
+            records += 1;
+        }
+    }
+    Ok(Verdict::Intact { records, last_seq: expected_seq - 1 })
+}
+
+/// Removes the segments whose every record is older than `cutoff`, recording the last removed
+/// record as the new anchor first, so the remaining chain still verifies. The segment being
+/// written is never removed.
+pub fn prune(dir: &Path, cutoff: DateTime<Utc>) -> Result<usize, String> {
+    let files = segments(dir).map_err(|e| e.to_string())?;
+    let mut removed = 0;
+    for path in files.iter().take(files.len().saturating_sub(1)) {
+        let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+        let lines: Vec<Line> = text.lines().filter_map(parse_line).collect();
+        let newest = lines.iter().filter_map(|l| l.record.as_ref().map(Record::time)).max();
+        if newest.is_some_and(|t| t >= cutoff) {
+            break;
+        }
+        if let Some(last) = lines.last() {
+            let anchor = Anchor { seq: last.seq, hash: last.hash.clone() };
+            crate::state::write_private(
+                &dir.join("anchor.json"),
+                &serde_json::to_string(&anchor).expect("anchors serialize"),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        fs::remove_file(path).map_err(|e| e.to_string())?;
+        removed += 1;
+    }
+    sync_dir(dir);
+    Ok(removed)
+}
