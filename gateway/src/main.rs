@@ -88,6 +88,38 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// Check and read the audit log of conditional data.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+        #[command(flatten)]
+        place: Place,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Verify the hash chain; names the first edited, deleted, inserted or reordered record.
+    Verify,
+    /// Who received a dataset: principals, agreements, calls, rows, bytes, first and last access.
+    Trace {
+        #[arg(long)]
+        dataset: String,
+        /// Start of the window (RFC 3339), inclusive.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// End of the window (RFC 3339), exclusive.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, value_enum, default_value_t = TraceFormat::Table)]
+        format: TraceFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TraceFormat {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -116,6 +148,7 @@ fn main() -> ExitCode {
             load(Origin::Embedded, Path::new("kaifang.toml")).and_then(|c| kaifang::demo::write_all(&c, rows, &out))
         }
         Command::Keys { action, place } => keys(action, &place),
+        Command::Audit { action, place } => audit(action, &place),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,6 +204,53 @@ fn keys(action: KeysAction, place: &Place) -> Result<(), String> {
     Ok(())
 }
 
+fn audit(action: AuditAction, place: &Place) -> Result<(), String> {
+    use kaifang::audit::segments;
+    let dir = kaifang::state::audit_dir(&place.load()?.data_dir);
+    match action {
+        AuditAction::Verify => match segments::verify(&dir)? {
+            segments::Verdict::Intact { records, last_seq } => {
+                println!("audit log intact: {records} records verified, last seq {last_seq}");
+                Ok(())
+            }
+            segments::Verdict::Broken { segment, line, seq, problem } => {
+                let seq = seq.map_or(String::new(), |s| format!(" (seq {s})"));
+                Err(format!("audit log broken at {} line {line}{seq}: {problem}", segment.display()))
+            }
+        },
+        AuditAction::Trace { dataset, since, until, format } => {
+            let records: Vec<_> = segments::read_all(&dir)?.into_iter().map(|(_, r)| r).collect();
+            let recipients = kaifang::audit::trace(&records, &dataset, since, until);
+            match format {
+                TraceFormat::Json => {
+                    let report = serde_json::json!({"dataset": dataset, "since": since, "until": until, "recipients": recipients});
+                    println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
+                }
+                TraceFormat::Table => {
+                    let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    println!(
+                        "{:<20} {:<20} {:>7} {:>10} {:>12}  {:<20}  {:<20}",
+                        "principal", "agreement", "calls", "rows", "bytes", "first access", "last access"
+                    );
+                    for r in &recipients {
+                        println!(
+                            "{:<20} {:<20} {:>7} {:>10} {:>12}  {:<20}  {:<20}",
+                            r.principal,
+                            r.agreement,
+                            r.calls,
+                            r.rows,
+                            r.bytes,
+                            time(r.first_access),
+                            time(r.last_access)
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 fn serve(place: Place, http: Option<SocketAddr>, admin: Option<SocketAddr>) -> Result<(), String> {
     let mut config = place.load()?;
     if let Some(addr) = http {
@@ -205,6 +285,7 @@ async fn run(state: Arc<State>) -> Result<(), String> {
     println!("kaifang: admin listening on {admin_addr}");
     println!("kaifang: http listening on {data_addr}");
 
+    ignore_file_size_signal();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -228,6 +309,18 @@ async fn run(state: Arc<State>) -> Result<(), String> {
     let _ = servers.await;
     let _ = background.await;
     Ok(())
+}
+
+/// A write past the file size limit (RLIMIT_FSIZE) should fail with an error the audit log can
+/// report and recover from, not kill the gateway: catching SIGXFSZ turns it into EFBIG.
+fn ignore_file_size_signal() {
+    #[cfg(target_os = "linux")]
+    {
+        const SIGXFSZ: i32 = 25;
+        if let Ok(mut signals) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ)) {
+            tokio::spawn(async move { while signals.recv().await.is_some() {} });
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -13,6 +13,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_kaifang");
 /// A running gateway process, killed when dropped.
 pub struct Gateway {
     child: Child,
+    args: Vec<String>,
     pub base: String,
     /// Base URL of the admin API.
     pub admin: String,
@@ -75,7 +76,28 @@ impl Gateway {
         });
         let (addr, admin) =
             rx.recv_timeout(Duration::from_secs(60)).expect("kaifang did not start listening within 60 s");
-        Gateway { child, base: format!("http://{addr}"), admin: format!("http://{admin}"), data_dir, _dir: None }
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Gateway { child, args, base: format!("http://{addr}"), admin: format!("http://{admin}"), data_dir, _dir: None }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts the gateway again on the same data directory (after [`Gateway::kill`]).
+    pub fn restart(mut self) -> Gateway {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut again = Gateway::spawn(&args, self.data_dir.clone());
+        again._dir = self._dir.take();
+        again
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -4,6 +4,7 @@
 //! [`fixture::Gateway`]), so tests run in parallel without sharing state.
 
 mod agreements;
+mod audit;
 mod catalog;
 mod config;
 mod download;

@@ -404,3 +404,51 @@ pub fn prune(dir: &Path, cutoff: DateTime<Utc>) -> Result<usize, String> {
     sync_dir(dir);
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditSink;
+
+    fn checkpoint(time: &str) -> Record {
+        Record::Checkpoint { time: time.parse().unwrap(), note: "x".repeat(100) }
+    }
+
+    #[tokio::test]
+    async fn retention_removes_old_segments_and_the_rest_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        // Small segments: a few records each.
+        let log = SegmentLog::open(dir.path(), 600).unwrap();
+        for _ in 0..10 {
+            log.append(checkpoint("2020-01-01T00:00:00Z")).await.unwrap();
+        }
+        for _ in 0..10 {
+            log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
+        }
+        let before = segments(dir.path()).unwrap().len();
+        assert!(before > 3, "{before} segments");
+        let removed = prune(dir.path(), "2025-01-01T00:00:00Z".parse().unwrap()).unwrap();
+        assert!(removed >= 2, "removed {removed}");
+        let anchor = read_anchor(dir.path()).unwrap().unwrap();
+        assert!(anchor.seq >= 4 && anchor.seq <= 10, "{anchor:?}");
+        let remaining = read_all(dir.path()).unwrap();
+        assert!(remaining.iter().all(|(seq, _)| *seq > anchor.seq));
+        assert!(remaining.iter().filter(|(_, r)| r.time().to_rfc3339().starts_with("2026")).count() == 10);
+        assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 20 - anchor.seq, last_seq: 20 });
+        // The log goes on after pruning, from where it was.
+        assert_eq!(log.append(checkpoint("2026-02-01T00:00:00Z")).await.unwrap(), 21);
+    }
+
+    #[tokio::test]
+    async fn records_are_numbered_and_chained_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 1);
+            assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 2);
+        }
+        let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 3);
+        assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 3, last_seq: 3 });
+    }
+}

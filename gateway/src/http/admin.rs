@@ -19,6 +19,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::response::{json, Body};
+use crate::audit;
 use crate::auth;
 use crate::error::{Error, Kind};
 use crate::state::State;
@@ -75,8 +76,88 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
             state.keys.invalidate();
             Ok(json(StatusCode::OK, &agreement))
         }
+        (&Method::GET, ["admin", "datasets", id, "trace"]) => {
+            let query = AuditQuery::parse(req.uri().query())?;
+            let dataset = id.to_string();
+            let dir = crate::state::audit_dir(&state.config.data_dir);
+            let (since, until) = (query.since, query.until);
+            let records = read_audit(dir).await?;
+            let recipients = audit::trace(records.iter().map(|(_, r)| r), &dataset, since, until);
+            Ok(json(
+                StatusCode::OK,
+                &json!({ "dataset": dataset, "since": since, "until": until, "recipients": recipients }),
+            ))
+        }
+        (&Method::GET, ["admin", "audit"]) => {
+            let q = AuditQuery::parse(req.uri().query())?;
+            let dir = crate::state::audit_dir(&state.config.data_dir);
+            let mut body = Vec::new();
+            for (line, record) in read_audit(dir).await? {
+                if audit::matches(
+                    &record,
+                    q.dataset.as_deref(),
+                    q.principal.as_deref(),
+                    q.agreement.as_deref(),
+                    q.since,
+                    q.until,
+                ) {
+                    body.extend_from_slice(line.as_bytes());
+                    body.push(b'\n');
+                }
+            }
+            let mut response = Response::new(super::response::full(body));
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/x-ndjson"));
+            Ok(response)
+        }
         _ => Err(Error::new(Kind::NotFound, "not_found", "no such admin endpoint")),
     }
+}
+
+/// The filters of the audit export and trace.
+#[derive(Default)]
+struct AuditQuery {
+    dataset: Option<String>,
+    principal: Option<String>,
+    agreement: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+}
+
+impl AuditQuery {
+    fn parse(query: Option<&str>) -> Result<AuditQuery, Error> {
+        let mut q = AuditQuery::default();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let time = |v: &str| {
+                v.parse::<DateTime<Utc>>().map_err(|_| {
+                    Error::bad_request("bad_parameter", format!("`{k}` takes an RFC 3339 time, not `{v}`"))
+                })
+            };
+            match k.as_ref() {
+                "dataset" => q.dataset = Some(v.into_owned()),
+                "principal" => q.principal = Some(v.into_owned()),
+                "agreement" => q.agreement = Some(v.into_owned()),
+                "since" => q.since = Some(time(&v)?),
+                "until" => q.until = Some(time(&v)?),
+                other => return Err(Error::bad_request(
+                    "unknown_parameter",
+                    format!(
+                        "unknown parameter `{other}`; this endpoint takes dataset, principal, agreement, since, until"
+                    ),
+                )),
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// Every audit record with its stored line, read off the runtime.
+async fn read_audit(dir: std::path::PathBuf) -> Result<Vec<(String, audit::Record)>, Error> {
+    tokio::task::spawn_blocking(move || audit::segments::read_lines(&dir))
+        .await
+        .map_err(|e| Error::internal(format!("audit read task failed: {e}")))?
+        .map_err(|e| Error::new(Kind::Unavailable, "audit_unavailable", e))
 }
 
 fn authorize<B>(state: &State, req: &Request<B>) -> Result<(), Error> {

@@ -518,12 +518,14 @@ async fn readyz(state: &State) -> Response<Body> {
             _ => None,
         })
         .collect();
-    let ready = writable.is_ok() && store_writable.is_ok() && missing.is_empty();
+    let audit = state.audit.health();
+    let ready = writable.is_ok() && store_writable.is_ok() && audit.is_ok() && missing.is_empty();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "data_dir": match &writable { Ok(()) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
             "store": match &store_writable { Ok(()) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
+            "audit": match &audit { Ok(()) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
             "sources": if missing.is_empty() { json!("present") } else { json!({ "missing": missing }) },
         },
     });

@@ -1,0 +1,335 @@
+//! The audit log of conditional data: one record set per call, durable, tamper-evident.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::fixture::{client, Gateway, BIN};
+
+/// The audit records exported by the admin API, by request id.
+async fn records(g: &Gateway, query: &str) -> HashMap<String, Vec<Value>> {
+    let r = client().get(format!("{}/admin/audit?{query}", g.admin)).bearer_auth(g.admin_token()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let mut by_request: HashMap<String, Vec<Value>> = HashMap::new();
+    for line in r.text().await.unwrap().lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        if let Some(id) = record["request_id"].as_str() {
+            by_request.entry(id.to_owned()).or_default().push(record);
+        }
+    }
+    by_request
+}
+
+fn kinds(records: &[Value]) -> Vec<&str> {
+    records.iter().map(|r| r["kind"].as_str().unwrap()).collect()
+}
+
+async fn call(g: &Gateway, path: &str, key: Option<&str>, request_id: &str) -> (u16, usize) {
+    let mut request = client().get(g.url(path)).header("x-request-id", request_id).header("user-agent", "audit-test/1");
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.bytes().await.unwrap().len())
+}
+
+fn verify(data_dir: &std::path::Path) -> (bool, String) {
+    let out = Command::new(BIN).args(["audit", "verify", "--data-dir", data_dir.to_str().unwrap()]).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn every_conditional_call_leaves_exactly_one_complete_set_of_records() {
+    let g = Gateway::demo();
+    let key = g.demo_key();
+    let served = [
+        ("/v1/datasets/enterprises/rows?format=json&filter=status%20%3D%20%27active%27", "rows"),
+        ("/v1/datasets/enterprises/rows?format=csv&columns=uscc,legal_rep_mobile", "rows"),
+        ("/v1/datasets/enterprises/rows?format=arrow&limit=7", "rows"),
+        ("/v1/datasets/enterprises/preview", "preview"),
+    ];
+    let mut expected = Vec::new();
+    for (i, (path, operation)) in served.iter().enumerate() {
+        let id = format!("served-{i}");
+        let (status, bytes) = call(&g, path, Some(&key), &id).await;
+        assert_eq!(status, 200);
+        expected.push((id, *operation, bytes));
+    }
+    let refused = [
+        ("/v1/datasets/enterprises/rows", None, 401),
+        ("/v1/datasets/enterprises/rows", Some("kf_0000000000000000_00"), 401),
+        ("/v1/datasets/enterprises/rows?columns=registered_capital", Some(key.as_str()), 403),
+        ("/v1/datasets/enterprises/download", Some(key.as_str()), 403),
+        ("/v1/datasets/enterprises/rows?filter=name%20%3D", Some(key.as_str()), 400),
+    ];
+    for (i, (path, key, status)) in refused.iter().enumerate() {
+        assert_eq!(call(&g, path, *key, &format!("refused-{i}")).await.0, *status, "{path}");
+    }
+    // Unconditional data is not recorded call by call.
+    assert_eq!(call(&g, "/v1/datasets/bus-arrivals/rows?limit=1", None, "open-0").await.0, 200);
+
+    let log = records(&g, "dataset=enterprises").await;
+    for (id, operation, bytes) in expected {
+        let set = &log[&id];
+        assert_eq!(kinds(set), vec!["intent", "completion"], "{id}");
+        let (intent, completion) = (&set[0], &set[1]);
+        assert_eq!(intent["principal"], "demo-analytics");
+        assert_eq!(intent["agreement"], "demo-enterprises");
+        assert_eq!(intent["key_id"].as_str().unwrap(), key.split('_').nth(1).unwrap());
+        assert!(!serde_json::to_string(intent).unwrap().contains(&key), "the secret never reaches the log");
+        assert_eq!(intent["operation"], operation);
+        assert_eq!(intent["user_agent"], "audit-test/1");
+        assert_eq!(intent["client"], "127.0.0.1");
+        assert!(intent["dataset_version"].as_str().is_some());
+        assert_eq!(completion["status"], 200);
+        assert_eq!(completion["outcome"], "complete");
+        assert_eq!(completion["bytes"], bytes as u64, "{id}: bytes counted are bytes sent");
+    }
+    assert_eq!(log["served-0"][0]["filter"], "\"status\" = 'active'");
+    assert_eq!(log["served-1"][0]["columns"], json!(["uscc", "legal_rep_mobile"]));
+    assert_eq!(log["served-1"][0]["masks"], json!({"legal_rep_mobile": "cn_mobile"}));
+    assert_eq!(log["served-2"][1]["rows"], 7);
+    assert_eq!(log["served-3"][1]["rows"], 20);
+    for (i, (_, _, status)) in refused.iter().enumerate() {
+        let set = &log[&format!("refused-{i}")];
+        assert_eq!(kinds(set), vec!["unserved"]);
+        assert_eq!((set[0]["status"].as_u64(), set[0]["outcome"].as_str()), (Some(*status as u64), Some("refused")));
+    }
+    assert!(!log.contains_key("open-0"));
+    let (ok, report) = verify(&g.data_dir);
+    assert!(ok, "{report}");
+}
+
+#[tokio::test]
+async fn trace_names_who_received_a_dataset() {
+    let g = Gateway::demo();
+    let key = g.demo_key();
+    for i in 0..3 {
+        assert_eq!(call(&g, "/v1/datasets/enterprises/rows?limit=5", Some(&key), &format!("t{i}")).await.0, 200);
+    }
+    call(&g, "/v1/datasets/enterprises/rows", None, "anonymous").await;
+    let (status, trace) =
+        g.admin(Method::GET, "/admin/datasets/enterprises/trace?since=2020-01-01T00:00:00Z", None).await;
+    assert_eq!(status, 200);
+    let recipients = trace["recipients"].as_array().unwrap();
+    assert_eq!(recipients.len(), 1, "{trace}");
+    assert_eq!(
+        (recipients[0]["principal"].as_str(), recipients[0]["agreement"].as_str()),
+        (Some("demo-analytics"), Some("demo-enterprises"))
+    );
+    assert_eq!((recipients[0]["calls"].as_u64(), recipients[0]["rows"].as_u64()), (Some(3), Some(15)));
+    let (_, none) = g.admin(Method::GET, "/admin/datasets/enterprises/trace?until=2020-01-01T00:00:00Z", None).await;
+    assert_eq!(none["recipients"], json!([]));
+
+    let out = Command::new(BIN)
+        .args([
+            "audit",
+            "trace",
+            "--dataset",
+            "enterprises",
+            "--format",
+            "json",
+            "--data-dir",
+            g.data_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["recipients"], trace["recipients"]);
+    let table = Command::new(BIN)
+        .args(["audit", "trace", "--dataset", "enterprises", "--data-dir", g.data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.lines().nth(1).unwrap().starts_with("demo-analytics"), "{table}");
+}
+
+#[tokio::test]
+async fn verify_names_the_first_edited_deleted_inserted_or_reordered_record() {
+    let g = Gateway::demo();
+    let key = g.demo_key();
+    for i in 0..4 {
+        call(&g, "/v1/datasets/enterprises/rows?limit=2", Some(&key), &format!("v{i}")).await;
+    }
+    let (ok, report) = verify(&g.data_dir);
+    assert!(ok && report.contains("8 records verified"), "{report}");
+    let segment = std::fs::read_dir(g.data_dir.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "ndjson"))
+        .unwrap();
+    let original = std::fs::read_to_string(&segment).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let tamper = |make: &dyn Fn(&mut Vec<String>), expected: &str| {
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(copy.path().join("audit")).unwrap();
+        let mut changed: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        make(&mut changed);
+        std::fs::write(copy.path().join("audit").join(segment.file_name().unwrap()), changed.join("\n") + "\n")
+            .unwrap();
+        let (ok, report) = verify(copy.path());
+        assert!(!ok, "tampering went unnoticed: {expected}");
+        assert!(report.contains(expected), "expected `{expected}` in: {report}");
+    };
+    tamper(
+        &|l| l[3] = l[3].replace("\"rows\":2", "\"rows\":1"),
+        "line 4 (seq 4): its content does not match its hash (edited)",
+    );
+    tamper(
+        &|l| {
+            l.remove(2);
+        },
+        "line 3 (seq 4): record 3 is missing",
+    );
+    tamper(
+        &|l| {
+            let copy = l[1].clone();
+            l.insert(2, copy);
+        },
+        "line 3 (seq 2): seq 2 comes after 2",
+    );
+    tamper(&|l| l.swap(4, 5), "line 5 (seq 6): record 5 is missing");
+    tamper(
+        &|l| {
+            let last = l.len() - 1;
+            l[last].truncate(40);
+        },
+        "line 8: the line is not an audit record",
+    );
+}
+
+#[tokio::test]
+async fn a_torn_last_record_is_cut_off_on_start_and_the_chain_goes_on() {
+    let mut g = Gateway::demo();
+    let key = g.demo_key();
+    call(&g, "/v1/datasets/enterprises/rows?limit=2", Some(&key), "before").await;
+    g.kill();
+    let segment = std::fs::read_dir(g.data_dir.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "ndjson"))
+        .unwrap();
+    let mut text = std::fs::read(&segment).unwrap();
+    text.extend_from_slice(b"{\"seq\":3,\"prev\":\"ab12");
+    std::fs::write(&segment, &text).unwrap();
+    assert!(!verify(&g.data_dir).0, "a torn record fails verification until repaired");
+    let g = g.restart();
+    call(&g, "/v1/datasets/enterprises/rows?limit=2", Some(&key), "after").await;
+    let (ok, report) = verify(&g.data_dir);
+    assert!(ok && report.contains("4 records verified"), "{report}");
+}
+
+#[tokio::test]
+async fn an_audit_log_that_cannot_write_stops_conditional_data_only_and_recovers() {
+    let g = Gateway::demo();
+    let key = g.demo_key();
+    let conditional = "/v1/datasets/enterprises/rows?limit=1";
+    assert_eq!(call(&g, conditional, Some(&key), "ok-before").await.0, 200);
+    // No file of the process may grow past one byte now: every audit write fails (EFBIG).
+    let limit = |value: &str| {
+        let status = Command::new("prlimit")
+            .args(["--pid", &g.pid().to_string(), &format!("--fsize={value}")])
+            .status()
+            .unwrap();
+        assert!(status.success(), "prlimit {value}");
+    };
+    limit("1:unlimited");
+    let r = client().get(g.url(conditional)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "audit_unavailable");
+    assert_eq!(
+        call(&g, "/v1/datasets/bus-arrivals/rows?limit=1", None, "open").await.0,
+        200,
+        "unconditional data keeps flowing"
+    );
+    let (status, ready) = crate::fixture::get_json(&g.url("/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(ready["checks"]["audit"].as_str().unwrap().starts_with("not writable"), "{ready}");
+
+    limit("unlimited:unlimited");
+    let mut recovered = false;
+    for _ in 0..50 {
+        if crate::fixture::get_json(&g.url("/readyz")).await.0 == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "readyz did not recover within 5 s of the disk taking writes again");
+    assert_eq!(call(&g, conditional, Some(&key), "ok-after").await.0, 200);
+    let log = records(&g, "dataset=enterprises").await;
+    assert_eq!(kinds(&log["ok-after"]), vec!["intent", "completion"]);
+    let (ok, report) = verify(&g.data_dir);
+    assert!(ok, "no half-written record is left behind by the failed writes: {report}");
+}
+
+#[tokio::test]
+async fn a_crash_under_load_loses_no_record_of_a_response_received_in_full() {
+    let mut g = Gateway::demo();
+    let (status, _) =
+        g.admin(Method::POST, "/admin/principals", Some(json!({"id": "load", "name": "Load", "role": "user"}))).await;
+    assert_eq!(status, 201);
+    let (_, key) = g.admin(Method::POST, "/admin/keys", Some(json!({"principal": "load"}))).await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    let (status, _) = g
+        .admin(
+            Method::POST,
+            "/admin/agreements",
+            Some(json!({"principal": "load", "dataset": "enterprises", "columns": ["uscc", "name", "legal_rep_mobile"],
+                        "masks": {"legal_rep_mobile": "cn_mobile"}, "valid_until": "2099-01-01T00:00:00Z",
+                        "rate": {"per_second": 100000, "burst": 100000},
+                        "quota": {"requests_per_day": 10_000_000, "rows_per_day": 10_000_000_000u64, "bytes_per_day": 10_000_000_000_000u64}})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let url = g.url("/v1/datasets/enterprises/rows?format=csv");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for worker in 0..6 {
+        let (url, key, stop) = (url.clone(), key.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut complete = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let id = format!("w{worker}-{n}");
+                let Ok(r) = client().get(&url).bearer_auth(&key).header("x-request-id", &id).send().await else {
+                    break;
+                };
+                if r.status() != 200 {
+                    continue;
+                }
+                // Received in full means the body ended cleanly.
+                if r.bytes().await.is_ok() {
+                    complete.push(id);
+                }
+            }
+            complete
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    g.kill();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut received = Vec::new();
+    for c in clients {
+        received.extend(c.await.unwrap());
+    }
+    assert!(received.len() > 20, "the load produced only {} complete responses", received.len());
+
+    let g = g.restart();
+    let (ok, report) = verify(&g.data_dir);
+    assert!(ok, "{report}");
+    let log = records(&g, "principal=load").await;
+    for id in &received {
+        let set = log.get(id).unwrap_or_else(|| panic!("{id} was received in full but has no record"));
+        assert_eq!(kinds(set), vec!["intent", "completion"], "{id}");
+        assert_eq!(set[1]["outcome"], "complete", "{id}");
+    }
+}
