@@ -101,6 +101,25 @@ median_seconds() {
     done | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
 }
 
+# start_conditional_site WORK ROWS : the demo datasets at ROWS rows, served with the demo
+# configuration plus `enterprises-open`, an unconditional copy of the conditional enterprises
+# dataset, with the demo agreement's rate and quotas (and the anonymous rate) raised out of the
+# way; sets KEY to a fresh key of the demo user.
+start_conditional_site() {
+    local work="$1" rows="$2"
+    "$KAIFANG" demo-data --rows "$rows" --out "$work/data/demo"
+    mkdir -p "$work/config/catalog"
+    cp "$ROOT"/config/catalog/*.toml "$work/config/catalog/"
+    sed -e 's/rate = { per_second = 5, burst = 10 }/rate = { per_second = 100000, burst = 100000 }/' \
+        -e 's/requests_per_day = 10000, rows_per_day = 1000000, bytes_per_day = 1000000000/requests_per_day = 100000000, rows_per_day = 1000000000000, bytes_per_day = 1000000000000000/' \
+        -e 's/^anonymous_rate = .*/anonymous_rate = { per_second = 100000, burst = 100000 }/' \
+        "$ROOT/config/kaifang.toml" >"$work/config/kaifang.toml"
+    sed -e 's/^id = "enterprises"/id = "enterprises-open"/' -e 's/^open_type = "conditional"/open_type = "unconditional"/' \
+        "$ROOT/config/catalog/market.toml" >>"$work/config/catalog/market.toml"
+    start_kaifang "$work/kaifang.log" --config "$work/config/kaifang.toml" --data-dir "$work/data" --http 127.0.0.1:0 --admin 127.0.0.1:0
+    KEY=$("$KAIFANG" keys issue --principal demo-analytics --config "$work/config/kaifang.toml" --data-dir "$work/data" 2>/dev/null)
+}
+
 peak_rss_mib() {
     awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }

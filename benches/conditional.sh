@@ -14,21 +14,7 @@ need curl taskset
 build_kaifang
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$KAIFANG" demo-data --rows "$ROWS" --out "$WORK/data/demo"
-
-# The demo configuration with a copy of enterprises opened unconditionally, and the demo
-# agreement's rate and quotas raised out of the way.
-mkdir -p "$WORK/config/catalog"
-cp "$ROOT"/config/catalog/*.toml "$WORK/config/catalog/"
-sed -e 's/rate = { per_second = 5, burst = 10 }/rate = { per_second = 1000, burst = 1000 }/' \
-    -e 's/requests_per_day = 10000, rows_per_day = 1000000, bytes_per_day = 1000000000/requests_per_day = 1000000, rows_per_day = 1000000000000, bytes_per_day = 1000000000000000/' \
-    "$ROOT/config/kaifang.toml" >"$WORK/config/kaifang.toml"
-sed -e 's/^id = "enterprises"/id = "enterprises-open"/' -e 's/^open_type = "conditional"/open_type = "unconditional"/' \
-    "$ROOT/config/catalog/market.toml" >>"$WORK/config/catalog/market.toml"
-sed -i 's/^anonymous_rate = .*/anonymous_rate = { per_second = 1000, burst = 1000 }/' "$WORK/config/kaifang.toml"
-
-start_kaifang "$WORK/kaifang.log" --config "$WORK/config/kaifang.toml" --data-dir "$WORK/data" --http 127.0.0.1:0 --admin 127.0.0.1:0
-KEY=$("$KAIFANG" keys issue --principal demo-analytics --config "$WORK/config/kaifang.toml" --data-dir "$WORK/data" 2>/dev/null)
+start_conditional_site "$WORK" "$ROWS"
 base="http://$KAIFANG_ADDR/v1/datasets"
 columns="uscc,name,district,industry,established_on,status,legal_rep_name,legal_rep_id_card,legal_rep_mobile"
 filter="district%20%3D%20%27Haizhou%27"

@@ -98,10 +98,15 @@ pub async fn open_batches(
             let mut magic = [0u8; 6];
             let is_file_format = file.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
             file.seek(SeekFrom::Start(0)).map_err(|e| Error::source(e.to_string()))?;
-            let reader = std::io::BufReader::with_capacity(READ_CHUNK, file);
+            let mut reader = std::io::BufReader::with_capacity(READ_CHUNK, file);
             let batches: Box<dyn Iterator<Item = Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>>> =
                 if is_file_format {
-                    Box::new(arrow::ipc::reader::FileReader::try_new(reader, None)?)
+                    // Read the footer's schema first, then only the columns the query needs.
+                    let file_schema = arrow::ipc::reader::FileReader::try_new(&mut reader, None)?.schema();
+                    let projection: Vec<usize> =
+                        schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
+                    reader.seek(SeekFrom::Start(0)).map_err(|e| Error::source(e.to_string()))?;
+                    Box::new(arrow::ipc::reader::FileReaderBuilder::new().with_projection(projection).build(reader)?)
                 } else {
                     Box::new(arrow::ipc::reader::StreamReader::try_new(reader, None)?)
                 };
