@@ -25,7 +25,10 @@ fn intent(i: u64) -> Record {
         dataset: "enterprises".into(),
         dataset_version: Some("18ebe834e76b2df7-c3dda".into()),
         operation: "rows".into(),
-        columns: ["uscc", "name", "district", "legal_rep_name", "legal_rep_mobile"].iter().map(|c| c.to_string()).collect(),
+        columns: ["uscc", "name", "district", "legal_rep_name", "legal_rep_mobile"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
         filter: Some("\"status\" = 'active'".into()),
         masks: BTreeMap::from([("legal_rep_mobile".to_string(), "cn_mobile".to_string())]),
         client: "10.1.2.3".into(),

@@ -11,7 +11,8 @@
 //! - [`source`]: files and upstream origins, as raw bytes and as record batches;
 //! - [`pipeline`]: the scoped stream (filter, order, window, projection) driven by a grant;
 //! - [`encode`]: CSV, NDJSON, JSON and Arrow IPC output, batch by batch;
-//! - [`http`]: the HTTP/1.1 and HTTP/2 data API;
+//! - [`http`]: the HTTP/1.1 and HTTP/2 data API, and the admin API;
+//! - [`metrics`]: Prometheus metrics;
 //! - [`demo`]: the deterministic demo datasets.
 //!
 //! The rules themselves live in the `policy` crate; this crate asks it once per request.
@@ -25,6 +26,7 @@ pub mod demo;
 pub mod encode;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod source;

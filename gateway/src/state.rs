@@ -13,6 +13,7 @@ use crate::audit::segments::SegmentLog;
 use crate::audit::Audit;
 use crate::auth::Keys;
 use crate::config::{Config, DatasetConfig};
+use crate::metrics::Metrics;
 use crate::ratelimit::{DefaultRates, Limiter};
 use crate::source::upstream::Upstream;
 use crate::source::SourceContext;
@@ -61,6 +62,7 @@ pub struct State {
     /// The operator token the admin API asks for.
     pub admin_token: String,
     pub audit: Audit,
+    pub metrics: Metrics,
 }
 
 /// Where the audit log of a data directory lives.
@@ -104,6 +106,7 @@ impl State {
             hash_key,
             admin_token,
             audit,
+            metrics: Metrics::new(),
             config,
         })
     }

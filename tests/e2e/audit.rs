@@ -333,3 +333,35 @@ async fn a_crash_under_load_loses_no_record_of_a_response_received_in_full() {
         assert_eq!(set[1]["outcome"], "complete", "{id}");
     }
 }
+
+#[tokio::test]
+async fn unconditional_traffic_is_counted_in_metrics_not_recorded() {
+    let g = Gateway::demo();
+    let mut sent = 0;
+    for i in 0..3 {
+        let (status, bytes) = call(&g, "/v1/datasets/bus-arrivals/rows?limit=5", None, &format!("m{i}")).await;
+        assert_eq!(status, 200);
+        sent += bytes;
+    }
+    let (status, error_bytes) = call(&g, "/v1/datasets/bus-arrivals/rows?filter=nope", None, "bad").await;
+    assert_eq!(status, 400);
+    let metrics = client().get(format!("{}/metrics", g.admin)).send().await.unwrap().text().await.unwrap();
+    let line = |needle: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in:\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(line("kaifang_requests_total{dataset=\"bus-arrivals\",open_type=\"unconditional\",protocol=\"http\",status_class=\"2xx\"}"), "3");
+    assert_eq!(line("kaifang_requests_total{dataset=\"bus-arrivals\",open_type=\"unconditional\",protocol=\"http\",status_class=\"4xx\"}"), "1");
+    let bytes: usize =
+        line("kaifang_response_bytes_total{dataset=\"bus-arrivals\",open_type=\"unconditional\",protocol=\"http\"}")
+            .parse()
+            .unwrap();
+    assert_eq!(bytes, sent + error_bytes, "every body byte sent is counted");
+    assert!(records(&g, "dataset=bus-arrivals").await.is_empty());
+}

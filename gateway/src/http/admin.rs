@@ -29,6 +29,15 @@ use crate::store::{Store, StoreError};
 const MAX_BODY_BYTES: usize = 1 << 20;
 
 pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    // Metrics need no token: the admin listener is the operators' network only.
+    if req.method() == Method::GET && req.uri().path() == "/metrics" {
+        let mut response = Response::new(super::response::full(state.metrics.render()));
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return Ok(response);
+    }
     authorize(state, &req)?;
     let path: Vec<String> = req.uri().path().trim_start_matches('/').split('/').map(str::to_owned).collect();
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -140,12 +149,14 @@ impl AuditQuery {
                 "agreement" => q.agreement = Some(v.into_owned()),
                 "since" => q.since = Some(time(&v)?),
                 "until" => q.until = Some(time(&v)?),
-                other => return Err(Error::bad_request(
-                    "unknown_parameter",
-                    format!(
+                other => {
+                    return Err(Error::bad_request(
+                        "unknown_parameter",
+                        format!(
                         "unknown parameter `{other}`; this endpoint takes dataset, principal, agreement, since, until"
                     ),
-                )),
+                    ))
+                }
             }
         }
         Ok(q)

@@ -104,10 +104,11 @@ pub async fn route(
                 Operation::Preview => preview(&call, &params).await,
                 Operation::Download => download(&call, &req, &params).await,
             };
-            match audit {
+            let answered = match audit {
                 Some(audit) => audited(&call, served, audit).await,
                 None => served,
-            }
+            };
+            Ok(counted(state, entry, answered))
         }
         _ => Err(no_route()),
     }
@@ -232,6 +233,24 @@ async fn audited(
     let (parts, body) = response.into_parts();
     let body: source::ByteStream = Box::pin(http_body_util::BodyExt::into_data_stream(body));
     Ok(Response::from_parts(parts, response::streamed(audit::audited_body(body, guard, status))))
+}
+
+/// Counts a data call and its body bytes in the metrics; the error, if any, becomes its
+/// response here so that its status is counted too.
+fn counted(state: &State, entry: &CatalogEntry, answered: Result<Response<Body>, Error>) -> Response<Body> {
+    let response = answered.unwrap_or_else(|e| response::error(&e));
+    let (dataset, open_type) = (entry.dataset.id.as_str(), entry.dataset.open_type.as_str());
+    let class = crate::metrics::status_class(response.status().as_u16());
+    state.metrics.requests.with_label_values(&["http", dataset, open_type, class]).inc();
+    let bytes = state.metrics.response_bytes.with_label_values(&["http", dataset, open_type]);
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::into_data_stream(body).map(move |chunk| {
+        if let Ok(c) = &chunk {
+            bytes.inc_by(c.len() as u64);
+        }
+        chunk
+    });
+    Response::from_parts(parts, response::streamed(body))
 }
 
 /// What the audit record of a call on conditional data needs before the call is granted.
