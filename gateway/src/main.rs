@@ -140,6 +140,10 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KAIFANG_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written (a full disk under the log file) is dropped; the
+        // default reports it with eprintln!, which panics when stderr cannot be written either
+        // and would take the thread that logged down with it (the audit writer, say).
+        .log_internal_errors(false)
         .init();
     let result = match Cli::parse().command {
         Command::Serve { place, http, admin } => serve(place, http, admin),
@@ -219,7 +223,7 @@ fn audit(action: AuditAction, place: &Place) -> Result<(), String> {
             }
         },
         AuditAction::Trace { dataset, since, until, format } => {
-            let records: Vec<_> = segments::read_all(&dir)?.into_iter().map(|(_, r)| r).collect();
+            let records: Vec<_> = segments::read_lines(&dir)?.into_iter().map(|(_, r)| r).collect();
             let recipients = kaifang::audit::trace(&records, &dataset, since, until);
             match format {
                 TraceFormat::Json => {

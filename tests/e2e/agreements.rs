@@ -258,7 +258,7 @@ async fn a_revoked_key_is_refused_on_its_very_next_request() {
 }
 
 /// Creates principal `p`, a key and an agreement on enterprises with the given rate and quota.
-async fn holder(g: &Gateway, p: &str, rate: Value, quota: Value) -> (String, String) {
+pub async fn holder(g: &Gateway, p: &str, rate: Value, quota: Value) -> (String, String) {
     let (status, body) =
         g.admin(Method::POST, "/admin/principals", Some(json!({"id": p, "name": p, "role": "user"}))).await;
     assert_eq!(status, 201, "{body}");

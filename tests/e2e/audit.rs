@@ -273,22 +273,13 @@ async fn an_audit_log_that_cannot_write_stops_conditional_data_only_and_recovers
 #[tokio::test]
 async fn a_crash_under_load_loses_no_record_of_a_response_received_in_full() {
     let mut g = Gateway::demo();
-    let (status, _) =
-        g.admin(Method::POST, "/admin/principals", Some(json!({"id": "load", "name": "Load", "role": "user"}))).await;
-    assert_eq!(status, 201);
-    let (_, key) = g.admin(Method::POST, "/admin/keys", Some(json!({"principal": "load"}))).await;
-    let key = key["key"].as_str().unwrap().to_owned();
-    let (status, _) = g
-        .admin(
-            Method::POST,
-            "/admin/agreements",
-            Some(json!({"principal": "load", "dataset": "enterprises", "columns": ["uscc", "name", "legal_rep_mobile"],
-                        "masks": {"legal_rep_mobile": "cn_mobile"}, "valid_until": "2099-01-01T00:00:00Z",
-                        "rate": {"per_second": 100000, "burst": 100000},
-                        "quota": {"requests_per_day": 10_000_000, "rows_per_day": 10_000_000_000u64, "bytes_per_day": 10_000_000_000_000u64}})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let (key, _) = crate::agreements::holder(
+        &g,
+        "load",
+        json!({"per_second": 100000, "burst": 100000}),
+        json!({"requests_per_day": 10_000_000, "rows_per_day": 10_000_000_000u64, "bytes_per_day": 10_000_000_000_000u64}),
+    )
+    .await;
     let url = g.url("/v1/datasets/enterprises/rows?format=csv");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();

@@ -226,7 +226,12 @@ impl Writer {
         while let Ok(first) = jobs.recv() {
             let mut batch = vec![first];
             batch.extend(jobs.try_iter().take(BATCH - 1));
-            self.commit(batch);
+            // The writer must outlive any one batch: a panic while committing answers that
+            // batch's callers with an error (their senders drop) and the next batch goes on.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(batch))).is_err() {
+                *self.health.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Err("the audit writer failed while committing".into());
+            }
         }
     }
 
@@ -261,8 +266,8 @@ impl Writer {
                 // refused, so they must not appear.
                 let _ = self.file.set_len(self.len);
                 let message = e.to_string();
-                tracing::error!(error = %message, records = batch.len(), "audit write failed; conditional calls are refused until it recovers");
                 *self.health.lock().expect("health lock") = Err(message.clone());
+                tracing::error!(error = %message, records = batch.len(), "audit write failed; conditional calls are refused until it recovers");
                 for job in batch {
                     let _ = job.done.send(Err(AuditError(message.clone())));
                 }
@@ -289,22 +294,7 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Every record of the log, in order, with its seq.
-pub fn read_all(dir: &Path) -> Result<Vec<(u64, Record)>, String> {
-    let mut out = Vec::new();
-    for path in segments(dir).map_err(|e| e.to_string())? {
-        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for line in BufReader::new(file).lines() {
-            let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
-            if let Some(Line { seq, record: Some(record), .. }) = parse_line(&line) {
-                out.push((seq, record));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The raw stored lines of the log, in order, with their parsed records.
+/// The stored lines of the log, in order, with their parsed records.
 pub fn read_lines(dir: &Path) -> Result<Vec<(String, Record)>, String> {
     let mut out = Vec::new();
     for path in segments(dir).map_err(|e| e.to_string())? {
@@ -431,8 +421,8 @@ mod tests {
         assert!(removed >= 2, "removed {removed}");
         let anchor = read_anchor(dir.path()).unwrap().unwrap();
         assert!(anchor.seq >= 4 && anchor.seq <= 10, "{anchor:?}");
-        let remaining = read_all(dir.path()).unwrap();
-        assert!(remaining.iter().all(|(seq, _)| *seq > anchor.seq));
+        let remaining = read_lines(dir.path()).unwrap();
+        assert!(remaining.iter().all(|(line, _)| parse_line(line).unwrap().seq > anchor.seq));
         assert!(remaining.iter().filter(|(_, r)| r.time().to_rfc3339().starts_with("2026")).count() == 10);
         assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 20 - anchor.seq, last_seq: 20 });
         // The log goes on after pruning, from where it was.
