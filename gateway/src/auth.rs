@@ -10,7 +10,7 @@
 //! store's change counter, checked on every keyed request. Either way a revoked key is refused
 //! on its very next request.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ pub struct Keys {
     records: moka::sync::Cache<String, Option<Arc<KeyRecord>>>,
     agreements: moka::sync::Cache<String, Arc<[Agreement]>>,
     seen_changes: AtomicI64,
+    /// Bumped by every [`Keys::invalidate`], so a lookup that raced with one knows its entries
+    /// may be stale.
+    generation: AtomicU64,
 }
 
 /// A newly issued key: the record and the secret text, shown once.
@@ -84,11 +87,19 @@ impl Keys {
             records: moka::sync::Cache::builder().max_capacity(CACHE_ENTRIES).time_to_live(CACHE_TTL).build(),
             agreements: moka::sync::Cache::builder().max_capacity(CACHE_ENTRIES).time_to_live(CACHE_TTL).build(),
             seen_changes: AtomicI64::new(seen),
+            generation: AtomicU64::new(0),
         }
     }
 
     /// Drops every cached lookup; the next request reads the store.
     pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.drop_cached();
+    }
+
+    /// Drops the cached lookups without telling lookups in flight (which would make each of
+    /// them drop the caches again, on and on under load).
+    fn drop_cached(&self) {
         self.records.invalidate_all();
         self.agreements.invalidate_all();
     }
@@ -113,9 +124,10 @@ impl Keys {
 
     fn resolve(&self, id: &str, secret: &str) -> Result<Caller, Error> {
         let store_error = |e: StoreError| Error::new(Kind::Unavailable, "store_unavailable", e.to_string());
+        let generation = self.generation.load(Ordering::Acquire);
         let changes = self.store.change_counter().map_err(store_error)?;
         if self.seen_changes.swap(changes, Ordering::AcqRel) != changes {
-            self.invalidate();
+            self.drop_cached();
         }
         let record = match self.records.get(id) {
             Some(cached) => cached,
@@ -138,6 +150,14 @@ impl Keys {
                 a
             }
         };
+        // A change committed (here or by another process) while this lookup read the store
+        // may be missing from the entries just cached: drop them so the next request reads
+        // again.
+        let after = self.store.change_counter().map_err(store_error)?;
+        if after != changes || self.generation.load(Ordering::Acquire) != generation {
+            self.seen_changes.store(after, Ordering::Release);
+            self.drop_cached();
+        }
         Ok(Caller::Key { key_id: record.id.clone(), principal: record.principal.clone(), agreements })
     }
 }

@@ -71,19 +71,49 @@ pub enum Denied {
     },
 }
 
-/// What is left of an agreement's daily row and byte quotas when a call starts.
+/// An agreement's daily row and byte quotas, shared by all its calls in flight: rows and bytes
+/// are taken from it as they are sent, so concurrent calls cannot together pass the quota.
 #[derive(Clone, Debug)]
 pub struct Budget {
     counter: Arc<QuotaCounter>,
-    pub rows_left: u64,
-    pub bytes_left: u64,
+    rows_per_day: u64,
+    bytes_per_day: u64,
 }
 
 impl Budget {
-    /// Counts rows and bytes sent under this budget.
-    pub fn spend(&self, rows: u64, bytes: u64) {
-        self.counter.rows.fetch_add(rows, Ordering::Relaxed);
-        self.counter.bytes.fetch_add(bytes, Ordering::Relaxed);
+    /// Takes `n` rows from today's quota, or says how many are left.
+    pub fn take_rows(&self, n: u64) -> Result<(), u64> {
+        take(&self.counter.rows, n, self.rows_per_day)
+    }
+
+    /// Takes `n` bytes from today's quota, or says how many are left.
+    pub fn take_bytes(&self, n: u64) -> Result<(), u64> {
+        take(&self.counter.bytes, n, self.bytes_per_day)
+    }
+
+    /// Spends what is left of today's rows: a response cut off for passing the quota has used it.
+    pub fn exhaust_rows(&self) {
+        self.counter.rows.fetch_max(self.rows_per_day, Ordering::AcqRel);
+    }
+
+    /// Spends what is left of today's bytes.
+    pub fn exhaust_bytes(&self) {
+        self.counter.bytes.fetch_max(self.bytes_per_day, Ordering::AcqRel);
+    }
+}
+
+/// Adds `n` to `used` unless that passes `limit`; atomically, so racing calls cannot both win.
+fn take(used: &AtomicU64, n: u64, limit: u64) -> Result<(), u64> {
+    let mut current = used.load(Ordering::Acquire);
+    loop {
+        let next = current.saturating_add(n);
+        if next > limit {
+            return Err(limit.saturating_sub(current));
+        }
+        match used.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(()),
+            Err(actual) => current = actual,
+        }
     }
 }
 
@@ -196,12 +226,14 @@ impl Limiter {
                     }
                 }
                 let admission = self.outcome("agreement", *rate, limiter.check())?;
-                counter.requests.fetch_add(1, Ordering::Relaxed);
-                let budget = Budget {
-                    rows_left: quota.rows_per_day - used.rows,
-                    bytes_left: quota.bytes_per_day - used.bytes,
-                    counter,
-                };
+                if take(&counter.requests, 1, quota.requests_per_day).is_err() {
+                    return Err(Denied::Quota {
+                        quota: "requests_per_day",
+                        limit: quota.requests_per_day,
+                        retry_after,
+                    });
+                }
+                let budget = Budget { counter, rows_per_day: quota.rows_per_day, bytes_per_day: quota.bytes_per_day };
                 Ok((admission, Some(budget)))
             }
         }
@@ -368,7 +400,9 @@ mod tests {
         let tomorrow: DateTime<Utc> = "2026-01-01T16:00:00Z".parse().unwrap();
         let (_, budget) = limiter.admit(&limit, local, tomorrow, |_, _| Usage::default()).unwrap();
         let budget = budget.unwrap();
-        budget.spend(100, 10);
+        assert_eq!(budget.take_rows(101), Err(100));
+        budget.take_rows(100).unwrap();
+        assert_eq!(budget.take_rows(1), Err(0));
         let Err(Denied::Quota { quota, .. }) = limiter.admit(&limit, local, tomorrow, |_, _| Usage::default()) else {
             panic!()
         };

@@ -75,10 +75,18 @@ impl FilterError {
 }
 
 impl Expr {
-    /// Parses a filter expression.
+    /// Parses a filter expression. Filters are bounded ([`MAX_FILTER_CHARS`], [`MAX_TESTS`],
+    /// [`MAX_DEPTH`]) so that no filter can exhaust the stack of whatever walks it.
     pub fn parse(text: &str) -> Result<Expr, FilterError> {
+        let chars = text.chars().count();
+        if chars > MAX_FILTER_CHARS {
+            return Err(FilterError::at(
+                MAX_FILTER_CHARS + 1,
+                format!("a filter is at most {MAX_FILTER_CHARS} characters"),
+            ));
+        }
         let tokens = tokenize(text)?;
-        let mut parser = Parser { tokens, next: 0, end: text.chars().count() + 1 };
+        let mut parser = Parser { tokens, next: 0, end: chars + 1, depth: 0, tests: 0 };
         let expr = parser.expr()?;
         match parser.peek() {
             None => Ok(expr),
@@ -352,11 +360,20 @@ fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
     Ok(tokens)
 }
 
+/// Longest filter accepted.
+pub const MAX_FILTER_CHARS: usize = 4096;
+/// Most comparisons (`col op value`, `in`, `like`, `is null`) in one filter.
+pub const MAX_TESTS: usize = 128;
+/// Deepest nesting of parentheses and `not`.
+pub const MAX_DEPTH: usize = 32;
+
 struct Parser {
     tokens: Vec<Token>,
     next: usize,
     /// Position reported for "unexpected end of filter".
     end: usize,
+    depth: usize,
+    tests: usize,
 }
 
 impl Parser {
@@ -404,16 +421,34 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Expr, FilterError> {
+        let position = self.peek().map_or(self.end, |t| t.position);
         if self.eat_keyword("not") {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            self.nest(position)?;
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         if self.peek().is_some_and(|t| t.kind == TokenKind::LParen) {
             self.next += 1;
+            self.nest(position)?;
             let inner = self.expr()?;
+            self.depth -= 1;
             self.expect("`)`", |k| *k == TokenKind::RParen)?;
             return Ok(inner);
         }
+        self.tests += 1;
+        if self.tests > MAX_TESTS {
+            return Err(FilterError::at(position, format!("a filter has at most {MAX_TESTS} comparisons")));
+        }
         self.test()
+    }
+
+    fn nest(&mut self, position: usize) -> Result<(), FilterError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(FilterError::at(position, format!("a filter nests at most {MAX_DEPTH} levels deep")));
+        }
+        Ok(())
     }
 
     fn test(&mut self) -> Result<Expr, FilterError> {
@@ -528,6 +563,20 @@ mod tests {
             Expr::parse("\"and\" not in (1)").unwrap(),
             Expr::In { column: col("and", 1), values: vec![Literal::Int(1)], negated: true }
         );
+    }
+
+    #[test]
+    fn filters_are_bounded_so_nothing_walking_them_can_overflow() {
+        let deep = format!("{}a = 1{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(Expr::parse(&deep).unwrap_err().message.contains("at most 4096 characters"));
+        let nested = format!("{}a = 1{}", "(".repeat(40), ")".repeat(40));
+        assert_eq!(Expr::parse(&nested).unwrap_err().message, "a filter nests at most 32 levels deep");
+        let nots = format!("{}a = 1", "not ".repeat(40));
+        assert!(Expr::parse(&nots).is_err());
+        let long = vec!["a = 1"; 200].join(" or ");
+        assert_eq!(Expr::parse(&long).unwrap_err().message, "a filter has at most 128 comparisons");
+        let fine = vec!["a = 1"; 128].join(" or ");
+        assert!(Expr::parse(&fine).is_ok());
     }
 
     #[test]

@@ -521,3 +521,32 @@ async fn every_mask_gives_its_exact_output_through_the_pipeline() {
     // The store keeps the hash key across restarts: the same value hashes the same way.
     assert_eq!(hash_key.trim().len(), 64);
 }
+
+#[tokio::test]
+async fn concurrent_calls_cannot_together_pass_the_row_quota() {
+    let g = Gateway::demo();
+    let fast = json!({"per_second": 1000, "burst": 1000});
+    let (key, _) =
+        holder(&g, "acme", fast, json!({"requests_per_day": 1000, "rows_per_day": 10, "bytes_per_day": 1_000_000_000}))
+            .await;
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, key) = (g.url("/v1/datasets/enterprises/rows?limit=4"), key.clone());
+            tokio::spawn(async move {
+                let r = client().get(url).bearer_auth(key).send().await.unwrap();
+                if r.status() == 200 {
+                    r.json::<Vec<Value>>().await.unwrap().len()
+                } else {
+                    assert_eq!(r.status(), 429);
+                    0
+                }
+            })
+        })
+        .collect();
+    let mut delivered = 0;
+    for c in calls {
+        delivered += c.await.unwrap();
+    }
+    assert!(delivered <= 10, "{delivered} rows left under a quota of 10");
+    assert_eq!(delivered, 8, "two calls of 4 fit; the rest are refused");
+}

@@ -258,3 +258,23 @@ async fn a_source_failing_mid_stream_aborts_the_response() {
 pub fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
+
+#[tokio::test]
+async fn hostile_parameters_get_a_400_not_a_crash() {
+    let g = Gateway::demo();
+    let deep = format!("{}a = 1{}", "(".repeat(3_000), ")".repeat(3_000));
+    let (status, body) = get_json(&g.url(&format!("/v1/datasets/bus-arrivals/rows?filter={}", urlencode(&deep)))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_filter")));
+    let wide = vec!["route = '1'"; 1000].join(" or ");
+    let (status, _) = get_json(&g.url(&format!("/v1/datasets/bus-arrivals/rows?filter={}", urlencode(&wide)))).await;
+    assert_eq!(status, 400);
+    let (status, _) = get_json(
+        &g.url("/v1/datasets/bus-arrivals/rows?order=route&limit=18446744073709551615&offset=1&columns=route"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = get_json(&g.url("/v1/catalog?page=18446744073709551615&per_page=2")).await;
+    assert_eq!((status, body["datasets"].as_array().map(Vec::len)), (200, Some(0)));
+    // The gateway is still there.
+    assert_eq!(get_json(&g.url("/healthz")).await.0, 200);
+}

@@ -50,6 +50,8 @@ pub enum Record {
     /// A served call ended.
     Completion {
         request_id: String,
+        /// The seq of the call's intent record: request ids come from clients and may repeat.
+        intent_seq: u64,
         time: DateTime<Utc>,
         principal: String,
         agreement: String,
@@ -190,8 +192,16 @@ impl Audit {
             client: call.client.clone(),
             user_agent: call.user_agent.clone(),
         };
-        self.sink.append(record).await.map_err(unavailable)?;
-        Ok(CallGuard { audit: self.clone(), call, started: Instant::now(), rows, done: false })
+        let intent_seq = self.sink.append(record).await.map_err(unavailable)?;
+        Ok(CallGuard {
+            audit: self.clone(),
+            call,
+            intent_seq,
+            started: Instant::now(),
+            rows,
+            bytes: Arc::new(AtomicU64::new(0)),
+            done: false,
+        })
     }
 }
 
@@ -200,31 +210,35 @@ impl Audit {
 pub struct CallGuard {
     audit: Audit,
     call: CallInfo,
+    intent_seq: u64,
     started: Instant,
     rows: Arc<AtomicU64>,
+    /// Bytes handed to the client so far, so an aborted call records what did leave.
+    bytes: Arc<AtomicU64>,
     done: bool,
 }
 
 impl CallGuard {
-    fn record(&self, status: u16, bytes: u64, outcome: Outcome) -> Record {
+    fn record(&self, status: u16, outcome: Outcome) -> Record {
         Record::Completion {
             request_id: self.call.request_id.clone(),
+            intent_seq: self.intent_seq,
             time: Utc::now(),
             principal: self.call.principal.clone(),
             agreement: self.call.agreement.clone(),
             dataset: self.call.dataset.clone(),
             status,
             rows: self.rows.load(Ordering::Relaxed),
-            bytes,
+            bytes: self.bytes.load(Ordering::Relaxed),
             duration_ms: self.started.elapsed().as_millis() as u64,
             outcome,
         }
     }
 
     /// Records the end of the call and waits until the record is durable.
-    pub async fn complete(mut self, status: u16, bytes: u64, outcome: Outcome) -> Result<(), AuditError> {
+    pub async fn complete(mut self, status: u16, outcome: Outcome) -> Result<(), AuditError> {
         self.done = true;
-        let record = self.record(status, bytes, outcome);
+        let record = self.record(status, outcome);
         self.audit.sink.append(record).await.map(|_| ())
     }
 }
@@ -234,7 +248,7 @@ impl Drop for CallGuard {
         if self.done {
             return;
         }
-        let record = self.record(499, 0, Outcome::Aborted);
+        let record = self.record(499, Outcome::Aborted);
         let sink = self.audit.sink.clone();
         // The client is gone; nothing waits for this record, but it is written all the same.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -255,24 +269,24 @@ pub fn audited_body(body: ByteStream, guard: CallGuard, status: u16) -> ByteStre
         body: ByteStream,
         guard: Option<CallGuard>,
         held: Option<bytes::Bytes>,
-        bytes: u64,
+        sent: Arc<AtomicU64>,
         status: u16,
     }
-    let state = State { body, guard: Some(guard), held: None, bytes: 0, status };
+    let sent = guard.bytes.clone();
+    let state = State { body, guard: Some(guard), held: None, sent, status };
     Box::pin(futures_util::stream::unfold(state, |mut s| async move {
         loop {
             s.guard.as_ref()?;
             match s.body.next().await {
                 Some(Ok(piece)) => {
-                    s.bytes += piece.len() as u64;
                     if let Some(previous) = s.held.replace(piece) {
+                        s.sent.fetch_add(previous.len() as u64, Ordering::Relaxed);
                         return Some((Ok(previous), s));
                     }
                 }
                 Some(Err(e)) => {
                     let guard = s.guard.take().expect("checked above");
-                    let sent = s.bytes - s.held.as_ref().map_or(0, |b| b.len() as u64);
-                    if let Err(audit) = guard.complete(s.status, sent, Outcome::Failed).await {
+                    if let Err(audit) = guard.complete(s.status, Outcome::Failed).await {
                         tracing::error!(error = %audit, "completion of a failed call not recorded");
                     }
                     return Some((Err(e), s));
@@ -280,7 +294,10 @@ pub fn audited_body(body: ByteStream, guard: CallGuard, status: u16) -> ByteStre
                 None => {
                     let guard = s.guard.take().expect("checked above");
                     let last = s.held.take();
-                    return match guard.complete(s.status, s.bytes, Outcome::Complete).await {
+                    if let Some(b) = &last {
+                        s.sent.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    }
+                    return match guard.complete(s.status, Outcome::Complete).await {
                         // With the record durable, the last piece (and so the end) may go.
                         Ok(()) => last.map(|b| (Ok(b), s)),
                         Err(e) => Some((Err(unavailable(e)), s)),
@@ -303,8 +320,8 @@ pub struct Recipient {
     pub last_access: DateTime<Utc>,
 }
 
-/// Who received `dataset` between `since` and `until`: every served call (complete, or cut off
-/// after data left) grouped by principal and agreement.
+/// Who received `dataset` between `since` and `until`: every served call that completed or
+/// sent any rows or bytes before it was cut off, grouped by principal and agreement.
 pub fn trace<'a>(
     records: impl IntoIterator<Item = &'a Record>,
     dataset: &str,
@@ -319,7 +336,7 @@ pub fn trace<'a>(
         if d != dataset || since.is_some_and(|s| *time < s) || until.is_some_and(|u| *time >= u) {
             continue;
         }
-        if *outcome != Outcome::Complete && *bytes == 0 {
+        if *outcome != Outcome::Complete && *bytes == 0 && *rows == 0 {
             continue;
         }
         let entry = by.entry((principal.clone(), agreement.clone())).or_insert_with(|| Recipient {

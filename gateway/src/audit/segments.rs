@@ -183,43 +183,47 @@ impl Writer {
         let files = segments(dir).map_err(|e| e.to_string())?;
         let anchor = read_anchor(dir).map_err(|e| e.to_string())?.unwrap_or(Anchor { seq: 0, hash: GENESIS.into() });
         let (mut seq, mut prev) = (anchor.seq, anchor.hash);
-        let path = match files.last() {
-            None => dir.join(segment_name(seq + 1)),
-            Some(last) => {
-                // Find where the last good line ends; anything after it is a torn write.
-                let mut good_len = 0u64;
-                let mut reader = BufReader::new(File::open(last).map_err(|e| e.to_string())?);
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    let n = reader.read_line(&mut line).map_err(|e| e.to_string())?;
-                    if n == 0 || !line.ends_with('\n') {
-                        break;
-                    }
-                    match parse_line(line.trim_end_matches('\n')) {
-                        Some(parsed) => {
-                            seq = parsed.seq;
-                            prev = parsed.hash;
-                            good_len += n as u64;
-                        }
-                        None => break,
-                    }
-                }
-                let on_disk = fs::metadata(last).map_err(|e| e.to_string())?.len();
-                if on_disk > good_len {
-                    tracing::warn!(segment = %last.display(), cut_bytes = on_disk - good_len, "cutting off a torn audit record left by a crash");
-                    let file = OpenOptions::new().write(true).open(last).map_err(|e| e.to_string())?;
-                    file.set_len(good_len).map_err(|e| e.to_string())?;
-                    file.sync_all().map_err(|e| e.to_string())?;
-                }
-                last.clone()
+        // The chain goes on from the last record on disk: in the last segment, or, when that
+        // one is empty (a rotation just before a stop), in the one before it.
+        for (i, path) in files.iter().enumerate().rev() {
+            let last_segment = i + 1 == files.len();
+            if let Some((last_seq, last_hash)) = Writer::last_record(path, last_segment)? {
+                (seq, prev) = (last_seq, last_hash);
+                break;
             }
-        };
+        }
+        let path = files.last().cloned().unwrap_or_else(|| dir.join(segment_name(seq + 1)));
         let file =
             OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let len = file.metadata().map_err(|e| e.to_string())?.len();
         sync_dir(dir);
         Ok(Writer { dir: dir.to_owned(), file, len, seq, prev, segment_bytes, health })
+    }
+
+    /// The seq and hash of the last record of a segment. For the segment being written
+    /// (`repair`), bytes after the last complete, parseable line are a write torn by a crash
+    /// and are cut off; a bad line followed by good ones is left alone for `verify` to report,
+    /// never truncated away.
+    fn last_record(path: &Path, repair: bool) -> Result<Option<(u64, String)>, String> {
+        let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut last = None;
+        let mut good_len = 0usize;
+        let mut offset = 0usize;
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            offset += line.len();
+            let Some(text) = line.strip_suffix(b"\n").and_then(|l| std::str::from_utf8(l).ok()) else { continue };
+            if let Some(parsed) = parse_line(text) {
+                last = Some((parsed.seq, parsed.hash));
+                good_len = offset;
+            }
+        }
+        if repair && bytes.len() > good_len {
+            tracing::warn!(segment = %path.display(), cut_bytes = bytes.len() - good_len, "cutting off a torn audit record left by a crash");
+            let file = OpenOptions::new().write(true).open(path).map_err(|e| e.to_string())?;
+            file.set_len(good_len as u64).map_err(|e| e.to_string())?;
+            file.sync_all().map_err(|e| e.to_string())?;
+        }
+        Ok(last)
     }
 
     fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
@@ -328,6 +332,7 @@ pub enum Verdict {
 /// Walks the whole chain from the anchor (or the start) and names the first bad record.
 pub fn verify(dir: &Path) -> Result<Verdict, String> {
     let anchor = read_anchor(dir).map_err(|e| e.to_string())?.unwrap_or(Anchor { seq: 0, hash: GENESIS.into() });
+    let anchor_seq = anchor.seq;
     let (mut expected_seq, mut prev) = (anchor.seq + 1, anchor.hash);
     let mut records = 0;
     for path in segments(dir).map_err(|e| e.to_string())? {
@@ -345,6 +350,11 @@ pub fn verify(dir: &Path) -> Result<Verdict, String> {
             let Some(parsed) = parse_line(line.trim_end_matches('\n')) else {
                 return Ok(broken(None, "the line is not an audit record"));
             };
+            // A crash between writing the anchor and removing the pruned segment leaves records
+            // the anchor already covers; they are not part of the chain any more.
+            if records == 0 && parsed.seq < expected_seq && expected_seq > 1 && parsed.seq <= anchor_seq {
+                continue;
+            }
             if parsed.seq != expected_seq {
                 let what = if parsed.seq > expected_seq {
                     format!("record {expected_seq} is missing (deleted, or records reordered)")
@@ -427,6 +437,55 @@ mod tests {
         assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 20 - anchor.seq, last_seq: 20 });
         // The log goes on after pruning, from where it was.
         assert_eq!(log.append(checkpoint("2026-02-01T00:00:00Z")).await.unwrap(), 21);
+    }
+
+    #[tokio::test]
+    async fn a_restart_right_after_a_rotation_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Every record fills a segment, so each commit rotates to a new, empty one.
+            let log = SegmentLog::open(dir.path(), 1).unwrap();
+            log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
+            log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
+        }
+        let log = SegmentLog::open(dir.path(), 1).unwrap();
+        assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 3);
+        assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 3, last_seq: 3 });
+    }
+
+    #[tokio::test]
+    async fn a_write_torn_inside_a_character_is_cut_off_on_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+            log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
+        }
+        let segment = segments(dir.path()).unwrap().pop().unwrap();
+        let mut bytes = fs::read(&segment).unwrap();
+        let torn = "{\"seq\":2,\"note\":\"海州".as_bytes();
+        bytes.extend_from_slice(&torn[..torn.len() - 1]);
+        fs::write(&segment, bytes).unwrap();
+        let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 2);
+        assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 2, last_seq: 2 });
+    }
+
+    #[tokio::test]
+    async fn a_bad_line_in_the_middle_is_never_truncated_away() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+            for _ in 0..3 {
+                log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
+            }
+        }
+        let segment = segments(dir.path()).unwrap().pop().unwrap();
+        let text = fs::read_to_string(&segment).unwrap();
+        let edited = text.replacen("\"seq\":2,", "\"seq\":two,", 1);
+        fs::write(&segment, &edited).unwrap();
+        drop(SegmentLog::open(dir.path(), 1 << 20).unwrap());
+        assert_eq!(fs::read_to_string(&segment).unwrap(), edited, "the evidence stays");
+        assert!(matches!(verify(dir.path()).unwrap(), Verdict::Broken { line: 2, .. }));
     }
 
     #[tokio::test]

@@ -55,7 +55,10 @@ async fn from_file(
     {
         let h = response.headers_mut();
         h.insert(ETAG, value(&etag));
-        h.insert(LAST_MODIFIED, value(&httpdate::fmt_http_date(info.modified)));
+        // HTTP dates cover 1970 to 9999; a file stamped outside that has no Last-Modified.
+        if let Some(date) = http_date(info.modified) {
+            h.insert(LAST_MODIFIED, value(&date));
+        }
         h.insert("x-dataset-version", value(&info.version));
         h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
@@ -131,6 +134,11 @@ async fn from_origin(
     Ok(response)
 }
 
+fn http_date(t: SystemTime) -> Option<String> {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+    (secs < 253_402_300_800).then(|| httpdate::fmt_http_date(t))
+}
+
 fn value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("header values built here are visible ASCII")
 }
@@ -193,7 +201,7 @@ fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, Error> {
             let end = match last {
                 "" => len,
                 l => match l.parse::<u64>() {
-                    Ok(l) if l >= start => (l + 1).min(len),
+                    Ok(l) if l >= start => l.saturating_add(1).min(len),
                     _ => return Ok(None),
                 },
             };
@@ -220,6 +228,8 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100).unwrap(), None);
         assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
         assert_eq!(parse_range("bytes=9-3", 100).unwrap(), None);
+        assert_eq!(parse_range("bytes=0-18446744073709551615", 100).unwrap(), Some((0, 100)));
+        assert_eq!(parse_range("bytes=10-18446744073709551615", 100).unwrap(), Some((10, 100)));
         assert!(parse_range("bytes=100-", 100).is_err());
         assert!(parse_range("bytes=-0", 100).is_err());
     }

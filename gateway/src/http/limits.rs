@@ -82,23 +82,21 @@ fn quota_spent(which: &str, left: u64) -> Error {
 pub fn meter_rows(batches: BatchStream, budget: Option<Budget>) -> BatchStream {
     let Some(budget) = budget else { return batches };
     let mut sent = 0u64;
-    let mut over = false;
+    let mut over = None;
     Box::pin(batches.map(move |batch| {
-        if over {
-            return Err(quota_spent("rows_per_day", budget.rows_left - sent));
+        if let Some(left) = over {
+            return Err(quota_spent("rows_per_day", left));
         }
         let batch = batch?;
         let rows = batch.num_rows() as u64;
-        if sent + rows > budget.rows_left {
-            over = true;
-            let left = budget.rows_left - sent;
+        if let Err(left) = budget.take_rows(rows) {
+            over = Some(left);
             if sent > 0 {
-                budget.spend(left, 0);
+                budget.exhaust_rows();
             }
             return Err(quota_spent("rows_per_day", left));
         }
         sent += rows;
-        budget.spend(rows, 0);
         Ok(batch)
     }))
 }
@@ -107,18 +105,12 @@ pub fn meter_rows(batches: BatchStream, budget: Option<Budget>) -> BatchStream {
 /// that runs past the budget breaks off and spends what was left of the day's quota.
 pub fn meter_bytes(body: ByteStream, budget: Option<Budget>) -> ByteStream {
     let Some(budget) = budget else { return body };
-    let mut sent = 0u64;
     Box::pin(body.map(move |chunk| {
         let chunk = chunk?;
-        let n = chunk.len() as u64;
-        if sent + n > budget.bytes_left {
-            let left = budget.bytes_left - sent;
-            budget.spend(0, left);
-            sent = budget.bytes_left;
+        if let Err(left) = budget.take_bytes(chunk.len() as u64) {
+            budget.exhaust_bytes();
             return Err(quota_spent("bytes_per_day", left));
         }
-        sent += n;
-        budget.spend(0, n);
         Ok(chunk)
     }))
 }

@@ -288,6 +288,13 @@ impl Unserved<'_> {
                 outcome: if status >= 500 { Outcome::Failed } else { Outcome::Refused },
             })
             .await;
+        // A source error may quote the data it choked on, which for conditional data can be a
+        // value outside the caller's scope or under a mask: the caller gets no details (the
+        // audit record and the log keep them).
+        if error.kind == Kind::SourceFailed {
+            tracing::warn!(dataset = %self.dataset, error = %error, "conditional source failed");
+            return Error::source("the dataset's source could not be read; the platform's operators have the details");
+        }
         error
     }
 }
@@ -370,7 +377,8 @@ fn catalog(state: &State, params: &[(String, String)]) -> Result<Response<Body>,
         .filter(|e| owner.is_none_or(|o| e.dataset.owner.eq_ignore_ascii_case(o)))
         .filter(|e| text.is_none_or(|q| e.dataset.matches_text(q.trim())))
         .collect();
-    let items: Vec<_> = matching.iter().skip((page - 1) * per_page).take(per_page).map(|e| summary(e)).collect();
+    let items: Vec<_> =
+        matching.iter().skip((page - 1).saturating_mul(per_page)).take(per_page).map(|e| summary(e)).collect();
     Ok(json(StatusCode::OK, &json!({ "total": matching.len(), "page": page, "per_page": per_page, "datasets": items })))
 }
 
@@ -498,7 +506,16 @@ async fn preview(call: &Call<'_>, params: &[(String, String)]) -> Result<Respons
     }
     rows.extend_from_slice(&encoder.finish()?);
     if let Some(budget) = &started.budget {
-        budget.spend(0, rows.len() as u64);
+        // Nothing is sent yet: a preview past the byte quota is refused whole.
+        budget.take_bytes(rows.len() as u64).map_err(|left| {
+            Error::new(
+                Kind::TooManyRequests,
+                "quota_exhausted",
+                format!(
+                    "the daily quota `bytes_per_day` of your agreement does not cover this preview ({left} left today)"
+                ),
+            )
+        })?;
     }
     let rows: serde_json::Value =
         serde_json::from_slice(&rows).map_err(|e| Error::internal(format!("preview encoding: {e}")))?;

@@ -256,7 +256,7 @@ async fn sort(plan: Arc<Plan>, mut filtered: BatchStream) -> Result<Vec<RecordBa
         })
         .collect();
     // Only offset + limit rows can ever be sent; sort just those when a limit is given.
-    let wanted = plan.limit.map(|l| l + plan.offset);
+    let wanted = plan.limit.map(|l| l.saturating_add(plan.offset));
     let indices = lexsort_to_indices(&columns, wanted)?;
     let sorted = take_record_batch(&all, &indices)?;
     let chunk = 8192;

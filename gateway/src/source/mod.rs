@@ -127,7 +127,11 @@ where
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<T, Error>>(capacity);
     tokio::task::spawn_blocking(move || {
         let mut send = |item: T| tx.blocking_send(Ok(item)).is_ok();
-        if let Err(e) = read(&mut send) {
+        // A reader that panics (a library meeting a malformed file) must end the stream with
+        // an error: a dropped sender alone would look like the clean end of the data.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&mut send)))
+            .unwrap_or_else(|_| Err(Error::source("reading the dataset failed unexpectedly (the reader panicked)")));
+        if let Err(e) = outcome {
             let _ = tx.blocking_send(Err(e));
         }
     });
