@@ -29,10 +29,11 @@ use sha2::{Digest, Sha256};
 
 use super::{AuditError, AuditSink, Record};
 
-/// Records waiting for the writer at most; further appends wait for room.
-const QUEUE: usize = 65_536;
+/// Records waiting for the writer at most; further appends wait for room. The channel
+/// allocates all its places up front, so this is also a fixed memory cost (~1.5 MiB).
+const QUEUE: usize = 4096;
 /// Records written and synced together at most.
-const BATCH: usize = 8192;
+const BATCH: usize = 4096;
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The last record removed by retention: verification starts from it.
