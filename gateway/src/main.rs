@@ -233,15 +233,16 @@ fn audit(action: AuditAction, place: &Place) -> Result<(), String> {
                 TraceFormat::Table => {
                     let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
                     println!(
-                        "{:<20} {:<20} {:>7} {:>10} {:>12}  {:<20}  {:<20}",
-                        "principal", "agreement", "calls", "rows", "bytes", "first access", "last access"
+                        "{:<20} {:<20} {:>7} {:>10} {:>10} {:>12}  {:<20}  {:<20}",
+                        "principal", "agreement", "calls", "unfinished", "rows", "bytes", "first access", "last access"
                     );
                     for r in &recipients {
                         println!(
-                            "{:<20} {:<20} {:>7} {:>10} {:>12}  {:<20}  {:<20}",
+                            "{:<20} {:<20} {:>7} {:>10} {:>10} {:>12}  {:<20}  {:<20}",
                             r.principal,
                             r.agreement,
                             r.calls,
+                            r.unfinished_calls,
                             r.rows,
                             r.bytes,
                             time(r.first_access),

@@ -313,46 +313,76 @@ pub fn audited_body(body: ByteStream, guard: CallGuard, status: u16) -> ByteStre
 pub struct Recipient {
     pub principal: String,
     pub agreement: String,
+    /// Served calls with a completion record.
     pub calls: u64,
+    /// Calls with an intent record but no completion: the gateway stopped (a crash) while
+    /// serving them, so they may have received data; counted apart, with no rows or bytes.
+    pub unfinished_calls: u64,
     pub rows: u64,
     pub bytes: u64,
     pub first_access: DateTime<Utc>,
     pub last_access: DateTime<Utc>,
 }
 
-/// Who received `dataset` between `since` and `until`: every served call that completed or
-/// sent any rows or bytes before it was cut off, grouped by principal and agreement.
+/// Who received `dataset` between `since` and `until`, grouped by principal and agreement:
+/// every served call that completed or sent any rows or bytes before it was cut off, and every
+/// call whose intent was recorded but whose completion never was.
 pub fn trace<'a>(
     records: impl IntoIterator<Item = &'a Record>,
     dataset: &str,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
 ) -> Vec<Recipient> {
+    let records: Vec<&Record> = records.into_iter().collect();
+    let completed: std::collections::HashSet<&str> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Completion { request_id, .. } => Some(request_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let in_window = |d: &str, time: &DateTime<Utc>| {
+        d == dataset && since.is_none_or(|s| *time >= s) && until.is_none_or(|u| *time < u)
+    };
     let mut by: BTreeMap<(String, String), Recipient> = BTreeMap::new();
-    for record in records {
-        let Record::Completion { time, principal, agreement, dataset: d, rows, bytes, outcome, .. } = record else {
-            continue;
-        };
-        if d != dataset || since.is_some_and(|s| *time < s) || until.is_some_and(|u| *time >= u) {
-            continue;
-        }
-        if *outcome != Outcome::Complete && *bytes == 0 && *rows == 0 {
-            continue;
-        }
-        let entry = by.entry((principal.clone(), agreement.clone())).or_insert_with(|| Recipient {
-            principal: principal.clone(),
-            agreement: agreement.clone(),
+    fn count<'m>(
+        by: &'m mut BTreeMap<(String, String), Recipient>,
+        principal: &str,
+        agreement: &str,
+        time: DateTime<Utc>,
+    ) -> &'m mut Recipient {
+        let entry = by.entry((principal.to_owned(), agreement.to_owned())).or_insert_with(|| Recipient {
+            principal: principal.to_owned(),
+            agreement: agreement.to_owned(),
             calls: 0,
+            unfinished_calls: 0,
             rows: 0,
             bytes: 0,
-            first_access: *time,
-            last_access: *time,
+            first_access: time,
+            last_access: time,
         });
-        entry.calls += 1;
-        entry.rows += rows;
-        entry.bytes += bytes;
-        entry.first_access = entry.first_access.min(*time);
-        entry.last_access = entry.last_access.max(*time);
+        entry.first_access = entry.first_access.min(time);
+        entry.last_access = entry.last_access.max(time);
+        entry
+    }
+    for record in records {
+        match record {
+            Record::Completion { time, principal, agreement, dataset: d, rows, bytes, outcome, .. } => {
+                if !in_window(d, time) || (*outcome != Outcome::Complete && *bytes == 0 && *rows == 0) {
+                    continue;
+                }
+                let entry = count(&mut by, principal, agreement, *time);
+                entry.calls += 1;
+                entry.rows += rows;
+                entry.bytes += bytes;
+            }
+            Record::Intent { time, principal, agreement, dataset: d, request_id, .. }
+                if in_window(d, time) && !completed.contains(request_id.as_str()) =>
+            {
+                count(&mut by, principal, agreement, *time).unfinished_calls += 1;
+            }
+            _ => {}
+        }
     }
     by.into_values().collect()
 }
@@ -380,4 +410,64 @@ pub fn matches(
         && agreement.is_none_or(|x| a == Some(x))
         && since.is_none_or(|s| time >= s)
         && until.is_none_or(|u| time < u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(request_id: &str, time: &str) -> Record {
+        Record::Intent {
+            request_id: request_id.into(),
+            time: time.parse().unwrap(),
+            key_id: "k".into(),
+            principal: "acme".into(),
+            agreement: "ag".into(),
+            dataset: "enterprises".into(),
+            dataset_version: None,
+            operation: "rows".into(),
+            columns: vec![],
+            filter: None,
+            masks: BTreeMap::new(),
+            client: "127.0.0.1".into(),
+            user_agent: None,
+        }
+    }
+
+    fn completion(request_id: &str, time: &str, rows: u64, bytes: u64, outcome: Outcome) -> Record {
+        Record::Completion {
+            request_id: request_id.into(),
+            intent_seq: 0,
+            time: time.parse().unwrap(),
+            principal: "acme".into(),
+            agreement: "ag".into(),
+            dataset: "enterprises".into(),
+            status: 200,
+            rows,
+            bytes,
+            duration_ms: 1,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn trace_counts_served_partial_and_unfinished_calls() {
+        let records = vec![
+            intent("a", "2026-01-01T00:00:00Z"),
+            completion("a", "2026-01-01T00:00:01Z", 10, 100, Outcome::Complete),
+            intent("b", "2026-01-02T00:00:00Z"),
+            completion("b", "2026-01-02T00:00:01Z", 3, 30, Outcome::Aborted),
+            intent("c", "2026-01-03T00:00:00Z"),
+            completion("c", "2026-01-03T00:00:01Z", 0, 0, Outcome::Failed),
+            // The gateway died while serving this one.
+            intent("d", "2026-01-04T00:00:00Z"),
+        ];
+        let trace = trace(&records, "enterprises", None, None);
+        assert_eq!(trace.len(), 1);
+        let r = &trace[0];
+        assert_eq!((r.calls, r.unfinished_calls, r.rows, r.bytes), (2, 1, 13, 130));
+        assert_eq!(r.last_access, "2026-01-04T00:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        let early = super::trace(&records, "enterprises", None, Some("2026-01-02T00:00:00Z".parse().unwrap()));
+        assert_eq!((early[0].calls, early[0].unfinished_calls), (1, 0));
+    }
 }
