@@ -120,11 +120,6 @@ impl FieldType {
             FieldType::Timestamp => "timestamp",
         }
     }
-
-    /// Whether values of this type compare as numbers.
-    pub fn is_numeric(self) -> bool {
-        matches!(self, FieldType::Int64 | FieldType::Float64)
-    }
 }
 
 /// How sensitive a field's values are; it drives which masks an owner is expected to set.

@@ -125,6 +125,12 @@ pub enum Refusal {
     DownloadOutsideScope(DatasetId),
 }
 
+/// Whether calls on a dataset must leave audit records: every data call on conditionally open
+/// data, refused ones included. Unconditional data is counted, not recorded call by call.
+pub fn recorded(dataset: &Dataset) -> bool {
+    dataset.open_type == OpenType::Conditional
+}
+
 /// Whether a dataset appears in the catalog and has a metadata page at all.
 pub fn listed(dataset: &Dataset) -> bool {
     dataset.open_type != OpenType::NonOpen
@@ -265,6 +271,7 @@ mod tests {
         let d = dataset(OpenType::Conditional);
         assert!(matches!(decide(&Caller::Anonymous, &d, Operation::Rows, now()), Err(Refusal::KeyRequired(_))));
         assert!(listed(&d));
+        assert!(recorded(&d) && !recorded(&dataset(OpenType::Unconditional)));
         let Err(Refusal::NoAgreement { reason, .. }) = decide(&key(vec![]), &d, Operation::Rows, now()) else {
             panic!()
         };

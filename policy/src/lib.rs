@@ -27,6 +27,6 @@ pub mod mask;
 
 pub use agreement::{Agreement, AgreementStatus, DatasetTerms, Principal, Quota, Rate, Role, TermsError};
 pub use catalog::{Dataset, DatasetId, Field, FieldType, Format, OpenType, Sensitivity, UpdateFrequency};
-pub use decision::{decide, listed, Caller, Grant, Limit, Operation, Refusal, Scope};
+pub use decision::{decide, listed, recorded, Caller, Grant, Limit, Operation, Refusal, Scope};
 pub use filter::{Expr, FilterError};
 pub use mask::{Mask, MaskError};

@@ -208,8 +208,9 @@ async fn refusals_have_the_right_status_and_body() {
         assert_eq!(body["error"]["code"], code, "{path}");
     }
     // A key whose principal holds no agreement.
-    let (_, _) =
+    let (status, _) =
         g.admin(Method::POST, "/admin/principals", Some(json!({"id": "acme", "name": "Acme", "role": "user"}))).await;
+    assert_eq!(status, 201);
     let (status, issued) = g.admin(Method::POST, "/admin/keys", Some(json!({"principal": "acme"}))).await;
     assert_eq!(status, 201);
     let r = get(&g.url("/v1/datasets/enterprises/rows"), issued["key"].as_str().unwrap()).await;

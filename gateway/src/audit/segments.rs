@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use super::{AuditError, AuditSink, Record};
 
 /// Records waiting for the writer at most; further appends wait for room. The channel
-/// allocates all its places up front, so this is also a fixed memory cost (~1.5 MiB).
+/// allocates all its places up front, so this is also a fixed memory cost of that many records.
 const QUEUE: usize = 4096;
 /// Records written and synced together at most.
 const BATCH: usize = 4096;

@@ -85,7 +85,7 @@ pub async fn route(
                 ["download"] => Operation::Download,
                 _ => return Err(no_route()),
             };
-            let audit = (entry.dataset.open_type == OpenType::Conditional).then(|| Unserved {
+            let audit = policy::recorded(&entry.dataset).then(|| Unserved {
                 state,
                 request_id: request_id.to_owned(),
                 dataset: entry.dataset.id.to_string(),
