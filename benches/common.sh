@@ -116,7 +116,7 @@ start_conditional_site() {
         "$ROOT/config/kaifang.toml" >"$work/config/kaifang.toml"
     sed -e 's/^id = "enterprises"/id = "enterprises-open"/' -e 's/^open_type = "conditional"/open_type = "unconditional"/' \
         "$ROOT/config/catalog/market.toml" >>"$work/config/catalog/market.toml"
-    start_kaifang "$work/kaifang.log" --config "$work/config/kaifang.toml" --data-dir "$work/data" --http 127.0.0.1:0 --admin 127.0.0.1:0
+    start_kaifang "$work/kaifang.log" --config "$work/config/kaifang.toml" --data-dir "$work/data" --http 127.0.0.1:0 --flight 127.0.0.1:0 --admin 127.0.0.1:0
     KEY=$("$KAIFANG" keys issue --principal demo-analytics --config "$work/config/kaifang.toml" --data-dir "$work/data" 2>/dev/null)
 }
 

@@ -59,7 +59,7 @@ start_nginx "$WORK/nginx-off" $NGINX_PORT off "$WORK/data"
 nginx_off=$(median_speed "http://127.0.0.1:$NGINX_PORT/big.bin")
 kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
 
-start_kaifang "$WORK/kaifang.log" --config "$WORK/kaifang.toml" --data-dir "$WORK/data" --http 127.0.0.1:0 --admin 127.0.0.1:0
+start_kaifang "$WORK/kaifang.log" --config "$WORK/kaifang.toml" --data-dir "$WORK/data" --http 127.0.0.1:0 --flight 127.0.0.1:0 --admin 127.0.0.1:0
 base="http://$KAIFANG_ADDR/v1/datasets"
 median_speed "$base/quarter/download" >/dev/null
 rss_quarter=$(peak_rss_mib "$KAIFANG_PID")

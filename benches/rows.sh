@@ -21,7 +21,7 @@ generated=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - 
 cat "$WORK/data/demo/bus-arrivals.csv" "$WORK/data/demo/air-quality.parquet" >/dev/null
 
 # The embedded demo configuration finds the generated files and serves them.
-start_kaifang "$WORK/kaifang.log" --data-dir "$WORK/data" --http 127.0.0.1:0 --admin 127.0.0.1:0
+start_kaifang "$WORK/kaifang.log" --data-dir "$WORK/data" --http 127.0.0.1:0 --flight 127.0.0.1:0 --admin 127.0.0.1:0
 base="http://$KAIFANG_ADDR/v1/datasets"
 
 csv_rows=$(median_seconds "$base/bus-arrivals/rows?format=csv")

@@ -15,6 +15,8 @@ pub enum Kind {
     Forbidden,
     /// Unknown or non-open dataset, or no such endpoint.
     NotFound,
+    /// The dataset has been withdrawn (HTTP 410, Flight `FailedPrecondition`).
+    Gone,
     /// The method is not served on this path.
     MethodNotAllowed,
     /// The requested byte range lies outside the file.

@@ -9,9 +9,11 @@
 //! - [`ratelimit`]: rate limits and daily quotas;
 //! - [`audit`]: the durable, hash-chained record of every call on conditional data;
 //! - [`source`]: files and upstream origins, as raw bytes and as record batches;
+//! - [`call`]: one call on one dataset, whatever the front end: grant, limits, plan, audit;
 //! - [`pipeline`]: the scoped stream (filter, order, window, projection) driven by a grant;
 //! - [`encode`]: CSV, NDJSON, JSON and Arrow IPC output, batch by batch;
 //! - [`http`]: the HTTP/1.1 and HTTP/2 data API, and the admin API;
+//! - [`flight`]: the Arrow Flight service;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`demo`]: the deterministic demo datasets.
 //!
@@ -21,10 +23,12 @@
 pub mod audit;
 pub mod auth;
 pub mod background;
+pub mod call;
 pub mod config;
 pub mod demo;
 pub mod encode;
 pub mod error;
+pub mod flight;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

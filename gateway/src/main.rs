@@ -63,6 +63,9 @@ enum Command {
         /// HTTP listen address; overrides `[http] listen`.
         #[arg(long)]
         http: Option<SocketAddr>,
+        /// Arrow Flight listen address; overrides `[flight] listen`.
+        #[arg(long)]
+        flight: Option<SocketAddr>,
         /// Admin listen address; overrides `[admin] listen`.
         #[arg(long)]
         admin: Option<SocketAddr>,
@@ -146,7 +149,7 @@ fn main() -> ExitCode {
         .log_internal_errors(false)
         .init();
     let result = match Cli::parse().command {
-        Command::Serve { place, http, admin } => serve(place, http, admin),
+        Command::Serve { place, http, flight, admin } => serve(place, Listeners { http, flight, admin }),
         Command::CheckConfig { file } => check_config(&file),
         Command::DemoData { rows, out } => {
             load(Origin::Embedded, Path::new("kaifang.toml")).and_then(|c| kaifang::demo::write_all(&c, rows, &out))
@@ -256,12 +259,22 @@ fn audit(action: AuditAction, place: &Place) -> Result<(), String> {
     }
 }
 
-fn serve(place: Place, http: Option<SocketAddr>, admin: Option<SocketAddr>) -> Result<(), String> {
+/// Listen addresses given on the command line, over those of the configuration.
+struct Listeners {
+    http: Option<SocketAddr>,
+    flight: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+}
+
+fn serve(place: Place, listeners: Listeners) -> Result<(), String> {
     let mut config = place.load()?;
-    if let Some(addr) = http {
+    if let Some(addr) = listeners.http {
         config.http.listen = addr;
     }
-    if let Some(addr) = admin {
+    if let Some(addr) = listeners.flight {
+        config.flight.listen = addr;
+    }
+    if let Some(addr) = listeners.admin {
         config.admin.listen = addr;
     }
     let embedded = place.config.is_none();
@@ -282,12 +295,14 @@ async fn run(state: Arc<State>) -> Result<(), String> {
         tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
     };
     let data = bind(state.config.http.listen).await?;
+    let flight = bind(state.config.flight.listen).await?;
     let admin = bind(state.config.admin.listen).await?;
-    let (data_addr, admin_addr) =
-        (data.local_addr().map_err(|e| e.to_string())?, admin.local_addr().map_err(|e| e.to_string())?);
-    tracing::info!(http = %data_addr, admin = %admin_addr, datasets = state.catalog.entries().count(), data_dir = %state.config.data_dir.display(), "serving");
+    let address = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
+    let (data_addr, flight_addr, admin_addr) = (address(&data)?, address(&flight)?, address(&admin)?);
+    tracing::info!(http = %data_addr, flight = %flight_addr, admin = %admin_addr, datasets = state.catalog.entries().count(), data_dir = %state.config.data_dir.display(), "serving");
     // Lines scripts and tests can wait for.
     println!("kaifang: admin listening on {admin_addr}");
+    println!("kaifang: flight listening on {flight_addr}");
     println!("kaifang: http listening on {data_addr}");
 
     ignore_file_size_signal();
@@ -305,6 +320,7 @@ async fn run(state: Arc<State>) -> Result<(), String> {
         async move {
             tokio::join!(
                 kaifang::http::serve(data, state.clone(), Api::Data, stopped()),
+                kaifang::flight::serve(flight, state.clone(), stopped()),
                 kaifang::http::serve(admin, state, Api::Admin, stopped()),
             );
         }

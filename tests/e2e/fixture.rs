@@ -17,6 +17,8 @@ pub struct Gateway {
     pub base: String,
     /// Base URL of the admin API.
     pub admin: String,
+    /// URL of the Arrow Flight service (`http://host:port`).
+    pub flight: String,
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -27,7 +29,17 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let mut g = Gateway::spawn(
-            &["serve", "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+            &[
+                "serve",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--http",
+                "127.0.0.1:0",
+                "--flight",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ],
             data_dir.clone(),
         );
         g._dir = Some(dir);
@@ -44,6 +56,8 @@ impl Gateway {
                 "--data-dir",
                 data_dir.to_str().unwrap(),
                 "--http",
+                "127.0.0.1:0",
+                "--flight",
                 "127.0.0.1:0",
                 "--admin",
                 "127.0.0.1:0",
@@ -63,21 +77,34 @@ impl Gateway {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut admin = None;
+            let (mut admin, mut flight) = (None, None);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(addr) = line.strip_prefix("kaifang: admin listening on ") {
                     admin = Some(addr.to_owned());
                 }
+                if let Some(addr) = line.strip_prefix("kaifang: flight listening on ") {
+                    flight = Some(addr.to_owned());
+                }
                 if let Some(addr) = line.strip_prefix("kaifang: http listening on ") {
-                    let _ = tx.send((addr.to_owned(), admin.take().expect("the admin address comes first")));
+                    let admin = admin.take().expect("the admin address comes first");
+                    let flight = flight.take().expect("the flight address comes before the http one");
+                    let _ = tx.send((addr.to_owned(), flight, admin));
                 }
             }
         });
-        let (addr, admin) =
+        let (addr, flight, admin) =
             rx.recv_timeout(Duration::from_secs(60)).expect("kaifang did not start listening within 60 s");
         let args = args.iter().map(|a| a.to_string()).collect();
-        Gateway { child, args, base: format!("http://{addr}"), admin: format!("http://{admin}"), data_dir, _dir: None }
+        Gateway {
+            child,
+            args,
+            base: format!("http://{addr}"),
+            admin: format!("http://{admin}"),
+            flight: format!("http://{flight}"),
+            data_dir,
+            _dir: None,
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -9,6 +9,7 @@ mod catalog;
 mod config;
 mod download;
 mod fixture;
+mod flight;
 mod origin;
 mod rows;
 mod upstream;

@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind};
-use crate::source::ByteStream;
+use crate::source::Pieces;
 
 /// One audit record, as stored (without its chain fields `seq`, `prev`, `hash`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -261,26 +261,28 @@ impl Drop for CallGuard {
     }
 }
 
-/// Wraps a response body so that the call's completion record is durable before the client
-/// can see the end of the response: the last piece is held back until the record is written.
-/// A body that fails records `failed`; a body dropped early (client gone) records `aborted`.
-pub fn audited_body(body: ByteStream, guard: CallGuard, status: u16) -> ByteStream {
-    struct State {
-        body: ByteStream,
+/// Wraps an answer (an HTTP body's chunks, a Flight stream's messages) so that the call's
+/// completion record is durable before the client can see its end: the last piece is held back
+/// until the record is written. `size` gives the bytes a piece puts on the wire. An answer that
+/// fails records `failed`; one dropped early (client gone) records `aborted`.
+pub fn audited<T: Send + 'static>(body: Pieces<T>, guard: CallGuard, status: u16, size: fn(&T) -> usize) -> Pieces<T> {
+    struct State<T> {
+        body: Pieces<T>,
         guard: Option<CallGuard>,
-        held: Option<bytes::Bytes>,
+        held: Option<T>,
         sent: Arc<AtomicU64>,
         status: u16,
+        size: fn(&T) -> usize,
     }
     let sent = guard.bytes.clone();
-    let state = State { body, guard: Some(guard), held: None, sent, status };
+    let state = State { body, guard: Some(guard), held: None, sent, status, size };
     Box::pin(futures_util::stream::unfold(state, |mut s| async move {
         loop {
             s.guard.as_ref()?;
             match s.body.next().await {
                 Some(Ok(piece)) => {
                     if let Some(previous) = s.held.replace(piece) {
-                        s.sent.fetch_add(previous.len() as u64, Ordering::Relaxed);
+                        s.sent.fetch_add((s.size)(&previous) as u64, Ordering::Relaxed);
                         return Some((Ok(previous), s));
                     }
                 }
@@ -295,7 +297,7 @@ pub fn audited_body(body: ByteStream, guard: CallGuard, status: u16) -> ByteStre
                     let guard = s.guard.take().expect("checked above");
                     let last = s.held.take();
                     if let Some(b) = &last {
-                        s.sent.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        s.sent.fetch_add((s.size)(b) as u64, Ordering::Relaxed);
                     }
                     return match guard.complete(s.status, Outcome::Complete).await {
                         // With the record durable, the last piece (and so the end) may go.

@@ -60,6 +60,7 @@ impl Origin {
 pub struct Config {
     pub data_dir: PathBuf,
     pub http: HttpConfig,
+    pub flight: FlightConfig,
     pub admin: AdminConfig,
     pub limits: Limits,
     pub upstream: UpstreamConfig,
@@ -171,6 +172,25 @@ fn default_http_listen() -> SocketAddr {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig { listen: default_http_listen() }
+    }
+}
+
+/// The Arrow Flight listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightConfig {
+    /// Address the Arrow Flight (gRPC) service listens on.
+    #[serde(default = "default_flight_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_flight_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8815))
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        FlightConfig { listen: default_flight_listen() }
     }
 }
 
@@ -338,9 +358,10 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// The keys the main file may have at its top level.
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 12] = [
     "data_dir",
     "http",
+    "flight",
     "admin",
     "limits",
     "upstream",
@@ -387,6 +408,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     }
     let data_dir: Option<PathBuf> = main.document.deserialize_key(&main.path, "data_dir", &mut errors);
     let http: HttpConfig = main.document.deserialize_key(&main.path, "http", &mut errors).unwrap_or_default();
+    let flight: FlightConfig = main.document.deserialize_key(&main.path, "flight", &mut errors).unwrap_or_default();
     let admin: AdminConfig = main.document.deserialize_key(&main.path, "admin", &mut errors).unwrap_or_default();
     let masks: MasksConfig = main.document.deserialize_key(&main.path, "masks", &mut errors).unwrap_or_default();
     let audit: AuditConfig = main.document.deserialize_key(&main.path, "audit", &mut errors).unwrap_or_default();
@@ -530,6 +552,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
         Ok(Config {
             data_dir: data_dir.unwrap_or_else(|| PathBuf::from("kaifang-data")),
             http,
+            flight,
             admin,
             limits,
             upstream,

@@ -13,7 +13,6 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use policy::Grant;
 
-use super::limits;
 use super::response::{self, Body};
 use crate::config::SourceConfig;
 use crate::error::{Error, Kind};
@@ -89,7 +88,7 @@ async fn from_file(
     }
     if req.method() != Method::HEAD {
         let body = file.stream(start, end, state.config.limits.download_chunk_bytes);
-        *response.body_mut() = response::streamed(limits::meter_bytes(body, budget));
+        *response.body_mut() = response::streamed(crate::call::meter_bytes(body, budget, bytes::Bytes::len));
     }
     Ok(response)
 }
@@ -129,7 +128,7 @@ async fn from_origin(
         h.insert("x-dataset-version", v);
     }
     if req.method() != Method::HEAD && origin.status != StatusCode::NOT_MODIFIED {
-        *response.body_mut() = response::streamed(limits::meter_bytes(origin.body, budget));
+        *response.body_mut() = response::streamed(crate::call::meter_bytes(origin.body, budget, bytes::Bytes::len));
     }
     Ok(response)
 }

@@ -12,6 +12,8 @@ mod limits;
 mod response;
 mod routes;
 
+pub use response::status;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -90,7 +92,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, api: Api, shutdown:
 /// Every request's path through the gateway.
 async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let request_id = request_id(&req);
+    let request_id = request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let routed = match api {
@@ -119,8 +121,8 @@ async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Inco
 
 /// The client's `X-Request-Id` when it is well-formed (1 to 128 characters of letters, digits,
 /// `-`, `_`, `.`), otherwise a new UUID.
-fn request_id<B>(req: &Request<B>) -> String {
-    req.headers()
+pub fn request_id(headers: &hyper::HeaderMap) -> String {
+    headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| {

@@ -4,28 +4,26 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 use chrono::Utc;
 use futures_util::StreamExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode};
-use policy::{decide, listed, Caller, DatasetId, Grant, Limit, OpenType, Operation};
+use policy::{decide, listed, Caller, DatasetId, OpenType, Operation};
 use serde::Serialize;
 use serde_json::json;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use super::response::{self, json, Body};
 use super::{download, limits};
-use crate::audit::{self, CallInfo, Outcome, Record};
+use crate::audit;
+use crate::call::{self, start, Call, Recorder, Started};
 use crate::encode::{encode_stream, OutputFormat};
 use crate::error::{Error, Kind};
-use crate::pipeline::{execute, Plan, Query};
-use crate::ratelimit::{Admission, Budget};
+use crate::pipeline::Query;
 use crate::source::{self, arrow_schema};
 use crate::state::{CatalogEntry, State};
-use arrow::datatypes::SchemaRef;
 
 /// Rows in a preview.
 pub const PREVIEW_ROWS: usize = 20;
@@ -85,27 +83,30 @@ pub async fn route(
                 ["download"] => Operation::Download,
                 _ => return Err(no_route()),
             };
-            let audit = policy::recorded(&entry.dataset).then(|| Unserved {
+            let recorder = policy::recorded(&entry.dataset).then(|| Recorder {
                 state,
                 request_id: request_id.to_owned(),
                 dataset: entry.dataset.id.to_string(),
-                operation,
+                operation: operation.as_str(),
                 client,
                 user_agent: req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
             });
-            let caller = match (caller, &audit) {
+            let caller = match (caller, &recorder) {
                 (Ok(caller), _) => caller,
-                (Err(e), Some(audit)) => return Err(audit.record(None, e).await),
+                (Err(e), Some(recorder)) => {
+                    let status = response::status(e.kind).as_u16();
+                    return Err(recorder.unserved(None, e, status).await);
+                }
                 (Err(e), None) => return Err(e),
             };
-            let call = Call { state, entry, caller: &caller, client, audit: Mutex::new(None) };
+            let call = Call::new(state, entry, &caller, client);
             let served = match operation {
                 Operation::Rows => rows(&call, &req, &params).await,
                 Operation::Preview => preview(&call, &params).await,
                 Operation::Download => download(&call, &req, &params).await,
             };
-            let answered = match audit {
-                Some(audit) => audited(&call, served, audit).await,
+            let answered = match recorder {
+                Some(recorder) => audited(&call, served, recorder).await,
                 None => served,
             };
             Ok(counted(state, entry, answered))
@@ -126,113 +127,33 @@ fn method_not_allowed(allow: &'static str) -> Error {
 /// id once percent-decoded (`..`, `a%2Fb`) is simply not found: nothing is looked up by it.
 fn lookup<'a>(state: &'a State, raw_id: &str) -> Result<&'a CatalogEntry, Error> {
     let decoded = percent_encoding::percent_decode_str(raw_id).decode_utf8().map_err(|_| Error::dataset_not_found())?;
-    let id: DatasetId = decoded.parse().map_err(|_| Error::dataset_not_found())?;
-    state.catalog.get(&id).filter(|e| listed(&e.dataset)).ok_or_else(Error::dataset_not_found)
+    call::lookup(state, &decoded)
 }
 
-/// One call on one dataset: who, from where, on what.
-struct Call<'a> {
-    state: &'a State,
-    entry: &'a CatalogEntry,
-    caller: &'a Caller,
-    client: IpAddr,
-    /// What the audit record of a granted call says; filled in as the call is planned.
-    audit: Mutex<Option<Granted>>,
-}
-
-/// What is known of a granted call, for its audit record.
-struct Granted {
-    grant: Grant,
-    columns: Vec<String>,
-    filter: Option<String>,
-    rows: Arc<AtomicU64>,
-}
-
-impl Call<'_> {
-    /// Asks the rules for a grant, then the limiter for admission.
-    fn grant(&self, operation: Operation) -> Result<(Grant, Admission, Option<Budget>), Error> {
-        let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
-        let (admission, budget) = limits::admit(self.state, &grant, self.client)?;
-        let columns = grant.scope.visible_fields(&self.entry.dataset).into_iter().map(|f| f.name).collect();
-        *self.audit.lock().expect("audit lock") =
-            Some(Granted { grant: grant.clone(), columns, filter: None, rows: Arc::new(AtomicU64::new(0)) });
-        Ok((grant, admission, budget))
-    }
-
-    /// Notes the columns and filter of a planned query, and counts the rows it yields.
-    fn planned(
-        &self,
-        columns: Vec<String>,
-        filter: Option<String>,
-        batches: source::BatchStream,
-    ) -> source::BatchStream {
-        let mut audit = self.audit.lock().expect("audit lock");
-        let Some(granted) = audit.as_mut() else { return batches };
-        granted.columns = columns;
-        granted.filter = filter;
-        let rows = granted.rows.clone();
-        Box::pin(batches.map(move |batch| {
-            if let Ok(b) = &batch {
-                rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-            }
-            batch
-        }))
-    }
-}
-
-/// The audit phase of a call on conditional data, which every such call passes. A call that
-/// produced a response is served only once its intent record is durable (503 if it cannot be),
-/// and its body is wrapped so its completion is durable before the client sees the end; a call
-/// that ended in an error before any data leaves one `unserved` record.
+/// The audit phase of an HTTP call on conditional data, which every such call passes. A call
+/// that produced a response is served only once its intent record is durable (503 if it cannot
+/// be), and its body is wrapped so its completion is durable before the client sees the end; a
+/// call that ended in an error before any data leaves one `unserved` record.
 async fn audited(
     call: &Call<'_>,
     served: Result<Response<Body>, Error>,
-    audit: Unserved<'_>,
+    recorder: Recorder<'_>,
 ) -> Result<Response<Body>, Error> {
-    let granted = call.audit.lock().expect("audit lock").take();
-    let (response, granted) = match (served, granted) {
-        (Ok(response), Some(granted)) => (response, granted),
-        (Err(e), _) => return Err(audit.record(Some(call.caller), e).await),
-        (Ok(_), None) => return Err(Error::internal("a conditional call was answered without a grant")),
-    };
-    let (key_id, principal) = match call.caller {
-        Caller::Key { key_id, principal, .. } => (Some(key_id.clone()), Some(principal.clone())),
-        Caller::Anonymous => (None, None),
-    };
-    let (request_id, user_agent, operation) = (audit.request_id.as_str(), audit.user_agent, audit.operation);
-    let agreement = match &granted.grant.limit {
-        Limit::Agreement { id, .. } => id.clone(),
-        _ => String::new(),
-    };
-    let masks = granted
-        .grant
-        .scope
-        .masks
-        .iter()
-        .filter(|(column, _)| granted.columns.contains(column))
-        .map(|(column, mask)| (column.clone(), mask.to_string()))
-        .collect();
-    let info = CallInfo {
-        request_id: request_id.to_owned(),
-        key_id: key_id.unwrap_or_default(),
-        principal: principal.unwrap_or_default(),
-        agreement,
-        dataset: call.entry.dataset.id.to_string(),
-        operation: operation.as_str().to_owned(),
-        columns: granted.columns,
-        filter: granted.filter,
-        masks,
-        client: call.client.to_string(),
-        user_agent,
+    let response = match served {
+        Ok(response) => response,
+        Err(e) => {
+            let status = response::status(e.kind).as_u16();
+            return Err(recorder.unserved(Some(call.caller), e, status).await);
+        }
     };
     let version = response.headers().get("x-dataset-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
     // Nothing has been sent yet: the response (and the source behind it) is dropped if the
     // intent cannot be made durable.
-    let guard = call.state.audit.intent(info, version, granted.rows).await?;
+    let guard = call.intent(&recorder, version).await?;
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
     let body: source::ByteStream = Box::pin(http_body_util::BodyExt::into_data_stream(body));
-    Ok(Response::from_parts(parts, response::streamed(audit::audited_body(body, guard, status))))
+    Ok(Response::from_parts(parts, response::streamed(audit::audited(body, guard, status, Bytes::len))))
 }
 
 /// Counts a data call and its body bytes in the metrics; the error, if any, becomes its
@@ -251,52 +172,6 @@ fn counted(state: &State, entry: &CatalogEntry, answered: Result<Response<Body>,
         chunk
     });
     Response::from_parts(parts, response::streamed(body))
-}
-
-/// What the audit record of a call on conditional data needs before the call is granted.
-struct Unserved<'a> {
-    state: &'a State,
-    request_id: String,
-    dataset: String,
-    operation: Operation,
-    client: IpAddr,
-    user_agent: Option<String>,
-}
-
-impl Unserved<'_> {
-    /// Records a call that ended in `error` before any data was served, and hands the error
-    /// back.
-    async fn record(&self, caller: Option<&Caller>, error: Error) -> Error {
-        let (key_id, principal) = match caller {
-            Some(Caller::Key { key_id, principal, .. }) => (Some(key_id.clone()), Some(principal.clone())),
-            _ => (None, None),
-        };
-        let status = response::status(error.kind).as_u16();
-        self.state
-            .audit
-            .unserved(Record::Unserved {
-                request_id: self.request_id.clone(),
-                time: Utc::now(),
-                key_id,
-                principal,
-                dataset: self.dataset.clone(),
-                operation: self.operation.as_str().to_owned(),
-                client: self.client.to_string(),
-                user_agent: self.user_agent.clone(),
-                status,
-                reason: format!("{}: {}", error.code, error.message),
-                outcome: if status >= 500 { Outcome::Failed } else { Outcome::Refused },
-            })
-            .await;
-        // A source error may quote the data it choked on, which for conditional data can be a
-        // value outside the caller's scope or under a mask: the caller gets no details (the
-        // audit record and the log keep them).
-        if error.kind == Kind::SourceFailed {
-            tracing::warn!(dataset = %self.dataset, error = %error, "conditional source failed");
-            return Error::source("the dataset's source could not be read; the platform's operators have the details");
-        }
-        error
-    }
 }
 
 async fn download(
@@ -427,41 +302,12 @@ fn describe(entry: &CatalogEntry, caller: &Caller) -> serde_json::Value {
     value
 }
 
-/// Plans the query and opens the source, returning the first batch (if any) so that a source
-/// that fails at once is answered with a proper error instead of a broken 200.
-async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Result<Started, Error> {
-    let (grant, admission, budget) = call.grant(operation)?;
-    let state = call.state;
-    let plan = Plan::new(&call.entry.config, &grant, query, state.config.limits.max_sort_rows, state.hash_key.clone())?;
-    let batches = source::open_batches(&call.entry.config, &state.source_context(), plan.read.clone()).await?;
-    let schema = plan.output_schema.clone();
-    let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let rows = call.planned(columns, query.filter.as_ref().map(|f| f.to_string()), execute(plan, batches.stream));
-    // Fused: an empty result ends at this first poll, and must not be polled again after it.
-    let mut rest = limits::meter_rows(rows, budget.clone()).fuse();
-    let first = rest.next().await.transpose()?;
-    let rest = Box::pin(rest);
-    Ok(Started { schema, version: batches.version, first, rest, admission, budget })
-}
-
-/// A query whose source is open and whose first batch is in hand.
-struct Started {
-    /// Schema of the rows sent.
-    schema: SchemaRef,
-    version: Option<String>,
-    first: Option<RecordBatch>,
-    rest: source::BatchStream,
-    admission: Admission,
-    budget: Option<Budget>,
-}
-
-impl Started {
-    fn headers(&self, response: &mut Response<Body>) {
-        if let Some(v) = self.version.as_ref().and_then(|v| HeaderValue::from_str(v).ok()) {
-            response.headers_mut().insert("x-dataset-version", v);
-        }
-        limits::rate_headers(response.headers_mut(), &self.admission);
+/// The dataset version and `RateLimit` fields of a started query.
+fn started_headers(started: &Started, response: &mut Response<Body>) {
+    if let Some(v) = started.version.as_ref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        response.headers_mut().insert("x-dataset-version", v);
     }
+    limits::rate_headers(response.headers_mut(), &started.admission);
 }
 
 async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, String)]) -> Result<Response<Body>, Error> {
@@ -480,9 +326,9 @@ async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, Strin
     let query = Query::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let started = start(call, Operation::Rows, &query).await?;
     let mut response = Response::new(response::full(""));
-    started.headers(&mut response);
+    started_headers(&started, &mut response);
     let Started { schema, first, rest, budget, .. } = started;
-    let body = limits::meter_bytes(encode_stream(format.encoder(&schema)?, first, rest), budget);
+    let body = call::meter_bytes(encode_stream(format.encoder(&schema)?, first, rest), budget, Bytes::len);
     *response.body_mut() = response::streamed(body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
@@ -528,7 +374,7 @@ async fn preview(call: &Call<'_>, params: &[(String, String)]) -> Result<Respons
     }
     let columns = started.schema.fields().iter().map(|f| Cow::Owned(f.name().clone())).collect();
     let mut response = json(StatusCode::OK, &Preview { dataset: &call.entry.dataset.id, columns, rows });
-    started.headers(&mut response);
+    started_headers(&started, &mut response);
     Ok(response)
 }
 

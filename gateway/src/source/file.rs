@@ -127,6 +127,22 @@ pub struct OpenFile {
     pub info: FileInfo,
 }
 
+/// The number of rows in a file, where its format records it without a scan (Parquet's footer);
+/// `None` for other formats or a file that cannot be read.
+pub async fn recorded_rows(path: PathBuf, format: Format) -> Option<u64> {
+    if format != Format::Parquet {
+        return None;
+    }
+    tokio::task::spawn_blocking(move || {
+        let file = File::open(&path).ok()?;
+        let metadata = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&file).ok()?;
+        u64::try_from(metadata.file_metadata().num_rows()).ok()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// Opens a file for raw download.
 pub async fn open_bytes(path: PathBuf) -> Result<OpenFile, Error> {
     let (file, info) = tokio::task::spawn_blocking(move || open(&path))

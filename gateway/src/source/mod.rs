@@ -26,10 +26,12 @@ use policy::{Field, FieldType};
 use crate::config::{DatasetConfig, SourceConfig};
 use crate::error::Error;
 
+/// Pieces of an answer on their way to a caller, any of which may be an error.
+pub type Pieces<T> = Pin<Box<dyn Stream<Item = Result<T, Error>> + Send>>;
 /// Record batches on their way from a source.
-pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, Error>> + Send>>;
+pub type BatchStream = Pieces<RecordBatch>;
 /// Raw bytes on their way from a source.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+pub type ByteStream = Pieces<Bytes>;
 
 /// Batches a reader thread may run ahead of its consumer.
 pub const CHANNEL_BATCHES: usize = 2;

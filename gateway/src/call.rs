@@ -1,0 +1,291 @@
+//! One call on one dataset, whatever the front end: the grant, admission by the limiter, the
+//! planned and metered stream of batches, and the call's audit records.
+//!
+//! The HTTP data API and the Arrow Flight service both go through here, so the rules exist
+//! once: [`policy::decide`] grants, [`admit`] applies the rate limit and daily quotas, [`start`]
+//! plans the query within the grant and opens the source, and a call on conditional data leaves
+//! its records through [`Recorder`] and [`Call::intent`]. What stays in each front end is the
+//! wire: parameters in, statuses and encodings out.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use chrono::Utc;
+use futures_util::StreamExt;
+use policy::{decide, listed, Caller, DatasetId, Grant, Limit, Operation};
+
+use crate::audit::{CallGuard, CallInfo, Outcome, Record};
+use crate::error::{Error, Kind};
+use crate::pipeline::{execute, Plan, Query};
+use crate::ratelimit::{Admission, Budget, Denied};
+use crate::source::{self, BatchStream, Pieces};
+use crate::state::{CatalogEntry, State};
+
+/// The dataset `id` names, if it exists and is not non-open: unknown and non-open ids get the
+/// same answer, so non-open ids cannot be probed. A string that is not a valid id is simply not
+/// found: nothing is looked up by it.
+pub fn lookup<'a>(state: &'a State, id: &str) -> Result<&'a CatalogEntry, Error> {
+    let id: DatasetId = id.parse().map_err(|_| Error::dataset_not_found())?;
+    state.catalog.get(&id).filter(|e| listed(&e.dataset)).ok_or_else(Error::dataset_not_found)
+}
+
+/// One call on one dataset: who, from where, on what.
+pub struct Call<'a> {
+    pub state: &'a State,
+    pub entry: &'a CatalogEntry,
+    pub caller: &'a Caller,
+    pub client: IpAddr,
+    /// What the audit record of a granted call says; filled in as the call is planned.
+    audit: Mutex<Option<Granted>>,
+}
+
+/// What is known of a granted call, for its audit record.
+struct Granted {
+    grant: Grant,
+    columns: Vec<String>,
+    filter: Option<String>,
+    rows: Arc<AtomicU64>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(state: &'a State, entry: &'a CatalogEntry, caller: &'a Caller, client: IpAddr) -> Call<'a> {
+        Call { state, entry, caller, client, audit: Mutex::new(None) }
+    }
+
+    /// Asks the rules for a grant, then the limiter for admission.
+    pub fn grant(&self, operation: Operation) -> Result<(Grant, Admission, Option<Budget>), Error> {
+        let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
+        let (admission, budget) = admit(self.state, &grant, self.client)?;
+        let columns = grant.scope.visible_fields(&self.entry.dataset).into_iter().map(|f| f.name).collect();
+        *self.audit.lock().expect("audit lock") =
+            Some(Granted { grant: grant.clone(), columns, filter: None, rows: Arc::new(AtomicU64::new(0)) });
+        Ok((grant, admission, budget))
+    }
+
+    /// Notes the columns and filter of a planned query, and counts the rows it yields.
+    fn planned(&self, columns: Vec<String>, filter: Option<String>, batches: BatchStream) -> BatchStream {
+        let mut audit = self.audit.lock().expect("audit lock");
+        let Some(granted) = audit.as_mut() else { return batches };
+        granted.columns = columns;
+        granted.filter = filter;
+        let rows = granted.rows.clone();
+        Box::pin(batches.map(move |batch| {
+            if let Ok(b) = &batch {
+                rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+            }
+            batch
+        }))
+    }
+
+    /// Makes the intent record of this granted call durable, before any of its data is sent,
+    /// and returns the guard that writes its completion. Fails (503, `Unavailable` on Flight)
+    /// when the record cannot be written: the answer is then dropped unsent.
+    pub async fn intent(&self, recorder: &Recorder<'_>, version: Option<String>) -> Result<CallGuard, Error> {
+        let granted = self
+            .audit
+            .lock()
+            .expect("audit lock")
+            .take()
+            .ok_or_else(|| Error::internal("a conditional call was answered without a grant"))?;
+        let (key_id, principal) = match self.caller {
+            Caller::Key { key_id, principal, .. } => (key_id.clone(), principal.clone()),
+            Caller::Anonymous => (String::new(), String::new()),
+        };
+        let agreement = match &granted.grant.limit {
+            Limit::Agreement { id, .. } => id.clone(),
+            _ => String::new(),
+        };
+        let masks = granted
+            .grant
+            .scope
+            .masks
+            .iter()
+            .filter(|(column, _)| granted.columns.contains(column))
+            .map(|(column, mask)| (column.clone(), mask.to_string()))
+            .collect();
+        let info = CallInfo {
+            request_id: recorder.request_id.clone(),
+            key_id,
+            principal,
+            agreement,
+            dataset: self.entry.dataset.id.to_string(),
+            operation: recorder.operation.to_owned(),
+            columns: granted.columns,
+            filter: granted.filter,
+            masks,
+            client: self.client.to_string(),
+            user_agent: recorder.user_agent.clone(),
+        };
+        self.state.audit.intent(info, version, granted.rows).await
+    }
+}
+
+/// What the audit records of a call on conditional data need before the call is granted.
+pub struct Recorder<'a> {
+    pub state: &'a State,
+    pub request_id: String,
+    pub dataset: String,
+    /// The operation as the audit log names it: `rows`, `preview`, `download`, `flight`.
+    pub operation: &'static str,
+    pub client: IpAddr,
+    pub user_agent: Option<String>,
+}
+
+impl Recorder<'_> {
+    /// Records a call that ended in `error` before any data was served, and hands the error
+    /// back. `status` is the error's status as the front end answers it (an HTTP status, or
+    /// the HTTP status that a gRPC status stands for).
+    pub async fn unserved(&self, caller: Option<&Caller>, error: Error, status: u16) -> Error {
+        let (key_id, principal) = match caller {
+            Some(Caller::Key { key_id, principal, .. }) => (Some(key_id.clone()), Some(principal.clone())),
+            _ => (None, None),
+        };
+        self.state
+            .audit
+            .unserved(Record::Unserved {
+                request_id: self.request_id.clone(),
+                time: Utc::now(),
+                key_id,
+                principal,
+                dataset: self.dataset.clone(),
+                operation: self.operation.to_owned(),
+                client: self.client.to_string(),
+                user_agent: self.user_agent.clone(),
+                status,
+                reason: format!("{}: {}", error.code, error.message),
+                outcome: if status >= 500 { Outcome::Failed } else { Outcome::Refused },
+            })
+            .await;
+        // A source error may quote the data it choked on, which for conditional data can be a
+        // value outside the caller's scope or under a mask: the caller gets no details (the
+        // audit record and the log keep them).
+        if error.kind == Kind::SourceFailed {
+            tracing::warn!(dataset = %self.dataset, error = %error, "conditional source failed");
+            return Error::source("the dataset's source could not be read; the platform's operators have the details");
+        }
+        error
+    }
+}
+
+/// Plans the query and opens the source, returning the first batch (if any) so that a source
+/// that fails at once is answered with a proper error instead of a broken stream.
+pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Result<Started, Error> {
+    let (grant, admission, budget) = call.grant(operation)?;
+    let state = call.state;
+    let plan = Plan::new(&call.entry.config, &grant, query, state.config.limits.max_sort_rows, state.hash_key.clone())?;
+    let batches = source::open_batches(&call.entry.config, &state.source_context(), plan.read.clone()).await?;
+    let schema = plan.output_schema.clone();
+    let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let rows = call.planned(columns, query.filter.as_ref().map(|f| f.to_string()), execute(plan, batches.stream));
+    // Fused: an empty result ends at this first poll, and must not be polled again after it.
+    let mut rest = meter_rows(rows, budget.clone()).fuse();
+    let first = rest.next().await.transpose()?;
+    let rest = Box::pin(rest);
+    Ok(Started { schema, version: batches.version, first, rest, admission, budget })
+}
+
+/// A query whose source is open and whose first batch is in hand.
+pub struct Started {
+    /// Schema of the rows sent.
+    pub schema: SchemaRef,
+    /// The dataset's content version, where the source knows it.
+    pub version: Option<String>,
+    pub first: Option<RecordBatch>,
+    pub rest: BatchStream,
+    pub admission: Admission,
+    pub budget: Option<Budget>,
+}
+
+/// Admits the call or refuses it: 429 (`ResourceExhausted` on Flight) naming the limit, with
+/// `Retry-After` and the `RateLimit` fields.
+pub fn admit(state: &State, grant: &Grant, client: IpAddr) -> Result<(Admission, Option<Budget>), Error> {
+    let store = state.store.clone();
+    let load = move |agreement: &str, day: &str| {
+        store.usage(agreement, day).unwrap_or_else(|e| {
+            tracing::warn!(agreement, error = %e, "quota usage not readable; counting from zero");
+            Default::default()
+        })
+    };
+    state.limiter.admit(&grant.limit, client, Utc::now(), load).map_err(|denied| {
+        let (mut error, retry_after) = match denied {
+            Denied::Rate { policy, burst, retry_after } => {
+                let mut e = Error::new(
+                    Kind::TooManyRequests,
+                    "rate_limited",
+                    format!("the {policy} rate limit is spent; retry in {:.1} s", retry_after.as_secs_f64()),
+                );
+                let t = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                e.headers.extend([
+                    ("ratelimit-policy", format!("\"{policy}\";q={burst};w=1")),
+                    ("ratelimit", format!("\"{policy}\";r=0;t={t}")),
+                    ("ratelimit-limit", burst.to_string()),
+                    ("ratelimit-remaining", "0".into()),
+                    ("ratelimit-reset", t.to_string()),
+                ]);
+                (e, retry_after)
+            }
+            Denied::Quota { quota, limit, retry_after } => (
+                Error::new(
+                    Kind::TooManyRequests,
+                    "quota_exhausted",
+                    format!("the daily quota `{quota}` ({limit}) of your agreement is spent; it renews at midnight"),
+                ),
+                retry_after,
+            ),
+        };
+        error.headers.push(("retry-after", retry_after.as_secs_f64().ceil().max(1.0).to_string()));
+        error
+    })
+}
+
+fn quota_spent(which: &str, left: u64) -> Error {
+    Error::new(
+        Kind::TooManyRequests,
+        "quota_exhausted",
+        format!("the daily quota `{which}` of your agreement does not cover this result ({left} left today); narrow the query or wait for midnight"),
+    )
+}
+
+/// Counts the rows of a result against the budget. A batch that would pass it is not sent:
+/// before the first row that makes a clean refusal and spends nothing; after it the answer breaks
+/// off (the client never takes a cut result for a complete one) and what was left of the day's
+/// quota is spent.
+pub fn meter_rows(batches: BatchStream, budget: Option<Budget>) -> BatchStream {
+    let Some(budget) = budget else { return batches };
+    let mut sent = 0u64;
+    let mut over = None;
+    Box::pin(batches.map(move |batch| {
+        if let Some(left) = over {
+            return Err(quota_spent("rows_per_day", left));
+        }
+        let batch = batch?;
+        let rows = batch.num_rows() as u64;
+        if let Err(left) = budget.take_rows(rows) {
+            over = Some(left);
+            if sent > 0 {
+                budget.exhaust_rows();
+            }
+            return Err(quota_spent("rows_per_day", left));
+        }
+        sent += rows;
+        Ok(batch)
+    }))
+}
+
+/// Counts the bytes of an answer against the budget; `size` gives the bytes a piece puts on the
+/// wire. The answer has begun, so one that runs past the budget breaks off and spends what was
+/// left of the day's quota.
+pub fn meter_bytes<T: Send + 'static>(body: Pieces<T>, budget: Option<Budget>, size: fn(&T) -> usize) -> Pieces<T> {
+    let Some(budget) = budget else { return body };
+    Box::pin(body.map(move |piece| {
+        let piece = piece?;
+        if let Err(left) = budget.take_bytes(size(&piece) as u64) {
+            budget.exhaust_bytes();
+            return Err(quota_spent("bytes_per_day", left));
+        }
+        Ok(piece)
+    }))
+}

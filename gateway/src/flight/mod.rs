@@ -1,0 +1,595 @@
+//! The Arrow Flight service: datasets as Arrow record batches over gRPC, for analytics platforms
+//! (pyarrow.flight, ADBC, arrow-rs).
+//!
+//! Every RPC runs on the same rules as the HTTP data API, through [`crate::call`]: the caller
+//! comes from `authorization: Bearer <key>` metadata (or is anonymous), [`policy::decide`] grants,
+//! the limiter admits, the pipeline plans the query within the grant, and a `DoGet` on
+//! conditional data is audited (operation `flight`) with its intent durable before the first
+//! message. What is particular to Flight is only the wire: descriptors and tickets in
+//! ([`Command`]), `FlightData` messages and gRPC statuses out.
+//!
+//! - `Handshake` checks a key (Basic authentication with the key as password, or the key as
+//!   payload) and hands it back as the bearer token.
+//! - `ListFlights`: the datasets the caller may read, each with the schema it would receive.
+//! - `GetFlightInfo`, `PollFlightInfo`, `GetSchema`: for a path `[dataset_id]` or a JSON command;
+//!   the schema is the caller's (columns outside its scope absent, masked columns typed as sent).
+//! - `DoGet`: streams batch by batch from the source, in messages of at most
+//!   [`MAX_MESSAGE_BYTES`] (common clients take 4 MiB); a slow client holds the source back
+//!   through HTTP/2 flow control instead of growing a buffer.
+
+mod command;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::Array;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use base64::Engine;
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::stream::{self, BoxStream};
+use futures_util::{StreamExt, TryStreamExt};
+use policy::{decide, listed, Caller, Operation};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+pub use command::Command;
+
+use crate::audit;
+use crate::call::{self, start, Call, Recorder};
+use crate::config::SourceConfig;
+use crate::error::{Error, Kind};
+use crate::pipeline::Plan;
+use crate::source::{file, Pieces};
+use crate::state::{CatalogEntry, State};
+
+/// Largest `FlightData` message the encoder aims for: half the 4 MiB gRPC default of common
+/// clients, so that encoding overhead never pushes a message past it.
+pub const MAX_MESSAGE_BYTES: usize = 2 << 20;
+/// How long streams in flight may take to finish after shutdown begins.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// The audit log's name for a Flight `DoGet`.
+const AUDIT_OPERATION: &str = "flight";
+
+/// Serves the Flight service on `listener` until `shutdown` completes, then lets streams in
+/// flight finish (up to a deadline).
+pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()> + Send) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).then(|accepted| async move {
+        match &accepted {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "flight accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        accepted
+    });
+    let service = FlightServiceServer::new(Service { state });
+    let (draining, drain) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            let _ = draining.send(());
+        });
+    let deadline = async move {
+        match drain.await {
+            Ok(()) => tokio::time::sleep(DRAIN_DEADLINE).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = server => match served {
+            Ok(()) => tracing::info!("flight streams drained"),
+            Err(e) => tracing::error!(error = %e, "the flight server failed"),
+        },
+        () = deadline => tracing::warn!("flight drain deadline passed; closing remaining streams"),
+    }
+}
+
+/// The gRPC status of each kind of error; the message starts with the error's stable code.
+pub fn status(e: &Error) -> Status {
+    let code = match e.kind {
+        Kind::BadRequest => Code::InvalidArgument,
+        Kind::Unauthenticated => Code::Unauthenticated,
+        Kind::Forbidden => Code::PermissionDenied,
+        Kind::NotFound => Code::NotFound,
+        Kind::Gone => Code::FailedPrecondition,
+        Kind::MethodNotAllowed => Code::Unimplemented,
+        Kind::RangeNotSatisfiable => Code::OutOfRange,
+        Kind::Conflict => Code::AlreadyExists,
+        Kind::TooManyRequests => Code::ResourceExhausted,
+        Kind::Unavailable | Kind::SourceFailed => Code::Unavailable,
+        Kind::SourceTimeout => Code::DeadlineExceeded,
+        Kind::Internal => Code::Internal,
+    };
+    let mut message = format!("{}: {}", e.code, e.message);
+    if let Some(position) = e.position.filter(|_| !e.message.contains("position")) {
+        message.push_str(&format!(" (at position {position})"));
+    }
+    let mut status = Status::new(code, message);
+    for (name, value) in &e.headers {
+        if let Ok(value) = value.parse() {
+            status.metadata_mut().insert(*name, value);
+        }
+    }
+    status
+}
+
+/// Cuts a batch into slices of at most about `max` bytes of data each.
+///
+/// arrow-flight's encoder sizes a batch by `get_buffer_memory_size`, which counts the whole
+/// allocation a sliced array points into; the columns of a batch read from an Arrow IPC file
+/// all point into one allocation, so it would cut such a batch into ten times too many
+/// messages. This counts the bytes of the slice itself; the encoder, given slices that fit,
+/// sends each as one message.
+pub fn message_slices(batch: &RecordBatch, max: usize) -> Vec<RecordBatch> {
+    let bytes: usize = batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_buffer_memory_size()))
+        .sum();
+    let rows = batch.num_rows();
+    let pieces = bytes.div_ceil(max.max(1)).clamp(1, rows.max(1));
+    let per_piece = rows.div_ceil(pieces).max(1);
+    (0..rows).step_by(per_piece).map(|start| batch.slice(start, per_piece.min(rows - start))).collect()
+}
+
+/// The encoder of a `DoGet` stream: the schema first (even for no rows), then one message per
+/// slice from [`message_slices`].
+pub fn encoder(schema: SchemaRef) -> FlightDataEncoderBuilder {
+    FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_options(IpcWriteOptions::default())
+        // The slices are cut to size already; the encoder's own estimate would cut them again.
+        .with_max_flight_data_size(usize::MAX)
+}
+
+/// Bytes a message puts on the wire (its IPC header, body and application metadata).
+fn wire_size(message: &FlightData) -> usize {
+    message.data_header.len() + message.data_body.len() + message.app_metadata.len()
+}
+
+/// Who is calling, from where, under which request id.
+struct Context {
+    rpc: &'static str,
+    request_id: String,
+    client: IpAddr,
+    user_agent: Option<String>,
+    headers: http::HeaderMap,
+    started: Instant,
+}
+
+impl Context {
+    fn of<T>(rpc: &'static str, request: &Request<T>) -> Context {
+        let headers = request.metadata().clone().into_headers();
+        Context {
+            rpc,
+            request_id: crate::http::request_id(&headers),
+            // Only a listener that is not TCP has no peer address; such a caller counts as one.
+            client: request.remote_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip()),
+            user_agent: headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            headers,
+            started: Instant::now(),
+        }
+    }
+
+    async fn caller(&self, state: &Arc<State>) -> Result<Caller, Error> {
+        state.keys.caller(&self.headers).await
+    }
+
+    /// Turns the outcome of an RPC into its gRPC answer, with the request id in its metadata,
+    /// and logs it once.
+    fn answer<T>(&self, outcome: Result<T, Error>, dataset: Option<&str>) -> Result<Response<T>, Status> {
+        let request_id: MetadataValue<_> = self.request_id.parse().expect("request ids are visible ASCII");
+        let (code, answer) = match outcome {
+            Ok(value) => {
+                let mut response = Response::new(value);
+                response.metadata_mut().insert("x-request-id", request_id);
+                (Code::Ok, Ok(response))
+            }
+            Err(e) => {
+                let mut status = status(&e);
+                status.metadata_mut().insert("x-request-id", request_id);
+                (status.code(), Err(status))
+            }
+        };
+        tracing::info!(
+            request_id = %self.request_id,
+            peer = %self.client,
+            api = "Flight",
+            rpc = self.rpc,
+            dataset = dataset.unwrap_or(""),
+            status = ?code,
+            head_ms = self.started.elapsed().as_millis() as u64,
+            "request"
+        );
+        answer
+    }
+}
+
+struct Service {
+    state: Arc<State>,
+}
+
+impl Service {
+    /// The schema and size of what `command` would return to `caller`, without reading data.
+    async fn info(&self, caller: &Caller, command: &Command) -> Result<(FlightInfo, SchemaRef), Error> {
+        let state = &self.state;
+        let entry = call::lookup(state, &command.dataset)?;
+        let grant = decide(caller, &entry.dataset, Operation::Rows, Utc::now())?;
+        let query = command.query()?;
+        let plan = Plan::new(&entry.config, &grant, &query, state.config.limits.max_sort_rows, state.hash_key.clone())?;
+        let schema = plan.output_schema.clone();
+        let mut info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Error::internal(format!("schema encoding: {e}")))?
+            .with_descriptor(FlightDescriptor::new_cmd(serde_json::to_vec(command).expect("commands serialize")))
+            .with_endpoint(FlightEndpoint::new().with_ticket(command.ticket()))
+            .with_ordered(!command.order.is_empty())
+            .with_app_metadata(metadata(entry));
+        if grant.scope.row_filter.is_none() && command.filter.is_none() {
+            if let Some(rows) = recorded_rows(state, entry).await {
+                let rows = rows.saturating_sub(command.offset as u64);
+                let rows = command.limit.map_or(rows, |l| rows.min(l as u64));
+                info = info.with_total_records(i64::try_from(rows).unwrap_or(i64::MAX));
+            }
+        }
+        Ok((info, schema))
+    }
+
+    /// `DoGet`: the query's batches as Flight messages, audited when the dataset's calls are.
+    async fn get(&self, context: &Context, command: &Command) -> Result<Pieces<FlightData>, Error> {
+        let state = &self.state;
+        let entry = call::lookup(state, &command.dataset)?;
+        let recorder = policy::recorded(&entry.dataset).then(|| Recorder {
+            state,
+            request_id: context.request_id.clone(),
+            dataset: entry.dataset.id.to_string(),
+            operation: AUDIT_OPERATION,
+            client: context.client,
+            user_agent: context.user_agent.clone(),
+        });
+        let caller = match (context.caller(state).await, &recorder) {
+            (Ok(caller), _) => caller,
+            (Err(e), Some(recorder)) => return Err(unserved(recorder, None, e).await),
+            (Err(e), None) => return Err(e),
+        };
+        let call = Call::new(state, entry, &caller, context.client);
+        let started = match (command.query(), &recorder) {
+            (Ok(query), _) => start(&call, Operation::Rows, &query).await,
+            (Err(e), _) => Err(e),
+        };
+        let started = match (started, &recorder) {
+            (Ok(started), _) => started,
+            (Err(e), Some(recorder)) => return Err(unserved(recorder, Some(&caller), e).await),
+            (Err(e), None) => return Err(e),
+        };
+        let call::Started { schema, version, first, rest, budget, .. } = started;
+        let batches = stream::iter(first.map(Ok)).chain(rest).flat_map(|batch| match batch {
+            Ok(batch) => stream::iter(message_slices(&batch, MAX_MESSAGE_BYTES).into_iter().map(Ok)).left_stream(),
+            Err(e) => stream::iter([Err(FlightError::ExternalError(Box::new(e)))]).right_stream(),
+        });
+        let messages = encoder(schema).build(batches).map_err(|e| match e {
+            FlightError::ExternalError(e) => match e.downcast::<Error>() {
+                Ok(e) => *e,
+                Err(e) => Error::internal(format!("flight encoding: {e}")),
+            },
+            e => Error::internal(format!("flight encoding: {e}")),
+        });
+        let messages = call::meter_bytes(Box::pin(messages), budget, wire_size);
+        let Some(recorder) = recorder else { return Ok(messages) };
+        // Nothing has been sent yet: the stream (and the source behind it) is dropped if the
+        // intent cannot be made durable.
+        let guard = call.intent(&recorder, version).await?;
+        let messages = audit::audited(messages, guard, 200, wire_size);
+        // A source error may quote the data it choked on, which may be outside the caller's
+        // scope or under a mask; a gRPC status reaches the client whole, so it gets no details.
+        let dataset = recorder.dataset.clone();
+        Ok(Box::pin(messages.map_err(move |e| {
+            if e.kind == Kind::SourceFailed {
+                tracing::warn!(dataset = %dataset, error = %e, "conditional source failed mid-stream");
+                return Error::source(
+                    "the dataset's source could not be read; the platform's operators have the details",
+                );
+            }
+            e
+        })))
+    }
+
+    /// Counts a `DoGet` and its bytes in the metrics, by its outcome at the start.
+    fn counted(&self, dataset: &str, outcome: &Result<Pieces<FlightData>, Error>) -> Option<prometheus::IntCounter> {
+        let entry = call::lookup(&self.state, dataset).ok()?;
+        let (dataset, open_type) = (entry.dataset.id.as_str(), entry.dataset.open_type.as_str());
+        let status = match outcome {
+            Ok(_) => 200,
+            Err(e) => crate::http::status(e.kind).as_u16(),
+        };
+        let metrics = &self.state.metrics;
+        metrics.requests.with_label_values(&["flight", dataset, open_type, crate::metrics::status_class(status)]).inc();
+        Some(metrics.response_bytes.with_label_values(&["flight", dataset, open_type]))
+    }
+}
+
+/// Records a `DoGet` refused before any data, with the HTTP status its gRPC status stands for.
+async fn unserved(recorder: &Recorder<'_>, caller: Option<&Caller>, e: Error) -> Error {
+    let status = crate::http::status(e.kind).as_u16();
+    recorder.unserved(caller, e, status).await
+}
+
+/// What a `FlightInfo` tells of its dataset beyond the schema, as JSON (DCAT names where there
+/// is one, as in the HTTP catalog).
+fn metadata(entry: &CatalogEntry) -> Bytes {
+    let d = &entry.dataset;
+    let value = json!({
+        "id": d.id,
+        "title": d.title,
+        "description": d.description,
+        "owner": d.owner,
+        "open_type": d.open_type,
+        "update_frequency": d.update_frequency,
+        "last_updated": d.last_updated,
+        "license": d.license,
+        "keywords": d.keywords,
+    });
+    serde_json::to_vec(&value).expect("metadata serializes").into()
+}
+
+/// The dataset's row count where its source records one without a scan.
+async fn recorded_rows(state: &State, entry: &CatalogEntry) -> Option<u64> {
+    match &entry.config.source {
+        SourceConfig::File(path) => file::recorded_rows(state.config.data_dir.join(path), entry.dataset.format).await,
+        SourceConfig::Url(_) => None,
+    }
+}
+
+/// The key a `Handshake` presents: the password of Basic authentication, a bearer token, or the
+/// first message's payload.
+async fn handshake_key(headers: &http::HeaderMap, messages: &mut Streaming<HandshakeRequest>) -> Result<String, Error> {
+    let missing = || {
+        Error::new(
+            Kind::Unauthenticated,
+            "key_required",
+            "send the API key as the password of Basic authentication, or as the handshake payload",
+        )
+    };
+    if let Some(authorization) = headers.get(http::header::AUTHORIZATION) {
+        let authorization = authorization.to_str().map_err(|_| missing())?;
+        let (scheme, value) = authorization.split_once(' ').unwrap_or((authorization, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(value.trim()).map_err(|_| missing())?;
+            let decoded = String::from_utf8(decoded).map_err(|_| missing())?;
+            let (_user, password) = decoded.split_once(':').ok_or_else(missing)?;
+            return Ok(password.to_owned());
+        }
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(value.trim().to_owned());
+        }
+        return Err(missing());
+    }
+    match messages.message().await {
+        Ok(Some(request)) if !request.payload.is_empty() => {
+            String::from_utf8(request.payload.to_vec()).map_err(|_| missing())
+        }
+        _ => Err(missing()),
+    }
+}
+
+fn unimplemented(what: &str) -> Status {
+    Status::unimplemented(format!("{what} is not offered: kaifang serves open data read-only, through DoGet"))
+}
+
+type Messages<T> = BoxStream<'static, Result<T, Status>>;
+
+#[tonic::async_trait]
+impl FlightService for Service {
+    type HandshakeStream = Messages<HandshakeResponse>;
+    type ListFlightsStream = Messages<FlightInfo>;
+    type DoGetStream = Messages<FlightData>;
+    type DoPutStream = Messages<PutResult>;
+    type DoActionStream = Messages<arrow_flight::Result>;
+    type ListActionsStream = Messages<ActionType>;
+    type DoExchangeStream = Messages<FlightData>;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        let context = Context::of("Handshake", &request);
+        let mut messages = request.into_inner();
+        let outcome = async {
+            let key = handshake_key(&context.headers, &mut messages).await?;
+            let bearer = format!("Bearer {key}");
+            let mut headers = http::HeaderMap::new();
+            let value = http::HeaderValue::from_str(&bearer).map_err(|_| {
+                Error::new(Kind::Unauthenticated, "unknown_key", "the API key is not known or has been revoked")
+            })?;
+            headers.insert(http::header::AUTHORIZATION, value);
+            // A key is present, so the caller is never anonymous: it is the key's, or refused.
+            self.state.keys.caller(&headers).await?;
+            Ok((key, bearer))
+        }
+        .await;
+        let (key, bearer) = match outcome {
+            Ok(v) => v,
+            Err(e) => return context.answer(Err(e), None),
+        };
+        let reply = HandshakeResponse { protocol_version: 0, payload: Bytes::from(key) };
+        let mut response = context.answer(Ok(stream::iter([Ok(reply)]).boxed()), None)?;
+        response.metadata_mut().insert("authorization", bearer.parse().expect("checked as a header value above"));
+        Ok(response)
+    }
+
+    async fn list_flights(&self, request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let context = Context::of("ListFlights", &request);
+        let outcome = async {
+            let caller = context.caller(&self.state).await?;
+            let text = std::str::from_utf8(&request.get_ref().expression)
+                .map_err(|_| Error::bad_request("bad_criteria", "the criteria is a search text, in UTF-8"))?
+                .trim()
+                .to_owned();
+            let mut infos = Vec::new();
+            for entry in self.state.catalog.entries().filter(|e| listed(&e.dataset)) {
+                if !text.is_empty() && !entry.dataset.matches_text(&text) {
+                    continue;
+                }
+                if decide(&caller, &entry.dataset, Operation::Rows, Utc::now()).is_err() {
+                    continue;
+                }
+                let (info, _) = self.info(&caller, &Command::whole(entry.dataset.id.as_str())).await?;
+                infos.push(Ok(info));
+            }
+            Ok(stream::iter(infos).boxed())
+        }
+        .await;
+        context.answer(outcome, None)
+    }
+
+    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let context = Context::of("GetFlightInfo", &request);
+        let command = Command::from_descriptor(request.get_ref());
+        let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
+        let outcome = async {
+            let caller = context.caller(&self.state).await?;
+            Ok(self.info(&caller, &command?).await?.0)
+        }
+        .await;
+        context.answer(outcome, dataset.as_deref())
+    }
+
+    async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        let context = Context::of("PollFlightInfo", &request);
+        let command = Command::from_descriptor(request.get_ref());
+        let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
+        let outcome = async {
+            let caller = context.caller(&self.state).await?;
+            let (info, _) = self.info(&caller, &command?).await?;
+            // The answer is complete at once: no descriptor to poll again.
+            PollInfo::new().with_info(info).try_with_progress(1.0).map_err(|e| Error::internal(e.to_string()))
+        }
+        .await;
+        context.answer(outcome, dataset.as_deref())
+    }
+
+    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        let context = Context::of("GetSchema", &request);
+        let command = Command::from_descriptor(request.get_ref());
+        let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
+        let outcome = async {
+            let caller = context.caller(&self.state).await?;
+            let (_, schema) = self.info(&caller, &command?).await?;
+            SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
+                .map_err(|e| Error::internal(format!("schema encoding: {e}")))
+        }
+        .await;
+        context.answer(outcome, dataset.as_deref())
+    }
+
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let context = Context::of("DoGet", &request);
+        let command = Command::from_ticket(request.get_ref());
+        let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
+        let outcome = match &command {
+            Ok(command) => self.get(&context, command).await,
+            Err(e) => Err(e.clone()),
+        };
+        let bytes = dataset.as_deref().and_then(|d| self.counted(d, &outcome));
+        let outcome = outcome.map(|messages| {
+            messages
+                .map(move |message| {
+                    if let (Ok(m), Some(bytes)) = (&message, &bytes) {
+                        bytes.inc_by(wire_size(m) as u64);
+                    }
+                    message.map_err(|e| {
+                        tracing::warn!(error = %e, "flight stream aborted");
+                        status(&e)
+                    })
+                })
+                .boxed()
+        });
+        context.answer(outcome, dataset.as_deref())
+    }
+
+    async fn do_put(&self, _: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(unimplemented("DoPut"))
+    }
+
+    async fn do_exchange(&self, _: Request<Streaming<FlightData>>) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(unimplemented("DoExchange"))
+    }
+
+    async fn do_action(&self, _: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(unimplemented("DoAction"))
+    }
+
+    async fn list_actions(&self, _: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        Ok(Response::new(stream::empty().boxed()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn slices_are_cut_by_the_bytes_of_the_slice_not_of_the_allocation_behind_it() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let numbers = Int64Array::from_iter_values(0..100_000);
+        let text = StringArray::from_iter_values((0..100_000).map(|i| format!("row {i:>10}")));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(numbers), Arc::new(text)]).unwrap();
+        // 800 kB of numbers, 1.4 MB of text and 400 kB of offsets: about 2.6 MB.
+        let pieces = message_slices(&batch, 1 << 20);
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(pieces.iter().map(RecordBatch::num_rows).sum::<usize>(), 100_000);
+        assert_eq!(pieces[1].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0), 33_334);
+        // A slice of the batch weighs what it holds, though it shares the batch's buffers.
+        let small = batch.slice(0, 1000);
+        assert_eq!(message_slices(&small, 1 << 20).len(), 1);
+        assert!(message_slices(&batch.slice(0, 0), 1 << 20).is_empty());
+    }
+
+    #[test]
+    fn each_kind_of_error_has_its_grpc_status() {
+        let cases = [
+            (Kind::BadRequest, Code::InvalidArgument),
+            (Kind::Unauthenticated, Code::Unauthenticated),
+            (Kind::Forbidden, Code::PermissionDenied),
+            (Kind::NotFound, Code::NotFound),
+            (Kind::Gone, Code::FailedPrecondition),
+            (Kind::TooManyRequests, Code::ResourceExhausted),
+            (Kind::Unavailable, Code::Unavailable),
+            (Kind::SourceFailed, Code::Unavailable),
+            (Kind::Internal, Code::Internal),
+        ];
+        for (kind, code) in cases {
+            let mut error = Error::new(kind, "some_code", "what happened");
+            error.headers.push(("retry-after", "3".into()));
+            let status = status(&error);
+            assert_eq!(status.code(), code, "{kind:?}");
+            assert_eq!(status.message(), "some_code: what happened");
+            assert_eq!(status.metadata().get("retry-after").unwrap(), "3");
+        }
+    }
+}
