@@ -1,18 +1,23 @@
 //! Arrow Flight `DoGet` throughput: kaifang against a bare arrow-flight server streaming the
 //! same file's batches, in one run.
 //!
-//! The dataset is the demo's enterprises file (Arrow IPC, ten columns) at `ROWS` rows, served
-//! four ways:
+//! The dataset is the demo's enterprises file (Arrow IPC, ten columns, batches of 65,536 rows) at
+//! `ROWS` rows, served five ways:
 //! - `bare`: a minimal arrow-flight server (below, in this file) reading the file batch by batch
-//!   on a blocking thread and encoding with the same `FlightDataEncoder` and message size;
+//!   on a blocking thread and encoding with `FlightDataEncoder` at the same 2 MiB message size,
+//!   leaving the cutting of batches to the encoder;
+//! - `bare-sliced`: the same server cutting batches by the bytes they hold, as kaifang does
+//!   (`kaifang::flight::message_slices`): the encoder's own estimate counts an IPC batch's one
+//!   shared buffer once per column and so sends many more, smaller messages;
 //! - `unconditional`: kaifang, the file catalogued as unconditionally open;
 //! - `conditional`: kaifang, conditionally open, under an agreement covering every row and
 //!   column with no masks: decision, admission, audit records and quota metering;
 //! - `masked`: as `conditional`, with three masks (`keep_first(1)`, `cn_id_card`, `cn_mobile`).
 //!
-//! Servers run one at a time on one core (`SERVER_CPU`, one runtime worker each), the client on
+//! Servers take turns on one core (`SERVER_CPU`, one runtime worker each), the client on
 //! the other; each figure is the median of `RUNS` full reads, the four taken in turn. Run with
 //! `benches/flight.sh` (which pins the client); `ROWS` defaults to 10,000,000 and `RUNS` to 5.
+//! `flight get ADDRESS TICKET` (with `KAIFANG_KEY` for a key) times one read on its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,8 +43,14 @@ fn main() {
     match args.as_slice() {
         [mode, file] if mode == "bare" => bare(PathBuf::from(file), false),
         [mode, file] if mode == "bare-sliced" => bare(PathBuf::from(file), true),
+        [mode, address, ticket] if mode == "get" => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let key = std::env::var("KAIFANG_KEY").ok();
+            let (elapsed, bytes, rows) = runtime.block_on(fetch(address, ticket, key.as_deref()));
+            println!("{rows} rows, {bytes} bytes in {:.3} s", elapsed.as_secs_f64());
+        }
         [] => compare(),
-        _ => panic!("usage: flight [bare FILE]"),
+        _ => panic!("usage: flight [bare FILE | bare-sliced FILE | get ADDRESS TICKET]"),
     }
 }
 
@@ -268,7 +279,8 @@ fn compare() {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpu.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']));
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // Counted from /proc/cpuinfo: this process is pinned to one of them.
+    let cores = cpu.lines().filter(|l| l.starts_with("processor")).count();
     format!("machine: {cores} cores, {}", model.unwrap_or("unknown CPU"))
 }
 

@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 
 use crate::fixture::{client, Gateway, BIN};
 
-/// The audit records exported by the admin API, by request id.
-async fn records(g: &Gateway, query: &str) -> HashMap<String, Vec<Value>> {
+/// The audit records the admin API exports for `query` (`dataset=...` and the like), by request
+/// id.
+pub async fn records(g: &Gateway, query: &str) -> HashMap<String, Vec<Value>> {
     let r = client().get(format!("{}/admin/audit?{query}", g.admin)).bearer_auth(g.admin_token()).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
@@ -232,13 +233,7 @@ async fn an_audit_log_that_cannot_write_stops_conditional_data_only_and_recovers
     let conditional = "/v1/datasets/enterprises/rows?limit=1";
     assert_eq!(call(&g, conditional, Some(&key), "ok-before").await.0, 200);
     // No file of the process may grow past one byte now: every audit write fails (EFBIG).
-    let limit = |value: &str| {
-        let status = Command::new("prlimit")
-            .args(["--pid", &g.pid().to_string(), &format!("--fsize={value}")])
-            .status()
-            .unwrap();
-        assert!(status.success(), "prlimit {value}");
-    };
+    let limit = |value: &str| g.limit_file_size(value);
     limit("1:unlimited");
     let r = client().get(g.url(conditional)).bearer_auth(&key).send().await.unwrap();
     assert_eq!(r.status(), 503);

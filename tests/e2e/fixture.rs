@@ -28,20 +28,7 @@ impl Gateway {
     pub fn demo() -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let mut g = Gateway::spawn(
-            &[
-                "serve",
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-                "--http",
-                "127.0.0.1:0",
-                "--flight",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-            ],
-            data_dir.clone(),
-        );
+        let mut g = Gateway::spawn(&["serve", "--data-dir", data_dir.to_str().unwrap()], data_dir.clone());
         g._dir = Some(dir);
         g
     }
@@ -49,26 +36,16 @@ impl Gateway {
     /// A gateway on `config`, with `data_dir` holding its data.
     pub fn with_config(config: &Path, data_dir: &Path) -> Gateway {
         Gateway::spawn(
-            &[
-                "serve",
-                "--config",
-                config.to_str().unwrap(),
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-                "--http",
-                "127.0.0.1:0",
-                "--flight",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-            ],
+            &["serve", "--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()],
             data_dir.to_owned(),
         )
     }
 
+    /// Runs `kaifang ARGS` with every listener on a free port.
     fn spawn(args: &[&str], data_dir: PathBuf) -> Gateway {
+        let listeners = ["--http", "127.0.0.1:0", "--flight", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
         let mut child = Command::new(BIN)
-            .args(args)
+            .args(args.iter().copied().chain(listeners))
             .env("KAIFANG_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -109,6 +86,16 @@ impl Gateway {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sets the process's file size limit (`prlimit --fsize=SOFT:HARD`): at `1:unlimited` no
+    /// file may grow, so every audit write fails with EFBIG.
+    pub fn limit_file_size(&self, value: &str) {
+        let status = Command::new("prlimit")
+            .args(["--pid", &self.pid().to_string(), &format!("--fsize={value}")])
+            .status()
+            .unwrap();
+        assert!(status.success(), "prlimit {value}");
     }
 
     /// Kills the process with SIGKILL, as a crash would.

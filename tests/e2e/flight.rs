@@ -312,13 +312,7 @@ async fn refusals_are_the_grpc_statuses_the_interface_names() {
 
     // Unavailable: the audit log cannot take records, so conditional data stops (unconditional
     // data does not).
-    let limit = |value: &str| {
-        let status = Command::new("prlimit")
-            .args(["--pid", &g.pid().to_string(), &format!("--fsize={value}")])
-            .status()
-            .unwrap();
-        assert!(status.success(), "prlimit {value}");
-    };
+    let limit = |value: &str| g.limit_file_size(value);
     limit("1:unlimited");
     expect(
         holder.do_get(Ticket::new("enterprises")).await.map(|_| ()).unwrap_err(),
@@ -340,25 +334,6 @@ async fn refusals_are_the_grpc_statuses_the_interface_names() {
 /// A principal with a key and an agreement on enterprises at a generous rate and `quota`.
 async fn holder_with(g: &Gateway, p: &str, quota: Value) -> (String, String) {
     holder(g, p, json!({"per_second": 100, "burst": 100}), quota).await
-}
-
-/// The admin API's audit records for `dataset`, by request id.
-async fn audit_records(g: &Gateway) -> HashMap<String, Vec<Value>> {
-    let r = client()
-        .get(format!("{}/admin/audit?dataset=enterprises", g.admin))
-        .bearer_auth(g.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut by_request: HashMap<String, Vec<Value>> = HashMap::new();
-    for line in r.text().await.unwrap().lines() {
-        let record: Value = serde_json::from_str(line).unwrap();
-        if let Some(id) = record["request_id"].as_str() {
-            by_request.entry(id.to_owned()).or_default().push(record);
-        }
-    }
-    by_request
 }
 
 #[tokio::test]
@@ -385,7 +360,7 @@ async fn conditional_calls_are_audited_as_over_http_and_counted_in_metrics() {
     holder.add_header("x-request-id", "flight-info").unwrap();
     holder.get_flight_info(path("enterprises")).await.unwrap();
 
-    let log = audit_records(&g).await;
+    let log = crate::audit::records(&g, "dataset=enterprises").await;
     let kinds = |id: &str| log[id].iter().map(|r| r["kind"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
     assert_eq!(kinds("flight-served"), ["intent", "completion"]);
     let (intent, completion) = (&log["flight-served"][0], &log["flight-served"][1]);
