@@ -36,6 +36,8 @@ pub struct Keys {
     /// Bumped by every [`Keys::invalidate`], so a lookup that raced with one knows its entries
     /// may be stale.
     generation: AtomicU64,
+    /// `kaifang_cache_lookups_total`, by cache and result.
+    lookups: prometheus::IntCounterVec,
 }
 
 /// A newly issued key: the record and the secret text, shown once.
@@ -80,7 +82,7 @@ fn unknown_key() -> Error {
 }
 
 impl Keys {
-    pub fn new(store: Arc<dyn Store>) -> Keys {
+    pub fn new(store: Arc<dyn Store>, lookups: prometheus::IntCounterVec) -> Keys {
         let seen = store.change_counter().unwrap_or(0);
         Keys {
             store,
@@ -88,6 +90,7 @@ impl Keys {
             agreements: moka::sync::Cache::builder().max_capacity(CACHE_ENTRIES).time_to_live(CACHE_TTL).build(),
             seen_changes: AtomicI64::new(seen),
             generation: AtomicU64::new(0),
+            lookups,
         }
     }
 
@@ -130,8 +133,12 @@ impl Keys {
             self.drop_cached();
         }
         let record = match self.records.get(id) {
-            Some(cached) => cached,
+            Some(cached) => {
+                self.lookups.with_label_values(&["keys", "hit"]).inc();
+                cached
+            }
             None => {
+                self.lookups.with_label_values(&["keys", "miss"]).inc();
                 let record = self.store.key(id).map_err(store_error)?.map(Arc::new);
                 self.records.insert(id.to_owned(), record.clone());
                 record
@@ -143,8 +150,12 @@ impl Keys {
             return Err(unknown_key());
         }
         let agreements = match self.agreements.get(&record.principal) {
-            Some(a) => a,
+            Some(a) => {
+                self.lookups.with_label_values(&["agreements", "hit"]).inc();
+                a
+            }
             None => {
+                self.lookups.with_label_values(&["agreements", "miss"]).inc();
                 let a: Arc<[Agreement]> = self.store.agreements_of(&record.principal).map_err(store_error)?.into();
                 self.agreements.insert(record.principal.clone(), a.clone());
                 a

@@ -10,15 +10,18 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::Utc;
 use futures_util::StreamExt;
 use policy::{decide, listed, Caller, DatasetId, Grant, Limit, Operation};
+use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::audit::{CallGuard, CallInfo, Outcome, Record};
 use crate::error::{Error, Kind};
+use crate::metrics::{timed, Metrics, Timing};
 use crate::pipeline::{execute, Plan, Query};
 use crate::ratelimit::{Admission, Budget, Denied};
 use crate::source::{self, BatchStream, Pieces};
@@ -38,6 +41,10 @@ pub struct Call<'a> {
     pub entry: &'a CatalogEntry,
     pub caller: &'a Caller,
     pub client: IpAddr,
+    /// `http` or `flight`, for the metrics.
+    pub protocol: &'static str,
+    /// Where the call's time goes, for the metrics.
+    pub timing: Timing,
     /// What the audit record of a granted call says; filled in as the call is planned.
     audit: Mutex<Option<Granted>>,
 }
@@ -51,14 +58,26 @@ struct Granted {
 }
 
 impl<'a> Call<'a> {
-    pub fn new(state: &'a State, entry: &'a CatalogEntry, caller: &'a Caller, client: IpAddr) -> Call<'a> {
-        Call { state, entry, caller, client, audit: Mutex::new(None) }
+    pub fn new(
+        state: &'a State,
+        entry: &'a CatalogEntry,
+        caller: &'a Caller,
+        client: IpAddr,
+        protocol: &'static str,
+        timing: Timing,
+    ) -> Call<'a> {
+        Call { state, entry, caller, client, protocol, timing, audit: Mutex::new(None) }
+    }
+
+    /// The counter of refusals by the daily quota `quota`.
+    pub fn quota_refusals(&self, quota: &str) -> IntCounter {
+        self.state.metrics.limit_refusals.with_label_values(&[self.protocol, quota])
     }
 
     /// Asks the rules for a grant, then the limiter for admission.
     pub fn grant(&self, operation: Operation) -> Result<(Grant, Admission, Option<Budget>), Error> {
         let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
-        let (admission, budget) = admit(self.state, &grant, self.client)?;
+        let (admission, budget) = admit(self.state, &grant, self.client, self.protocol)?;
         let columns = grant.scope.visible_fields(&self.entry.dataset).into_iter().map(|f| f.name).collect();
         *self.audit.lock().expect("audit lock") =
             Some(Granted { grant: grant.clone(), columns, filter: None, rows: Arc::new(AtomicU64::new(0)) });
@@ -176,12 +195,16 @@ pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Resu
     let (grant, admission, budget) = call.grant(operation)?;
     let state = call.state;
     let plan = Plan::new(&call.entry.config, &grant, query, state.config.limits.max_sort_rows, state.hash_key.clone())?;
-    let batches = source::open_batches(&call.entry.config, &state.source_context(), plan.read.clone()).await?;
+    let opening = Instant::now();
+    let batches = source::open_batches(&call.entry.config, &state.source_context(), plan.read.clone()).await;
+    call.timing.add_source(opening.elapsed());
+    let batches = batches?;
+    let source: BatchStream = Box::pin(timed(batches.stream, call.timing.clone(), Timing::add_source));
     let schema = plan.output_schema.clone();
     let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let rows = call.planned(columns, query.filter.as_ref().map(|f| f.to_string()), execute(plan, batches.stream));
+    let rows = call.planned(columns, query.filter.as_ref().map(|f| f.to_string()), execute(plan, source));
     // Fused: an empty result ends at this first poll, and must not be polled again after it.
-    let mut rest = meter_rows(rows, budget.clone()).fuse();
+    let mut rest = meter_rows(rows, budget.clone(), call.quota_refusals("rows_per_day")).fuse();
     let first = rest.next().await.transpose()?;
     let rest = Box::pin(rest);
     Ok(Started { schema, version: batches.version, first, rest, admission, budget })
@@ -201,7 +224,12 @@ pub struct Started {
 
 /// Admits the call or refuses it: 429 (`ResourceExhausted` on Flight) naming the limit, with
 /// `Retry-After` and the `RateLimit` fields.
-pub fn admit(state: &State, grant: &Grant, client: IpAddr) -> Result<(Admission, Option<Budget>), Error> {
+pub fn admit(
+    state: &State,
+    grant: &Grant,
+    client: IpAddr,
+    protocol: &'static str,
+) -> Result<(Admission, Option<Budget>), Error> {
     let store = state.store.clone();
     let load = move |agreement: &str, day: &str| {
         store.usage(agreement, day).unwrap_or_else(|e| {
@@ -210,6 +238,13 @@ pub fn admit(state: &State, grant: &Grant, client: IpAddr) -> Result<(Admission,
         })
     };
     state.limiter.admit(&grant.limit, client, Utc::now(), load).map_err(|denied| {
+        let limit = match &denied {
+            Denied::Rate { policy: "anonymous", .. } => "anonymous_rate",
+            Denied::Rate { policy: "key", .. } => "key_rate",
+            Denied::Rate { .. } => "agreement_rate",
+            Denied::Quota { quota, .. } => *quota,
+        };
+        state.metrics.limit_refusals.with_label_values(&[protocol, limit]).inc();
         let (mut error, retry_after) = match denied {
             Denied::Rate { policy, burst, retry_after } => {
                 let mut e = Error::new(
@@ -253,7 +288,7 @@ fn quota_spent(which: &str, left: u64) -> Error {
 /// before the first row that makes a clean refusal and spends nothing; after it the answer breaks
 /// off (the client never takes a cut result for a complete one) and what was left of the day's
 /// quota is spent.
-pub fn meter_rows(batches: BatchStream, budget: Option<Budget>) -> BatchStream {
+pub fn meter_rows(batches: BatchStream, budget: Option<Budget>, refused: IntCounter) -> BatchStream {
     let Some(budget) = budget else { return batches };
     let mut sent = 0u64;
     let mut over = None;
@@ -264,6 +299,7 @@ pub fn meter_rows(batches: BatchStream, budget: Option<Budget>) -> BatchStream {
         let batch = batch?;
         let rows = batch.num_rows() as u64;
         if let Err(left) = budget.take_rows(rows) {
+            refused.inc();
             over = Some(left);
             if sent > 0 {
                 budget.exhaust_rows();
@@ -278,14 +314,69 @@ pub fn meter_rows(batches: BatchStream, budget: Option<Budget>) -> BatchStream {
 /// Counts the bytes of an answer against the budget; `size` gives the bytes a piece puts on the
 /// wire. The answer has begun, so one that runs past the budget breaks off and spends what was
 /// left of the day's quota.
-pub fn meter_bytes<T: Send + 'static>(body: Pieces<T>, budget: Option<Budget>, size: fn(&T) -> usize) -> Pieces<T> {
+pub fn meter_bytes<T: Send + 'static>(
+    body: Pieces<T>,
+    budget: Option<Budget>,
+    size: fn(&T) -> usize,
+    refused: IntCounter,
+) -> Pieces<T> {
     let Some(budget) = budget else { return body };
     Box::pin(body.map(move |piece| {
         let piece = piece?;
         if let Err(left) = budget.take_bytes(size(&piece) as u64) {
+            refused.inc();
             budget.exhaust_bytes();
             return Err(quota_spent("bytes_per_day", left));
         }
         Ok(piece)
+    }))
+}
+
+/// Accounts one data call in the metrics when its answer ends (sent, failed or dropped): its
+/// duration, the gateway's and the source's shares of it, and the answers streaming meanwhile.
+pub struct Observer {
+    started: Instant,
+    timing: Timing,
+    duration: Histogram,
+    gateway: Histogram,
+    source: Histogram,
+    active: IntGauge,
+}
+
+impl Observer {
+    /// Starts watching a call that began at `started`; the time until now (the head: rules,
+    /// opening the source, the first batch) counts as the call's own.
+    pub fn new(metrics: &Metrics, protocol: &str, open_type: &str, started: Instant, timing: Timing) -> Observer {
+        timing.add_busy(started.elapsed());
+        let labels = [protocol, open_type];
+        let active = metrics.active_streams.with_label_values(&[protocol]);
+        active.inc();
+        Observer {
+            started,
+            timing,
+            duration: metrics.duration.with_label_values(&labels),
+            gateway: metrics.gateway_seconds.with_label_values(&labels),
+            source: metrics.source_seconds.with_label_values(&labels),
+            active,
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.active.dec();
+        self.duration.observe(self.started.elapsed().as_secs_f64());
+        let (gateway, source) = self.timing.split();
+        self.gateway.observe(gateway.as_secs_f64());
+        self.source.observe(source.as_secs_f64());
+    }
+}
+
+/// An answer whose polling time counts as the call's own, observed by `observer` when it ends.
+pub fn observed<T: Send + 'static>(body: Pieces<T>, observer: Observer) -> Pieces<T> {
+    let busy = timed(body, observer.timing.clone(), Timing::add_busy);
+    Box::pin(busy.map(move |piece| {
+        let _watching = &observer;
+        piece
     }))
 }

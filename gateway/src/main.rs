@@ -17,6 +17,15 @@ use kaifang::store::Store;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or as JSON objects (one per line); levels from `KAIFANG_LOG`.
+    #[arg(long, global = true, env = "KAIFANG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Where the configuration and the state are.
@@ -139,16 +148,20 @@ enum KeysAction {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KAIFANG_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // A log line that cannot be written (a full disk under the log file) is dropped; the
         // default reports it with eprintln!, which panics when stderr cannot be written either
         // and would take the thread that logged down with it (the audit writer, say).
-        .log_internal_errors(false)
-        .init();
-    let result = match Cli::parse().command {
+        .log_internal_errors(false);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        // One object per line; the fields of the request's span (its request id) in each.
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
+    let result = match cli.command {
         Command::Serve { place, http, flight, admin } => serve(place, Listeners { http, flight, admin }),
         Command::CheckConfig { file } => check_config(&file),
         Command::DemoData { rows, out } => {
@@ -329,6 +342,11 @@ async fn run(state: Arc<State>) -> Result<(), String> {
     let _ = stop_tx.send(true);
     let _ = servers.await;
     let _ = background.await;
+    // Behind every record written before it, so once it is durable they all are.
+    match state.audit.checkpoint("the gateway stopped".into()).await {
+        Ok(_) => tracing::info!("audit log synced; stopped"),
+        Err(e) => tracing::error!(error = %e, "the audit log could not be synced on the way out"),
+    }
     Ok(())
 }
 

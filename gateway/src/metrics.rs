@@ -1,10 +1,50 @@
 //! Prometheus metrics, exposed on the admin listener at `/metrics`.
 //!
-//! Labels stay bounded: datasets by catalog id (calls on unknown ids are not counted per
-//! dataset), open types, protocols and status classes; never keys, paths or client addresses.
-//! Unconditional traffic is counted here rather than written to the audit log call by call.
+//! Names follow the Prometheus conventions (`kaifang_` prefix, base units, `_total` counters,
+//! `_seconds` histograms). Labels stay bounded: datasets by catalog id (calls on unknown ids are
+//! not counted per dataset), open types, protocols, status classes and fixed enumerations;
+//! never keys, principals, paths or client addresses. Unconditional traffic is counted here
+//! rather than written to the audit log call by call.
 
-use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use policy::UpdateFrequency;
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The limits a call can be refused by.
+const LIMITS: [&str; 6] =
+    ["anonymous_rate", "key_rate", "agreement_rate", "requests_per_day", "rows_per_day", "bytes_per_day"];
+
+/// Buckets of request and stage durations, in seconds: 1 ms to 5 min.
+const DURATION_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// Buckets of audit commits (a write and an fsync), in seconds: 50 µs to 1 s.
+const COMMIT_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
+
+/// The audit log's own metrics, handed to its writer.
+#[derive(Clone)]
+pub struct AuditMetrics {
+    /// Time to write and sync one group of records.
+    pub commit_seconds: Histogram,
+    /// Records waiting for the writer.
+    pub queue_depth: IntGauge,
+    /// Records made durable.
+    pub records: IntCounter,
+    /// Group commits that failed (every record in them was refused).
+    pub failures: IntCounter,
+}
+
+impl AuditMetrics {
+    /// Metrics registered nowhere, for an audit log opened outside a gateway (tools, tests).
+    pub fn detached() -> AuditMetrics {
+        Metrics::new().audit
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -12,6 +52,25 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Body bytes sent for data calls by protocol, dataset and open type.
     pub response_bytes: IntCounterVec,
+    /// Data calls from request to the end of the answer, by protocol and open type.
+    pub duration: HistogramVec,
+    /// The part of a data call spent waiting for its source (opening it and reading it).
+    pub source_seconds: HistogramVec,
+    /// The part of a data call spent in the gateway itself (rules, pipeline, encoding), without
+    /// the source's time and without time spent waiting for the client to take data.
+    pub gateway_seconds: HistogramVec,
+    /// Calls refused by a rate limit or a daily quota, by protocol and the limit's name.
+    pub limit_refusals: IntCounterVec,
+    /// Data answers being streamed now, by protocol.
+    pub active_streams: IntGaugeVec,
+    /// Failures talking to upstream origins, by kind.
+    pub upstream_errors: IntCounterVec,
+    /// Lookups in the key and agreement caches, by cache and result (`hit`, `miss`).
+    pub cache_lookups: IntCounterVec,
+    pub audit: AuditMetrics,
+    dataset_age: GaugeVec,
+    dataset_interval: GaugeVec,
+    dataset_stale: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -20,28 +79,177 @@ impl Default for Metrics {
     }
 }
 
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let metric =
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let metric = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
+fn int_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "kaifang_requests_total",
-                "Data calls answered, by protocol, dataset, open type and status class.",
-            ),
+        let r = Registry::new();
+        let requests = counter(
+            &r,
+            "kaifang_requests_total",
+            "Data calls answered, by protocol, dataset, open type and status class.",
             &["protocol", "dataset", "open_type", "status_class"],
-        )
-        .expect("valid metric");
-        let response_bytes = IntCounterVec::new(
-            Opts::new(
-                "kaifang_response_bytes_total",
-                "Body bytes sent for data calls, by protocol, dataset and open type.",
-            ),
+        );
+        let response_bytes = counter(
+            &r,
+            "kaifang_response_bytes_total",
+            "Body bytes sent for data calls, by protocol, dataset and open type.",
             &["protocol", "dataset", "open_type"],
+        );
+        let stage = ["protocol", "open_type"];
+        let duration = histogram(
+            &r,
+            "kaifang_request_duration_seconds",
+            "Data calls from request to the end of the answer.",
+            &stage,
+            DURATION_BUCKETS,
+        );
+        let source_seconds = histogram(
+            &r,
+            "kaifang_request_source_seconds",
+            "Time a data call spent waiting for its source: opening it and reading it.",
+            &stage,
+            DURATION_BUCKETS,
+        );
+        let gateway_seconds = histogram(
+            &r,
+            "kaifang_request_gateway_seconds",
+            "Time a data call spent in the gateway itself (rules, pipeline, encoding), without the source's time and without waiting for the client.",
+            &stage,
+            DURATION_BUCKETS,
+        );
+        let limit_refusals = counter(
+            &r,
+            "kaifang_limit_refusals_total",
+            "Calls refused by a rate limit (anonymous_rate, key_rate, agreement_rate) or a daily quota (requests_per_day, rows_per_day, bytes_per_day).",
+            &["protocol", "limit"],
+        );
+        let active_streams =
+            int_gauge(&r, "kaifang_active_streams", "Data answers being streamed now, by protocol.", &["protocol"]);
+        let upstream_errors = counter(
+            &r,
+            "kaifang_upstream_errors_total",
+            "Failures talking to upstream origins: connect, timeout, idle, broken, status.",
+            &["kind"],
+        );
+        let cache_lookups = counter(
+            &r,
+            "kaifang_cache_lookups_total",
+            "Lookups in the key and agreement caches, by cache and result (hit, miss).",
+            &["cache", "result"],
+        );
+        let commit = Histogram::with_opts(
+            HistogramOpts::new("kaifang_audit_commit_seconds", "Time to write and sync one group of audit records.")
+                .buckets(COMMIT_BUCKETS.to_vec()),
         )
         .expect("valid metric");
-        registry.register(Box::new(requests.clone())).expect("registered once");
-        registry.register(Box::new(response_bytes.clone())).expect("registered once");
-        Metrics { registry, requests, response_bytes }
+        let queue_depth =
+            IntGauge::new("kaifang_audit_queue_depth", "Audit records waiting for the writer.").expect("valid metric");
+        let records =
+            IntCounter::new("kaifang_audit_records_total", "Audit records made durable.").expect("valid metric");
+        let failures = IntCounter::new(
+            "kaifang_audit_write_failures_total",
+            "Group commits of the audit log that failed; every record in them was refused.",
+        )
+        .expect("valid metric");
+        for m in [Box::new(commit.clone()) as Box<dyn prometheus::core::Collector>, Box::new(queue_depth.clone())] {
+            r.register(m).expect("registered once");
+        }
+        r.register(Box::new(records.clone())).expect("registered once");
+        r.register(Box::new(failures.clone())).expect("registered once");
+        let dataset_age = gauge(
+            &r,
+            "kaifang_dataset_age_seconds",
+            "Time since the dataset was last updated, by dataset.",
+            &["dataset"],
+        );
+        let dataset_interval = gauge(
+            &r,
+            "kaifang_dataset_update_interval_seconds",
+            "The dataset's declared update frequency as an interval, by dataset (absent for irregular datasets).",
+            &["dataset"],
+        );
+        let dataset_stale = int_gauge(
+            &r,
+            "kaifang_dataset_stale",
+            "1 when the dataset is older than its declared update interval allows, else 0.",
+            &["dataset"],
+        );
+        // Series with known label values start at zero, so that dashboards and alerts see them
+        // before the first event (rate() of a missing series is no data, not 0).
+        for protocol in ["http", "flight"] {
+            active_streams.with_label_values(&[protocol]).set(0);
+            for limit in LIMITS {
+                limit_refusals.with_label_values(&[protocol, limit]);
+            }
+        }
+        for kind in ["connect", "timeout", "idle", "broken", "status"] {
+            upstream_errors.with_label_values(&[kind]);
+        }
+        for cache in ["keys", "agreements"] {
+            for result in ["hit", "miss"] {
+                cache_lookups.with_label_values(&[cache, result]);
+            }
+        }
+        let build =
+            int_gauge(&r, "kaifang_build_info", "The running build: 1, labelled with its version.", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Metrics {
+            registry: r,
+            requests,
+            response_bytes,
+            duration,
+            source_seconds,
+            gateway_seconds,
+            limit_refusals,
+            active_streams,
+            upstream_errors,
+            cache_lookups,
+            audit: AuditMetrics { commit_seconds: commit, queue_depth, records, failures },
+            dataset_age,
+            dataset_interval,
+            dataset_stale,
+        }
+    }
+
+    /// Sets the freshness gauges of the listed datasets as of `now`.
+    pub fn freshness<'a>(&self, datasets: impl IntoIterator<Item = &'a policy::Dataset>, now: DateTime<Utc>) {
+        for d in datasets {
+            let id = d.id.as_str();
+            let age = (now - d.last_updated).num_milliseconds().max(0) as f64 / 1000.0;
+            self.dataset_age.with_label_values(&[id]).set(age);
+            match update_interval(d.update_frequency) {
+                Some(interval) => {
+                    let interval = interval.as_secs_f64();
+                    self.dataset_interval.with_label_values(&[id]).set(interval);
+                    self.dataset_stale.with_label_values(&[id]).set(i64::from(age > interval * STALE_AFTER));
+                }
+                None => self.dataset_stale.with_label_values(&[id]).set(0),
+            }
+        }
     }
 
     /// The text exposition format.
@@ -50,6 +258,27 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("the exposition format is UTF-8")
     }
+}
+
+/// A dataset is stale once it is older than this many declared intervals: one missed update is
+/// allowed for, since publishing takes time.
+pub const STALE_AFTER: f64 = 2.0;
+
+/// The declared update frequency as an interval; none for irregular datasets.
+pub fn update_interval(frequency: UpdateFrequency) -> Option<Duration> {
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 24 * HOUR;
+    Some(Duration::from_secs(match frequency {
+        // Real-time feeds are expected to change within minutes.
+        UpdateFrequency::Realtime => 5 * 60,
+        UpdateFrequency::Hourly => HOUR,
+        UpdateFrequency::Daily => DAY,
+        UpdateFrequency::Weekly => 7 * DAY,
+        UpdateFrequency::Monthly => 31 * DAY,
+        UpdateFrequency::Quarterly => 92 * DAY,
+        UpdateFrequency::Yearly => 366 * DAY,
+        UpdateFrequency::Irregular => return None,
+    }))
 }
 
 /// `2xx`, `4xx` and so on.
@@ -61,4 +290,48 @@ pub fn status_class(status: u16) -> &'static str {
         400..=499 => "4xx",
         _ => "5xx",
     }
+}
+
+/// Time accounting of one streamed answer: how long polling it took in all, and how much of that
+/// was spent waiting for the source. Cloned into the source's stream and the answer's.
+#[derive(Clone, Default)]
+pub struct Timing {
+    inner: Arc<std::sync::Mutex<TimingState>>,
+}
+
+#[derive(Default)]
+struct TimingState {
+    busy: Duration,
+    source: Duration,
+}
+
+impl Timing {
+    pub fn add_busy(&self, d: Duration) {
+        self.inner.lock().expect("timing lock").busy += d;
+    }
+
+    pub fn add_source(&self, d: Duration) {
+        self.inner.lock().expect("timing lock").source += d;
+    }
+
+    /// (time in the gateway, time in the source).
+    pub fn split(&self) -> (Duration, Duration) {
+        let state = self.inner.lock().expect("timing lock");
+        (state.busy.saturating_sub(state.source), state.source)
+    }
+}
+
+/// Wraps a stream so the time spent polling it is added by `add` to `timing`.
+pub fn timed<S: futures_util::Stream + Send + Unpin>(
+    stream: S,
+    timing: Timing,
+    add: fn(&Timing, Duration),
+) -> impl futures_util::Stream<Item = S::Item> + Send {
+    let mut stream = stream;
+    futures_util::stream::poll_fn(move |cx| {
+        let started = Instant::now();
+        let polled = std::pin::Pin::new(&mut stream).poll_next(cx);
+        add(&timing, started.elapsed());
+        polled
+    })
 }

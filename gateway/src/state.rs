@@ -96,17 +96,22 @@ impl State {
         let offset = FixedOffset::east_opt(config.limits.quota_utc_offset_hours * 3600).expect("checked when loading");
         let limiter =
             Limiter::new(DefaultRates { anonymous: config.limits.anonymous_rate, key: config.limits.key_rate }, offset);
-        let audit = Audit::new(Arc::new(SegmentLog::open(&audit_dir(&config.data_dir), config.audit.segment_bytes)?));
+        let metrics = Metrics::new();
+        let audit = Audit::new(Arc::new(SegmentLog::open(
+            &audit_dir(&config.data_dir),
+            config.audit.segment_bytes,
+            metrics.audit.clone(),
+        )?));
         Ok(State {
             catalog: Catalog::new(&config.datasets),
-            upstream: Upstream::new(&config.upstream),
-            keys: Arc::new(Keys::new(store.clone())),
+            upstream: Upstream::new(&config.upstream, metrics.upstream_errors.clone()),
+            keys: Arc::new(Keys::new(store.clone(), metrics.cache_lookups.clone())),
             store,
             limiter,
             hash_key,
             admin_token,
             audit,
-            metrics: Metrics::new(),
+            metrics,
             config,
         })
     }

@@ -88,6 +88,26 @@ impl Gateway {
         self.child.id()
     }
 
+    /// Sends the process a signal (`TERM`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args(["-s", name, &self.pid().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -s {name}");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status, if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sets the process's file size limit (`prlimit --fsize=SOFT:HARD`): at `1:unlimited` no
     /// file may grow, so every audit write fails with EFBIG.
     pub fn limit_file_size(&self, value: &str) {

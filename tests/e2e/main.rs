@@ -10,6 +10,8 @@ mod config;
 mod download;
 mod fixture;
 mod flight;
+mod metrics;
+mod operations;
 mod origin;
 mod rows;
 mod upstream;

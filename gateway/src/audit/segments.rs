@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{AuditError, AuditSink, Record};
+use crate::metrics::AuditMetrics;
 
 /// Records waiting for the writer at most; further appends wait for room. The channel
 /// allocates all its places up front, so this is also a fixed memory cost of that many records.
@@ -52,6 +53,7 @@ struct Job {
 pub struct SegmentLog {
     queue: std::sync::mpsc::SyncSender<Job>,
     health: Arc<Mutex<Result<(), String>>>,
+    metrics: AuditMetrics,
 }
 
 /// Where the writer stands.
@@ -63,6 +65,7 @@ struct Writer {
     prev: String,
     segment_bytes: u64,
     health: Arc<Mutex<Result<(), String>>>,
+    metrics: AuditMetrics,
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -142,16 +145,16 @@ fn encode(seq: u64, prev: &str, record: &Record) -> (Vec<u8>, String) {
 impl SegmentLog {
     /// Opens the log in `dir`, cutting off a torn last line left by a crash, and starts the
     /// writer thread.
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<SegmentLog, String> {
+    pub fn open(dir: &Path, segment_bytes: u64, metrics: AuditMetrics) -> Result<SegmentLog, String> {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let health = Arc::new(Mutex::new(Ok(())));
-        let writer = Writer::open(dir, segment_bytes, health.clone())?;
+        let writer = Writer::open(dir, segment_bytes, health.clone(), metrics.clone())?;
         let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(jobs))
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
-        Ok(SegmentLog { queue, health })
+        Ok(SegmentLog { queue, health, metrics })
     }
 }
 
@@ -159,8 +162,10 @@ impl AuditSink for SegmentLog {
     fn append(&self, record: Record) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let queue = self.queue.clone();
+        let waiting = self.metrics.queue_depth.clone();
         Box::pin(async move {
             let job = Job { record, done };
+            waiting.inc();
             // A full queue means the disk is behind; wait for room off the runtime's threads.
             let sent = match queue.try_send(job) {
                 Ok(()) => Ok(()),
@@ -169,6 +174,9 @@ impl AuditSink for SegmentLog {
                 }
                 Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
             };
+            if sent.is_err() {
+                waiting.dec();
+            }
             sent.map_err(|()| AuditError("the audit writer has stopped".into()))?;
             answer.await.map_err(|_| AuditError("the audit writer has stopped".into()))?
         })
@@ -180,7 +188,12 @@ impl AuditSink for SegmentLog {
 }
 
 impl Writer {
-    fn open(dir: &Path, segment_bytes: u64, health: Arc<Mutex<Result<(), String>>>) -> Result<Writer, String> {
+    fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        health: Arc<Mutex<Result<(), String>>>,
+        metrics: AuditMetrics,
+    ) -> Result<Writer, String> {
         let files = segments(dir).map_err(|e| e.to_string())?;
         let anchor = read_anchor(dir).map_err(|e| e.to_string())?.unwrap_or(Anchor { seq: 0, hash: GENESIS.into() });
         let (mut seq, mut prev) = (anchor.seq, anchor.hash);
@@ -198,7 +211,7 @@ impl Writer {
             OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let len = file.metadata().map_err(|e| e.to_string())?.len();
         sync_dir(dir);
-        Ok(Writer { dir: dir.to_owned(), file, len, seq, prev, segment_bytes, health })
+        Ok(Writer { dir: dir.to_owned(), file, len, seq, prev, segment_bytes, health, metrics })
     }
 
     /// The seq and hash of the last record of a segment. For the segment being written
@@ -231,6 +244,7 @@ impl Writer {
         while let Ok(first) = jobs.recv() {
             let mut batch = vec![first];
             batch.extend(jobs.try_iter().take(BATCH - 1));
+            self.metrics.queue_depth.sub(batch.len() as i64);
             // The writer must outlive any one batch: a panic while committing answers that
             // batch's callers with an error (their senders drop) and the next batch goes on.
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(batch))).is_err() {
@@ -252,9 +266,12 @@ impl Writer {
             prev = hash;
             seqs.push(seq);
         }
+        let started = std::time::Instant::now();
         let written = self.file.write_all(&bytes).and_then(|()| self.file.sync_data());
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         match written {
             Ok(()) => {
+                self.metrics.records.inc_by(batch.len() as u64);
                 self.seq = seq;
                 self.prev = prev;
                 self.len += bytes.len() as u64;
@@ -271,6 +288,7 @@ impl Writer {
                 // refused, so they must not appear.
                 let _ = self.file.set_len(self.len);
                 let message = e.to_string();
+                self.metrics.failures.inc();
                 *self.health.lock().expect("health lock") = Err(message.clone());
                 tracing::error!(error = %message, records = batch.len(), "audit write failed; conditional calls are refused until it recovers");
                 for job in batch {
@@ -419,7 +437,7 @@ mod tests {
     async fn retention_removes_old_segments_and_the_rest_still_verifies() {
         let dir = tempfile::tempdir().unwrap();
         // Small segments: a few records each.
-        let log = SegmentLog::open(dir.path(), 600).unwrap();
+        let log = SegmentLog::open(dir.path(), 600, AuditMetrics::detached()).unwrap();
         for _ in 0..10 {
             log.append(checkpoint("2020-01-01T00:00:00Z")).await.unwrap();
         }
@@ -445,11 +463,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             // Every record fills a segment, so each commit rotates to a new, empty one.
-            let log = SegmentLog::open(dir.path(), 1).unwrap();
+            let log = SegmentLog::open(dir.path(), 1, AuditMetrics::detached()).unwrap();
             log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
             log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
         }
-        let log = SegmentLog::open(dir.path(), 1).unwrap();
+        let log = SegmentLog::open(dir.path(), 1, AuditMetrics::detached()).unwrap();
         assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 3);
         assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 3, last_seq: 3 });
     }
@@ -458,7 +476,7 @@ mod tests {
     async fn a_write_torn_inside_a_character_is_cut_off_on_start() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+            let log = SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
             log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
         }
         let segment = segments(dir.path()).unwrap().pop().unwrap();
@@ -466,7 +484,7 @@ mod tests {
         let torn = "{\"seq\":2,\"note\":\"海州".as_bytes();
         bytes.extend_from_slice(&torn[..torn.len() - 1]);
         fs::write(&segment, bytes).unwrap();
-        let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        let log = SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
         assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 2);
         assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 2, last_seq: 2 });
     }
@@ -475,7 +493,7 @@ mod tests {
     async fn a_bad_line_in_the_middle_is_never_truncated_away() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+            let log = SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
             for _ in 0..3 {
                 log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
             }
@@ -484,7 +502,7 @@ mod tests {
         let text = fs::read_to_string(&segment).unwrap();
         let edited = text.replacen("\"seq\":2,", "\"seq\":two,", 1);
         fs::write(&segment, &edited).unwrap();
-        drop(SegmentLog::open(dir.path(), 1 << 20).unwrap());
+        drop(SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap());
         assert_eq!(fs::read_to_string(&segment).unwrap(), edited, "the evidence stays");
         assert!(matches!(verify(dir.path()).unwrap(), Verdict::Broken { line: 2, .. }));
     }
@@ -493,11 +511,11 @@ mod tests {
     async fn records_are_numbered_and_chained_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+            let log = SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
             assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 1);
             assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 2);
         }
-        let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        let log = SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
         assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 3);
         assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 3, last_seq: 3 });
     }

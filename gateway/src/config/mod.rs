@@ -62,6 +62,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub flight: FlightConfig,
     pub admin: AdminConfig,
+    pub server: ServerConfig,
     pub limits: Limits,
     pub upstream: UpstreamConfig,
     pub masks: MasksConfig,
@@ -172,6 +173,39 @@ fn default_http_listen() -> SocketAddr {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig { listen: default_http_listen() }
+    }
+}
+
+/// Protection of every listener (HTTP, Flight, admin) against too many or too slow clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Connections open at once, per listener; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2), in bytes.
+    pub max_header_bytes: usize,
+    /// Time a client has to send a request head; it also closes HTTP/1.1 keep-alive connections
+    /// left idle that long.
+    pub header_read_timeout_seconds: u64,
+    /// Requests (HTTP/2 streams) in flight on one connection at most.
+    pub http2_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings; a peer that does not answer one within 20 s is
+    /// dropped.
+    pub http2_keep_alive_seconds: u64,
+    /// On shutdown, how long responses and streams in flight may take to finish.
+    pub drain_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 10_000,
+            max_header_bytes: 64 << 10,
+            header_read_timeout_seconds: 10,
+            http2_max_concurrent_streams: 256,
+            http2_keep_alive_seconds: 30,
+            drain_seconds: 30,
+        }
     }
 }
 
@@ -358,10 +392,11 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// The keys the main file may have at its top level.
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "data_dir",
     "http",
     "flight",
+    "server",
     "admin",
     "limits",
     "upstream",
@@ -409,6 +444,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     let data_dir: Option<PathBuf> = main.document.deserialize_key(&main.path, "data_dir", &mut errors);
     let http: HttpConfig = main.document.deserialize_key(&main.path, "http", &mut errors).unwrap_or_default();
     let flight: FlightConfig = main.document.deserialize_key(&main.path, "flight", &mut errors).unwrap_or_default();
+    let server: ServerConfig = main.document.deserialize_key(&main.path, "server", &mut errors).unwrap_or_default();
     let admin: AdminConfig = main.document.deserialize_key(&main.path, "admin", &mut errors).unwrap_or_default();
     let masks: MasksConfig = main.document.deserialize_key(&main.path, "masks", &mut errors).unwrap_or_default();
     let audit: AuditConfig = main.document.deserialize_key(&main.path, "audit", &mut errors).unwrap_or_default();
@@ -416,6 +452,28 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     let upstream: UpstreamConfig =
         main.document.deserialize_key(&main.path, "upstream", &mut errors).unwrap_or_default();
     let include: Vec<PathBuf> = main.document.deserialize_key(&main.path, "include", &mut errors).unwrap_or_default();
+    if let Some(server_line) = main.document.line_of(&[PathSegment::Key("server".into())]) {
+        for (name, value, least) in [
+            ("max_connections", server.max_connections, 1),
+            // hyper reads request heads into a buffer of at least 8 KiB.
+            ("max_header_bytes", server.max_header_bytes, 8192),
+            ("header_read_timeout_seconds", server.header_read_timeout_seconds as usize, 1),
+            ("http2_max_concurrent_streams", server.http2_max_concurrent_streams as usize, 1),
+            ("http2_keep_alive_seconds", server.http2_keep_alive_seconds as usize, 1),
+        ] {
+            if value < least {
+                errors.push(ConfigError {
+                    file: main.path.clone(),
+                    line: main
+                        .document
+                        .line_of(&[PathSegment::Key("server".into()), PathSegment::Key(name.into())])
+                        .unwrap_or(server_line),
+                    field: format!("server.{name}"),
+                    message: format!("must be at least {least}"),
+                });
+            }
+        }
+    }
     if let Some(limits_line) = main.document.line_of(&[PathSegment::Key("limits".into())]) {
         for (name, value) in [
             ("batch_rows", limits.batch_rows),
@@ -554,6 +612,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             http,
             flight,
             admin,
+            server,
             limits,
             upstream,
             masks,

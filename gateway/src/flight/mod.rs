@@ -45,13 +45,15 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 pub use command::Command;
 
 use crate::audit;
-use crate::call::{self, start, Call, Recorder};
+use crate::call::{self, start, Call, Observer, Recorder};
 use crate::config::SourceConfig;
 use crate::error::{Error, Kind};
+use crate::metrics::Timing;
 use crate::pipeline::Plan;
 use crate::source::{file, Pieces};
 use crate::state::{CatalogEntry, State};
@@ -59,31 +61,39 @@ use crate::state::{CatalogEntry, State};
 /// Largest `FlightData` message the encoder aims for: half the 4 MiB gRPC default of common
 /// clients, so that encoding overhead never pushes a message past it.
 pub const MAX_MESSAGE_BYTES: usize = 2 << 20;
-/// How long streams in flight may take to finish after shutdown begins.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// The audit log's name for a Flight `DoGet`.
 const AUDIT_OPERATION: &str = "flight";
 
 /// Serves the Flight service on `listener` until `shutdown` completes, then lets streams in
 /// flight finish (up to a deadline).
 pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()> + Send) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).then(|accepted| async move {
-        match &accepted {
-            Ok(stream) => {
+    let limits = state.config.server.clone();
+    // At the connection limit, the next connection is accepted once one closes; clients wait in
+    // the listen backlog meanwhile.
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let incoming = stream::unfold((listener, connections), |(listener, connections)| async move {
+        let permit = connections.clone().acquire_owned().await.ok()?;
+        let accepted = match listener.accept().await {
+            Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
+                Ok(Counted { stream, _permit: permit })
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "flight accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(e)
             }
-        }
-        accepted
+        };
+        Some((accepted, (listener, connections)))
     });
     let service = FlightServiceServer::new(Service { state });
     let (draining, drain) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(Duration::from_secs(limits.http2_keep_alive_seconds)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(limits.http2_max_concurrent_streams))
+        .http2_max_header_list_size(Some(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
@@ -91,7 +101,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
         });
     let deadline = async move {
         match drain.await {
-            Ok(()) => tokio::time::sleep(DRAIN_DEADLINE).await,
+            Ok(()) => tokio::time::sleep(Duration::from_secs(limits.drain_seconds)).await,
             Err(_) => std::future::pending().await,
         }
     };
@@ -101,6 +111,66 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
             Err(e) => tracing::error!(error = %e, "the flight server failed"),
         },
         () = deadline => tracing::warn!("flight drain deadline passed; closing remaining streams"),
+    }
+}
+
+/// An accepted connection, holding one of its listener's connection permits until it closes.
+struct Counted {
+    stream: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Counted {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
     }
 }
 
@@ -175,14 +245,18 @@ struct Context {
     user_agent: Option<String>,
     headers: http::HeaderMap,
     started: Instant,
+    /// Every line logged for this call, its stream's included, carries its id.
+    span: tracing::Span,
 }
 
 impl Context {
     fn of<T>(rpc: &'static str, request: &Request<T>) -> Context {
         let headers = request.metadata().clone().into_headers();
+        let request_id = crate::http::request_id(&headers);
         Context {
             rpc,
-            request_id: crate::http::request_id(&headers),
+            span: tracing::info_span!("request", request_id = %request_id),
+            request_id,
             // Only a listener that is not TCP has no peer address; such a caller counts as one.
             client: request.remote_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip()),
             user_agent: headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
@@ -211,8 +285,8 @@ impl Context {
                 (status.code(), Err(status))
             }
         };
+        let _in_request = self.span.enter();
         tracing::info!(
-            request_id = %self.request_id,
             peer = %self.client,
             api = "Flight",
             rpc = self.rpc,
@@ -256,7 +330,7 @@ impl Service {
     }
 
     /// `DoGet`: the query's batches as Flight messages, audited when the dataset's calls are.
-    async fn get(&self, context: &Context, command: &Command) -> Result<Pieces<FlightData>, Error> {
+    async fn get(&self, context: &Context, command: &Command, timing: Timing) -> Result<Pieces<FlightData>, Error> {
         let state = &self.state;
         let entry = call::lookup(state, &command.dataset)?;
         let recorder = policy::recorded(&entry.dataset).then(|| Recorder {
@@ -272,7 +346,7 @@ impl Service {
             (Err(e), Some(recorder)) => return Err(unserved(recorder, None, e).await),
             (Err(e), None) => return Err(e),
         };
-        let call = Call::new(state, entry, &caller, context.client);
+        let call = Call::new(state, entry, &caller, context.client, "flight", timing);
         let started = match (command.query(), &recorder) {
             (Ok(query), _) => start(&call, Operation::Rows, &query).await,
             (Err(e), _) => Err(e),
@@ -294,7 +368,7 @@ impl Service {
             },
             e => Error::internal(format!("flight encoding: {e}")),
         });
-        let messages = call::meter_bytes(Box::pin(messages), budget, wire_size);
+        let messages = call::meter_bytes(Box::pin(messages), budget, wire_size, call.quota_refusals("bytes_per_day"));
         let Some(recorder) = recorder else { return Ok(messages) };
         // Nothing has been sent yet: the stream (and the source behind it) is dropped if the
         // intent cannot be made durable.
@@ -506,12 +580,26 @@ impl FlightService for Service {
         let context = Context::of("DoGet", &request);
         let command = Command::from_ticket(request.get_ref());
         let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
+        let timing = Timing::default();
         let outcome = match &command {
-            Ok(command) => self.get(&context, command).await,
+            Ok(command) => self.get(&context, command, timing.clone()).instrument(context.span.clone()).await,
             Err(e) => Err(e.clone()),
         };
         let bytes = dataset.as_deref().and_then(|d| self.counted(d, &outcome));
+        // Observed as the stream ends; an error answer now, as this function returns.
+        let observer = dataset.as_deref().and_then(|d| call::lookup(&self.state, d).ok()).map(|entry| {
+            Observer::new(&self.state.metrics, "flight", entry.dataset.open_type.as_str(), context.started, timing)
+        });
+        let span = context.span.clone();
         let outcome = outcome.map(|messages| {
+            let mut messages = match observer {
+                Some(observer) => call::observed(messages, observer),
+                None => messages,
+            };
+            let messages = stream::poll_fn(move |cx| {
+                let _in_request = span.enter();
+                messages.poll_next_unpin(cx)
+            });
             messages
                 .map(move |message| {
                     if let (Ok(m), Some(bytes)) = (&message, &bytes) {

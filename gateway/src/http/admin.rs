@@ -31,6 +31,8 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     // Metrics need no token: the admin listener is the operators' network only.
     if req.method() == Method::GET && req.uri().path() == "/metrics" {
+        let listed = state.catalog.entries().map(|e| &e.dataset).filter(|d| policy::listed(d));
+        state.metrics.freshness(listed, chrono::Utc::now());
         let mut response = Response::new(super::response::full(state.metrics.render()));
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,

@@ -30,11 +30,14 @@ pub async fn serve(
     grant: &Grant,
     req: &Request<Incoming>,
     budget: Option<Budget>,
+    refused: prometheus::IntCounter,
 ) -> Result<Response<Body>, Error> {
     debug_assert!(grant.scope.is_whole_dataset(&entry.dataset), "policy grants downloads of whole datasets only");
     match &entry.config.source {
-        SourceConfig::File(path) => from_file(state, entry, req, state.config.data_dir.join(path), budget).await,
-        SourceConfig::Url(url) => from_origin(state, entry, req, url, budget).await,
+        SourceConfig::File(path) => {
+            from_file(state, entry, req, state.config.data_dir.join(path), budget, refused).await
+        }
+        SourceConfig::Url(url) => from_origin(state, entry, req, url, budget, refused).await,
     }
 }
 
@@ -44,6 +47,7 @@ async fn from_file(
     req: &Request<Incoming>,
     path: std::path::PathBuf,
     budget: Option<Budget>,
+    refused: prometheus::IntCounter,
 ) -> Result<Response<Body>, Error> {
     let file = file::open_bytes(path).await?;
     let info = file.info.clone();
@@ -88,7 +92,7 @@ async fn from_file(
     }
     if req.method() != Method::HEAD {
         let body = file.stream(start, end, state.config.limits.download_chunk_bytes);
-        *response.body_mut() = response::streamed(crate::call::meter_bytes(body, budget, bytes::Bytes::len));
+        *response.body_mut() = response::streamed(crate::call::meter_bytes(body, budget, bytes::Bytes::len, refused));
     }
     Ok(response)
 }
@@ -99,6 +103,7 @@ async fn from_origin(
     req: &Request<Incoming>,
     url: &str,
     budget: Option<Budget>,
+    refused: prometheus::IntCounter,
 ) -> Result<Response<Body>, Error> {
     let mut forwarded = HeaderMap::new();
     for name in upstream::FORWARDED_REQUEST_HEADERS {
@@ -110,7 +115,10 @@ async fn from_origin(
     match origin.status {
         StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::RANGE_NOT_SATISFIABLE => {
         }
-        other => return Err(Error::source(format!("the origin answered {other}"))),
+        other => {
+            state.upstream.error("status");
+            return Err(Error::source(format!("the origin answered {other}")));
+        }
     }
     let version = origin.etag();
     let mut response = Response::new(response::full(""));
@@ -128,7 +136,8 @@ async fn from_origin(
         h.insert("x-dataset-version", v);
     }
     if req.method() != Method::HEAD && origin.status != StatusCode::NOT_MODIFIED {
-        *response.body_mut() = response::streamed(crate::call::meter_bytes(origin.body, budget, bytes::Bytes::len));
+        *response.body_mut() =
+            response::streamed(crate::call::meter_bytes(origin.body, budget, bytes::Bytes::len, refused));
     }
     Ok(response)
 }

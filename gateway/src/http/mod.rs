@@ -27,15 +27,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use response::Body;
 
 use crate::state::State;
 
-/// How long in-flight responses may take to finish after shutdown begins.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
-/// Time a client has to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a peer has to answer an HTTP/2 keep-alive ping.
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Which API a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,12 +47,30 @@ pub enum Api {
 
 /// Serves `api` on `listener` until `shutdown` completes, then drains.
 pub async fn serve(listener: TcpListener, state: Arc<State>, api: Api, shutdown: impl Future<Output = ()>) {
+    let limits = state.config.server.clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_seconds))
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Duration::from_secs(limits.http2_keep_alive_seconds))
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // At the connection limit, wait for one to close before accepting the next; clients
+        // wait in the listen backlog meanwhile.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -77,6 +94,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, api: Api, shutdown:
                     if let Err(e) = connection.await {
                         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             () = &mut shutdown => break,
@@ -85,7 +103,9 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, api: Api, shutdown:
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain deadline passed; closing remaining connections"),
+        () = tokio::time::sleep(Duration::from_secs(limits.drain_seconds)) => {
+            tracing::warn!("drain deadline passed; closing remaining connections")
+        }
     }
 }
 
@@ -95,10 +115,16 @@ async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Inco
     let request_id = request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let routed = match api {
-        Api::Data => routes::route(&state, req, peer.ip(), &request_id).await,
-        Api::Admin => admin::route(&state, req).await,
-    };
+    // Every line logged for this request, its body's included, carries its id.
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let routed = async {
+        match api {
+            Api::Data => routes::route(&state, req, peer.ip(), &request_id).await,
+            Api::Admin => admin::route(&state, req).await,
+        }
+    }
+    .instrument(span.clone())
+    .await;
     let mut response = match routed {
         Ok(r) => r,
         Err(e) => response::error(&e),
@@ -106,8 +132,8 @@ async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Inco
     response
         .headers_mut()
         .insert("x-request-id", HeaderValue::from_str(&request_id).expect("request ids are visible ASCII"));
+    let _in_request = span.enter();
     tracing::info!(
-        request_id = %request_id,
         peer = %peer,
         api = ?api,
         method = %method,
@@ -116,7 +142,7 @@ async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Inco
         head_ms = started.elapsed().as_millis() as u64,
         "request"
     );
-    response
+    response.map(|body| response::in_span(body, span.clone()))
 }
 
 /// The client's `X-Request-Id` when it is well-formed (1 to 128 characters of letters, digits,

@@ -26,6 +26,37 @@ pub fn streamed(stream: impl Stream<Item = Result<Bytes, Error>> + Send + 'stati
     ))
 }
 
+/// A body polled inside `span`, so that what is logged while it streams (a source failing
+/// midway, say) carries the request's id.
+pub fn in_span(body: Body, span: tracing::Span) -> Body {
+    struct InSpan {
+        body: Body,
+        span: tracing::Span,
+    }
+    impl hyper::body::Body for InSpan {
+        type Data = Bytes;
+        type Error = Error;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<Frame<Bytes>, Error>>> {
+            let this = self.get_mut();
+            let _entered = this.span.enter();
+            std::pin::Pin::new(&mut this.body).poll_frame(cx)
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.body.is_end_stream()
+        }
+
+        fn size_hint(&self) -> hyper::body::SizeHint {
+            self.body.size_hint()
+        }
+    }
+    InSpan { body, span }.boxed_unsync()
+}
+
 /// A JSON response.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec_pretty(value).expect("response types serialize");

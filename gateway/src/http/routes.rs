@@ -14,13 +14,15 @@ use policy::{decide, listed, Caller, DatasetId, OpenType, Operation};
 use serde::Serialize;
 use serde_json::json;
 use std::net::IpAddr;
+use std::time::Instant;
 
 use super::response::{self, json, Body};
 use super::{download, limits};
 use crate::audit;
-use crate::call::{self, start, Call, Recorder, Started};
+use crate::call::{self, start, Call, Observer, Recorder, Started};
 use crate::encode::{encode_stream, OutputFormat};
 use crate::error::{Error, Kind};
+use crate::metrics::Timing;
 use crate::pipeline::Query;
 use crate::source::{self, arrow_schema};
 use crate::state::{CatalogEntry, State};
@@ -72,6 +74,7 @@ pub async fn route(
         ["v1", "datasets", id, rest @ ..] => {
             get_or_head()?;
             let entry = lookup(state, id)?;
+            let started = Instant::now();
             let caller = state.keys.caller(req.headers()).await;
             let operation = match rest {
                 [] => {
@@ -91,25 +94,32 @@ pub async fn route(
                 client,
                 user_agent: req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
             });
-            let caller = match (caller, &recorder) {
-                (Ok(caller), _) => caller,
+            let timing = Timing::default();
+            let answered = match (caller, &recorder) {
+                (Ok(caller), _) => {
+                    let call = Call::new(state, entry, &caller, client, "http", timing.clone());
+                    let served = match operation {
+                        Operation::Rows => rows(&call, &req, &params).await,
+                        Operation::Preview => preview(&call, &params).await,
+                        Operation::Download => download(&call, &req, &params).await,
+                    };
+                    match recorder {
+                        Some(recorder) => audited(&call, served, recorder).await,
+                        None => served,
+                    }
+                }
                 (Err(e), Some(recorder)) => {
                     let status = response::status(e.kind).as_u16();
-                    return Err(recorder.unserved(None, e, status).await);
+                    Err(recorder.unserved(None, e, status).await)
                 }
-                (Err(e), None) => return Err(e),
+                (Err(e), None) => Err(e),
             };
-            let call = Call::new(state, entry, &caller, client);
-            let served = match operation {
-                Operation::Rows => rows(&call, &req, &params).await,
-                Operation::Preview => preview(&call, &params).await,
-                Operation::Download => download(&call, &req, &params).await,
-            };
-            let answered = match recorder {
-                Some(recorder) => audited(&call, served, recorder).await,
-                None => served,
-            };
-            Ok(counted(state, entry, answered))
+            Ok(counted(
+                state,
+                entry,
+                answered,
+                Observer::new(&state.metrics, "http", entry.dataset.open_type.as_str(), started, timing),
+            ))
         }
         _ => Err(no_route()),
     }
@@ -156,9 +166,14 @@ async fn audited(
     Ok(Response::from_parts(parts, response::streamed(audit::audited(body, guard, status, Bytes::len))))
 }
 
-/// Counts a data call and its body bytes in the metrics; the error, if any, becomes its
-/// response here so that its status is counted too.
-fn counted(state: &State, entry: &CatalogEntry, answered: Result<Response<Body>, Error>) -> Response<Body> {
+/// Counts a data call and its body bytes in the metrics, and observes its duration as its body
+/// ends; the error, if any, becomes its response here so that its status is counted too.
+fn counted(
+    state: &State,
+    entry: &CatalogEntry,
+    answered: Result<Response<Body>, Error>,
+    observer: Observer,
+) -> Response<Body> {
     let response = answered.unwrap_or_else(|e| response::error(&e));
     let (dataset, open_type) = (entry.dataset.id.as_str(), entry.dataset.open_type.as_str());
     let class = crate::metrics::status_class(response.status().as_u16());
@@ -171,7 +186,7 @@ fn counted(state: &State, entry: &CatalogEntry, answered: Result<Response<Body>,
         }
         chunk
     });
-    Response::from_parts(parts, response::streamed(body))
+    Response::from_parts(parts, response::streamed(call::observed(Box::pin(body), observer)))
 }
 
 async fn download(
@@ -181,9 +196,14 @@ async fn download(
 ) -> Result<Response<Body>, Error> {
     only(params, &[])?;
     let (grant, admission, budget) = call.grant(Operation::Download)?;
-    let mut response = download::serve(call.state, call.entry, &grant, req, budget).await?;
-    limits::rate_headers(response.headers_mut(), &admission);
-    Ok(response)
+    let refused = call.quota_refusals("bytes_per_day");
+    let response = download::serve(call.state, call.entry, &grant, req, budget, refused).await?;
+    // A download's body is the source's bytes passing through: its time is the source's.
+    let (mut parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::into_data_stream(body);
+    let body = crate::metrics::timed(body, call.timing.clone(), Timing::add_source);
+    limits::rate_headers(&mut parts.headers, &admission);
+    Ok(Response::from_parts(parts, response::streamed(body)))
 }
 
 /// Decoded query parameters; a key in the query string is refused, since URLs end up in logs.
@@ -328,7 +348,12 @@ async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, Strin
     let mut response = Response::new(response::full(""));
     started_headers(&started, &mut response);
     let Started { schema, first, rest, budget, .. } = started;
-    let body = call::meter_bytes(encode_stream(format.encoder(&schema)?, first, rest), budget, Bytes::len);
+    let body = call::meter_bytes(
+        encode_stream(format.encoder(&schema)?, first, rest),
+        budget,
+        Bytes::len,
+        call.quota_refusals("bytes_per_day"),
+    );
     *response.body_mut() = response::streamed(body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));

@@ -87,6 +87,7 @@ pub async fn open_batches(
         SourceConfig::Url(url) => {
             let response = ctx.upstream.request(&hyper::Method::GET, url, &hyper::HeaderMap::new()).await?;
             if !response.status.is_success() {
+                ctx.upstream.error("status");
                 return Err(Error::source(format!("the origin answered {}", response.status)));
             }
             let version = response.etag();

@@ -37,6 +37,8 @@ pub struct Upstream {
     permits: Arc<Semaphore>,
     response_timeout: Duration,
     idle_timeout: Duration,
+    /// `kaifang_upstream_errors_total`, by kind.
+    errors: prometheus::IntCounterVec,
 }
 
 /// An origin's answer: status and headers now, the body as it arrives.
@@ -55,7 +57,7 @@ impl UpstreamResponse {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Upstream {
+    pub fn new(config: &UpstreamConfig, errors: prometheus::IntCounterVec) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(config.connect_timeout_seconds)));
         connector.set_nodelay(true);
@@ -71,6 +73,7 @@ impl Upstream {
             permits: Arc::new(Semaphore::new(config.max_connections)),
             response_timeout: Duration::from_secs(config.response_timeout_seconds),
             idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
+            errors,
         }
     }
 
@@ -91,43 +94,62 @@ impl Upstream {
         );
         let response = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Err(Error::source(format!("the origin cannot be reached: {}", error_chain(&e)))),
+            Ok(Err(e)) => {
+                self.error("connect");
+                return Err(Error::source(format!("the origin cannot be reached: {}", error_chain(&e))));
+            }
             Err(_) => {
+                self.error("timeout");
                 return Err(Error::new(
                     Kind::SourceTimeout,
                     "source_timeout",
                     format!("the origin did not answer within {} s", self.response_timeout.as_secs()),
-                ))
+                ));
             }
         };
         let (parts, body) = response.into_parts();
         Ok(UpstreamResponse {
             status: parts.status,
             headers: parts.headers,
-            body: body_stream(body, permit, self.idle_timeout),
+            body: body_stream(body, permit, self.idle_timeout, self.errors.clone()),
         })
+    }
+
+    /// Counts a failure of kind `connect`, `timeout`, `idle`, `broken` or `status`.
+    pub fn error(&self, kind: &str) {
+        self.errors.with_label_values(&[kind]).inc();
     }
 }
 
 /// The origin's body as a stream of data frames. An origin that goes silent for longer than
 /// `idle` or breaks the connection ends the stream with an error.
-fn body_stream(body: Incoming, permit: OwnedSemaphorePermit, idle: Duration) -> ByteStream {
-    Box::pin(futures_util::stream::unfold(Some((body, permit)), move |state| async move {
-        let (mut body, permit) = state?;
-        loop {
-            match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => {
-                    let e = Error::source(format!("the origin sent nothing for {} s", idle.as_secs()));
-                    return Some((Err(e), None));
-                }
-                Ok(None) => return None,
-                Ok(Some(Err(e))) => {
-                    let e = Error::source(format!("the origin's body broke off: {}", error_chain(&e)));
-                    return Some((Err(e), None));
-                }
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Some((Ok(data), Some((body, permit))));
+fn body_stream(
+    body: Incoming,
+    permit: OwnedSemaphorePermit,
+    idle: Duration,
+    errors: prometheus::IntCounterVec,
+) -> ByteStream {
+    Box::pin(futures_util::stream::unfold(Some((body, permit)), move |state| {
+        let errors = errors.clone();
+        async move {
+            let (mut body, permit) = state?;
+            loop {
+                match tokio::time::timeout(idle, body.frame()).await {
+                    Err(_) => {
+                        errors.with_label_values(&["idle"]).inc();
+                        let e = Error::source(format!("the origin sent nothing for {} s", idle.as_secs()));
+                        return Some((Err(e), None));
+                    }
+                    Ok(None) => return None,
+                    Ok(Some(Err(e))) => {
+                        errors.with_label_values(&["broken"]).inc();
+                        let e = Error::source(format!("the origin's body broke off: {}", error_chain(&e)));
+                        return Some((Err(e), None));
+                    }
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some((Ok(data), Some((body, permit))));
+                        }
                     }
                 }
             }
