@@ -277,9 +277,10 @@ async fn a_crash_under_load_loses_no_record_of_a_response_received_in_full() {
     .await;
     let url = g.url("/v1/datasets/enterprises/rows?format=csv");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
     for worker in 0..6 {
-        let (url, key, stop) = (url.clone(), key.clone(), stop.clone());
+        let (url, key, stop, done) = (url.clone(), key.clone(), stop.clone(), done.clone());
         clients.push(tokio::spawn(async move {
             let mut complete = Vec::new();
             let mut n = 0;
@@ -295,12 +296,20 @@ async fn a_crash_under_load_loses_no_record_of_a_response_received_in_full() {
                 // Received in full means the body ended cleanly.
                 if r.bytes().await.is_ok() {
                     complete.push(id);
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             complete
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Crash once the load is well under way: after at least 30 complete responses (however long
+    // a busy machine takes to get there), with more in flight.
+    for _ in 0..600 {
+        if done.load(std::sync::atomic::Ordering::Relaxed) >= 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     g.kill();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut received = Vec::new();
