@@ -46,7 +46,7 @@ async fn retry_audit(state: &Arc<State>) {
 /// Removes audit segments past the retention period.
 async fn prune_audit(state: &Arc<State>) {
     let dir = crate::state::audit_dir(&state.config.data_dir);
-    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(state.config.audit.retention_days));
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(state.live().retention_days));
     match tokio::task::spawn_blocking(move || crate::audit::segments::prune(&dir, cutoff)).await {
         Ok(Ok(0)) => {}
         Ok(Ok(n)) => tracing::info!(segments = n, "audit segments past retention removed"),

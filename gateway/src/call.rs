@@ -25,19 +25,21 @@ use crate::metrics::{timed, Metrics, Timing};
 use crate::pipeline::{execute, Plan, Query};
 use crate::ratelimit::{Admission, Budget, Denied};
 use crate::source::{self, BatchStream, Pieces};
-use crate::state::{CatalogEntry, State};
+use crate::state::{CatalogEntry, Live, State};
 
 /// The dataset `id` names, if it exists and is not non-open: unknown and non-open ids get the
 /// same answer, so non-open ids cannot be probed. A string that is not a valid id is simply not
 /// found: nothing is looked up by it.
-pub fn lookup<'a>(state: &'a State, id: &str) -> Result<&'a CatalogEntry, Error> {
+pub fn lookup<'a>(live: &'a Live, id: &str) -> Result<&'a CatalogEntry, Error> {
     let id: DatasetId = id.parse().map_err(|_| Error::dataset_not_found())?;
-    state.catalog.get(&id).filter(|e| listed(&e.dataset)).ok_or_else(Error::dataset_not_found)
+    live.catalog.get(&id).filter(|e| listed(&e.dataset)).ok_or_else(Error::dataset_not_found)
 }
 
 /// One call on one dataset: who, from where, on what.
 pub struct Call<'a> {
     pub state: &'a State,
+    /// The catalog and limits the call started under.
+    pub live: &'a Live,
     pub entry: &'a CatalogEntry,
     pub caller: &'a Caller,
     pub client: IpAddr,
@@ -60,13 +62,14 @@ struct Granted {
 impl<'a> Call<'a> {
     pub fn new(
         state: &'a State,
+        live: &'a Live,
         entry: &'a CatalogEntry,
         caller: &'a Caller,
         client: IpAddr,
         protocol: &'static str,
         timing: Timing,
     ) -> Call<'a> {
-        Call { state, entry, caller, client, protocol, timing, audit: Mutex::new(None) }
+        Call { state, live, entry, caller, client, protocol, timing, audit: Mutex::new(None) }
     }
 
     /// The counter of refusals by the daily quota `quota`.
@@ -194,9 +197,11 @@ impl Recorder<'_> {
 pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Result<Started, Error> {
     let (grant, admission, budget) = call.grant(operation)?;
     let state = call.state;
-    let plan = Plan::new(&call.entry.config, &grant, query, state.config.limits.max_sort_rows, state.hash_key.clone())?;
+    let live = call.live;
+    let plan = Plan::new(&call.entry.config, &grant, query, live.limits.max_sort_rows, live.hash_key.clone())?;
     let opening = Instant::now();
-    let batches = source::open_batches(&call.entry.config, &state.source_context(), plan.read.clone()).await;
+    let context = live.source_context(&state.config.data_dir, &state.upstream);
+    let batches = source::open_batches(&call.entry.config, &context, plan.read.clone()).await;
     call.timing.add_source(opening.elapsed());
     let batches = batches?;
     let source: BatchStream = Box::pin(timed(batches.stream, call.timing.clone(), Timing::add_source));

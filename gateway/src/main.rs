@@ -273,13 +273,15 @@ fn audit(action: AuditAction, place: &Place) -> Result<(), String> {
 }
 
 /// Listen addresses given on the command line, over those of the configuration.
+#[derive(Clone, Copy)]
 struct Listeners {
     http: Option<SocketAddr>,
     flight: Option<SocketAddr>,
     admin: Option<SocketAddr>,
 }
 
-fn serve(place: Place, listeners: Listeners) -> Result<(), String> {
+/// The configuration with the command line's overrides.
+fn configure(place: &Place, listeners: Listeners) -> Result<Config, String> {
     let mut config = place.load()?;
     if let Some(addr) = listeners.http {
         config.http.listen = addr;
@@ -290,12 +292,21 @@ fn serve(place: Place, listeners: Listeners) -> Result<(), String> {
     if let Some(addr) = listeners.admin {
         config.admin.listen = addr;
     }
+    Ok(config)
+}
+
+fn serve(place: Place, listeners: Listeners) -> Result<(), String> {
+    let config = configure(&place, listeners)?;
     let embedded = place.config.is_none();
     if embedded {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
         kaifang::demo::ensure(&config)?;
     }
-    let state = Arc::new(State::open(config)?);
+    let source = {
+        let place = place.clone();
+        move || configure(&place, listeners).map_err(|e| e.lines().map(str::to_owned).collect())
+    };
+    let state = Arc::new(State::open(config)?.with_source(Box::new(source)));
     if embedded {
         kaifang::demo::ensure_key(&state)?;
     }
@@ -312,7 +323,7 @@ async fn run(state: Arc<State>) -> Result<(), String> {
     let admin = bind(state.config.admin.listen).await?;
     let address = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
     let (data_addr, flight_addr, admin_addr) = (address(&data)?, address(&flight)?, address(&admin)?);
-    tracing::info!(http = %data_addr, flight = %flight_addr, admin = %admin_addr, datasets = state.catalog.entries().count(), data_dir = %state.config.data_dir.display(), "serving");
+    tracing::info!(http = %data_addr, flight = %flight_addr, admin = %admin_addr, datasets = state.live().catalog.entries().count(), data_dir = %state.config.data_dir.display(), "serving");
     // Lines scripts and tests can wait for.
     println!("kaifang: admin listening on {admin_addr}");
     println!("kaifang: flight listening on {flight_addr}");
@@ -338,6 +349,7 @@ async fn run(state: Arc<State>) -> Result<(), String> {
             );
         }
     });
+    reload_on_hangup(state.clone());
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = servers.await;
@@ -360,6 +372,24 @@ fn ignore_file_size_signal() {
             tokio::spawn(async move { while signals.recv().await.is_some() {} });
         }
     }
+}
+
+/// Reloads the configuration on every SIGHUP; an invalid one is logged with its errors and the
+/// running one goes on.
+fn reload_on_hangup(state: Arc<State>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if let Err(errors) = state.reload().await {
+                for error in errors {
+                    tracing::error!(error = %error, "reload refused; the running configuration goes on");
+                }
+            }
+        }
+    });
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

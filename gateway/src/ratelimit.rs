@@ -35,7 +35,7 @@ type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInf
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
 /// Limits applied where no agreement sets them.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DefaultRates {
     /// Per client address, for anonymous calls.
     pub anonymous: Rate,
@@ -138,15 +138,31 @@ impl QuotaCounter {
 
 /// All the gateway's limiters and quota counters.
 pub struct Limiter {
-    defaults: DefaultRates,
-    anonymous: Keyed<IpAddr>,
-    keys: Keyed<String>,
+    /// The per-address and per-key limiters, swapped whole when a reload changes their rates.
+    defaults: arc_swap::ArcSwap<Defaults>,
     agreements: DashMap<String, (Rate, Arc<Direct>)>,
     quotas: DashMap<String, Arc<QuotaCounter>>,
     /// The last usage written to the store, per agreement and day, to write only what changed.
     saved: Mutex<std::collections::HashMap<(String, NaiveDate), Usage>>,
     day_offset: FixedOffset,
     clock: DefaultClock,
+}
+
+/// The limiters of calls outside any agreement, at their rates.
+struct Defaults {
+    rates: DefaultRates,
+    anonymous: Keyed<IpAddr>,
+    keys: Keyed<String>,
+}
+
+impl Defaults {
+    fn new(rates: DefaultRates) -> Defaults {
+        Defaults {
+            rates,
+            anonymous: RateLimiter::keyed(quota_of(rates.anonymous)).with_middleware(),
+            keys: RateLimiter::keyed(quota_of(rates.key)).with_middleware(),
+        }
+    }
 }
 
 fn quota_of(rate: Rate) -> Quota {
@@ -158,14 +174,20 @@ fn quota_of(rate: Rate) -> Quota {
 impl Limiter {
     pub fn new(defaults: DefaultRates, day_offset: FixedOffset) -> Limiter {
         Limiter {
-            defaults,
-            anonymous: RateLimiter::keyed(quota_of(defaults.anonymous)).with_middleware(),
-            keys: RateLimiter::keyed(quota_of(defaults.key)).with_middleware(),
+            defaults: arc_swap::ArcSwap::from_pointee(Defaults::new(defaults)),
             agreements: DashMap::new(),
             quotas: DashMap::new(),
             saved: Mutex::new(Default::default()),
             day_offset,
             clock: DefaultClock::default(),
+        }
+    }
+
+    /// Applies new anonymous and per-key rates (a reload). Unchanged rates keep their limiters
+    /// and what they have counted; changed ones start afresh.
+    pub fn set_defaults(&self, rates: DefaultRates) {
+        if self.defaults.load().rates != rates {
+            self.defaults.store(Arc::new(Defaults::new(rates)));
         }
     }
 
@@ -195,12 +217,14 @@ impl Limiter {
     ) -> Result<(Admission, Option<Budget>), Denied> {
         match limit {
             Limit::Anonymous => {
-                let outcome = self.anonymous.check_key(&client);
-                self.outcome("anonymous", self.defaults.anonymous, outcome).map(|a| (a, None))
+                let defaults = self.defaults.load();
+                let outcome = defaults.anonymous.check_key(&client);
+                self.outcome("anonymous", defaults.rates.anonymous, outcome).map(|a| (a, None))
             }
             Limit::Key(key) => {
-                let outcome = self.keys.check_key(key);
-                self.outcome("key", self.defaults.key, outcome).map(|a| (a, None))
+                let defaults = self.defaults.load();
+                let outcome = defaults.keys.check_key(key);
+                self.outcome("key", defaults.rates.key, outcome).map(|a| (a, None))
             }
             Limit::Agreement { id, rate, quota } => {
                 let limiter = match self.agreements.get(id).filter(|entry| entry.0 == *rate) {
@@ -295,17 +319,18 @@ impl Limiter {
 
     /// Drops limiter entries that are back to their initial state and counters of past days.
     pub fn housekeep(&self, now: DateTime<Utc>) {
-        self.anonymous.retain_recent();
-        self.anonymous.shrink_to_fit();
-        self.keys.retain_recent();
-        self.keys.shrink_to_fit();
+        let defaults = self.defaults.load();
+        defaults.anonymous.retain_recent();
+        defaults.anonymous.shrink_to_fit();
+        defaults.keys.retain_recent();
+        defaults.keys.shrink_to_fit();
         let today = self.day(now);
         self.quotas.retain(|_, c| c.day == today);
     }
 
     /// Entries held by the per-address limiter.
     pub fn tracked_addresses(&self) -> usize {
-        self.anonymous.len()
+        self.defaults.load().anonymous.len()
     }
 
     /// Writes the quota usage that changed since the last call to the store.

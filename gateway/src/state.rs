@@ -12,7 +12,7 @@ use rand::RngCore;
 use crate::audit::segments::SegmentLog;
 use crate::audit::Audit;
 use crate::auth::Keys;
-use crate::config::{Config, DatasetConfig};
+use crate::config::{Config, DatasetConfig, Limits};
 use crate::metrics::Metrics;
 use crate::ratelimit::{DefaultRates, Limiter};
 use crate::source::upstream::Upstream;
@@ -49,16 +49,63 @@ impl Catalog {
     }
 }
 
+/// What a reload changes: the catalog, the limits and the masks' secret. A request takes the
+/// current one when it starts and keeps it to its end, so a reload never changes a call halfway.
+pub struct Live {
+    pub catalog: Catalog,
+    pub limits: Limits,
+    /// The `hash` mask's secret.
+    pub hash_key: Arc<[u8]>,
+    /// How long audit records are kept.
+    pub retention_days: u32,
+}
+
+impl Live {
+    fn new(config: &Config) -> Result<Live, String> {
+        let hash_key: Arc<[u8]> = match &config.masks.hash_key {
+            Some(key) => key.as_bytes().into(),
+            None => secret_file(&config.data_dir.join("mask-hash.key"))?.into_bytes().into(),
+        };
+        Ok(Live {
+            catalog: Catalog::new(&config.datasets),
+            limits: config.limits.clone(),
+            hash_key,
+            retention_days: config.audit.retention_days,
+        })
+    }
+
+    pub fn source_context<'a>(&self, data_dir: &'a Path, upstream: &'a Upstream) -> SourceContext<'a> {
+        SourceContext { data_dir, upstream, batch_rows: self.limits.batch_rows }
+    }
+}
+
+/// Where a reload reads the configuration from: the file (or the embedded demo) the gateway
+/// started with, with the same command-line overrides.
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, Vec<String>> + Send + Sync>;
+
+/// What a reload did.
+#[derive(Debug, serde::Serialize)]
+pub struct Reloaded {
+    pub datasets: usize,
+    pub agreements: usize,
+    /// Settings that changed but take effect only at the next start (listen addresses, the
+    /// data directory, server limits, upstream client settings, audit segment size, the quota
+    /// time zone).
+    pub restart_required: Vec<&'static str>,
+}
+
 /// The gateway's shared state.
 pub struct State {
+    /// The configuration the gateway started with; what a reload can change is in [`Live`].
     pub config: Config,
-    pub catalog: Catalog,
+    live: arc_swap::ArcSwap<Live>,
+    source: Option<ConfigSource>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     pub upstream: Upstream,
     pub store: Arc<dyn Store>,
     pub keys: Arc<Keys>,
     pub limiter: Limiter,
-    /// The `hash` mask's secret.
-    pub hash_key: Arc<[u8]>,
     /// The operator token the admin API asks for.
     pub admin_token: String,
     pub audit: Audit,
@@ -85,10 +132,7 @@ impl State {
                 .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?,
         );
         store_declared(store.as_ref(), &config)?;
-        let hash_key: Arc<[u8]> = match &config.masks.hash_key {
-            Some(key) => key.as_bytes().into(),
-            None => secret_file(&config.data_dir.join("mask-hash.key"))?.into_bytes().into(),
-        };
+        let live = Live::new(&config)?;
         let admin_token = match std::env::var(ADMIN_TOKEN_ENV) {
             Ok(token) if !token.is_empty() => token,
             _ => secret_file(&config.data_dir.join("admin.token"))?,
@@ -103,12 +147,13 @@ impl State {
             metrics.audit.clone(),
         )?));
         Ok(State {
-            catalog: Catalog::new(&config.datasets),
+            live: arc_swap::ArcSwap::from_pointee(live),
+            source: None,
+            reloading: tokio::sync::Mutex::new(()),
             upstream: Upstream::new(&config.upstream, metrics.upstream_errors.clone()),
             keys: Arc::new(Keys::new(store.clone(), metrics.cache_lookups.clone())),
             store,
             limiter,
-            hash_key,
             admin_token,
             audit,
             metrics,
@@ -116,12 +161,65 @@ impl State {
         })
     }
 
-    pub fn source_context(&self) -> SourceContext<'_> {
-        SourceContext {
-            data_dir: &self.config.data_dir,
-            upstream: &self.upstream,
-            batch_rows: self.config.limits.batch_rows,
-        }
+    /// Where [`State::reload`] reads the configuration from.
+    pub fn with_source(mut self, source: ConfigSource) -> State {
+        self.source = Some(source);
+        self
+    }
+
+    /// The catalog and limits in force now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Reads the configuration again and applies it: catalog, declared principals and
+    /// agreements, limits and the masks' secret. An invalid configuration changes nothing and
+    /// comes back as its errors (file, line, field); calls in flight finish on what they started
+    /// with.
+    pub async fn reload(&self) -> Result<Reloaded, Vec<String>> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let source =
+            self.source.as_ref().ok_or_else(|| vec!["this gateway has no configuration to reload".to_owned()])?;
+        let mut config = source()?;
+        // What cannot change without a restart stays as it is, and is said so.
+        let started = &self.config;
+        let mut restart_required = Vec::new();
+        let mut differs = |name: &'static str, changed: bool| {
+            if changed {
+                restart_required.push(name);
+            }
+        };
+        differs("data_dir", config.data_dir != started.data_dir);
+        differs("http.listen", config.http.listen != started.http.listen);
+        differs("flight.listen", config.flight.listen != started.flight.listen);
+        differs("admin.listen", config.admin.listen != started.admin.listen);
+        differs("server", format!("{:?}", config.server) != format!("{:?}", started.server));
+        differs("upstream", format!("{:?}", config.upstream) != format!("{:?}", started.upstream));
+        differs("audit.segment_bytes", config.audit.segment_bytes != started.audit.segment_bytes);
+        differs(
+            "limits.quota_utc_offset_hours",
+            config.limits.quota_utc_offset_hours != started.limits.quota_utc_offset_hours,
+        );
+        config.data_dir = started.data_dir.clone();
+        let store = self.store.clone();
+        let declared = config.clone();
+        tokio::task::spawn_blocking(move || store_declared(store.as_ref(), &declared))
+            .await
+            .map_err(|e| vec![format!("reload task failed: {e}")])?
+            .map_err(|e| vec![e])?;
+        let live = Live::new(&config).map_err(|e| vec![e])?;
+        self.limiter
+            .set_defaults(DefaultRates { anonymous: config.limits.anonymous_rate, key: config.limits.key_rate });
+        let reloaded = Reloaded {
+            datasets: live.catalog.entries().count(),
+            agreements: config.agreements.len(),
+            restart_required,
+        };
+        self.live.store(Arc::new(live));
+        // Agreements and principals may have changed in the store: the next request reads them.
+        self.keys.invalidate();
+        tracing::info!(datasets = reloaded.datasets, restart_required = ?reloaded.restart_required, "configuration reloaded");
+        Ok(reloaded)
     }
 }
 

@@ -5,6 +5,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 use crate::fixture::{client, Gateway, Site};
 
 /// A site with one unconditional CSV dataset `big` of about `bytes` bytes, and `settings`.
@@ -99,4 +101,173 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     drop(held.pop());
     let r = client().get(g.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200, "served once a place is free");
+}
+
+/// The catalog entry of a one-column CSV dataset `id` at `file`.
+fn entry(id: &str, file: &str) -> String {
+    format!(
+        "[[datasets]]\nid = \"{id}\"\ntitle = \"{id}\"\nowner = \"Test Bureau\"\nopen_type = \"unconditional\"\n\
+         format = \"csv\"\nupdate_frequency = \"daily\"\nlast_updated = \"2025-01-01T00:00:00Z\"\n\
+         license = \"CC-BY-4.0\"\nsource = {{ file = \"{file}\" }}\nfields = [{{ name = \"n\", type = \"int64\" }}]\n\n"
+    )
+}
+
+async fn reload(g: &Gateway) -> (u16, Value) {
+    g.admin(reqwest::Method::POST, "/admin/reload", None).await
+}
+
+#[tokio::test]
+async fn reload_changes_catalog_and_limits_under_load_without_failing_a_request_or_cutting_a_stream() {
+    let (site, size) =
+        site_with_big_file("[limits]\nanonymous_rate = { per_second = 100000, burst = 100000 }\n", 48 << 20);
+    std::fs::write(site.data_dir.join("small.csv"), "n\n1\n2\n3\n").unwrap();
+    let original = std::fs::read_to_string(&site.config).unwrap() + &entry("small", "small.csv");
+    std::fs::write(&site.config, &original).unwrap();
+    let g = Gateway::with_config(&site.config, &site.data_dir);
+
+    // A download in flight, read slowly, and continuous load on other connections.
+    let mut download = client().get(g.url("/v1/datasets/big/download")).send().await.unwrap();
+    assert_eq!(download.status(), 200);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (url, stop) = (g.url("/v1/datasets/small/rows?format=csv"), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            let client = client();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => match r.text().await {
+                        Ok(t) if t == "n\n1\n2\n3\n" => ok += 1,
+                        other => failed.push(format!("{other:?}")),
+                    },
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A new dataset and a tighter anonymous rate, by the admin API.
+    std::fs::write(site.data_dir.join("added.csv"), "n\n7\n").unwrap();
+    let changed = original.replace("per_second = 100000, burst = 100000", "per_second = 100000, burst = 99999")
+        + &entry("added", "added.csv");
+    std::fs::write(&site.config, &changed).unwrap();
+    let (status, body) = reload(&g).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["datasets"], 3);
+    assert_eq!(body["restart_required"], json!([]));
+    let r = client().get(g.url("/v1/datasets/added/rows?format=csv")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"anonymous\";q=99999;w=1", "the new rate applies");
+    assert_eq!(r.text().await.unwrap(), "n\n7\n");
+
+    // And away again, by SIGHUP.
+    std::fs::write(&site.config, &original).unwrap();
+    g.signal("HUP");
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if client().get(g.url("/v1/datasets/added")).send().await.unwrap().status() == 404 {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "SIGHUP did not reload the catalog");
+
+    let mut received = download.chunk().await.unwrap().map_or(0, |c| c.len());
+    while let Some(chunk) = download.chunk().await.unwrap() {
+        received += chunk.len();
+    }
+    assert_eq!(received, size, "the download in flight completed across both reloads");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} requests failed during the reloads: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(ok > 10, "the load made only {ok} requests");
+}
+
+#[tokio::test]
+async fn an_invalid_reload_is_refused_with_its_errors_and_the_running_configuration_goes_on() {
+    let site = Site::new(&[]);
+    std::fs::write(site.data_dir.join("small.csv"), "n\n1\n").unwrap();
+    let original = std::fs::read_to_string(&site.config).unwrap() + &entry("small", "small.csv");
+    std::fs::write(&site.config, &original).unwrap();
+    let g = Gateway::with_config(&site.config, &site.data_dir);
+    let broken =
+        original.replace("[upstream]", "[upstream]\nconect_timeout_seconds = 3") + &entry("small", "other.csv");
+    std::fs::write(&site.config, &broken).unwrap();
+    let (status, body) = reload(&g).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_config");
+    let errors: Vec<&str> = body["error"]["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(errors.iter().any(|e| e.contains("kaifang.toml:") && e.contains("conect_timeout_seconds")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("small")), "the duplicate id is named too: {errors:?}");
+    // SIGHUP with the same file: refused too, and the gateway keeps serving what it had.
+    g.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = client().get(g.url("/v1/datasets/small/rows?format=csv")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "n\n1\n");
+    let (status, _) = crate::fixture::get_json(&g.url("/readyz")).await;
+    assert_eq!(status, 200);
+    // Without the operator token nothing is reloaded at all.
+    let r = client().post(format!("{}/admin/reload", g.admin)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn a_reload_applies_changed_agreement_terms_at_the_next_request() {
+    // The demo configuration, as files the test can edit.
+    let dir = tempfile::tempdir().unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
+    std::fs::create_dir_all(dir.path().join("catalog")).unwrap();
+    for name in ["transport", "ecology", "market", "civil-affairs"] {
+        std::fs::copy(format!("{root}/catalog/{name}.toml"), dir.path().join(format!("catalog/{name}.toml"))).unwrap();
+    }
+    let config = dir.path().join("kaifang.toml");
+    let demo = std::fs::read_to_string(format!("{root}/kaifang.toml")).unwrap();
+    std::fs::write(&config, &demo).unwrap();
+    let data_dir = dir.path().join("data");
+    let out = std::process::Command::new(crate::fixture::BIN)
+        .args(["demo-data", "--rows", "200", "--out", data_dir.join("demo").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let g = Gateway::with_config(&config, &data_dir);
+    let key = std::process::Command::new(crate::fixture::BIN)
+        .args(["keys", "issue", "--principal", "demo-analytics", "--config", config.to_str().unwrap()])
+        .args(["--data-dir", data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let key = String::from_utf8(key.stdout).unwrap().trim().to_owned();
+    let columns = |key: String| {
+        let url = g.url("/v1/datasets/enterprises/rows?limit=1");
+        async move {
+            let rows: Value = client().get(url).bearer_auth(key).send().await.unwrap().json().await.unwrap();
+            rows[0].as_object().unwrap().keys().cloned().collect::<Vec<_>>()
+        }
+    };
+    assert!(columns(key.clone()).await.contains(&"legal_rep_mobile".to_owned()));
+    // The declared agreement loses the mobile column.
+    let narrowed = demo.replace(
+        "\"legal_rep_name\", \"legal_rep_id_card\", \"legal_rep_mobile\",",
+        "\"legal_rep_name\", \"legal_rep_id_card\",",
+    );
+    assert_ne!(narrowed, demo, "the demo agreement's columns were found");
+    std::fs::write(&config, narrowed.replace(", legal_rep_mobile = \"cn_mobile\"", "")).unwrap();
+    let (status, body) = reload(&g).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!columns(key.clone()).await.contains(&"legal_rep_mobile".to_owned()), "the narrower scope applies at once");
+    let r = client()
+        .get(g.url("/v1/datasets/enterprises/rows?columns=legal_rep_mobile"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 }

@@ -307,10 +307,11 @@ impl Service {
     /// The schema and size of what `command` would return to `caller`, without reading data.
     async fn info(&self, caller: &Caller, command: &Command) -> Result<(FlightInfo, SchemaRef), Error> {
         let state = &self.state;
-        let entry = call::lookup(state, &command.dataset)?;
+        let live = state.live();
+        let entry = call::lookup(&live, &command.dataset)?;
         let grant = decide(caller, &entry.dataset, Operation::Rows, Utc::now())?;
         let query = command.query()?;
-        let plan = Plan::new(&entry.config, &grant, &query, state.config.limits.max_sort_rows, state.hash_key.clone())?;
+        let plan = Plan::new(&entry.config, &grant, &query, live.limits.max_sort_rows, live.hash_key.clone())?;
         let schema = plan.output_schema.clone();
         let mut info = FlightInfo::new()
             .try_with_schema(&schema)
@@ -332,7 +333,8 @@ impl Service {
     /// `DoGet`: the query's batches as Flight messages, audited when the dataset's calls are.
     async fn get(&self, context: &Context, command: &Command, timing: Timing) -> Result<Pieces<FlightData>, Error> {
         let state = &self.state;
-        let entry = call::lookup(state, &command.dataset)?;
+        let live = state.live();
+        let entry = call::lookup(&live, &command.dataset)?;
         let recorder = policy::recorded(&entry.dataset).then(|| Recorder {
             state,
             request_id: context.request_id.clone(),
@@ -346,7 +348,7 @@ impl Service {
             (Err(e), Some(recorder)) => return Err(unserved(recorder, None, e).await),
             (Err(e), None) => return Err(e),
         };
-        let call = Call::new(state, entry, &caller, context.client, "flight", timing);
+        let call = Call::new(state, &live, entry, &caller, context.client, "flight", timing);
         let started = match (command.query(), &recorder) {
             (Ok(query), _) => start(&call, Operation::Rows, &query).await,
             (Err(e), _) => Err(e),
@@ -390,7 +392,8 @@ impl Service {
 
     /// Counts a `DoGet` and its bytes in the metrics, by its outcome at the start.
     fn counted(&self, dataset: &str, outcome: &Result<Pieces<FlightData>, Error>) -> Option<prometheus::IntCounter> {
-        let entry = call::lookup(&self.state, dataset).ok()?;
+        let live = self.state.live();
+        let entry = call::lookup(&live, dataset).ok()?;
         let (dataset, open_type) = (entry.dataset.id.as_str(), entry.dataset.open_type.as_str());
         let status = match outcome {
             Ok(_) => 200,
@@ -520,7 +523,8 @@ impl FlightService for Service {
                 .trim()
                 .to_owned();
             let mut infos = Vec::new();
-            for entry in self.state.catalog.entries().filter(|e| listed(&e.dataset)) {
+            let live = self.state.live();
+            for entry in live.catalog.entries().filter(|e| listed(&e.dataset)) {
                 if !text.is_empty() && !entry.dataset.matches_text(&text) {
                     continue;
                 }
@@ -587,7 +591,8 @@ impl FlightService for Service {
         };
         let bytes = dataset.as_deref().and_then(|d| self.counted(d, &outcome));
         // Observed as the stream ends; an error answer now, as this function returns.
-        let observer = dataset.as_deref().and_then(|d| call::lookup(&self.state, d).ok()).map(|entry| {
+        let live = self.state.live();
+        let observer = dataset.as_deref().and_then(|d| call::lookup(&live, d).ok()).map(|entry| {
             Observer::new(&self.state.metrics, "flight", entry.dataset.open_type.as_str(), context.started, timing)
         });
         let span = context.span.clone();

@@ -31,7 +31,8 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     // Metrics need no token: the admin listener is the operators' network only.
     if req.method() == Method::GET && req.uri().path() == "/metrics" {
-        let listed = state.catalog.entries().map(|e| &e.dataset).filter(|d| policy::listed(d));
+        let live = state.live();
+        let listed = live.catalog.entries().map(|e| &e.dataset).filter(|d| policy::listed(d));
         state.metrics.freshness(listed, chrono::Utc::now());
         let mut response = Response::new(super::response::full(state.metrics.render()));
         response.headers_mut().insert(
@@ -45,6 +46,17 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     let method = req.method().clone();
     match (&method, path.as_slice()) {
+        (&Method::POST, ["admin", "reload"]) => match state.reload().await {
+            Ok(reloaded) => Ok(json(StatusCode::OK, &reloaded)),
+            Err(errors) => Ok(json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"error": {
+                    "code": "invalid_config",
+                    "message": "the configuration has errors; nothing was changed and the running one goes on",
+                    "errors": errors,
+                }}),
+            )),
+        },
         (&Method::POST, ["admin", "principals"]) => {
             let body: PrincipalRequest = read_json(req).await?;
             create_principal(state, body).await
@@ -322,8 +334,9 @@ async fn create_agreement(state: &Arc<State>, body: AgreementRequest) -> Result<
         rate: body.rate,
         quota: body.quota,
     };
+    let live = state.live();
     agreement
-        .check(|id| state.catalog.get(id).map(|e| &e.dataset))
+        .check(|id| live.catalog.get(id).map(|e| &e.dataset))
         .map_err(|e| Error::bad_request("bad_terms", e.to_string()))?;
     let stored = agreement.clone();
     blocking(state, move |s| s.put_agreement(&stored, false)).await?;

@@ -91,7 +91,7 @@ async fn from_file(
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
     if req.method() != Method::HEAD {
-        let body = file.stream(start, end, state.config.limits.download_chunk_bytes);
+        let body = file.stream(start, end, state.live().limits.download_chunk_bytes);
         *response.body_mut() = response::streamed(crate::call::meter_bytes(body, budget, bytes::Bytes::len, refused));
     }
     Ok(response)

@@ -25,7 +25,7 @@ use crate::error::{Error, Kind};
 use crate::metrics::Timing;
 use crate::pipeline::Query;
 use crate::source::{self, arrow_schema};
-use crate::state::{CatalogEntry, State};
+use crate::state::{CatalogEntry, Live, State};
 
 /// Rows in a preview.
 pub const PREVIEW_ROWS: usize = 20;
@@ -73,7 +73,8 @@ pub async fn route(
         }
         ["v1", "datasets", id, rest @ ..] => {
             get_or_head()?;
-            let entry = lookup(state, id)?;
+            let live = state.live();
+            let entry = lookup(&live, id)?;
             let started = Instant::now();
             let caller = state.keys.caller(req.headers()).await;
             let operation = match rest {
@@ -97,7 +98,7 @@ pub async fn route(
             let timing = Timing::default();
             let answered = match (caller, &recorder) {
                 (Ok(caller), _) => {
-                    let call = Call::new(state, entry, &caller, client, "http", timing.clone());
+                    let call = Call::new(state, &live, entry, &caller, client, "http", timing.clone());
                     let served = match operation {
                         Operation::Rows => rows(&call, &req, &params).await,
                         Operation::Preview => preview(&call, &params).await,
@@ -135,9 +136,9 @@ fn method_not_allowed(allow: &'static str) -> Error {
 
 /// The dataset `raw_id` names, if it exists and is not non-open. A segment that is not a valid
 /// id once percent-decoded (`..`, `a%2Fb`) is simply not found: nothing is looked up by it.
-fn lookup<'a>(state: &'a State, raw_id: &str) -> Result<&'a CatalogEntry, Error> {
+fn lookup<'a>(live: &'a Live, raw_id: &str) -> Result<&'a CatalogEntry, Error> {
     let decoded = percent_encoding::percent_decode_str(raw_id).decode_utf8().map_err(|_| Error::dataset_not_found())?;
-    call::lookup(state, &decoded)
+    call::lookup(live, &decoded)
 }
 
 /// The audit phase of an HTTP call on conditional data, which every such call passes. A call
@@ -258,13 +259,11 @@ fn catalog(state: &State, params: &[(String, String)]) -> Result<Response<Body>,
     let text = param(params, "q").filter(|q| !q.trim().is_empty());
     let page = positive(params, "page", 1)?;
     let per_page = positive(params, "per_page", 20)?;
-    if per_page > state.config.limits.max_per_page {
-        return Err(Error::bad_request(
-            "bad_parameter",
-            format!("`per_page` is at most {}", state.config.limits.max_per_page),
-        ));
+    let live = state.live();
+    if per_page > live.limits.max_per_page {
+        return Err(Error::bad_request("bad_parameter", format!("`per_page` is at most {}", live.limits.max_per_page)));
     }
-    let matching: Vec<&CatalogEntry> = state
+    let matching: Vec<&CatalogEntry> = live
         .catalog
         .entries()
         .filter(|e| listed(&e.dataset))
@@ -415,6 +414,7 @@ async fn readyz(state: &State) -> Response<Body> {
     .await
     .unwrap_or_else(|e| (Err(e.to_string()), Err(e.to_string())));
     let missing: Vec<String> = state
+        .live()
         .catalog
         .entries()
         .filter(|e| listed(&e.dataset))
