@@ -36,3 +36,4 @@ pub mod ratelimit;
 pub mod source;
 pub mod state;
 pub mod store;
+pub mod tls;

@@ -320,6 +320,18 @@ async fn run(state: Arc<State>) -> Result<(), String> {
     };
     let data = bind(state.config.http.listen).await?;
     let flight = bind(state.config.flight.listen).await?;
+    let acceptor = |name: &str, certs: &Option<Arc<kaifang::tls::Certs>>, tls: &Option<config::TlsConfig>, alpn| match (
+        certs, tls,
+    ) {
+        (Some(certs), Some(tls)) => {
+            kaifang::tls::acceptor(certs.clone(), tls, alpn).map(Some).map_err(|e| format!("{name}.tls: {e}"))
+        }
+        _ => Ok(None),
+    };
+    let config = &state.config;
+    let data_tls = acceptor("http", &state.certs.http, &config.http.tls, kaifang::tls::HTTP_ALPN)?;
+    let flight_tls = acceptor("flight", &state.certs.flight, &config.flight.tls, kaifang::tls::GRPC_ALPN)?;
+    let admin_tls = acceptor("admin", &state.certs.admin, &config.admin.tls, kaifang::tls::HTTP_ALPN)?;
     let admin = bind(state.config.admin.listen).await?;
     let address = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
     let (data_addr, flight_addr, admin_addr) = (address(&data)?, address(&flight)?, address(&admin)?);
@@ -343,9 +355,9 @@ async fn run(state: Arc<State>) -> Result<(), String> {
         let stopped = stopped.clone();
         async move {
             tokio::join!(
-                kaifang::http::serve(data, state.clone(), Api::Data, stopped()),
-                kaifang::flight::serve(flight, state.clone(), stopped()),
-                kaifang::http::serve(admin, state, Api::Admin, stopped()),
+                kaifang::http::serve(data, state.clone(), Api::Data, data_tls, stopped()),
+                kaifang::flight::serve(flight, state.clone(), flight_tls, stopped()),
+                kaifang::http::serve(admin, state, Api::Admin, admin_tls, stopped()),
             );
         }
     });

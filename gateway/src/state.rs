@@ -12,13 +12,14 @@ use rand::RngCore;
 use crate::audit::segments::SegmentLog;
 use crate::audit::Audit;
 use crate::auth::Keys;
-use crate::config::{Config, DatasetConfig, Limits};
+use crate::config::{Config, DatasetConfig, Limits, TlsConfig};
 use crate::metrics::Metrics;
 use crate::ratelimit::{DefaultRates, Limiter};
 use crate::source::upstream::Upstream;
 use crate::source::SourceContext;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::tls::Certs;
 
 /// One catalog entry: the rules' view and the source configuration.
 pub struct CatalogEntry {
@@ -94,6 +95,27 @@ pub struct Reloaded {
     pub restart_required: Vec<&'static str>,
 }
 
+/// The certificates of the listeners that have TLS.
+#[derive(Default)]
+pub struct ListenerCerts {
+    pub http: Option<Arc<Certs>>,
+    pub flight: Option<Arc<Certs>>,
+    pub admin: Option<Arc<Certs>>,
+}
+
+impl ListenerCerts {
+    fn load(config: &Config) -> Result<ListenerCerts, String> {
+        let load = |name: &str, tls: &Option<TlsConfig>| {
+            tls.as_ref().map(|t| Certs::load(t).map_err(|e| format!("{name}.tls: {e}"))).transpose()
+        };
+        Ok(ListenerCerts {
+            http: load("http", &config.http.tls)?,
+            flight: load("flight", &config.flight.tls)?,
+            admin: load("admin", &config.admin.tls)?,
+        })
+    }
+}
+
 /// The gateway's shared state.
 pub struct State {
     /// The configuration the gateway started with; what a reload can change is in [`Live`].
@@ -103,6 +125,8 @@ pub struct State {
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
     pub upstream: Upstream,
+    /// The listeners' certificates, which a reload replaces.
+    pub certs: ListenerCerts,
     pub store: Arc<dyn Store>,
     pub keys: Arc<Keys>,
     pub limiter: Limiter,
@@ -133,6 +157,7 @@ impl State {
         );
         store_declared(store.as_ref(), &config)?;
         let live = Live::new(&config)?;
+        let certs = ListenerCerts::load(&config)?;
         let admin_token = match std::env::var(ADMIN_TOKEN_ENV) {
             Ok(token) if !token.is_empty() => token,
             _ => secret_file(&config.data_dir.join("admin.token"))?,
@@ -151,6 +176,7 @@ impl State {
             source: None,
             reloading: tokio::sync::Mutex::new(()),
             upstream: Upstream::new(&config.upstream, metrics.upstream_errors.clone()),
+            certs,
             keys: Arc::new(Keys::new(store.clone(), metrics.cache_lookups.clone())),
             store,
             limiter,
@@ -196,6 +222,22 @@ impl State {
         differs("server", format!("{:?}", config.server) != format!("{:?}", started.server));
         differs("upstream", format!("{:?}", config.upstream) != format!("{:?}", started.upstream));
         differs("audit.segment_bytes", config.audit.segment_bytes != started.audit.segment_bytes);
+        // A listener's TLS can change certificates, not turn on or off or change its client CA.
+        let tls_shape = |t: &Option<TlsConfig>| t.as_ref().map(|t| t.client_ca.clone());
+        differs("http.tls", tls_shape(&config.http.tls) != tls_shape(&started.http.tls));
+        differs("flight.tls", tls_shape(&config.flight.tls) != tls_shape(&started.flight.tls));
+        differs("admin.tls", tls_shape(&config.admin.tls) != tls_shape(&started.admin.tls));
+        // New certificates are read in full before anything changes.
+        let mut new_certs = Vec::new();
+        for (name, certs, tls) in [
+            ("http", &self.certs.http, &config.http.tls),
+            ("flight", &self.certs.flight, &config.flight.tls),
+            ("admin", &self.certs.admin, &config.admin.tls),
+        ] {
+            if let (Some(certs), Some(tls)) = (certs, tls) {
+                new_certs.push((certs, crate::tls::certified_key(tls).map_err(|e| vec![format!("{name}.tls: {e}")])?));
+            }
+        }
         differs(
             "limits.quota_utc_offset_hours",
             config.limits.quota_utc_offset_hours != started.limits.quota_utc_offset_hours,
@@ -216,6 +258,9 @@ impl State {
             restart_required,
         };
         self.live.store(Arc::new(live));
+        for (certs, key) in new_certs {
+            certs.install(key);
+        }
         // Agreements and principals may have changed in the store: the next request reads them.
         self.keys.invalidate();
         tracing::info!(datasets = reloaded.datasets, restart_required = ?reloaded.restart_required, "configuration reloaded");

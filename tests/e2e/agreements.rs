@@ -357,6 +357,7 @@ async fn daily_quotas_refuse_once_spent_naming_the_quota() {
         holder(&g, "gamma", fast, json!({"requests_per_day": 100, "rows_per_day": 1_000_000, "bytes_per_day": 2_000}))
             .await;
     assert_eq!(get(&rows(1), &key).await.status(), 200);
+    crate::fixture::tls_provider();
     let with_key = reqwest::Client::builder().default_headers(bearer(&key)).build().unwrap();
     crate::fixture::expect_broken_with(&with_key, &rows(1000)).await;
     let r = get(&rows(1000), &key).await;

@@ -172,8 +172,15 @@ impl Drop for Gateway {
     }
 }
 
+/// Makes ring the process's TLS provider, which every reqwest client needs (the TLS tests'
+/// clients bring their own configuration; the others speak plain HTTP).
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// An HTTP/1.1 client that fails a test instead of hanging it.
 pub fn client() -> reqwest::Client {
+    tls_provider();
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
 }
 

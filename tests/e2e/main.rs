@@ -14,4 +14,5 @@ mod metrics;
 mod operations;
 mod origin;
 mod rows;
+mod tls;
 mod upstream;

@@ -95,6 +95,7 @@ async fn connections_past_the_limit_wait_until_one_closes() {
         let n = connection.read(&mut buf).unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     }
+    crate::fixture::tls_provider();
     let quick = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build().unwrap();
     let e = quick.get(g.url("/healthz")).send().await.unwrap_err();
     assert!(e.is_timeout(), "a third connection waits: {e}");
@@ -270,4 +271,74 @@ async fn a_reload_applies_changed_agreement_terms_at_the_next_request() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn a_request_head_past_the_size_limit_is_refused_and_others_are_served() {
+    let site = Site::with_settings("[server]\nmax_header_bytes = 8192\n", &[]);
+    let g = Gateway::with_config(&site.config, &site.data_dir);
+    let outcome = client().get(g.url("/healthz")).header("x-padding", "p".repeat(16 << 10)).send().await;
+    match outcome {
+        Ok(r) => assert_eq!(r.status(), 431, "an oversized head"),
+        Err(e) => assert!(!e.is_connect() && !e.is_timeout(), "refused, not unreachable: {e}"),
+    }
+    let r = client().get(g.url("/healthz")).header("x-padding", "p".repeat(4 << 10)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
+    use std::io::BufRead;
+    let site = Site::new(&[]);
+    // Past the first batches of 8,192 rows, a value that is not a number.
+    let mut text = String::from("n\n");
+    for n in 0..30_000 {
+        text.push_str(&format!("{n}\n"));
+    }
+    text.push_str("not a number\n");
+    std::fs::write(site.data_dir.join("broken.csv"), text).unwrap();
+    std::fs::write(&site.config, std::fs::read_to_string(&site.config).unwrap() + &entry("broken", "broken.csv"))
+        .unwrap();
+    let log = site.data_dir.join("kaifang.log");
+    let mut child = std::process::Command::new(crate::fixture::BIN)
+        .args(["serve", "--config", site.config.to_str().unwrap(), "--data-dir", site.data_dir.to_str().unwrap()])
+        .args(["--http", "127.0.0.1:0", "--flight", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let base = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("kaifang: http listening on ").map(|a| format!("http://{a}")))
+        .unwrap();
+    // A source that fails midway: the warning logged while the body streams has the id too.
+    let r = client()
+        .get(format!("{base}/v1/datasets/broken/rows?format=csv"))
+        .header("x-request-id", "trace-7")
+        .send()
+        .await;
+    if let Ok(r) = r {
+        let _ = r.bytes().await;
+    }
+    let generated = client().get(format!("{base}/healthz")).header("x-request-id", "bad id!").send().await.unwrap();
+    let generated = generated.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 36, "a malformed id is replaced by a UUID: {generated}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of = |id: &str| lines.iter().filter(|l| l["span"]["request_id"] == id).collect::<Vec<_>>();
+    let traced = of("trace-7");
+    assert!(traced.iter().any(|l| l["fields"]["message"] == "request"), "{traced:?}");
+    assert!(
+        traced.iter().any(|l| l["level"] == "WARN"),
+        "the mid-stream failure is logged under the request: {lines:?}"
+    );
+    assert_eq!(of(&generated).len(), 1, "{lines:?}");
 }

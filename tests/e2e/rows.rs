@@ -230,6 +230,7 @@ async fn data_responses_carry_request_id_and_dataset_version() {
 #[tokio::test]
 async fn http2_cleartext_is_served_on_the_same_port() {
     let g = Gateway::demo();
+    crate::fixture::tls_provider();
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let r = h2.get(g.url("/v1/datasets/bus-arrivals/rows?format=csv&limit=2")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);

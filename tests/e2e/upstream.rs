@@ -104,6 +104,7 @@ async fn an_origin_dying_mid_body_resets_the_http2_stream() {
     .await;
     let site = Site::new(&[("proxied", "csv", &format!("{}/data.csv", origin.base), FIELDS)]);
     let g = site.start();
+    crate::fixture::tls_provider();
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     expect_broken_with(&h2, &g.url("/v1/datasets/proxied/download")).await;
     // The connection survives the reset stream and serves the next request.

@@ -81,6 +81,21 @@ pub struct AdminConfig {
     /// Address of the admin API (operator token required) and `/metrics`.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// TLS, and optionally client certificates (`client_ca`).
+    pub tls: Option<TlsConfig>,
+}
+
+/// A listener's TLS: PEM files, relative paths from the configuration file's folder.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Admin listener only: CA certificates; when set, clients must present a certificate one
+    /// of them signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -89,7 +104,7 @@ fn default_admin_listen() -> SocketAddr {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: default_admin_listen() }
+        AdminConfig { listen: default_admin_listen(), tls: None }
     }
 }
 
@@ -164,6 +179,8 @@ pub struct HttpConfig {
     /// Address the HTTP/1.1 and HTTP/2 (h2c) data API listens on.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// TLS (HTTP/2 by ALPN); plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_http_listen() -> SocketAddr {
@@ -172,7 +189,15 @@ fn default_http_listen() -> SocketAddr {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_http_listen() }
+        HttpConfig { listen: default_http_listen(), tls: None }
+    }
+}
+
+fn resolve_tls(tls: &mut TlsConfig, base: &Path) {
+    for path in [Some(&mut tls.cert), Some(&mut tls.key), tls.client_ca.as_mut()].into_iter().flatten() {
+        if path.is_relative() {
+            *path = base.join(&*path);
+        }
     }
 }
 
@@ -216,6 +241,8 @@ pub struct FlightConfig {
     /// Address the Arrow Flight (gRPC) service listens on.
     #[serde(default = "default_flight_listen")]
     pub listen: SocketAddr,
+    /// TLS; plain gRPC (h2c) when absent.
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_flight_listen() -> SocketAddr {
@@ -224,7 +251,7 @@ fn default_flight_listen() -> SocketAddr {
 
 impl Default for FlightConfig {
     fn default() -> Self {
-        FlightConfig { listen: default_flight_listen() }
+        FlightConfig { listen: default_flight_listen(), tls: None }
     }
 }
 
@@ -444,8 +471,31 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     let data_dir: Option<PathBuf> = main.document.deserialize_key(&main.path, "data_dir", &mut errors);
     let http: HttpConfig = main.document.deserialize_key(&main.path, "http", &mut errors).unwrap_or_default();
     let flight: FlightConfig = main.document.deserialize_key(&main.path, "flight", &mut errors).unwrap_or_default();
+    // TLS files are named relative to the configuration file.
+    let base = main.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut http = http;
+    let mut flight = flight;
+    for (section, tls) in [("http", &mut http.tls), ("flight", &mut flight.tls)] {
+        if let Some(tls) = tls {
+            resolve_tls(tls, &base);
+            if tls.client_ca.is_some() {
+                errors.push(ConfigError {
+                    file: main.path.clone(),
+                    line: main
+                        .document
+                        .line_of(&[PathSegment::Key(section.into()), PathSegment::Key("tls".into())])
+                        .unwrap_or(1),
+                    field: format!("{section}.tls.client_ca"),
+                    message: "client certificates are for the admin listener only".into(),
+                });
+            }
+        }
+    }
     let server: ServerConfig = main.document.deserialize_key(&main.path, "server", &mut errors).unwrap_or_default();
-    let admin: AdminConfig = main.document.deserialize_key(&main.path, "admin", &mut errors).unwrap_or_default();
+    let mut admin: AdminConfig = main.document.deserialize_key(&main.path, "admin", &mut errors).unwrap_or_default();
+    if let Some(tls) = &mut admin.tls {
+        resolve_tls(tls, &base);
+    }
     let masks: MasksConfig = main.document.deserialize_key(&main.path, "masks", &mut errors).unwrap_or_default();
     let audit: AuditConfig = main.document.deserialize_key(&main.path, "audit", &mut errors).unwrap_or_default();
     let limits: Limits = main.document.deserialize_key(&main.path, "limits", &mut errors).unwrap_or_default();

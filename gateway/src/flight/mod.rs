@@ -66,17 +66,22 @@ const AUDIT_OPERATION: &str = "flight";
 
 /// Serves the Flight service on `listener` until `shutdown` completes, then lets streams in
 /// flight finish (up to a deadline).
-pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()> + Send) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let limits = state.config.server.clone();
     // At the connection limit, the next connection is accepted once one closes; clients wait in
     // the listen backlog meanwhile.
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let incoming = stream::unfold((listener, connections), |(listener, connections)| async move {
+    let accepted = stream::unfold((listener, connections), |(listener, connections)| async move {
         let permit = connections.clone().acquire_owned().await.ok()?;
         let accepted = match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                Ok(Counted { stream, _permit: permit })
+                Ok((stream, permit))
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -87,6 +92,18 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
         };
         Some((accepted, (listener, connections)))
     });
+    // TLS handshakes run side by side, so a slow one holds up no other client.
+    let handshake = Duration::from_secs(limits.header_read_timeout_seconds);
+    let incoming = accepted
+        .map(move |accepted| {
+            let tls = tls.clone();
+            async move {
+                let (stream, permit) = accepted?;
+                let stream = crate::tls::accept(stream, tls.as_ref(), handshake).await?;
+                Ok::<_, std::io::Error>(Counted { stream, _permit: permit })
+            }
+        })
+        .buffer_unordered(64);
     let service = FlightServiceServer::new(Service { state });
     let (draining, drain) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
@@ -116,7 +133,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
 
 /// An accepted connection, holding one of its listener's connection permits until it closes.
 struct Counted {
-    stream: tokio::net::TcpStream,
+    stream: crate::tls::Stream,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -148,7 +165,7 @@ impl tokio::io::AsyncWrite for Counted {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        tokio::io::AsyncWrite::is_write_vectored(&self.stream)
     }
 
     fn poll_flush(
@@ -170,7 +187,7 @@ impl tonic::transport::server::Connected for Counted {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.stream.tcp().connect_info()
     }
 }
 

@@ -45,8 +45,15 @@ pub enum Api {
     Admin,
 }
 
-/// Serves `api` on `listener` until `shutdown` completes, then drains.
-pub async fn serve(listener: TcpListener, state: Arc<State>, api: Api, shutdown: impl Future<Output = ()>) {
+/// Serves `api` on `listener` (over TLS when there is an acceptor) until `shutdown` completes,
+/// then drains.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    api: Api,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let limits = state.config.server.clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -88,10 +95,20 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, api: Api, shutdown:
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(handle(state, api, peer, req).await) }
                 });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
+                let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+                // A client that does not finish its TLS handshake in time is dropped, like one
+                // that does not finish its request head.
+                let handshake = Duration::from_secs(limits.header_read_timeout_seconds);
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
+                    let io = match crate::tls::accept(stream, tls.as_ref(), handshake).await {
+                        Ok(io) => io,
+                        Err(e) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
+                    if let Err(e) = watcher.watch(connection).await {
                         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                     }
                     drop(permit);
