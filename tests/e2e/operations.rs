@@ -53,6 +53,20 @@ async fn sigterm_lets_a_download_in_flight_finish_refuses_new_work_and_exits_zer
     assert_eq!(received, size, "the download in flight is complete");
     let status = g.wait_exit(Duration::from_secs(20)).expect("the gateway exits once the download is done");
     assert!(status.success(), "exit status {status}");
+    // Its last act: a record behind every other in the audit log, synced.
+    let mut segments: Vec<_> = std::fs::read_dir(g.data_dir.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
+        .collect();
+    segments.sort();
+    let log = std::fs::read_to_string(segments.last().unwrap()).unwrap();
+    let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (last["kind"].as_str(), last["note"].as_str()),
+        (Some("checkpoint"), Some("the gateway stopped")),
+        "{last}"
+    );
 }
 
 #[tokio::test]
