@@ -108,8 +108,9 @@ median_seconds() {
 start_conditional_site() {
     local work="$1" rows="$2"
     "$KAIFANG" demo-data --rows "$rows" --out "$work/data/demo"
-    mkdir -p "$work/config/catalog"
+    mkdir -p "$work/config/catalog" "$work/config/calendar"
     cp "$ROOT"/config/catalog/*.toml "$work/config/catalog/"
+    cp "$ROOT"/config/calendar/*.toml "$work/config/calendar/"
     sed -e 's/rate = { per_second = 5, burst = 10 }/rate = { per_second = 100000, burst = 100000 }/' \
         -e 's/requests_per_day = 10000, rows_per_day = 1000000, bytes_per_day = 1000000000/requests_per_day = 100000000, rows_per_day = 1000000000000, bytes_per_day = 1000000000000000/' \
         -e 's/^anonymous_rate = .*/anonymous_rate = { per_second = 100000, burst = 100000 }/' \

@@ -107,13 +107,7 @@ fn demo_data_is_deterministic() {
 #[test]
 fn check_config_locates_errors_in_declared_agreements() {
     let dir = tempfile::tempdir().unwrap();
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/kaifang.toml")).unwrap();
-    std::fs::create_dir_all(dir.path().join("catalog")).unwrap();
-    for name in ["transport", "ecology", "market", "civil-affairs"] {
-        let text =
-            std::fs::read_to_string(format!("{}/../config/catalog/{name}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        write(&dir.path().join("catalog"), &format!("{name}.toml"), &text);
-    }
+    let shipped = std::fs::read_to_string(crate::fixture::copy_shipped_config(dir.path())).unwrap();
     let broken = shipped.replace("legal_rep_mobile = \"cn_mobile\"", "legal_rep_mobile = \"blur\"");
     let config = write(dir.path(), "kaifang.toml", &broken);
     let out = Command::new(BIN).args(["check-config", config.to_str().unwrap()]).output().unwrap();

@@ -314,3 +314,19 @@ impl Site {
         Gateway::with_config(&self.config, &self.data_dir)
     }
 }
+
+/// The shipped configuration (`kaifang.toml` with its catalog and calendar files) copied into
+/// `dir`, for a test to edit; returns the path of the copied `kaifang.toml`.
+pub fn copy_shipped_config(dir: &Path) -> PathBuf {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
+    for folder in ["catalog", "calendar"] {
+        std::fs::create_dir_all(dir.join(folder)).unwrap();
+        for file in std::fs::read_dir(format!("{root}/{folder}")).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, dir.join(folder).join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let config = dir.join("kaifang.toml");
+    std::fs::copy(format!("{root}/kaifang.toml"), &config).unwrap();
+    config
+}

@@ -239,14 +239,8 @@ async fn an_invalid_reload_is_refused_with_its_errors_and_the_running_configurat
 async fn a_reload_applies_changed_agreement_terms_at_the_next_request() {
     // The demo configuration, as files the test can edit.
     let dir = tempfile::tempdir().unwrap();
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
-    std::fs::create_dir_all(dir.path().join("catalog")).unwrap();
-    for name in ["transport", "ecology", "market", "civil-affairs"] {
-        std::fs::copy(format!("{root}/catalog/{name}.toml"), dir.path().join(format!("catalog/{name}.toml"))).unwrap();
-    }
-    let config = dir.path().join("kaifang.toml");
-    let demo = std::fs::read_to_string(format!("{root}/kaifang.toml")).unwrap();
-    std::fs::write(&config, &demo).unwrap();
+    let config = crate::fixture::copy_shipped_config(dir.path());
+    let demo = std::fs::read_to_string(&config).unwrap();
     let data_dir = dir.path().join("data");
     let out = std::process::Command::new(crate::fixture::BIN)
         .args(["demo-data", "--rows", "200", "--out", data_dir.join("demo").to_str().unwrap()])

@@ -33,6 +33,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("catalog/ecology.toml", include_str!("../../../config/catalog/ecology.toml")),
     ("catalog/market.toml", include_str!("../../../config/catalog/market.toml")),
     ("catalog/civil-affairs.toml", include_str!("../../../config/catalog/civil-affairs.toml")),
+    ("calendar/cn.toml", include_str!("../../../config/calendar/cn.toml")),
 ];
 
 /// Where configuration text comes from: the file system, or the files compiled into the binary.
@@ -72,6 +73,8 @@ pub struct Config {
     pub principals: Vec<Principal>,
     /// Agreements declared here are created (or replaced) in the store on start.
     pub agreements: Vec<Agreement>,
+    /// Working days (public holidays and make-up days), from the file `calendar` names.
+    pub calendar: policy::Calendar,
 }
 
 /// The admin listener.
@@ -419,8 +422,9 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// The keys the main file may have at its top level.
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
     "data_dir",
+    "calendar",
     "http",
     "flight",
     "server",
@@ -502,6 +506,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     let upstream: UpstreamConfig =
         main.document.deserialize_key(&main.path, "upstream", &mut errors).unwrap_or_default();
     let include: Vec<PathBuf> = main.document.deserialize_key(&main.path, "include", &mut errors).unwrap_or_default();
+    let calendar_file: Option<PathBuf> = main.document.deserialize_key(&main.path, "calendar", &mut errors);
     if let Some(server_line) = main.document.line_of(&[PathSegment::Key("server".into())]) {
         for (name, value, least) in [
             ("max_connections", server.max_connections, 1),
@@ -571,6 +576,20 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             }
         }
     }
+
+    let calendar = match &calendar_file {
+        None => policy::Calendar::default(),
+        Some(file) => match read_file(origin, &base.join(file)) {
+            Ok(file) => load_calendar(&file, &mut errors),
+            Err(mut e) => {
+                e.line = files[0].document.line_of(&[PathSegment::Key("calendar".into())]).unwrap_or(0);
+                e.field = "calendar".into();
+                e.file = files[0].path.clone();
+                errors.push(e);
+                policy::Calendar::default()
+            }
+        },
+    };
 
     let mut datasets = Vec::new();
     let mut seen: HashMap<DatasetId, (PathBuf, usize)> = HashMap::new();
@@ -670,6 +689,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             principals,
             agreements,
             datasets,
+            calendar,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -720,6 +740,52 @@ fn check_dataset(dataset: &DatasetConfig, problem: &mut impl FnMut(&[PathSegment
     }
 }
 
+/// One year of a calendar file, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct YearConfig {
+    year: i32,
+    /// Where the dates come from (the notice's number), for people.
+    #[serde(default, rename = "source")]
+    _source: String,
+    /// Days off: `YYYY-MM-DD`, or `YYYY-MM-DD/YYYY-MM-DD` for a run of days.
+    holidays: Vec<String>,
+    /// Weekend days worked instead.
+    #[serde(default)]
+    make_up_workdays: Vec<String>,
+}
+
+/// The working-day calendar in `file`: `[[years]]` of holidays and make-up working days.
+fn load_calendar(file: &LoadedFile, errors: &mut Vec<ConfigError>) -> policy::Calendar {
+    use PathSegment::{Index, Key};
+    let mut years = Vec::new();
+    for (i, year) in file.document.deserialize_array::<YearConfig>(&file.path, "years", errors) {
+        let mut days = |field: &str, items: &[String]| -> std::collections::BTreeSet<chrono::NaiveDate> {
+            let mut out = std::collections::BTreeSet::new();
+            for (j, item) in items.iter().enumerate() {
+                let (first, last) = item.split_once('/').unwrap_or((item, item));
+                match (first.trim().parse::<chrono::NaiveDate>(), last.trim().parse::<chrono::NaiveDate>()) {
+                    (Ok(first), Ok(last)) if first <= last => {
+                        out.extend(first.iter_days().take_while(|d| *d <= last));
+                    }
+                    _ => errors.push(file.error_at(
+                        &[Key("years".into()), Index(i), Key(field.into()), Index(j)],
+                        format!("`{item}` is not a date (YYYY-MM-DD) or a run of dates (YYYY-MM-DD/YYYY-MM-DD)"),
+                    )),
+                }
+            }
+            out
+        };
+        let holidays = days("holidays", &year.holidays);
+        let make_up_workdays = days("make_up_workdays", &year.make_up_workdays);
+        years.push(policy::Year { year: year.year, holidays, make_up_workdays });
+    }
+    policy::Calendar::new(years).unwrap_or_else(|e| {
+        errors.push(file.error_at(&[Key("years".into())], e.to_string()));
+        policy::Calendar::default()
+    })
+}
+
 fn read_file(origin: Origin, path: &Path) -> Result<LoadedFile, ConfigError> {
     let shown = match origin {
         Origin::Files => path.to_path_buf(),
@@ -749,6 +815,34 @@ mod tests {
         let path = dir.path().join("k.toml");
         std::fs::write(&path, main).unwrap();
         load(Origin::Files, &path)
+    }
+
+    #[test]
+    fn the_shipped_calendar_counts_working_days_as_published() {
+        let config = load(Origin::Embedded, Path::new("kaifang.toml")).unwrap();
+        let c = &config.calendar;
+        assert_eq!(c.years().collect::<Vec<_>>(), [2025, 2026]);
+        let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+        // Counted by hand in policy::calendar's tests: across Spring Festival and National Day.
+        assert_eq!(c.working_days_after(d("2025-01-24"), 10).unwrap(), d("2025-02-13"));
+        assert_eq!(c.working_days_after(d("2026-02-11"), 10).unwrap(), d("2026-03-03"));
+        assert_eq!(c.working_days_after(d("2026-09-18"), 10).unwrap(), d("2026-10-09"));
+    }
+
+    #[test]
+    fn a_bad_calendar_date_is_named_with_its_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k.toml"), "calendar = \"cal.toml\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("cal.toml"),
+            "[[years]]\nyear = 2025\nholidays = [\n  \"2025-01-01\",\n  \"2025-02-30\",\n]\n",
+        )
+        .unwrap();
+        let errors = load(Origin::Files, &dir.path().join("k.toml")).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].file.ends_with("cal.toml"));
+        assert_eq!((errors[0].line, errors[0].field.as_str()), (5, "years[0].holidays[1]"));
+        assert!(errors[0].message.contains("2025-02-30"));
     }
 
     #[test]
