@@ -386,18 +386,8 @@ async fn conditional_calls_are_audited_as_over_http_and_counted_in_metrics() {
     let mut open = connect(&g, None).await;
     let bus = get_all(&mut open, Ticket::new("bus-arrivals")).await.unwrap();
     assert!(bus.num_rows() > 0);
-    let metrics = client().get(format!("{}/metrics", g.admin)).send().await.unwrap().text().await.unwrap();
-    let value = |line_start: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(line_start))
-            .unwrap_or_else(|| panic!("no `{line_start}` in\n{metrics}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let samples = crate::metrics::samples(&crate::metrics::scrape(&g).await);
+    let value = |key: &str| crate::metrics::value(&samples, key);
     let served_label = r#"kaifang_requests_total{dataset="bus-arrivals",open_type="unconditional",protocol="flight",status_class="2xx"}"#;
     assert_eq!(value(served_label), 1.0);
     let denied =

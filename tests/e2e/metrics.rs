@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::fixture::{client, Gateway};
 
 /// Every sample of an exposition, as `name{labels}` (labels as rendered) to value.
-fn samples(text: &str) -> HashMap<String, f64> {
+pub fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
@@ -20,14 +20,14 @@ fn samples(text: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-async fn scrape(g: &Gateway) -> String {
+pub async fn scrape(g: &Gateway) -> String {
     let r = client().get(format!("{}/metrics", g.admin)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     r.text().await.unwrap()
 }
 
-fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
+pub fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
     *samples.get(key).unwrap_or_else(|| {
         let mut near: Vec<&String> = samples.keys().filter(|k| k.starts_with(key.split('{').next().unwrap())).collect();
         near.sort();
