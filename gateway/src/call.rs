@@ -235,6 +235,16 @@ pub fn admit(
     client: IpAddr,
     protocol: &'static str,
 ) -> Result<(Admission, Option<Budget>), Error> {
+    admit_under(state, &grant.limit, client, protocol)
+}
+
+/// [`admit`] for a call under `limit` that is not a data call (a report, say).
+pub fn admit_under(
+    state: &State,
+    limit: &Limit,
+    client: IpAddr,
+    protocol: &'static str,
+) -> Result<(Admission, Option<Budget>), Error> {
     let store = state.store.clone();
     let load = move |agreement: &str, day: &str| {
         store.usage(agreement, day).unwrap_or_else(|e| {
@@ -242,7 +252,7 @@ pub fn admit(
             Default::default()
         })
     };
-    state.limiter.admit(&grant.limit, client, Utc::now(), load).map_err(|denied| {
+    state.limiter.admit(limit, client, Utc::now(), load).map_err(|denied| {
         let limit = match &denied {
             Denied::Rate { policy: "anonymous", .. } => "anonymous_rate",
             Denied::Rate { policy: "key", .. } => "key_rate",

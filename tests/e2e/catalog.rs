@@ -150,12 +150,19 @@ async fn health_readiness_and_openapi_answer() {
         "/v1/datasets/{id}/download",
         "/healthz",
         "/readyz",
+        "/v1/reports",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
-    for path in
-        ["/admin/principals", "/admin/keys", "/admin/keys/{id}", "/admin/agreements", "/admin/agreements/{id}/revoke"]
-    {
+    for path in [
+        "/admin/principals",
+        "/admin/keys",
+        "/admin/keys/{id}",
+        "/admin/agreements",
+        "/admin/agreements/{id}/revoke",
+        "/admin/reports",
+        "/admin/reload",
+    ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
     assert!(doc["paths"]["/v1/datasets/{id}/rows"]["get"]["responses"]["429"].is_object());

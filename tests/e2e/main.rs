@@ -13,6 +13,7 @@ mod flight;
 mod metrics;
 mod operations;
 mod origin;
+mod reports;
 mod rows;
 mod tls;
 mod upstream;

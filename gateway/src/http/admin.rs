@@ -57,6 +57,10 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
                 }}),
             )),
         },
+        (&Method::GET, ["admin", "reports"]) => {
+            let reports = blocking(state, |s| s.reports()).await?;
+            Ok(json(StatusCode::OK, &json!({ "reports": reports })))
+        }
         (&Method::POST, ["admin", "principals"]) => {
             let body: PrincipalRequest = read_json(req).await?;
             create_principal(state, body).await
@@ -219,7 +223,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`], naming the field of any error.
-async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Error> {
+pub(super) async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Error> {
     let bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await

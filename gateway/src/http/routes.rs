@@ -43,6 +43,10 @@ pub async fn route(
     request_id: &str,
 ) -> Result<Response<Body>, Error> {
     let params = params(req.uri().query())?;
+    if req.uri().path() == "/v1/reports" {
+        only(&params, &[])?;
+        return report(state, req, client).await;
+    }
     let segments: Vec<&str> = req.uri().path().trim_start_matches('/').split('/').collect();
     let method = req.method();
     let get_or_head = || {
@@ -437,4 +441,71 @@ async fn readyz(state: &State) -> Response<Body> {
         },
     });
     json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+}
+
+/// Longest misuse report taken, in characters.
+const MAX_REPORT_CHARS: usize = 10_000;
+
+/// A misuse report as filed.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportRequest {
+    dataset: Option<String>,
+    description: String,
+    contact: Option<String>,
+}
+
+/// `POST /v1/reports`: anyone reports misuse of public data; the operators read the reports
+/// on the admin API. Anonymous reporters must say how to reach them. Rate limited like data
+/// calls, by address or key.
+async fn report(state: &Arc<State>, req: Request<Incoming>, client: IpAddr) -> Result<Response<Body>, Error> {
+    if req.method() != Method::POST {
+        return Err(method_not_allowed("POST"));
+    }
+    let caller = state.keys.caller(req.headers()).await?;
+    let (limit, principal) = match &caller {
+        Caller::Anonymous => (policy::Limit::Anonymous, None),
+        Caller::Key { key_id, principal, .. } => (policy::Limit::Key(key_id.clone()), Some(principal.clone())),
+    };
+    call::admit_under(state, &limit, client, "http")?;
+    // An object only: serde would also take a JSON array as the fields in order.
+    let body: serde_json::Map<String, serde_json::Value> = super::admin::read_json(req).await?;
+    let body: ReportRequest = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| Error::bad_request("bad_body", e.to_string()))?;
+    let description = body.description.trim().to_owned();
+    if description.is_empty() || description.chars().count() > MAX_REPORT_CHARS {
+        return Err(Error::bad_request(
+            "bad_body",
+            format!("description: say what was misused and how, in 1 to {MAX_REPORT_CHARS} characters"),
+        ));
+    }
+    let contact = body.contact.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    if principal.is_none() && contact.is_none() {
+        return Err(Error::bad_request(
+            "bad_body",
+            "contact: an anonymous report needs a way to reach its reporter (e-mail or telephone)",
+        ));
+    }
+    if contact.as_ref().is_some_and(|c| c.chars().count() > 200) {
+        return Err(Error::bad_request("bad_body", "contact: at most 200 characters"));
+    }
+    let dataset = match body.dataset {
+        Some(id) => Some(call::lookup(&state.live(), &id)?.dataset.id.to_string()),
+        None => None,
+    };
+    let report = crate::store::Report {
+        id: uuid::Uuid::new_v4().to_string(),
+        received_at: Utc::now(),
+        dataset,
+        description,
+        contact,
+        principal,
+    };
+    let store = state.store.clone();
+    let stored = report.clone();
+    tokio::task::spawn_blocking(move || store.insert_report(&stored))
+        .await
+        .map_err(|e| Error::internal(format!("report task failed: {e}")))?
+        .map_err(|e| Error::new(Kind::Unavailable, "store_unavailable", e.to_string()))?;
+    Ok(json(StatusCode::CREATED, &json!({ "id": report.id, "received_at": report.received_at })))
 }

@@ -24,6 +24,20 @@ pub struct KeyRecord {
 }
 
 /// Requests, rows and bytes consumed under one agreement on one day.
+/// A report of misuse of public data, filed by anyone, kept for the platform's operators.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub id: String,
+    pub received_at: DateTime<Utc>,
+    /// The dataset concerned, when the report names one.
+    pub dataset: Option<String>,
+    pub description: String,
+    /// How to reach the reporter; required of anonymous reporters.
+    pub contact: Option<String>,
+    /// The reporter's principal, when the report came with a key.
+    pub principal: Option<String>,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     pub requests: u64,
@@ -77,4 +91,8 @@ pub trait Store: Send + Sync {
 
     /// Whether the store can take a write now (for readiness).
     fn writable(&self) -> StoreResult<()>;
+
+    fn insert_report(&self, report: &Report) -> StoreResult<()>;
+    /// Every report, newest first.
+    fn reports(&self) -> StoreResult<Vec<Report>>;
 }

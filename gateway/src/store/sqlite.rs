@@ -10,10 +10,11 @@ use chrono::{DateTime, Utc};
 use policy::{Agreement, AgreementStatus, Principal, Role};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{KeyRecord, Store, StoreError, StoreResult, Usage};
+use super::{KeyRecord, Report, Store, StoreError, StoreResult, Usage};
 
 /// Schema versions, in order. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE principals (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -44,7 +45,19 @@ CREATE TABLE quota_usage (
     bytes INTEGER NOT NULL,
     PRIMARY KEY (agreement, day)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE reports (
+    id TEXT PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    dataset TEXT,
+    description TEXT NOT NULL,
+    contact TEXT,
+    principal TEXT
+);
+CREATE INDEX reports_by_time ON reports(received_at);
+"#,
+];
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -192,6 +205,47 @@ impl Store for SqliteStore {
     fn key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
         self.with(|c| {
             c.query_row(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), [id], key_row).optional()
+        })
+    }
+
+    fn insert_report(&self, report: &Report) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO reports (id, received_at, dataset, description, contact, principal) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    report.id,
+                    report.received_at.to_rfc3339(),
+                    report.dataset,
+                    report.description,
+                    report.contact,
+                    report.principal
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn reports(&self) -> StoreResult<Vec<Report>> {
+        self.with(|c| {
+            c.prepare(
+                "SELECT id, received_at, dataset, description, contact, principal FROM reports \
+                 ORDER BY received_at DESC, id DESC",
+            )?
+            .query_map([], |row| {
+                let received_at: String = row.get(1)?;
+                Ok(Report {
+                    id: row.get(0)?,
+                    received_at: DateTime::parse_from_rfc3339(&received_at).map(|t| t.with_timezone(&Utc)).map_err(
+                        |e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e)),
+                    )?,
+                    dataset: row.get(2)?,
+                    description: row.get(3)?,
+                    contact: row.get(4)?,
+                    principal: row.get(5)?,
+                })
+            })?
+            .collect()
         })
     }
 
