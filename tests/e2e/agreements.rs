@@ -552,3 +552,51 @@ async fn concurrent_calls_cannot_together_pass_the_row_quota() {
     assert!(delivered <= 10, "{delivered} rows left under a quota of 10");
     assert_eq!(delivered, 8, "two calls of 4 fit; the rest are refused");
 }
+
+#[tokio::test]
+async fn users_see_their_own_agreements_and_no_one_elses() {
+    let g = Gateway::demo();
+    let demo = g.demo_key();
+    let big = json!({"requests_per_day": 10, "rows_per_day": 10, "bytes_per_day": 10_000});
+    let (acme, acme_agreement) = holder(&g, "acme", json!({"per_second": 1, "burst": 1}), big).await;
+    let get_with = |path: &str, key: Option<&str>| {
+        let mut request = client().get(g.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = get_with("/v1/agreements", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("key_required")));
+    let (status, _) = get_with("/v1/agreements", Some("kf_0123456789abcdef_00")).await;
+    assert_eq!(status, 401);
+
+    let (status, body) = get_with("/v1/agreements", Some(&demo)).await;
+    assert_eq!(status, 200, "{body}");
+    let mine = body["agreements"].as_array().unwrap();
+    assert_eq!(mine.len(), 1, "{body}");
+    assert_eq!(mine[0]["id"], "demo-enterprises");
+    assert_eq!(mine[0]["status"], "active");
+    assert_eq!(mine[0]["datasets"][0]["row_filter"], "district = 'Haizhou'");
+    assert_eq!(mine[0]["datasets"][0]["masks"]["legal_rep_mobile"], "cn_mobile");
+
+    let (status, body) = get_with("/v1/agreements", Some(&acme)).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = body["agreements"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [acme_agreement.as_str()], "acme sees its own only");
+    let (status, one) = get_with(&format!("/v1/agreements/{acme_agreement}"), Some(&acme)).await;
+    assert_eq!((status, one["principal"].as_str()), (200, Some("acme")));
+    let (status, other) = get_with("/v1/agreements/demo-enterprises", Some(&acme)).await;
+    let (_, missing) = get_with("/v1/agreements/no-such", Some(&acme)).await;
+    assert_eq!(status, 404);
+    assert_eq!(other, missing, "another's agreement reads exactly like one that does not exist");
+
+    // Revoked by the operators: the holder sees it so at once.
+    let (status, _) = g.admin(Method::POST, &format!("/admin/agreements/{acme_agreement}/revoke"), None).await;
+    assert_eq!(status, 200);
+    let (_, one) = get_with(&format!("/v1/agreements/{acme_agreement}"), Some(&acme)).await;
+    assert_eq!(one["status"], "revoked");
+}

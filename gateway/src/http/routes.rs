@@ -75,6 +75,16 @@ pub async fn route(
             get_or_head()?;
             catalog(state, &params)
         }
+        ["v1", "agreements", rest @ ..] => {
+            get_or_head()?;
+            only(&params, &[])?;
+            let id = match rest {
+                [] => None,
+                [id] => Some(percent_encoding::percent_decode_str(id).decode_utf8_lossy().into_owned()),
+                _ => return Err(no_route()),
+            };
+            agreements(state, req.headers(), id).await
+        }
         ["v1", "datasets", id, rest @ ..] => {
             get_or_head()?;
             let live = state.live();
@@ -508,4 +518,43 @@ async fn report(state: &Arc<State>, req: Request<Incoming>, client: IpAddr) -> R
         .map_err(|e| Error::internal(format!("report task failed: {e}")))?
         .map_err(|e| Error::new(Kind::Unavailable, "store_unavailable", e.to_string()))?;
     Ok(json(StatusCode::CREATED, &json!({ "id": report.id, "received_at": report.received_at })))
+}
+
+/// `GET /v1/agreements` and `GET /v1/agreements/{id}`: a user's own agreements, with their terms
+/// and their status now (an active agreement past its end reads `expired`). Another principal's
+/// agreement is not found, exactly like one that does not exist.
+async fn agreements(
+    state: &Arc<State>,
+    headers: &hyper::HeaderMap,
+    id: Option<String>,
+) -> Result<Response<Body>, Error> {
+    let principal = match state.keys.caller(headers).await? {
+        Caller::Key { principal, .. } => principal,
+        Caller::Anonymous => {
+            return Err(Error::new(
+                Kind::Unauthenticated,
+                "key_required",
+                "agreements are shown to their holder: send your API key",
+            ))
+        }
+    };
+    let store = state.store.clone();
+    let held = tokio::task::spawn_blocking(move || store.agreements_of(&principal))
+        .await
+        .map_err(|e| Error::internal(format!("agreement task failed: {e}")))?
+        .map_err(|e| Error::new(Kind::Unavailable, "store_unavailable", e.to_string()))?;
+    let now = Utc::now();
+    let shown = |a: &policy::Agreement| {
+        let mut value = serde_json::to_value(a).expect("agreements serialize");
+        value["status"] = serde_json::to_value(a.status_at(now)).expect("statuses serialize");
+        value
+    };
+    match id {
+        None => Ok(json(StatusCode::OK, &json!({ "agreements": held.iter().map(shown).collect::<Vec<_>>() }))),
+        Some(id) => held
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| json(StatusCode::OK, &shown(a)))
+            .ok_or_else(|| Error::new(Kind::NotFound, "not_found", "no agreement with this id")),
+    }
 }
