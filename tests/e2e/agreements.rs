@@ -600,3 +600,42 @@ async fn users_see_their_own_agreements_and_no_one_elses() {
     let (_, one) = get_with(&format!("/v1/agreements/{acme_agreement}"), Some(&acme)).await;
     assert_eq!(one["status"], "revoked");
 }
+
+#[tokio::test]
+async fn holders_report_how_they_used_the_data_on_their_own_agreements_only() {
+    let g = Gateway::demo();
+    let demo = g.demo_key();
+    let big = json!({"requests_per_day": 10, "rows_per_day": 10, "bytes_per_day": 10_000});
+    let (acme, acme_agreement) = holder(&g, "acme", json!({"per_second": 1, "burst": 1}), big).await;
+    let post = |path: String, key: Option<String>, body: Value| {
+        let mut request = client().post(g.url(&path)).json(&body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let url = "/v1/agreements/demo-enterprises/feedback".to_owned();
+    let usage = json!({"usage": "Scored 1,204 Haizhou enterprises for a credit model; no record left our servers."});
+    assert_eq!(post(url.clone(), None, usage.clone()).await.0, 401);
+    assert_eq!(post(url.clone(), Some(acme.clone()), usage.clone()).await.0, 404, "not acme's agreement");
+    assert_eq!(post(url.clone(), Some(demo.clone()), json!({"usage": " "})).await.0, 400);
+    assert_eq!(post(url.clone(), Some(demo.clone()), json!({"usage": "x", "rating": 5})).await.0, 400);
+    let (status, filed) = post(url.clone(), Some(demo.clone()), usage.clone()).await;
+    assert_eq!(status, 201, "{filed}");
+    let (status, _) =
+        post(format!("/v1/agreements/{acme_agreement}/feedback"), Some(acme), json!({"usage": "tests"})).await;
+    assert_eq!(status, 201);
+
+    let (status, body) = g.admin(Method::GET, "/admin/agreements/demo-enterprises/feedback", None).await;
+    assert_eq!(status, 200);
+    let kept = body["feedback"].as_array().unwrap();
+    assert_eq!(kept.len(), 1, "{body}");
+    assert_eq!((kept[0]["id"].clone(), kept[0]["principal"].as_str()), (filed["id"].clone(), Some("demo-analytics")));
+    assert_eq!(kept[0]["usage"], usage["usage"]);
+    let g = g.restart();
+    let (_, again) = g.admin(Method::GET, "/admin/agreements/demo-enterprises/feedback", None).await;
+    assert_eq!(again, body, "feedback survives a restart");
+}

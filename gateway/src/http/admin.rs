@@ -57,6 +57,11 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
                 }}),
             )),
         },
+        (&Method::GET, ["admin", "agreements", id, "feedback"]) => {
+            let id = id.to_string();
+            let feedback = blocking(state, move |s| s.feedback(&id)).await?;
+            Ok(json(StatusCode::OK, &json!({ "feedback": feedback })))
+        }
         (&Method::GET, ["admin", "reports"]) => {
             let reports = blocking(state, |s| s.reports()).await?;
             Ok(json(StatusCode::OK, &json!({ "reports": reports })))

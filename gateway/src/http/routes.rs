@@ -75,6 +75,14 @@ pub async fn route(
             get_or_head()?;
             catalog(state, &params)
         }
+        ["v1", "agreements", id, "feedback"] => {
+            if method != Method::POST {
+                return Err(method_not_allowed("POST"));
+            }
+            only(&params, &[])?;
+            let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy().into_owned();
+            feedback(state, req, id).await
+        }
         ["v1", "agreements", rest @ ..] => {
             get_or_head()?;
             only(&params, &[])?;
@@ -557,4 +565,56 @@ async fn agreements(
             .map(|a| json(StatusCode::OK, &shown(a)))
             .ok_or_else(|| Error::new(Kind::NotFound, "not_found", "no agreement with this id")),
     }
+}
+
+/// `POST /v1/agreements/{id}/feedback`: the holder's account of how it used the data
+/// (`{"usage": "..."}`), kept with the agreement for its owner and the operators.
+async fn feedback(state: &Arc<State>, req: Request<Incoming>, id: String) -> Result<Response<Body>, Error> {
+    let principal = match state.keys.caller(req.headers()).await? {
+        Caller::Key { principal, .. } => principal,
+        Caller::Anonymous => {
+            return Err(Error::new(
+                Kind::Unauthenticated,
+                "key_required",
+                "feedback comes from an agreement's holder: send your API key",
+            ))
+        }
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FeedbackRequest {
+        usage: String,
+    }
+    let body: serde_json::Map<String, serde_json::Value> = super::admin::read_json(req).await?;
+    let body: FeedbackRequest = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| Error::bad_request("bad_body", e.to_string()))?;
+    let usage = body.usage.trim().to_owned();
+    if usage.is_empty() || usage.chars().count() > MAX_REPORT_CHARS {
+        return Err(Error::bad_request(
+            "bad_body",
+            format!("usage: say how the data was used, in 1 to {MAX_REPORT_CHARS} characters"),
+        ));
+    }
+    let feedback = crate::store::Feedback {
+        id: uuid::Uuid::new_v4().to_string(),
+        agreement: id,
+        principal,
+        received_at: Utc::now(),
+        usage,
+    };
+    let (store, stored) = (state.store.clone(), feedback.clone());
+    let own = tokio::task::spawn_blocking(move || {
+        // Only on one's own agreement; another's reads as missing.
+        if !store.agreements_of(&stored.principal)?.iter().any(|a| a.id == stored.agreement) {
+            return Ok(false);
+        }
+        store.insert_feedback(&stored).map(|()| true)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("feedback task failed: {e}")))?
+    .map_err(|e| Error::new(Kind::Unavailable, "store_unavailable", e.to_string()))?;
+    if !own {
+        return Err(Error::new(Kind::NotFound, "not_found", "no agreement with this id"));
+    }
+    Ok(json(StatusCode::CREATED, &json!({ "id": feedback.id, "received_at": feedback.received_at })))
 }

@@ -38,6 +38,16 @@ pub struct Report {
     pub principal: Option<String>,
 }
 
+/// A holder's account of how it used the data an agreement gave it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Feedback {
+    pub id: String,
+    pub agreement: String,
+    pub principal: String,
+    pub received_at: DateTime<Utc>,
+    pub usage: String,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     pub requests: u64,
@@ -95,4 +105,8 @@ pub trait Store: Send + Sync {
     fn insert_report(&self, report: &Report) -> StoreResult<()>;
     /// Every report, newest first.
     fn reports(&self) -> StoreResult<Vec<Report>>;
+
+    fn insert_feedback(&self, feedback: &Feedback) -> StoreResult<()>;
+    /// The feedback on one agreement, oldest first.
+    fn feedback(&self, agreement: &str) -> StoreResult<Vec<Feedback>>;
 }

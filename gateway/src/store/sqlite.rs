@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use policy::{Agreement, AgreementStatus, Principal, Role};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{KeyRecord, Report, Store, StoreError, StoreResult, Usage};
+use super::{Feedback, KeyRecord, Report, Store, StoreError, StoreResult, Usage};
 
 /// Schema versions, in order. Never edit one that has shipped; add the next.
 const MIGRATIONS: &[&str] = &[
@@ -56,6 +56,16 @@ CREATE TABLE reports (
     principal TEXT
 );
 CREATE INDEX reports_by_time ON reports(received_at);
+"#,
+    r#"
+CREATE TABLE feedback (
+    id TEXT PRIMARY KEY,
+    agreement TEXT NOT NULL REFERENCES agreements(id),
+    principal TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    usage TEXT NOT NULL
+);
+CREATE INDEX feedback_by_agreement ON feedback(agreement, received_at);
 "#,
 ];
 
@@ -243,6 +253,44 @@ impl Store for SqliteStore {
                     description: row.get(3)?,
                     contact: row.get(4)?,
                     principal: row.get(5)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn insert_feedback(&self, feedback: &Feedback) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO feedback (id, agreement, principal, received_at, usage) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    feedback.id,
+                    feedback.agreement,
+                    feedback.principal,
+                    feedback.received_at.to_rfc3339(),
+                    feedback.usage
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn feedback(&self, agreement: &str) -> StoreResult<Vec<Feedback>> {
+        self.with(|c| {
+            c.prepare(
+                "SELECT id, agreement, principal, received_at, usage FROM feedback WHERE agreement = ?1 \
+                 ORDER BY received_at, id",
+            )?
+            .query_map([agreement], |row| {
+                let received_at: String = row.get(3)?;
+                Ok(Feedback {
+                    id: row.get(0)?,
+                    agreement: row.get(1)?,
+                    principal: row.get(2)?,
+                    received_at: DateTime::parse_from_rfc3339(&received_at).map(|t| t.with_timezone(&Utc)).map_err(
+                        |e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)),
+                    )?,
+                    usage: row.get(4)?,
                 })
             })?
             .collect()
