@@ -486,10 +486,7 @@ async fn report(state: &Arc<State>, req: Request<Incoming>, client: IpAddr) -> R
         Caller::Key { key_id, principal, .. } => (policy::Limit::Key(key_id.clone()), Some(principal.clone())),
     };
     call::admit_under(state, &limit, client, "http")?;
-    // An object only: serde would also take a JSON array as the fields in order.
-    let body: serde_json::Map<String, serde_json::Value> = super::admin::read_json(req).await?;
-    let body: ReportRequest = serde_json::from_value(serde_json::Value::Object(body))
-        .map_err(|e| Error::bad_request("bad_body", e.to_string()))?;
+    let body: ReportRequest = read_object(req).await?;
     let description = body.description.trim().to_owned();
     if description.is_empty() || description.chars().count() > MAX_REPORT_CHARS {
         return Err(Error::bad_request(
@@ -585,9 +582,7 @@ async fn feedback(state: &Arc<State>, req: Request<Incoming>, id: String) -> Res
     struct FeedbackRequest {
         usage: String,
     }
-    let body: serde_json::Map<String, serde_json::Value> = super::admin::read_json(req).await?;
-    let body: FeedbackRequest = serde_json::from_value(serde_json::Value::Object(body))
-        .map_err(|e| Error::bad_request("bad_body", e.to_string()))?;
+    let body: FeedbackRequest = read_object(req).await?;
     let usage = body.usage.trim().to_owned();
     if usage.is_empty() || usage.chars().count() > MAX_REPORT_CHARS {
         return Err(Error::bad_request(
@@ -617,4 +612,10 @@ async fn feedback(state: &Arc<State>, req: Request<Incoming>, id: String) -> Res
         return Err(Error::new(Kind::NotFound, "not_found", "no agreement with this id"));
     }
     Ok(json(StatusCode::CREATED, &json!({ "id": feedback.id, "received_at": feedback.received_at })))
+}
+
+/// A JSON object body as `T`: serde alone would also take a JSON array as the fields in order.
+async fn read_object<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Error> {
+    let body: serde_json::Map<String, serde_json::Value> = super::admin::read_json(req).await?;
+    serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| Error::bad_request("bad_body", e.to_string()))
 }
