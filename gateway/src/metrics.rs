@@ -235,6 +235,14 @@ impl Metrics {
         }
     }
 
+    /// Counts a data call on `dataset` answered with (the HTTP form of) `status`, and returns the
+    /// counter its body bytes go to.
+    pub fn data_call(&self, protocol: &str, dataset: &policy::Dataset, status: u16) -> IntCounter {
+        let (id, open_type) = (dataset.id.as_str(), dataset.open_type.as_str());
+        self.requests.with_label_values(&[protocol, id, open_type, status_class(status)]).inc();
+        self.response_bytes.with_label_values(&[protocol, id, open_type])
+    }
+
     /// Sets the freshness gauges of the listed datasets as of `now`.
     pub fn freshness<'a>(&self, datasets: impl IntoIterator<Item = &'a policy::Dataset>, now: DateTime<Utc>) {
         for d in datasets {

@@ -95,7 +95,8 @@ async fn every_listener_speaks_tls_admin_asks_for_client_certificates_and_reload
     let settings = "[http.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n\n\
                     [flight.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n\n\
                     [admin.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n";
-    let site = Site::with_settings(settings, &[]);
+    let site = Site::with_settings(settings, &[("small", "csv", "small.csv", r#"[{ name = "n", type = "int64" }]"#)]);
+    std::fs::write(site.data_dir.join("small.csv"), "n\n1\n2\n3\n").unwrap();
     let dir = site.config.parent().unwrap().to_owned();
     write(&dir, "server.pem", &server_cert);
     write(&dir, "server.key", &server_key);
@@ -128,7 +129,12 @@ async fn every_listener_speaks_tls_admin_asks_for_client_certificates_and_reload
         .unwrap();
     let mut client = arrow_flight::FlightClient::new(channel);
     let infos: Vec<_> = futures_util::TryStreamExt::try_collect(client.list_flights("").await.unwrap()).await.unwrap();
-    assert!(infos.is_empty(), "this site has no datasets, and the call went through: {infos:?}");
+    assert_eq!(infos.len(), 1, "{infos:?}");
+    let batches: Vec<arrow::record_batch::RecordBatch> =
+        futures_util::TryStreamExt::try_collect(client.do_get(arrow_flight::Ticket::new("small")).await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3, "rows arrive over Flight with TLS");
 
     // Admin: no client certificate, no connection; with one, the token still applies.
     let metrics = format!("https://127.0.0.1:{}/metrics", admin.port());

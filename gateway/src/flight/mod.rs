@@ -99,8 +99,7 @@ pub async fn serve(
             let tls = tls.clone();
             async move {
                 let (stream, permit) = accepted?;
-                let stream = crate::tls::accept(stream, tls.as_ref(), handshake).await?;
-                Ok::<_, std::io::Error>(Counted { stream, _permit: permit })
+                crate::tls::accept(stream, permit, tls.as_ref(), handshake).await
             }
         })
         .buffer_unordered(64);
@@ -128,66 +127,6 @@ pub async fn serve(
             Err(e) => tracing::error!(error = %e, "the flight server failed"),
         },
         () = deadline => tracing::warn!("flight drain deadline passed; closing remaining streams"),
-    }
-}
-
-/// An accepted connection, holding one of its listener's connection permits until it closes.
-struct Counted {
-    stream: crate::tls::Stream,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl tokio::io::AsyncRead for Counted {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Counted {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        tokio::io::AsyncWrite::is_write_vectored(&self.stream)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-impl tonic::transport::server::Connected for Counted {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.tcp().connect_info()
     }
 }
 
@@ -347,6 +286,26 @@ impl Service {
         Ok((info, schema))
     }
 
+    /// The RPCs that describe a descriptor's data without reading it: `answer` makes the reply
+    /// from the info and the caller's schema.
+    async fn described<T>(
+        &self,
+        rpc: &'static str,
+        request: Request<FlightDescriptor>,
+        answer: impl FnOnce(FlightInfo, SchemaRef) -> Result<T, Error>,
+    ) -> Result<Response<T>, Status> {
+        let context = Context::of(rpc, &request);
+        let command = Command::from_descriptor(request.get_ref());
+        let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
+        let outcome = async {
+            let caller = context.caller(&self.state).await?;
+            let (info, schema) = self.info(&caller, &command?).await?;
+            answer(info, schema)
+        }
+        .await;
+        context.answer(outcome, dataset.as_deref())
+    }
+
     /// `DoGet`: the query's batches as Flight messages, audited when the dataset's calls are.
     async fn get(&self, context: &Context, command: &Command, timing: Timing) -> Result<Pieces<FlightData>, Error> {
         let state = &self.state;
@@ -405,20 +364,6 @@ impl Service {
             }
             e
         })))
-    }
-
-    /// Counts a `DoGet` and its bytes in the metrics, by its outcome at the start.
-    fn counted(&self, dataset: &str, outcome: &Result<Pieces<FlightData>, Error>) -> Option<prometheus::IntCounter> {
-        let live = self.state.live();
-        let entry = call::lookup(&live, dataset).ok()?;
-        let (dataset, open_type) = (entry.dataset.id.as_str(), entry.dataset.open_type.as_str());
-        let status = match outcome {
-            Ok(_) => 200,
-            Err(e) => crate::http::status(e.kind).as_u16(),
-        };
-        let metrics = &self.state.metrics;
-        metrics.requests.with_label_values(&["flight", dataset, open_type, crate::metrics::status_class(status)]).inc();
-        Some(metrics.response_bytes.with_label_values(&["flight", dataset, open_type]))
     }
 }
 
@@ -558,43 +503,23 @@ impl FlightService for Service {
     }
 
     async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        let context = Context::of("GetFlightInfo", &request);
-        let command = Command::from_descriptor(request.get_ref());
-        let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
-        let outcome = async {
-            let caller = context.caller(&self.state).await?;
-            Ok(self.info(&caller, &command?).await?.0)
-        }
-        .await;
-        context.answer(outcome, dataset.as_deref())
+        self.described("GetFlightInfo", request, |info, _| Ok(info)).await
     }
 
     async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
-        let context = Context::of("PollFlightInfo", &request);
-        let command = Command::from_descriptor(request.get_ref());
-        let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
-        let outcome = async {
-            let caller = context.caller(&self.state).await?;
-            let (info, _) = self.info(&caller, &command?).await?;
-            // The answer is complete at once: no descriptor to poll again.
+        // The answer is complete at once: no descriptor to poll again.
+        self.described("PollFlightInfo", request, |info, _| {
             PollInfo::new().with_info(info).try_with_progress(1.0).map_err(|e| Error::internal(e.to_string()))
-        }
-        .await;
-        context.answer(outcome, dataset.as_deref())
+        })
+        .await
     }
 
     async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
-        let context = Context::of("GetSchema", &request);
-        let command = Command::from_descriptor(request.get_ref());
-        let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
-        let outcome = async {
-            let caller = context.caller(&self.state).await?;
-            let (_, schema) = self.info(&caller, &command?).await?;
+        self.described("GetSchema", request, |_, schema| {
             SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
                 .map_err(|e| Error::internal(format!("schema encoding: {e}")))
-        }
-        .await;
-        context.answer(outcome, dataset.as_deref())
+        })
+        .await
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
@@ -606,12 +531,16 @@ impl FlightService for Service {
             Ok(command) => self.get(&context, command, timing.clone()).instrument(context.span.clone()).await,
             Err(e) => Err(e.clone()),
         };
-        let bytes = dataset.as_deref().and_then(|d| self.counted(d, &outcome));
-        // Observed as the stream ends; an error answer now, as this function returns.
+        // Counted by the outcome at the start, and observed as the stream ends (an error answer
+        // as this function returns); calls on unknown ids are not counted per dataset.
         let live = self.state.live();
-        let observer = dataset.as_deref().and_then(|d| call::lookup(&live, d).ok()).map(|entry| {
-            Observer::new(&self.state.metrics, "flight", entry.dataset.open_type.as_str(), context.started, timing)
+        let counted = dataset.as_deref().and_then(|d| call::lookup(&live, d).ok()).map(|entry| {
+            let status = outcome.as_ref().err().map_or(200, |e| crate::http::status(e.kind).as_u16());
+            let metrics = &self.state.metrics;
+            let bytes = metrics.data_call("flight", &entry.dataset, status);
+            (bytes, Observer::new(metrics, "flight", entry.dataset.open_type.as_str(), context.started, timing))
         });
+        let (bytes, observer) = counted.unzip();
         let span = context.span.clone();
         let outcome = outcome.map(|messages| {
             let mut messages = match observer {

@@ -100,7 +100,7 @@ pub async fn serve(
                 // that does not finish its request head.
                 let handshake = Duration::from_secs(limits.header_read_timeout_seconds);
                 tokio::spawn(async move {
-                    let io = match crate::tls::accept(stream, tls.as_ref(), handshake).await {
+                    let io = match crate::tls::accept(stream, permit, tls.as_ref(), handshake).await {
                         Ok(io) => io,
                         Err(e) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
@@ -111,7 +111,6 @@ pub async fn serve(
                     if let Err(e) = watcher.watch(connection).await {
                         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                     }
-                    drop(permit);
                 });
             }
             () = &mut shutdown => break,

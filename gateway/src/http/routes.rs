@@ -198,10 +198,7 @@ fn counted(
     observer: Observer,
 ) -> Response<Body> {
     let response = answered.unwrap_or_else(|e| response::error(&e));
-    let (dataset, open_type) = (entry.dataset.id.as_str(), entry.dataset.open_type.as_str());
-    let class = crate::metrics::status_class(response.status().as_u16());
-    state.metrics.requests.with_label_values(&["http", dataset, open_type, class]).inc();
-    let bytes = state.metrics.response_bytes.with_label_values(&["http", dataset, open_type]);
+    let bytes = state.metrics.data_call("http", &entry.dataset, response.status().as_u16());
     let (parts, body) = response.into_parts();
     let body = http_body_util::BodyExt::into_data_stream(body).map(move |chunk| {
         if let Ok(c) = &chunk {
@@ -533,21 +530,7 @@ async fn agreements(
     headers: &hyper::HeaderMap,
     id: Option<String>,
 ) -> Result<Response<Body>, Error> {
-    let principal = match state.keys.caller(headers).await? {
-        Caller::Key { principal, .. } => principal,
-        Caller::Anonymous => {
-            return Err(Error::new(
-                Kind::Unauthenticated,
-                "key_required",
-                "agreements are shown to their holder: send your API key",
-            ))
-        }
-    };
-    let store = state.store.clone();
-    let held = tokio::task::spawn_blocking(move || store.agreements_of(&principal))
-        .await
-        .map_err(|e| Error::internal(format!("agreement task failed: {e}")))?
-        .map_err(|e| Error::new(Kind::Unavailable, "store_unavailable", e.to_string()))?;
+    let (_, held) = holder(state, headers).await?;
     let now = Utc::now();
     let shown = |a: &policy::Agreement| {
         let mut value = serde_json::to_value(a).expect("agreements serialize");
@@ -556,27 +539,33 @@ async fn agreements(
     };
     match id {
         None => Ok(json(StatusCode::OK, &json!({ "agreements": held.iter().map(shown).collect::<Vec<_>>() }))),
-        Some(id) => held
-            .iter()
-            .find(|a| a.id == id)
-            .map(|a| json(StatusCode::OK, &shown(a)))
-            .ok_or_else(|| Error::new(Kind::NotFound, "not_found", "no agreement with this id")),
+        Some(id) => held.iter().find(|a| a.id == id).map(|a| json(StatusCode::OK, &shown(a))).ok_or_else(no_agreement),
     }
+}
+
+/// The principal a key names and its agreements, as the key check loaded them (the cache is
+/// dropped on every change to keys or agreements); 401 without a key.
+async fn holder(state: &Arc<State>, headers: &hyper::HeaderMap) -> Result<(String, Arc<[policy::Agreement]>), Error> {
+    match state.keys.caller(headers).await? {
+        Caller::Key { principal, agreements, .. } => Ok((principal, agreements)),
+        Caller::Anonymous => {
+            Err(Error::new(Kind::Unauthenticated, "key_required", "agreements are their holder's: send your API key"))
+        }
+    }
+}
+
+/// Another principal's agreement reads exactly like one that does not exist.
+fn no_agreement() -> Error {
+    Error::new(Kind::NotFound, "not_found", "no agreement with this id")
 }
 
 /// `POST /v1/agreements/{id}/feedback`: the holder's account of how it used the data
 /// (`{"usage": "..."}`), kept with the agreement for its owner and the operators.
 async fn feedback(state: &Arc<State>, req: Request<Incoming>, id: String) -> Result<Response<Body>, Error> {
-    let principal = match state.keys.caller(req.headers()).await? {
-        Caller::Key { principal, .. } => principal,
-        Caller::Anonymous => {
-            return Err(Error::new(
-                Kind::Unauthenticated,
-                "key_required",
-                "feedback comes from an agreement's holder: send your API key",
-            ))
-        }
-    };
+    let (principal, held) = holder(state, req.headers()).await?;
+    if !held.iter().any(|a| a.id == id) {
+        return Err(no_agreement());
+    }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct FeedbackRequest {
@@ -598,19 +587,10 @@ async fn feedback(state: &Arc<State>, req: Request<Incoming>, id: String) -> Res
         usage,
     };
     let (store, stored) = (state.store.clone(), feedback.clone());
-    let own = tokio::task::spawn_blocking(move || {
-        // Only on one's own agreement; another's reads as missing.
-        if !store.agreements_of(&stored.principal)?.iter().any(|a| a.id == stored.agreement) {
-            return Ok(false);
-        }
-        store.insert_feedback(&stored).map(|()| true)
-    })
-    .await
-    .map_err(|e| Error::internal(format!("feedback task failed: {e}")))?
-    .map_err(|e| Error::new(Kind::Unavailable, "store_unavailable", e.to_string()))?;
-    if !own {
-        return Err(Error::new(Kind::NotFound, "not_found", "no agreement with this id"));
-    }
+    tokio::task::spawn_blocking(move || store.insert_feedback(&stored))
+        .await
+        .map_err(|e| Error::internal(format!("feedback task failed: {e}")))?
+        .map_err(|e| Error::new(Kind::Unavailable, "store_unavailable", e.to_string()))?;
     Ok(json(StatusCode::CREATED, &json!({ "id": feedback.id, "received_at": feedback.received_at })))
 }
 
