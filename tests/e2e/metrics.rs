@@ -68,14 +68,21 @@ async fn metrics_count_known_traffic_exactly_and_keep_labels_bounded() {
     assert_eq!(get("/v1/datasets/enterprises/rows?limit=2", Some(&key)).await.0, 200);
     assert_eq!(get("/v1/datasets/enterprises/rows?limit=2", None).await.0, 401);
     assert_eq!(get("/v1/datasets/no-such/rows", None).await.0, 404);
-    // The agreement's rate admits a burst of 3, so the fourth call in a row is refused.
+    // The agreement's rate admits a burst of 3 and then one call a second: calls in a row are
+    // refused after at least three (more on a machine slow enough to let a second pass). Stop at
+    // the first refusal and count what was served.
     let big = json!({"requests_per_day": 1000, "rows_per_day": 1_000_000, "bytes_per_day": 1_000_000_000});
     let (limited, _) = crate::agreements::holder(&g, "acme", json!({"per_second": 1, "burst": 3}), big).await;
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
-        statuses.push(get("/v1/datasets/enterprises/rows?limit=1", Some(&limited)).await.0);
+    let mut served = 0;
+    loop {
+        match get("/v1/datasets/enterprises/rows?limit=1", Some(&limited)).await.0 {
+            200 => served += 1,
+            429 => break,
+            other => panic!("status {other}"),
+        }
+        assert!(served < 50, "never refused");
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{statuses:?}");
+    assert!(served >= 3, "served {served}");
 
     let text = scrape(&g).await;
     let s = samples(&text);
@@ -89,7 +96,7 @@ async fn metrics_count_known_traffic_exactly_and_keep_labels_bounded() {
     };
     assert_eq!(requests("bus-arrivals", "unconditional", "2xx"), 3.0);
     assert_eq!(requests("bus-arrivals", "unconditional", "4xx"), 1.0);
-    assert_eq!(requests("enterprises", "conditional", "2xx"), 5.0);
+    assert_eq!(requests("enterprises", "conditional", "2xx"), 2.0 + served as f64);
     assert_eq!(requests("enterprises", "conditional", "4xx"), 2.0);
     assert!(!text.contains("no-such"), "unknown ids are not labels");
     let bytes = r#"kaifang_response_bytes_total{dataset="bus-arrivals",open_type="unconditional",protocol="http"}"#;
@@ -99,20 +106,23 @@ async fn metrics_count_known_traffic_exactly_and_keep_labels_bounded() {
         value(&s, &format!("kaifang_request_duration_seconds_count{{open_type=\"{open_type}\",protocol=\"http\"}}"))
     };
     assert_eq!(calls("unconditional"), 4.0);
-    assert_eq!(calls("conditional"), 7.0);
-    assert_eq!(value(&s, r#"kaifang_request_gateway_seconds_count{open_type="conditional",protocol="http"}"#), 7.0);
-    assert_eq!(value(&s, r#"kaifang_request_source_seconds_count{open_type="conditional",protocol="http"}"#), 7.0);
+    let conditional_calls = 4.0 + served as f64;
+    assert_eq!(calls("conditional"), conditional_calls);
+    let gateway = r#"kaifang_request_gateway_seconds_count{open_type="conditional",protocol="http"}"#;
+    assert_eq!(value(&s, gateway), conditional_calls);
+    let source = r#"kaifang_request_source_seconds_count{open_type="conditional",protocol="http"}"#;
+    assert_eq!(value(&s, source), conditional_calls);
     assert_eq!(value(&s, r#"kaifang_limit_refusals_total{limit="agreement_rate",protocol="http"}"#), 1.0);
     assert_eq!(value(&s, r#"kaifang_active_streams{protocol="http"}"#), 0.0);
-    // Audit: two served calls of the demo user and three of acme (intent and completion each),
-    // the anonymous refusal and acme's 429 (one record each).
-    assert_eq!(value(&s, "kaifang_audit_records_total"), 12.0);
+    // Audit: the served calls of the demo user and of acme (intent and completion each), the
+    // anonymous refusal and acme's 429 (one record each).
+    assert_eq!(value(&s, "kaifang_audit_records_total"), 2.0 * (2.0 + served as f64) + 2.0);
     assert_eq!(value(&s, "kaifang_audit_write_failures_total"), 0.0);
     assert_eq!(value(&s, "kaifang_audit_queue_depth"), 0.0);
     assert!(value(&s, "kaifang_audit_commit_seconds_count") >= 1.0);
     // Keys: the demo key is looked up once, then cached; acme's likewise.
     assert_eq!(value(&s, r#"kaifang_cache_lookups_total{cache="keys",result="miss"}"#), 2.0);
-    assert_eq!(value(&s, r#"kaifang_cache_lookups_total{cache="keys",result="hit"}"#), 4.0);
+    assert_eq!(value(&s, r#"kaifang_cache_lookups_total{cache="keys",result="hit"}"#), 1.0 + served as f64);
     assert_eq!(value(&s, &format!("kaifang_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
 
     // Freshness, against the catalog's own dates: the demo's bus arrivals are real-time and
