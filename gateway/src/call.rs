@@ -25,14 +25,34 @@ use crate::metrics::{timed, Metrics, Timing};
 use crate::pipeline::{execute, Plan, Query};
 use crate::ratelimit::{Admission, Budget, Denied};
 use crate::source::{self, BatchStream, Pieces};
-use crate::state::{CatalogEntry, Live, State};
+use crate::state::{CatalogEntry, Cuts, Live, State};
+use crate::store::Withdrawal;
 
 /// The dataset `id` names, if it exists and is not non-open: unknown and non-open ids get the
 /// same answer, so non-open ids cannot be probed. A string that is not a valid id is simply not
 /// found: nothing is looked up by it.
 pub fn lookup<'a>(live: &'a Live, id: &str) -> Result<&'a CatalogEntry, Error> {
+    let entry = lookup_any(live, id)?;
+    match &entry.withdrawn {
+        Some(w) => Err(withdrawn(w)),
+        None => Ok(entry),
+    }
+}
+
+/// The dataset `id` names, withdrawn or not, if it exists and is not non-open: for the workflows
+/// that act on withdrawn datasets (reopening, tracing).
+pub fn lookup_any<'a>(live: &'a Live, id: &str) -> Result<&'a CatalogEntry, Error> {
     let id: DatasetId = id.parse().map_err(|_| Error::dataset_not_found())?;
     live.catalog.get(&id).filter(|e| listed(&e.dataset)).ok_or_else(Error::dataset_not_found)
+}
+
+/// The answer for a withdrawn dataset: 410 on HTTP, `FailedPrecondition` on Flight.
+pub fn withdrawn(w: &Withdrawal) -> Error {
+    Error::new(
+        Kind::Gone,
+        "dataset_withdrawn",
+        format!("the dataset was withdrawn at {}: {}", w.withdrawn_at.to_rfc3339(), w.reason),
+    )
 }
 
 /// One call on one dataset: who, from where, on what.
@@ -49,6 +69,8 @@ pub struct Call<'a> {
     pub timing: Timing,
     /// What the audit record of a granted call says; filled in as the call is planned.
     audit: Mutex<Option<Granted>>,
+    /// The agreement a granted call is under.
+    agreement: std::sync::OnceLock<String>,
 }
 
 /// What is known of a granted call, for its audit record.
@@ -69,7 +91,17 @@ impl<'a> Call<'a> {
         protocol: &'static str,
         timing: Timing,
     ) -> Call<'a> {
-        Call { state, live, entry, caller, client, protocol, timing, audit: Mutex::new(None) }
+        Call {
+            state,
+            live,
+            entry,
+            caller,
+            client,
+            protocol,
+            timing,
+            audit: Mutex::new(None),
+            agreement: std::sync::OnceLock::new(),
+        }
     }
 
     /// The counter of refusals by the daily quota `quota`.
@@ -81,10 +113,19 @@ impl<'a> Call<'a> {
     pub fn grant(&self, operation: Operation) -> Result<(Grant, Admission, Option<Budget>), Error> {
         let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
         let (admission, budget) = admit(self.state, &grant, self.client, self.protocol)?;
+        if let Limit::Agreement { id, .. } = &grant.limit {
+            let _ = self.agreement.set(id.clone());
+        }
         let columns = grant.scope.visible_fields(&self.entry.dataset).into_iter().map(|f| f.name).collect();
         *self.audit.lock().expect("audit lock") =
             Some(Granted { grant: grant.clone(), columns, filter: None, rows: Arc::new(AtomicU64::new(0)) });
         Ok((grant, admission, budget))
+    }
+
+    /// The answer's body, cut short if the dataset is withdrawn or the call's agreement ends
+    /// while it streams.
+    pub fn cuttable<T: Send + 'static>(&self, body: Pieces<T>) -> Pieces<T> {
+        cuttable(body, self.state, self.entry.dataset.id.to_string(), self.agreement.get().cloned())
     }
 
     /// Notes the columns and filter of a planned query, and counts the rows it yields.
@@ -344,6 +385,58 @@ pub fn meter_bytes<T: Send + 'static>(
             return Err(quota_spent("bytes_per_day", left));
         }
         Ok(piece)
+    }))
+}
+
+/// Ends an answer within moments of its dataset being withdrawn or its agreement being
+/// suspended or revoked. The stream waits on [`State::cuts`] beside its data, so a change is
+/// seen at once even while the source sends nothing; the answer then breaks off with the error
+/// (HTTP: the body is cut short; Flight: the stream ends with the status).
+pub fn cuttable<T: Send + 'static>(
+    body: Pieces<T>,
+    state: &State,
+    dataset: String,
+    agreement: Option<String>,
+) -> Pieces<T> {
+    let cut = move |cuts: &Cuts| -> Option<Error> {
+        if cuts.withdrawn.contains(&dataset) {
+            return Some(Error::new(Kind::Gone, "dataset_withdrawn", "the dataset was withdrawn during the answer"));
+        }
+        let ended = agreement.as_ref().filter(|a| cuts.ended_agreements.contains(*a))?;
+        Some(Error::new(
+            Kind::Forbidden,
+            "agreement_ended",
+            format!("agreement `{ended}` was suspended or revoked during the answer"),
+        ))
+    };
+    let cut = Arc::new(cut);
+    let cuts = state.cuts.subscribe();
+    Box::pin(futures_util::stream::unfold((body, cuts, true, false), move |(mut body, mut cuts, mut watching, done)| {
+        let cut = cut.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let now = cut(&cuts.borrow());
+            if let Some(e) = now {
+                return Some((Err(e), (body, cuts, watching, true)));
+            }
+            loop {
+                tokio::select! {
+                    biased;
+                    changed = cuts.changed(), if watching => match changed {
+                        Ok(()) => {
+                            let now = cut(&cuts.borrow_and_update());
+                            if let Some(e) = now {
+                                return Some((Err(e), (body, cuts, watching, true)));
+                            }
+                        }
+                        Err(_) => watching = false,
+                    },
+                    item = body.next() => return item.map(|item| (item, (body, cuts, watching, false))),
+                }
+            }
+        }
     }))
 }
 

@@ -31,6 +31,7 @@ pub mod error;
 pub mod flight;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod source;

@@ -350,6 +350,7 @@ async fn run(state: Arc<State>) -> Result<(), String> {
         }
     };
     let background = tokio::spawn(kaifang::background::run(state.clone(), stopped()));
+    let notifications = tokio::spawn(kaifang::notify::run(state.clone(), stopped()));
     let servers = tokio::spawn({
         let state = state.clone();
         let stopped = stopped.clone();
@@ -366,6 +367,7 @@ async fn run(state: Arc<State>) -> Result<(), String> {
     let _ = stop_tx.send(true);
     let _ = servers.await;
     let _ = background.await;
+    let _ = notifications.await;
     // Behind every record written before it, so once it is durable they all are.
     match state.audit.checkpoint("the gateway stopped".into()).await {
         Ok(_) => tracing::info!("audit log synced; stopped"),

@@ -68,6 +68,14 @@ pub struct Metrics {
     /// Lookups in the key and agreement caches, by cache and result (`hit`, `miss`).
     pub cache_lookups: IntCounterVec,
     pub audit: AuditMetrics,
+    /// Applications by state (`submitted`, `approved`, `rejected`), set at each scrape.
+    pub applications: IntGaugeVec,
+    /// Submitted applications past their due day, set at each scrape.
+    pub applications_overdue: IntGauge,
+    /// Objections by state (`open`, `resolved`), set at each scrape.
+    pub objections: IntGaugeVec,
+    /// Webhook delivery attempts by result (`delivered`, `retried`, `abandoned`).
+    pub webhook_deliveries: IntCounterVec,
     dataset_age: GaugeVec,
     dataset_interval: GaugeVec,
     dataset_stale: IntGaugeVec,
@@ -214,6 +222,35 @@ impl Metrics {
                 cache_lookups.with_label_values(&[cache, result]);
             }
         }
+        let applications = int_gauge(
+            &r,
+            "kaifang_applications",
+            "Applications for conditional data by state (submitted, approved, rejected).",
+            &["state"],
+        );
+        for state in policy::ApplicationStatus::ALL {
+            applications.with_label_values(&[state.as_str()]).set(0);
+        }
+        let applications_overdue = IntGauge::new(
+            "kaifang_applications_overdue",
+            "Submitted applications whose owner has not answered by the due day (10 working days).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(applications_overdue.clone())).expect("registered once");
+        let objections =
+            int_gauge(&r, "kaifang_objections", "Objections to published data by state (open, resolved).", &["state"]);
+        for state in policy::ObjectionStatus::ALL {
+            objections.with_label_values(&[state.as_str()]).set(0);
+        }
+        let webhook_deliveries = counter(
+            &r,
+            "kaifang_webhook_deliveries_total",
+            "Owner webhook delivery attempts by result (delivered, retried, abandoned).",
+            &["result"],
+        );
+        for result in ["delivered", "retried", "abandoned"] {
+            webhook_deliveries.with_label_values(&[result]);
+        }
         let build =
             int_gauge(&r, "kaifang_build_info", "The running build: 1, labelled with its version.", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -229,6 +266,10 @@ impl Metrics {
             upstream_errors,
             cache_lookups,
             audit: AuditMetrics { commit_seconds: commit, queue_depth, records, failures },
+            applications,
+            applications_overdue,
+            objections,
+            webhook_deliveries,
             dataset_age,
             dataset_interval,
             dataset_stale,

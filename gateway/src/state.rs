@@ -1,7 +1,7 @@
 //! What every request reads: the configuration, the catalog, the store and its caches, the
 //! limiters and the upstream client; and how they are opened on start.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,25 +18,65 @@ use crate::ratelimit::{DefaultRates, Limiter};
 use crate::source::upstream::Upstream;
 use crate::source::SourceContext;
 use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::store::{EntryRecord, Store, Withdrawal};
 use crate::tls::Certs;
 
 /// One catalog entry: the rules' view and the source configuration.
 pub struct CatalogEntry {
     pub dataset: policy::Dataset,
     pub config: DatasetConfig,
+    /// The catalog version: 1 for an entry as declared in the configuration, one more on every
+    /// publication through the platform.
+    pub version: u64,
+    /// The withdrawal in force, if the dataset is withdrawn.
+    pub withdrawn: Option<Withdrawal>,
 }
 
-/// The catalog, in declaration order, with lookup by id.
+/// What the platform's workflows add to the declared catalog: entries published through it
+/// (which replace a declared entry of the same id) and the withdrawals in force.
+#[derive(Default)]
+pub struct Overlay {
+    pub published: Vec<EntryRecord>,
+    pub withdrawals: Vec<Withdrawal>,
+}
+
+impl Overlay {
+    pub fn load(store: &dyn Store) -> Result<Overlay, String> {
+        let published = store.published().map_err(|e| format!("cannot read the published catalog: {e}"))?;
+        let withdrawals = store.withdrawals().map_err(|e| format!("cannot read the withdrawals: {e}"))?;
+        Ok(Overlay { published, withdrawals })
+    }
+}
+
+/// The catalog, in declaration order (then publication order), with lookup by id.
 pub struct Catalog {
     entries: Vec<CatalogEntry>,
     by_id: HashMap<DatasetId, usize>,
 }
 
 impl Catalog {
-    pub fn new(datasets: &[DatasetConfig]) -> Catalog {
-        let entries: Vec<CatalogEntry> =
-            datasets.iter().map(|d| CatalogEntry { dataset: d.to_dataset(), config: d.clone() }).collect();
+    pub fn new(datasets: &[DatasetConfig], overlay: &Overlay) -> Catalog {
+        let mut entries: Vec<CatalogEntry> = datasets
+            .iter()
+            .map(|d| CatalogEntry { dataset: d.to_dataset(), config: d.clone(), version: 1, withdrawn: None })
+            .collect();
+        for record in &overlay.published {
+            let entry = CatalogEntry {
+                dataset: record.entry.to_dataset(),
+                config: record.entry.clone(),
+                version: record.version,
+                withdrawn: None,
+            };
+            match entries.iter_mut().find(|e| e.dataset.id == record.entry.id) {
+                Some(declared) => *declared = entry,
+                None => entries.push(entry),
+            }
+        }
+        for withdrawal in &overlay.withdrawals {
+            if let Some(entry) = entries.iter_mut().find(|e| e.dataset.id.as_str() == withdrawal.dataset) {
+                entry.withdrawn = Some(withdrawal.clone());
+            }
+        }
         let by_id = entries.iter().enumerate().map(|(i, e)| (e.dataset.id.clone(), i)).collect();
         Catalog { entries, by_id }
     }
@@ -48,12 +88,27 @@ impl Catalog {
     pub fn entries(&self) -> impl Iterator<Item = &CatalogEntry> {
         self.entries.iter()
     }
+
+    /// The entries anyone may see: open (not `non_open`) and not withdrawn.
+    pub fn listed(&self) -> impl Iterator<Item = &CatalogEntry> {
+        self.entries.iter().filter(|e| policy::listed(&e.dataset) && e.withdrawn.is_none())
+    }
+}
+
+/// What streams in flight are cut for: withdrawn datasets and agreements no longer active.
+/// Every change is sent on [`State::cuts`], and each stream checks itself against it.
+#[derive(Clone, Debug, Default)]
+pub struct Cuts {
+    pub withdrawn: HashSet<String>,
+    pub ended_agreements: HashSet<String>,
 }
 
 /// What a reload changes: the catalog, the limits and the masks' secret. A request takes the
 /// current one when it starts and keeps it to its end, so a reload never changes a call halfway.
 pub struct Live {
     pub catalog: Catalog,
+    /// The catalog as the configuration declares it, before the platform's publications.
+    pub declared: Arc<[DatasetConfig]>,
     pub limits: Limits,
     /// The `hash` mask's secret.
     pub hash_key: Arc<[u8]>,
@@ -62,13 +117,14 @@ pub struct Live {
 }
 
 impl Live {
-    fn new(config: &Config) -> Result<Live, String> {
+    fn new(config: &Config, overlay: &Overlay) -> Result<Live, String> {
         let hash_key: Arc<[u8]> = match &config.masks.hash_key {
             Some(key) => key.as_bytes().into(),
             None => secret_file(&config.data_dir.join("mask-hash.key"))?.into_bytes().into(),
         };
         Ok(Live {
-            catalog: Catalog::new(&config.datasets),
+            catalog: Catalog::new(&config.datasets, overlay),
+            declared: config.datasets.clone().into(),
             limits: config.limits.clone(),
             hash_key,
             retention_days: config.audit.retention_days,
@@ -134,6 +190,10 @@ pub struct State {
     pub admin_token: String,
     pub audit: Audit,
     pub metrics: Metrics,
+    /// Tells streams in flight that a dataset was withdrawn or an agreement ended.
+    pub cuts: tokio::sync::watch::Sender<Cuts>,
+    /// Wakes the webhook sender when a notification is written.
+    pub notifications_waiting: tokio::sync::Notify,
 }
 
 /// Where the audit log of a data directory lives.
@@ -156,7 +216,9 @@ impl State {
                 .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?,
         );
         store_declared(store.as_ref(), &config)?;
-        let live = Live::new(&config)?;
+        let overlay = Overlay::load(store.as_ref())?;
+        let live = Live::new(&config, &overlay)?;
+        let (cuts, _) = tokio::sync::watch::channel(Cuts::default());
         let certs = ListenerCerts::load(&config)?;
         let admin_token = match std::env::var(ADMIN_TOKEN_ENV) {
             Ok(token) if !token.is_empty() => token,
@@ -184,6 +246,8 @@ impl State {
             audit,
             metrics,
             config,
+            cuts,
+            notifications_waiting: tokio::sync::Notify::new(),
         })
     }
 
@@ -249,7 +313,12 @@ impl State {
             .await
             .map_err(|e| vec![format!("reload task failed: {e}")])?
             .map_err(|e| vec![e])?;
-        let live = Live::new(&config).map_err(|e| vec![e])?;
+        let store = self.store.clone();
+        let overlay = tokio::task::spawn_blocking(move || Overlay::load(store.as_ref()))
+            .await
+            .map_err(|e| vec![format!("reload task failed: {e}")])?
+            .map_err(|e| vec![e])?;
+        let live = Live::new(&config, &overlay).map_err(|e| vec![e])?;
         self.limiter
             .set_defaults(DefaultRates { anonymous: config.limits.anonymous_rate, key: config.limits.key_rate });
         let reloaded = Reloaded {
@@ -265,6 +334,42 @@ impl State {
         self.keys.invalidate();
         tracing::info!(datasets = reloaded.datasets, restart_required = ?reloaded.restart_required, "configuration reloaded");
         Ok(reloaded)
+    }
+}
+
+impl State {
+    /// Rebuilds the catalog after a publication, withdrawal or reopening in the store, and
+    /// tells streams in flight.
+    pub async fn refresh_catalog(&self) -> Result<(), crate::error::Error> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let store = self.store.clone();
+        let overlay = tokio::task::spawn_blocking(move || Overlay::load(store.as_ref()))
+            .await
+            .map_err(|e| crate::error::Error::internal(format!("catalog task failed: {e}")))?
+            .map_err(crate::error::Error::internal)?;
+        let current = self.live();
+        let live = Live {
+            catalog: Catalog::new(&current.declared, &overlay),
+            declared: current.declared.clone(),
+            limits: current.limits.clone(),
+            hash_key: current.hash_key.clone(),
+            retention_days: current.retention_days,
+        };
+        let withdrawn: HashSet<String> = overlay.withdrawals.iter().map(|w| w.dataset.clone()).collect();
+        self.live.store(Arc::new(live));
+        self.cuts.send_modify(|cuts| cuts.withdrawn = withdrawn);
+        Ok(())
+    }
+
+    /// Marks an agreement ended (suspended or revoked) or active again for streams in flight.
+    pub fn agreement_changed(&self, id: &str, active: bool) {
+        self.cuts.send_modify(|cuts| {
+            if active {
+                cuts.ended_agreements.remove(id);
+            } else {
+                cuts.ended_agreements.insert(id.to_owned());
+            }
+        });
     }
 }
 

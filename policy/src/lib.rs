@@ -25,6 +25,7 @@ pub mod catalog;
 pub mod decision;
 pub mod filter;
 pub mod mask;
+pub mod workflow;
 
 pub use agreement::{Agreement, AgreementStatus, DatasetTerms, Principal, Quota, Rate, Role, TermsError};
 pub use calendar::{Calendar, CalendarError, Year};
@@ -32,3 +33,4 @@ pub use catalog::{Dataset, DatasetId, Field, FieldType, Format, OpenType, Sensit
 pub use decision::{decide, listed, recorded, Caller, Grant, Limit, Operation, Refusal, Scope};
 pub use filter::{Expr, FilterError};
 pub use mask::{Mask, MaskError};
+pub use workflow::{may_act_for, Application, ApplicationStatus, Objection, ObjectionStatus, TransitionError};

@@ -75,6 +75,44 @@ pub struct Config {
     pub agreements: Vec<Agreement>,
     /// Working days (public holidays and make-up days), from the file `calendar` names.
     pub calendar: policy::Calendar,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Owners' notifications: where each department wants to hear of new applications, new
+/// objections and application deadlines coming close.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Department (as in datasets' `owner`) to the http:// URL its notifications are POSTed to.
+    #[serde(default)]
+    pub owners: std::collections::BTreeMap<String, String>,
+    /// Remind the owner when this many working days or fewer are left to answer.
+    #[serde(default = "WebhooksConfig::default_remind")]
+    pub remind_within_working_days: u32,
+    /// Give up on a notification after this many failed attempts (retried with exponential
+    /// backoff from one second, at most an hour apart).
+    #[serde(default = "WebhooksConfig::default_attempts")]
+    pub max_attempts: u32,
+}
+
+impl WebhooksConfig {
+    fn default_remind() -> u32 {
+        2
+    }
+
+    fn default_attempts() -> u32 {
+        12
+    }
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            owners: Default::default(),
+            remind_within_working_days: Self::default_remind(),
+            max_attempts: Self::default_attempts(),
+        }
+    }
 }
 
 /// The admin listener.
@@ -322,7 +360,7 @@ impl Default for UpstreamConfig {
 }
 
 /// One catalog entry and where its bytes come from.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
     /// Stable identifier, used in URLs: lowercase letters, digits, `-`, `_`.
@@ -354,7 +392,7 @@ pub struct DatasetConfig {
 }
 
 /// Where a dataset's bytes come from.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum SourceConfig {
     /// A local file; relative paths are under the data directory.
@@ -422,8 +460,9 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// The keys the main file may have at its top level.
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "data_dir",
+    "webhooks",
     "calendar",
     "http",
     "flight",
@@ -507,6 +546,24 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
         main.document.deserialize_key(&main.path, "upstream", &mut errors).unwrap_or_default();
     let include: Vec<PathBuf> = main.document.deserialize_key(&main.path, "include", &mut errors).unwrap_or_default();
     let calendar_file: Option<PathBuf> = main.document.deserialize_key(&main.path, "calendar", &mut errors);
+    let webhooks: WebhooksConfig =
+        main.document.deserialize_key(&main.path, "webhooks", &mut errors).unwrap_or_default();
+    for (department, url) in &webhooks.owners {
+        let valid = url.parse::<hyper::Uri>().is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+        if !valid {
+            let path = [PathSegment::Key("webhooks".into()), PathSegment::Key("owners".into())];
+            errors.push(ConfigError {
+                file: main.path.clone(),
+                line: main.document.line_of(&path).unwrap_or(0),
+                field: format!("webhooks.owners.{department}"),
+                message: format!("`{url}` is not an absolute http:// URL"),
+            });
+        }
+    }
+    if webhooks.max_attempts == 0 {
+        let path = [PathSegment::Key("webhooks".into()), PathSegment::Key("max_attempts".into())];
+        errors.push(main.error_at(&path, "must be at least 1".into()));
+    }
     if let Some(server_line) = main.document.line_of(&[PathSegment::Key("server".into())]) {
         for (name, value, least) in [
             ("max_connections", server.max_connections, 1),
@@ -690,10 +747,25 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             agreements,
             datasets,
             calendar,
+            webhooks,
         })
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// The problems of a catalog entry written through the API, as `field: message` lines. A file
+/// source must stay inside the data directory.
+pub fn entry_problems(dataset: &DatasetConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    check_dataset(dataset, &mut |path, message| problems.push(format!("{}: {message}", locate::render(path))));
+    if let SourceConfig::File(path) = &dataset.source {
+        let inside = path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            problems.push("source.file: a relative path inside the data directory, without `..`".into());
+        }
+    }
+    problems
 }
 
 fn check_dataset(dataset: &DatasetConfig, problem: &mut impl FnMut(&[PathSegment], String)) {

@@ -40,7 +40,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
-use policy::{decide, listed, Caller, Operation};
+use policy::{decide, Caller, Operation};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
@@ -347,6 +347,7 @@ impl Service {
             e => Error::internal(format!("flight encoding: {e}")),
         });
         let messages = call::meter_bytes(Box::pin(messages), budget, wire_size, call.quota_refusals("bytes_per_day"));
+        let messages = call.cuttable(messages);
         let Some(recorder) = recorder else { return Ok(messages) };
         // Nothing has been sent yet: the stream (and the source behind it) is dropped if the
         // intent cannot be made durable.
@@ -486,7 +487,7 @@ impl FlightService for Service {
                 .to_owned();
             let mut infos = Vec::new();
             let live = self.state.live();
-            for entry in live.catalog.entries().filter(|e| listed(&e.dataset)) {
+            for entry in live.catalog.listed() {
                 if !text.is_empty() && !entry.dataset.matches_text(&text) {
                     continue;
                 }

@@ -23,6 +23,7 @@ use crate::audit;
 use crate::auth;
 use crate::error::{Error, Kind};
 use crate::state::State;
+use super::workflow::{self, Actor, AgreementAction};
 use crate::store::{Store, StoreError};
 
 /// Largest request body the admin API reads.
@@ -32,8 +33,14 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
     // Metrics need no token: the admin listener is the operators' network only.
     if req.method() == Method::GET && req.uri().path() == "/metrics" {
         let live = state.live();
-        let listed = live.catalog.entries().map(|e| &e.dataset).filter(|d| policy::listed(d));
+        let listed = live.catalog.listed().map(|e| &e.dataset);
         state.metrics.freshness(listed, chrono::Utc::now());
+        let counting = state.clone();
+        match tokio::task::spawn_blocking(move || workflow::count_for_metrics(&counting)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "workflow gauges not updated"),
+            Err(e) => tracing::warn!(error = %e, "workflow gauge task failed"),
+        }
         let mut response = Response::new(super::response::full(state.metrics.render()));
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
@@ -98,15 +105,29 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
             let agreement = blocking(state, move |s| s.agreement(&id)).await?;
             agreement.map(|a| json(StatusCode::OK, &a)).ok_or_else(|| not_found(&format!("no agreement `{}`", path[2])))
         }
-        (&Method::POST, ["admin", "agreements", id, "revoke"]) => {
+        (&Method::POST, ["admin", "agreements", id, action]) if AgreementAction::parse(action).is_some() => {
+            let action = AgreementAction::parse(action).expect("checked by the guard");
+            workflow::change_agreement(state, Actor::Operator, id, action).await
+        }
+        (&Method::GET, ["admin", "drafts"]) => workflow::drafts(state).await,
+        (&Method::POST, ["admin", "datasets", id, "publish"]) => workflow::publish(state, id).await,
+        (&Method::POST, ["admin", "datasets", id, "withdraw"]) => {
             let id = id.to_string();
-            let agreement = blocking(state, move |s| {
-                s.set_agreement_status(&id, AgreementStatus::Revoked)?;
-                s.agreement(&id)
-            })
-            .await?;
-            state.keys.invalidate();
-            Ok(json(StatusCode::OK, &agreement))
+            workflow::withdraw(state, Actor::Operator, &id, req).await
+        }
+        (&Method::POST, ["admin", "datasets", id, "reopen"]) => workflow::reopen(state, Actor::Operator, id).await,
+        (&Method::GET, ["admin", "applications"]) => {
+            let status = query_value(req.uri().query(), "status");
+            workflow::applications(state, Actor::Operator, status.as_deref()).await
+        }
+        (&Method::GET, ["admin", "objections"]) => {
+            let (status, dataset) =
+                (query_value(req.uri().query(), "status"), query_value(req.uri().query(), "dataset"));
+            workflow::objections(state, Actor::Operator, status.as_deref(), dataset.as_deref()).await
+        }
+        (&Method::GET, ["admin", "notifications"]) => {
+            let notifications = blocking(state, |s| s.notifications()).await?;
+            Ok(json(StatusCode::OK, &json!({ "notifications": notifications })))
         }
         (&Method::GET, ["admin", "datasets", id, "trace"]) => {
             let query = AuditQuery::parse(req.uri().query())?;
@@ -207,12 +228,17 @@ fn authorize<B>(state: &State, req: &Request<B>) -> Result<(), Error> {
     }
 }
 
+/// One query parameter's value, percent-decoded.
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
 fn not_found(message: &str) -> Error {
     Error::new(Kind::NotFound, "not_found", message)
 }
 
 /// Runs a store call off the runtime, mapping store errors to API errors.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     state: &Arc<State>,
     f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Error> {

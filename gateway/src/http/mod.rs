@@ -11,6 +11,7 @@ mod download;
 mod limits;
 mod response;
 mod routes;
+pub mod workflow;
 
 pub use response::status;
 

@@ -1,6 +1,7 @@
 //! Routing and the data API's handlers.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
@@ -10,14 +11,14 @@ use futures_util::StreamExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode};
-use policy::{decide, listed, Caller, DatasetId, OpenType, Operation};
+use policy::{decide, Caller, DatasetId, OpenType, Operation};
 use serde::Serialize;
 use serde_json::json;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use super::response::{self, json, Body};
-use super::{download, limits};
+use super::{download, limits, workflow};
 use crate::audit;
 use crate::call::{self, start, Call, Observer, Recorder, Started};
 use crate::encode::{encode_stream, OutputFormat};
@@ -47,8 +48,11 @@ pub async fn route(
         only(&params, &[])?;
         return report(state, req, client).await;
     }
-    let segments: Vec<&str> = req.uri().path().trim_start_matches('/').split('/').collect();
-    let method = req.method();
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let decoded = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let post = || if method == Method::POST { Ok(()) } else { Err(method_not_allowed("POST")) };
     let get_or_head = || {
         if method == Method::GET || method == Method::HEAD {
             Ok(())
@@ -73,15 +77,91 @@ pub async fn route(
         }
         ["v1", "catalog"] => {
             get_or_head()?;
-            catalog(state, &params)
+            catalog(state, &params).await
+        }
+        ["v1", "applications"] => {
+            let actor = workflow::actor(state, req.headers()).await?;
+            if method == Method::POST {
+                only(&params, &[])?;
+                workflow::apply(state, actor, req).await
+            } else {
+                get_or_head().map_err(|_| method_not_allowed("GET, POST"))?;
+                only(&params, &["status"])?;
+                workflow::applications(state, actor, param(&params, "status")).await
+            }
+        }
+        ["v1", "applications", id] => {
+            get_or_head()?;
+            only(&params, &[])?;
+            workflow::application(state, workflow::actor(state, req.headers()).await?, &decoded(id)).await
+        }
+        ["v1", "applications", id, decision @ ("approve" | "reject")] => {
+            post()?;
+            only(&params, &[])?;
+            let actor = workflow::actor(state, req.headers()).await?;
+            if *decision == "approve" {
+                workflow::approve(state, actor, &decoded(id), req).await
+            } else {
+                workflow::reject(state, actor, &decoded(id), req).await
+            }
+        }
+        ["v1", "objections"] => {
+            get_or_head()?;
+            only(&params, &["status", "dataset"])?;
+            let actor = workflow::actor(state, req.headers()).await?;
+            workflow::objections(state, actor, param(&params, "status"), param(&params, "dataset")).await
+        }
+        ["v1", "objections", id] => {
+            get_or_head()?;
+            only(&params, &[])?;
+            let viewer = workflow::principal(state, req.headers()).await?.map(workflow::Actor::Principal);
+            workflow::objection(state, viewer, &decoded(id)).await
+        }
+        ["v1", "objections", id, "resolve"] => {
+            post()?;
+            only(&params, &[])?;
+            workflow::resolve(state, workflow::actor(state, req.headers()).await?, &decoded(id), req).await
+        }
+        ["v1", "agreements", id, action] if workflow::AgreementAction::parse(action).is_some() => {
+            post()?;
+            only(&params, &[])?;
+            let action = workflow::AgreementAction::parse(action).expect("checked by the guard");
+            workflow::change_agreement(state, workflow::actor(state, req.headers()).await?, &decoded(id), action).await
+        }
+        ["v1", "datasets", id, "draft"] => {
+            only(&params, &[])?;
+            let actor = workflow::actor(state, req.headers()).await?;
+            match method {
+                Method::PUT => workflow::put_draft(state, actor, &decoded(id), req).await,
+                Method::GET | Method::HEAD => workflow::get_draft(state, actor, &decoded(id)).await,
+                _ => Err(method_not_allowed("GET, PUT")),
+            }
+        }
+        ["v1", "datasets", id, "objections"] => {
+            post()?;
+            only(&params, &[])?;
+            let filer = workflow::principal(state, req.headers()).await?;
+            let limit = match &filer {
+                None => policy::Limit::Anonymous,
+                Some(p) => policy::Limit::Key(p.id.clone()),
+            };
+            call::admit_under(state, &limit, client, "http")?;
+            workflow::object(state, filer, &decoded(id), req).await
+        }
+        ["v1", "datasets", id, action @ ("withdraw" | "reopen")] => {
+            post()?;
+            only(&params, &[])?;
+            let actor = workflow::actor(state, req.headers()).await?;
+            if *action == "withdraw" {
+                workflow::withdraw(state, actor, &decoded(id), req).await
+            } else {
+                workflow::reopen(state, actor, &decoded(id)).await
+            }
         }
         ["v1", "agreements", id, "feedback"] => {
-            if method != Method::POST {
-                return Err(method_not_allowed("POST"));
-            }
+            post()?;
             only(&params, &[])?;
-            let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy().into_owned();
-            feedback(state, req, id).await
+            feedback(state, req, decoded(id)).await
         }
         ["v1", "agreements", rest @ ..] => {
             get_or_head()?;
@@ -102,7 +182,9 @@ pub async fn route(
             let operation = match rest {
                 [] => {
                     only(&params, &[])?;
-                    return Ok(json(StatusCode::OK, &describe(entry, &caller?)));
+                    let caller = caller?;
+                    let open = workflow::open_objections(state).await?;
+                    return Ok(json(StatusCode::OK, &describe(entry, &caller, &open)));
                 }
                 ["rows"] => Operation::Rows,
                 ["preview"] => Operation::Preview,
@@ -126,6 +208,11 @@ pub async fn route(
                         Operation::Preview => preview(&call, &params).await,
                         Operation::Download => download(&call, &req, &params).await,
                     };
+                    let served = served.map(|response| {
+                        let (parts, body) = response.into_parts();
+                        let body = call.cuttable(Box::pin(http_body_util::BodyExt::into_data_stream(body)));
+                        Response::from_parts(parts, response::streamed(body))
+                    });
                     match recorder {
                         Some(recorder) => audited(&call, served, recorder).await,
                         None => served,
@@ -266,7 +353,7 @@ fn positive(params: &[(String, String)], name: &str, default: usize) -> Result<u
     }
 }
 
-fn catalog(state: &State, params: &[(String, String)]) -> Result<Response<Body>, Error> {
+async fn catalog(state: &Arc<State>, params: &[(String, String)]) -> Result<Response<Body>, Error> {
     only(params, &["owner", "open_type", "q", "page", "per_page"])?;
     let open_type = match param(params, "open_type") {
         None | Some("") => None,
@@ -284,20 +371,20 @@ fn catalog(state: &State, params: &[(String, String)]) -> Result<Response<Body>,
     }
     let matching: Vec<&CatalogEntry> = live
         .catalog
-        .entries()
-        .filter(|e| listed(&e.dataset))
+        .listed()
         .filter(|e| open_type.is_none_or(|t| e.dataset.open_type == t))
         .filter(|e| owner.is_none_or(|o| e.dataset.owner.eq_ignore_ascii_case(o)))
         .filter(|e| text.is_none_or(|q| e.dataset.matches_text(q.trim())))
         .collect();
+    let open = workflow::open_objections(state).await?;
     let items: Vec<_> =
-        matching.iter().skip((page - 1).saturating_mul(per_page)).take(per_page).map(|e| summary(e)).collect();
+        matching.iter().skip((page - 1).saturating_mul(per_page)).take(per_page).map(|e| summary(e, &open)).collect();
     Ok(json(StatusCode::OK, &json!({ "total": matching.len(), "page": page, "per_page": per_page, "datasets": items })))
 }
 
 /// A catalog entry's metadata as the API shows it; the names follow DCAT where it has one
 /// (title, description, publisher, keyword, modified, accrualPeriodicity, license).
-fn summary(entry: &CatalogEntry) -> serde_json::Value {
+fn summary(entry: &CatalogEntry, open_objections: &HashMap<String, u64>) -> serde_json::Value {
     let d = &entry.dataset;
     let base = format!("/v1/datasets/{}", d.id);
     json!({
@@ -309,6 +396,8 @@ fn summary(entry: &CatalogEntry) -> serde_json::Value {
         "format": d.format,
         "update_frequency": d.update_frequency,
         "last_updated": d.last_updated,
+        "version": entry.version,
+        "open_objections": open_objections.get(d.id.as_str()).copied().unwrap_or(0),
         "license": d.license,
         "keywords": d.keywords,
         "links": {
@@ -323,13 +412,13 @@ fn summary(entry: &CatalogEntry) -> serde_json::Value {
 /// A dataset's metadata. Fields and schema are those the caller would receive: under an
 /// agreement, its columns with masked types; otherwise every field, so that users can see what
 /// to apply for.
-fn describe(entry: &CatalogEntry, caller: &Caller) -> serde_json::Value {
+fn describe(entry: &CatalogEntry, caller: &Caller, open_objections: &HashMap<String, u64>) -> serde_json::Value {
     let fields = match decide(caller, &entry.dataset, Operation::Rows, Utc::now()) {
         Ok(grant) => grant.scope.visible_fields(&entry.dataset),
         Err(_) => entry.dataset.fields.clone(),
     };
     let schema = arrow_schema(&fields);
-    let mut value = summary(entry);
+    let mut value = summary(entry, open_objections);
     value["fields"] = serde_json::to_value(&fields).expect("fields serialize");
     value["schema"] = schema
         .fields()
@@ -435,8 +524,7 @@ async fn readyz(state: &State) -> Response<Body> {
     let missing: Vec<String> = state
         .live()
         .catalog
-        .entries()
-        .filter(|e| listed(&e.dataset))
+        .listed()
         .filter_map(|e| match &e.config.source {
             crate::config::SourceConfig::File(p) if !state.config.data_dir.join(p).is_file() => {
                 Some(e.dataset.id.to_string())

@@ -9,8 +9,10 @@
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};
-use policy::{Agreement, AgreementStatus, Principal};
-use serde::Serialize;
+use policy::{Agreement, AgreementStatus, Application, Objection, Principal};
+use serde::{Deserialize, Serialize};
+
+use crate::config::DatasetConfig;
 
 /// A stored API key: never the secret, only its SHA-256.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -46,6 +48,49 @@ pub struct Feedback {
     pub principal: String,
     pub received_at: DateTime<Utc>,
     pub usage: String,
+}
+
+/// A catalog entry an owner wrote, as a draft waiting for review or as published.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EntryRecord {
+    pub entry: DatasetConfig,
+    /// The principal that wrote it.
+    pub by: String,
+    pub at: DateTime<Utc>,
+    /// For published entries: the catalog version, one more on every publication.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// A dataset withdrawn from service, and when it was reopened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub dataset: String,
+    pub withdrawn_at: DateTime<Utc>,
+    pub withdrawn_by: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopened_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopened_by: Option<String>,
+}
+
+/// A webhook call waiting to be delivered, or delivered, or given up on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: String,
+    pub url: String,
+    /// The JSON body sent.
+    pub payload: serde_json::Value,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Set when retrying stopped without a delivery.
+    #[serde(default)]
+    pub abandoned: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,4 +154,39 @@ pub trait Store: Send + Sync {
     fn insert_feedback(&self, feedback: &Feedback) -> StoreResult<()>;
     /// The feedback on one agreement, oldest first.
     fn feedback(&self, agreement: &str) -> StoreResult<Vec<Feedback>>;
+
+    /// Writes (or replaces) an owner's draft of a catalog entry.
+    fn put_draft(&self, draft: &EntryRecord) -> StoreResult<()>;
+    fn draft(&self, id: &str) -> StoreResult<Option<EntryRecord>>;
+    fn drafts(&self) -> StoreResult<Vec<EntryRecord>>;
+    /// Publishes the draft of `id` as `version`, in one transaction: the draft becomes the
+    /// published entry and is removed. `NotFound` if there is no draft.
+    fn publish(&self, id: &str, by: &str, at: DateTime<Utc>, version: u64) -> StoreResult<EntryRecord>;
+    /// The published entries written through the platform (declared ones are in the config).
+    fn published(&self) -> StoreResult<Vec<EntryRecord>>;
+
+    /// Withdraws a dataset; `Conflict` if it already is.
+    fn withdraw(&self, withdrawal: &Withdrawal) -> StoreResult<()>;
+    /// Ends the dataset's withdrawal; `NotFound` if it is not withdrawn.
+    fn reopen(&self, dataset: &str, by: &str, at: DateTime<Utc>) -> StoreResult<Withdrawal>;
+    /// The withdrawals in force now.
+    fn withdrawals(&self) -> StoreResult<Vec<Withdrawal>>;
+
+    fn put_application(&self, application: &Application) -> StoreResult<()>;
+    /// Writes a decided application and, for an approval, its agreement, in one transaction.
+    fn decide_application(&self, application: &Application, agreement: Option<&Agreement>) -> StoreResult<()>;
+    fn application(&self, id: &str) -> StoreResult<Option<Application>>;
+    /// Every application, oldest first.
+    fn applications(&self) -> StoreResult<Vec<Application>>;
+
+    fn put_objection(&self, objection: &Objection) -> StoreResult<()>;
+    fn objection(&self, id: &str) -> StoreResult<Option<Objection>>;
+    /// Every objection, oldest first.
+    fn objections(&self) -> StoreResult<Vec<Objection>>;
+
+    fn put_notification(&self, notification: &Notification) -> StoreResult<()>;
+    /// Undelivered, unabandoned notifications due at `now`, oldest first.
+    fn due_notifications(&self, now: DateTime<Utc>) -> StoreResult<Vec<Notification>>;
+    /// Every notification, oldest first.
+    fn notifications(&self) -> StoreResult<Vec<Notification>>;
 }

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use policy::{Agreement, AgreementStatus, Principal, Role};
+use policy::{Agreement, AgreementStatus, Application, Objection, Principal, Role};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Feedback, KeyRecord, Report, Store, StoreError, StoreResult, Usage};
+use super::{EntryRecord, Feedback, KeyRecord, Notification, Report, Store, StoreError, StoreResult, Usage, Withdrawal};
 
 /// Schema versions, in order. Never edit one that has shipped; add the next.
 const MIGRATIONS: &[&str] = &[
@@ -66,6 +66,43 @@ CREATE TABLE feedback (
     usage TEXT NOT NULL
 );
 CREATE INDEX feedback_by_agreement ON feedback(agreement, received_at);
+"#,
+    // Workflow records are kept whole as JSON documents, with the columns they are looked up
+    // or ordered by beside them.
+    r#"
+CREATE TABLE catalog_drafts (
+    id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
+CREATE TABLE catalog_published (
+    id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
+CREATE TABLE withdrawals (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    dataset TEXT NOT NULL,
+    in_force INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE UNIQUE INDEX withdrawals_in_force ON withdrawals(dataset) WHERE in_force = 1;
+CREATE TABLE applications (
+    id TEXT PRIMARY KEY,
+    submitted_at TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE objections (
+    id TEXT PRIMARY KEY,
+    filed_at TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE notifications (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    pending INTEGER NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX notifications_pending ON notifications(pending, next_attempt_at);
 "#,
 ];
 
@@ -140,6 +177,40 @@ fn parse_name<T: serde::de::DeserializeOwned>(column: usize, text: &str) -> rusq
 fn parse_time(column: usize, text: &str) -> rusqlite::Result<DateTime<Utc>> {
     text.parse()
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn put_agreement_on(c: &Connection, a: &Agreement, declared: bool) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO agreements (id, principal, status, terms, declared) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET principal = excluded.principal, status = excluded.status,
+             terms = excluded.terms, declared = excluded.declared",
+        params![a.id, a.principal, status_name(a.status), document(a)?, declared],
+    )
+    .map(|_| ())
+}
+
+/// A time as text that sorts as the time does (fixed width, UTC).
+fn sortable(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Serializes a workflow record for its `record` column.
+fn document<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// Reads the JSON documents a query returns in its first column.
+fn documents<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<T>> {
+    let mut statement = c.prepare(sql)?;
+    let rows = statement.query_map(params, |row| {
+        let text: String = row.get(0)?;
+        parse_json(0, &text)
+    })?;
+    rows.collect()
 }
 
 fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
@@ -297,6 +368,157 @@ impl Store for SqliteStore {
         })
     }
 
+    fn put_draft(&self, draft: &EntryRecord) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO catalog_drafts (id, record) VALUES (?1, ?2)",
+                params![draft.entry.id.as_str(), document(draft)?],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn draft(&self, id: &str) -> StoreResult<Option<EntryRecord>> {
+        self.with(|c| documents(c, "SELECT record FROM catalog_drafts WHERE id = ?1", [id]).map(|mut v| v.pop()))
+    }
+
+    fn drafts(&self) -> StoreResult<Vec<EntryRecord>> {
+        self.with(|c| documents(c, "SELECT record FROM catalog_drafts ORDER BY id", []))
+    }
+
+    fn publish(&self, id: &str, by: &str, at: DateTime<Utc>, version: u64) -> StoreResult<EntryRecord> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+        let tx = conn.unchecked_transaction()?;
+        let mut drafts: Vec<EntryRecord> = documents(&tx, "SELECT record FROM catalog_drafts WHERE id = ?1", [id])?;
+        let Some(mut record) = drafts.pop() else {
+            return Err(StoreError::NotFound(format!("no draft of `{id}` to publish")));
+        };
+        record.entry.last_updated = at;
+        record.by = by.to_owned();
+        record.at = at;
+        record.version = version;
+        tx.execute("INSERT OR REPLACE INTO catalog_published (id, record) VALUES (?1, ?2)", params![id, document(&record)?])?;
+        tx.execute("DELETE FROM catalog_drafts WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    fn published(&self) -> StoreResult<Vec<EntryRecord>> {
+        self.with(|c| documents(c, "SELECT record FROM catalog_published ORDER BY id", []))
+    }
+
+    fn withdraw(&self, w: &Withdrawal) -> StoreResult<()> {
+        let inserted = self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO withdrawals (dataset, in_force, record) VALUES (?1, 1, ?2)",
+                params![w.dataset, document(w)?],
+            )
+        })?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!("`{}` is already withdrawn", w.dataset)));
+        }
+        Ok(())
+    }
+
+    fn reopen(&self, dataset: &str, by: &str, at: DateTime<Utc>) -> StoreResult<Withdrawal> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+        let tx = conn.unchecked_transaction()?;
+        let mut current: Vec<Withdrawal> =
+            documents(&tx, "SELECT record FROM withdrawals WHERE dataset = ?1 AND in_force = 1", [dataset])?;
+        let Some(mut withdrawal) = current.pop() else {
+            return Err(StoreError::NotFound(format!("`{dataset}` is not withdrawn")));
+        };
+        withdrawal.reopened_at = Some(at);
+        withdrawal.reopened_by = Some(by.to_owned());
+        tx.execute(
+            "UPDATE withdrawals SET in_force = 0, record = ?2 WHERE dataset = ?1 AND in_force = 1",
+            params![dataset, document(&withdrawal)?],
+        )?;
+        tx.commit()?;
+        Ok(withdrawal)
+    }
+
+    fn withdrawals(&self) -> StoreResult<Vec<Withdrawal>> {
+        self.with(|c| documents(c, "SELECT record FROM withdrawals WHERE in_force = 1 ORDER BY seq", []))
+    }
+
+    fn put_application(&self, a: &Application) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO applications (id, submitted_at, record) VALUES (?1, ?2, ?3)",
+                params![a.id, a.submitted_at.to_rfc3339(), document(a)?],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn decide_application(&self, a: &Application, agreement: Option<&Agreement>) -> StoreResult<()> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+        let tx = conn.unchecked_transaction()?;
+        if let Some(agreement) = agreement {
+            put_agreement_on(&tx, agreement, false)?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO applications (id, submitted_at, record) VALUES (?1, ?2, ?3)",
+            params![a.id, a.submitted_at.to_rfc3339(), document(a)?],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn application(&self, id: &str) -> StoreResult<Option<Application>> {
+        self.with(|c| documents(c, "SELECT record FROM applications WHERE id = ?1", [id]).map(|mut v| v.pop()))
+    }
+
+    fn applications(&self) -> StoreResult<Vec<Application>> {
+        self.with(|c| documents(c, "SELECT record FROM applications ORDER BY submitted_at, id", []))
+    }
+
+    fn put_objection(&self, o: &Objection) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO objections (id, filed_at, record) VALUES (?1, ?2, ?3)",
+                params![o.id, o.filed_at.to_rfc3339(), document(o)?],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn objection(&self, id: &str) -> StoreResult<Option<Objection>> {
+        self.with(|c| documents(c, "SELECT record FROM objections WHERE id = ?1", [id]).map(|mut v| v.pop()))
+    }
+
+    fn objections(&self) -> StoreResult<Vec<Objection>> {
+        self.with(|c| documents(c, "SELECT record FROM objections ORDER BY filed_at, id", []))
+    }
+
+    fn put_notification(&self, n: &Notification) -> StoreResult<()> {
+        let pending = n.delivered_at.is_none() && !n.abandoned;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO notifications (id, seq, pending, next_attempt_at, record) \
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM notifications), ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO UPDATE SET pending = ?2, next_attempt_at = ?3, record = ?4",
+                params![n.id, pending, sortable(n.next_attempt_at), document(n)?],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn due_notifications(&self, now: DateTime<Utc>) -> StoreResult<Vec<Notification>> {
+        self.with(|c| {
+            documents(
+                c,
+                "SELECT record FROM notifications WHERE pending = 1 AND next_attempt_at <= ?1 ORDER BY seq",
+                [sortable(now)],
+            )
+        })
+    }
+
+    fn notifications(&self) -> StoreResult<Vec<Notification>> {
+        self.with(|c| documents(c, "SELECT record FROM notifications ORDER BY seq", []))
+    }
+
     fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.with(|c| {
             c.prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"))?
@@ -322,16 +544,7 @@ impl Store for SqliteStore {
         if self.principal(&a.principal)?.is_none() {
             return Err(StoreError::NotFound(format!("no principal `{}`", a.principal)));
         }
-        let terms = serde_json::to_string(a).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO agreements (id, principal, status, terms, declared) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (id) DO UPDATE SET principal = excluded.principal, status = excluded.status,
-                     terms = excluded.terms, declared = excluded.declared",
-                params![a.id, a.principal, status_name(a.status), terms, declared],
-            )
-            .map(|_| ())
-        })
+        self.with(|c| put_agreement_on(c, a, declared))
     }
 
     fn agreement(&self, id: &str) -> StoreResult<Option<Agreement>> {

@@ -1,0 +1,735 @@
+//! The platform's workflows, on the data port for owners and users (by their keys' principals)
+//! and on the admin port for the operators (by the operator token): catalog drafts and
+//! publication, withdrawal and reopening, applications and their decisions, agreements'
+//! suspension and revocation, objections.
+//!
+//! Each action checks the actor's role and, for owners, that the dataset is their department's
+//! (`policy::may_act_for`) before it reads the body or touches the store, so a call by the wrong
+//! role is a 403 that changes nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use policy::{
+    Agreement, AgreementStatus, Application, ApplicationStatus, DatasetId, DatasetTerms, Field, Format, Mask, Objection,
+    ObjectionStatus, OpenType, Principal, Quota, Rate, Role, TransitionError, UpdateFrequency,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::admin::{blocking, read_json};
+use super::response::{json, Body};
+use crate::call;
+use crate::config::{DatasetConfig, SourceConfig};
+use crate::error::{Error, Kind};
+use crate::notify;
+use crate::state::State;
+use crate::store::{EntryRecord, StoreError, Withdrawal};
+
+/// Longest free text (purpose, reasons, descriptions) the workflows take.
+const MAX_TEXT_CHARS: usize = 4000;
+
+/// Who is acting: the operators (the admin token) or a principal (a key on the data port).
+pub enum Actor {
+    Operator,
+    Principal(Principal),
+}
+
+impl Actor {
+    /// The name recorded as having acted.
+    fn id(&self) -> String {
+        match self {
+            Actor::Operator => "operator".to_owned(),
+            Actor::Principal(p) => p.id.clone(),
+        }
+    }
+
+    /// Whether the actor may act as the owner of `department`'s datasets.
+    fn owns(&self, department: &str) -> bool {
+        match self {
+            Actor::Operator => true,
+            Actor::Principal(p) => policy::may_act_for(p, department),
+        }
+    }
+
+    fn is_user(&self) -> bool {
+        matches!(self, Actor::Principal(p) if p.role == Role::User)
+    }
+
+    fn principal_id(&self) -> Option<&str> {
+        match self {
+            Actor::Operator => None,
+            Actor::Principal(p) => Some(&p.id),
+        }
+    }
+}
+
+fn wrong_role(message: impl Into<String>) -> Error {
+    Error::new(Kind::Forbidden, "wrong_role", message)
+}
+
+fn key_required() -> Error {
+    Error::new(Kind::Unauthenticated, "key_required", "this workflow needs your API key")
+}
+
+/// The principal behind the key a data-port request presents; `None` without a key.
+pub async fn principal(state: &Arc<State>, headers: &hyper::HeaderMap) -> Result<Option<Principal>, Error> {
+    match state.keys.caller(headers).await? {
+        policy::Caller::Anonymous => Ok(None),
+        policy::Caller::Key { principal, .. } => {
+            let found = blocking(state, move |s| s.principal(&principal)).await?;
+            found.map(Some).ok_or_else(|| Error::new(Kind::Unauthenticated, "unknown_key", "the key's principal is gone"))
+        }
+    }
+}
+
+/// The actor behind a data-port request; 401 without a key.
+pub async fn actor(state: &Arc<State>, headers: &hyper::HeaderMap) -> Result<Actor, Error> {
+    principal(state, headers).await?.map(Actor::Principal).ok_or_else(key_required)
+}
+
+/// Today in the platform's time zone (the one daily quotas count in).
+pub fn today(state: &State) -> NaiveDate {
+    local_date(state, Utc::now())
+}
+
+fn local_date(state: &State, at: DateTime<Utc>) -> NaiveDate {
+    let offset = chrono::FixedOffset::east_opt(state.config.limits.quota_utc_offset_hours * 3600).expect("checked");
+    at.with_timezone(&offset).date_naive()
+}
+
+fn text(field: &str, value: &str) -> Result<String, Error> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > MAX_TEXT_CHARS {
+        return Err(Error::bad_request("bad_body", format!("{field}: 1 to {MAX_TEXT_CHARS} characters")));
+    }
+    Ok(value.to_owned())
+}
+
+fn transition(e: TransitionError) -> Error {
+    match e {
+        TransitionError::AlreadyDecided(_) => Error::new(Kind::Conflict, "already_decided", e.to_string()),
+        TransitionError::ReasonRequired => Error::bad_request("reason_required", "reason: a rejection needs a reason"),
+        TransitionError::ResponseRequired => {
+            Error::bad_request("response_required", "response: resolving an objection needs a response")
+        }
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+}
+
+// ---- Catalog: drafts, publication, withdrawal --------------------------------------------
+
+/// A catalog entry as an owner writes it; the id is the URL's and `last_updated` is set on
+/// publication.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DraftRequest {
+    title: String,
+    #[serde(default)]
+    description: String,
+    /// The owning department; an owner's is its own and may be left out.
+    owner: Option<String>,
+    open_type: OpenType,
+    format: Format,
+    update_frequency: UpdateFrequency,
+    license: String,
+    #[serde(default)]
+    keywords: Vec<String>,
+    source: SourceConfig,
+    fields: Vec<Field>,
+}
+
+/// `PUT /v1/datasets/{id}/draft`: writes the owner's draft of an entry (new, or a change to a
+/// published one); it is served only once the operators publish it.
+pub async fn put_draft(state: &Arc<State>, actor: Actor, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let id: DatasetId =
+        id.parse().map_err(|e: policy::catalog::InvalidDatasetId| Error::bad_request("bad_id", e.to_string()))?;
+    let department = match &actor {
+        Actor::Principal(p) if p.role == Role::Owner => p.department.clone(),
+        Actor::Principal(p) if p.role == Role::Operator => None,
+        Actor::Operator => None,
+        Actor::Principal(_) => return Err(wrong_role("catalog entries are written by their owners")),
+    };
+    let live = state.live();
+    if let Some(existing) = live.catalog.get(&id) {
+        if !actor.owns(&existing.dataset.owner) {
+            return Err(wrong_role(format!("`{id}` belongs to {}", existing.dataset.owner)));
+        }
+    }
+    let draft_id = id.to_string();
+    if let Some(draft) = blocking(state, move |s| s.draft(&draft_id)).await? {
+        if !actor.owns(&draft.entry.owner) {
+            return Err(wrong_role(format!("`{id}` is being drafted by {}", draft.entry.owner)));
+        }
+    }
+    let body: DraftRequest = read_json(req).await?;
+    let owner = match (department, body.owner) {
+        (Some(own), Some(given)) if own != given => {
+            return Err(wrong_role(format!("you act for {own}, not {given}")));
+        }
+        (Some(own), _) => own,
+        (None, Some(given)) if !given.trim().is_empty() => given,
+        (None, _) => return Err(Error::bad_request("bad_body", "owner: name the owning department")),
+    };
+    let entry = DatasetConfig {
+        id: id.clone(),
+        title: text("title", &body.title)?,
+        description: body.description,
+        owner,
+        open_type: body.open_type,
+        format: body.format,
+        update_frequency: body.update_frequency,
+        last_updated: Utc::now(),
+        license: text("license", &body.license)?,
+        keywords: body.keywords,
+        source: body.source,
+        fields: body.fields,
+    };
+    let problems = crate::config::entry_problems(&entry);
+    if !problems.is_empty() {
+        return Err(Error::bad_request("bad_entry", problems.join("; ")));
+    }
+    let record = EntryRecord { entry, by: actor.id(), at: Utc::now(), version: 0 };
+    let stored = record.clone();
+    blocking(state, move |s| s.put_draft(&stored)).await?;
+    Ok(json(StatusCode::OK, &draft_view(&record)))
+}
+
+fn draft_view(record: &EntryRecord) -> Value {
+    json!({ "status": "draft", "entry": record.entry, "written_by": record.by, "written_at": record.at })
+}
+
+/// `GET /v1/datasets/{id}/draft`.
+pub async fn get_draft(state: &Arc<State>, actor: Actor, id: &str) -> Result<Response<Body>, Error> {
+    let wanted = id.to_owned();
+    let draft = blocking(state, move |s| s.draft(&wanted)).await?.ok_or_else(|| not_found("no draft of this dataset"))?;
+    if !actor.owns(&draft.entry.owner) {
+        return Err(wrong_role("drafts are seen by their owner and the operators"));
+    }
+    Ok(json(StatusCode::OK, &draft_view(&draft)))
+}
+
+/// `GET /admin/drafts`: every draft waiting for review.
+pub async fn drafts(state: &Arc<State>) -> Result<Response<Body>, Error> {
+    let drafts = blocking(state, |s| s.drafts()).await?;
+    Ok(json(StatusCode::OK, &json!({ "drafts": drafts.iter().map(draft_view).collect::<Vec<_>>() })))
+}
+
+/// `POST /admin/datasets/{id}/publish`: the operators' review passed; the draft is served from
+/// the next request, with its version one more and `last_updated` now.
+pub async fn publish(state: &Arc<State>, id: &str) -> Result<Response<Body>, Error> {
+    let wanted = id.to_owned();
+    let draft = blocking(state, move |s| s.draft(&wanted)).await?.ok_or_else(|| not_found("no draft of this dataset"))?;
+    if let SourceConfig::File(path) = &draft.entry.source {
+        if !state.config.data_dir.join(path).is_file() {
+            return Err(Error::new(
+                Kind::Conflict,
+                "source_missing",
+                format!("the draft's file `{}` is not in the data directory", path.display()),
+            ));
+        }
+    }
+    let version = state.live().catalog.get(&draft.entry.id).map_or(0, |e| e.version) + 1;
+    let id = id.to_owned();
+    let published = blocking(state, move |s| s.publish(&id, "operator", Utc::now(), version)).await?;
+    state.refresh_catalog().await?;
+    tracing::info!(dataset = %published.entry.id, version, "catalog entry published");
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "id": published.entry.id, "status": "published", "version": published.version,
+                 "last_updated": published.entry.last_updated, "entry": published.entry }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonRequest {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST .../datasets/{id}/withdraw`: stops serving the dataset at once, in-flight answers
+/// included; its recipients are in the trace report.
+pub async fn withdraw(state: &Arc<State>, actor: Actor, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let owner = call::lookup_any(&state.live(), id)?.dataset.owner.clone();
+    if !actor.owns(&owner) {
+        return Err(wrong_role(format!("only {owner} or the operators withdraw this dataset")));
+    }
+    let body: ReasonRequest = read_json(req).await?;
+    let reason = text("reason", &body.reason).map_err(|_| {
+        Error::bad_request("reason_required", format!("reason: say why it is withdrawn, in 1 to {MAX_TEXT_CHARS} characters"))
+    })?;
+    let withdrawal = Withdrawal {
+        dataset: id.to_owned(),
+        withdrawn_at: Utc::now(),
+        withdrawn_by: actor.id(),
+        reason,
+        reopened_at: None,
+        reopened_by: None,
+    };
+    let stored = withdrawal.clone();
+    blocking(state, move |s| s.withdraw(&stored)).await?;
+    state.refresh_catalog().await?;
+    tracing::warn!(dataset = id, by = %withdrawal.withdrawn_by, reason = %withdrawal.reason, "dataset withdrawn");
+    let mut value = serde_json::to_value(&withdrawal).expect("withdrawals serialize");
+    value["trace"] = json!(format!("/admin/datasets/{id}/trace"));
+    Ok(json(StatusCode::OK, &value))
+}
+
+/// `POST .../datasets/{id}/reopen`: serves a withdrawn dataset again.
+pub async fn reopen(state: &Arc<State>, actor: Actor, id: &str) -> Result<Response<Body>, Error> {
+    let owner = call::lookup_any(&state.live(), id)?.dataset.owner.clone();
+    if !actor.owns(&owner) {
+        return Err(wrong_role(format!("only {owner} or the operators reopen this dataset")));
+    }
+    let (dataset, by) = (id.to_owned(), actor.id());
+    let reopened = blocking(state, move |s| s.reopen(&dataset, &by, Utc::now())).await?;
+    state.refresh_catalog().await?;
+    tracing::info!(dataset = id, "dataset reopened");
+    Ok(json(StatusCode::OK, &reopened))
+}
+
+/// Open objections by dataset, for the catalog's metadata.
+pub async fn open_objections(state: &Arc<State>) -> Result<HashMap<String, u64>, Error> {
+    let objections = blocking(state, |s| s.objections()).await?;
+    let mut counts = HashMap::new();
+    for o in objections.iter().filter(|o| o.status == ObjectionStatus::Open) {
+        *counts.entry(o.dataset.to_string()).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+// ---- Applications --------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplicationRequest {
+    dataset: String,
+    purpose: String,
+    scenario: String,
+    security_measures: String,
+    columns: Vec<String>,
+}
+
+/// An application as the API shows it: the record, and whether it is overdue today.
+fn application_view(state: &State, a: &Application) -> Value {
+    let mut value = serde_json::to_value(a).expect("applications serialize");
+    value["overdue"] = json!(a.overdue(today(state)));
+    value
+}
+
+/// `POST /v1/applications`: a user applies for a conditionally open dataset.
+pub async fn apply(state: &Arc<State>, actor: Actor, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let Actor::Principal(applicant) = actor else { return Err(wrong_role("users apply, with their own key")) };
+    if applicant.role != Role::User {
+        return Err(wrong_role("applications are made by users"));
+    }
+    let body: ApplicationRequest = read_json(req).await?;
+    let live = state.live();
+    let entry = call::lookup(&live, &body.dataset)?;
+    if entry.dataset.open_type != OpenType::Conditional {
+        return Err(Error::bad_request(
+            "not_conditional",
+            format!("`{}` is open to everyone without an application", entry.dataset.id),
+        ));
+    }
+    if body.columns.is_empty() {
+        return Err(Error::bad_request("bad_body", "columns: name the columns you need"));
+    }
+    if let Some(unknown) = body.columns.iter().find(|c| entry.dataset.field(c).is_none()) {
+        return Err(Error::bad_request("bad_body", format!("columns: `{unknown}` is not a field of this dataset")));
+    }
+    let submitted_at = Utc::now();
+    let due_by = Application::due_date(&state.config.calendar, local_date(state, submitted_at)).map_err(|e| {
+        Error::new(
+            Kind::Unavailable,
+            "calendar_not_covered",
+            format!("the working-day calendar cannot set a due date ({e}); the operators must add the year's schedule"),
+        )
+    })?;
+    let application = Application {
+        id: new_id("ap"),
+        applicant: applicant.id.clone(),
+        dataset: entry.dataset.id.clone(),
+        purpose: text("purpose", &body.purpose)?,
+        scenario: text("scenario", &body.scenario)?,
+        security_measures: text("security_measures", &body.security_measures)?,
+        columns: body.columns,
+        status: ApplicationStatus::Submitted,
+        submitted_at,
+        due_by,
+        decided_at: None,
+        decided_by: None,
+        reason: None,
+        agreement: None,
+        reminded: false,
+    };
+    let (stored, owner, st) = (application.clone(), entry.dataset.owner.clone(), state.clone());
+    blocking(state, move |s| {
+        s.put_application(&stored)?;
+        notify::enqueue(
+            &st,
+            &owner,
+            "application_submitted",
+            json!({ "application": stored.id, "dataset": stored.dataset, "applicant": stored.applicant,
+                    "due_by": stored.due_by }),
+        )
+    })
+    .await?;
+    Ok(json(StatusCode::CREATED, &application_view(state, &application)))
+}
+
+/// Whether the actor may see an application: its applicant, its dataset's owner, the operators.
+fn sees_application(state: &State, actor: &Actor, a: &Application) -> bool {
+    actor.principal_id() == Some(a.applicant.as_str()) || owns_dataset(state, actor, &a.dataset)
+}
+
+/// Whether the actor acts for the owner of `dataset` (withdrawn or not).
+fn owns_dataset(state: &State, actor: &Actor, dataset: &DatasetId) -> bool {
+    match actor {
+        Actor::Operator => true,
+        Actor::Principal(p) if p.role == Role::User => false,
+        _ => state.live().catalog.get(dataset).is_some_and(|e| actor.owns(&e.dataset.owner)),
+    }
+}
+
+async fn load_application(state: &Arc<State>, id: &str) -> Result<Application, Error> {
+    let id = id.to_owned();
+    blocking(state, move |s| s.application(&id)).await?.ok_or_else(|| not_found("no application with this id"))
+}
+
+/// `GET /v1/applications/{id}`.
+pub async fn application(state: &Arc<State>, actor: Actor, id: &str) -> Result<Response<Body>, Error> {
+    let a = load_application(state, id).await?;
+    if !sees_application(state, &actor, &a) {
+        return Err(wrong_role("applications are seen by their applicant and the dataset's owner"));
+    }
+    Ok(json(StatusCode::OK, &application_view(state, &a)))
+}
+
+/// `GET /v1/applications?status=`: a user's own, an owner's datasets', or (operators) all.
+pub async fn applications(state: &Arc<State>, actor: Actor, status: Option<&str>) -> Result<Response<Body>, Error> {
+    let status = match status {
+        None | Some("") => None,
+        Some(s) => Some(ApplicationStatus::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| {
+            Error::bad_request("bad_parameter", format!("`status` is submitted, approved or rejected, not `{s}`"))
+        })?),
+    };
+    let all = blocking(state, |s| s.applications()).await?;
+    let shown: Vec<Value> = all
+        .iter()
+        .filter(|a| status.is_none_or(|s| a.status == s))
+        .filter(|a| sees_application(state, &actor, a))
+        .map(|a| application_view(state, a))
+        .collect();
+    Ok(json(StatusCode::OK, &json!({ "applications": shown })))
+}
+
+/// The terms an owner approves an application with; the columns default to those applied for.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveRequest {
+    columns: Option<Vec<String>>,
+    row_filter: Option<String>,
+    #[serde(default)]
+    masks: std::collections::BTreeMap<String, Mask>,
+    valid_from: Option<DateTime<Utc>>,
+    valid_until: DateTime<Utc>,
+    rate: Rate,
+    quota: Quota,
+}
+
+/// The actor for deciding an application: the dataset's owner (or the operators).
+async fn decider(state: &Arc<State>, actor: &Actor, id: &str) -> Result<Application, Error> {
+    let a = load_application(state, id).await?;
+    if !owns_dataset(state, actor, &a.dataset) {
+        return Err(wrong_role("applications are decided by the dataset's owner"));
+    }
+    Ok(a)
+}
+
+/// `POST /v1/applications/{id}/approve`: makes the agreement, which the applicant's key uses
+/// from its next request.
+pub async fn approve(state: &Arc<State>, actor: Actor, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let mut application = decider(state, &actor, id).await?;
+    application.pending().map_err(transition)?;
+    let terms: ApproveRequest = read_json(req).await?;
+    let now = Utc::now();
+    let agreement = Agreement {
+        id: new_id("ag"),
+        principal: application.applicant.clone(),
+        purpose: application.purpose.clone(),
+        datasets: vec![DatasetTerms {
+            dataset: application.dataset.clone(),
+            columns: terms.columns.unwrap_or_else(|| application.columns.clone()),
+            row_filter: terms.row_filter,
+            masks: terms.masks,
+        }],
+        valid_from: terms.valid_from.unwrap_or(now),
+        valid_until: terms.valid_until,
+        status: AgreementStatus::Active,
+        rate: terms.rate,
+        quota: terms.quota,
+    };
+    let live = state.live();
+    agreement.check(|id| live.catalog.get(id).map(|e| &e.dataset)).map_err(|e| Error::bad_request("bad_terms", e.to_string()))?;
+    application.approve(&actor.id(), now, agreement.id.clone()).map_err(transition)?;
+    let (a, ag) = (application.clone(), agreement.clone());
+    blocking(state, move |s| {
+        // Decided once: a concurrent decision that landed first wins.
+        match s.application(&a.id)? {
+            Some(current) if current.status != ApplicationStatus::Submitted => {
+                Err(StoreError::Conflict(format!("application `{}` is already {}", a.id, current.status.as_str())))
+            }
+            _ => s.decide_application(&a, Some(&ag)),
+        }
+    })
+    .await?;
+    state.keys.invalidate();
+    tracing::info!(application = %application.id, agreement = %agreement.id, "application approved");
+    Ok(json(StatusCode::OK, &json!({ "application": application_view(state, &application), "agreement": agreement })))
+}
+
+/// `POST /v1/applications/{id}/reject`: a reason is required.
+pub async fn reject(state: &Arc<State>, actor: Actor, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let mut application = decider(state, &actor, id).await?;
+    application.pending().map_err(transition)?;
+    let body: ReasonRequest = read_json(req).await?;
+    if body.reason.chars().count() > MAX_TEXT_CHARS {
+        return Err(Error::bad_request("bad_body", format!("reason: at most {MAX_TEXT_CHARS} characters")));
+    }
+    application.reject(&actor.id(), Utc::now(), &body.reason).map_err(transition)?;
+    let a = application.clone();
+    blocking(state, move |s| match s.application(&a.id)? {
+        Some(current) if current.status != ApplicationStatus::Submitted => {
+            Err(StoreError::Conflict(format!("application `{}` is already {}", a.id, current.status.as_str())))
+        }
+        _ => s.decide_application(&a, None),
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &application_view(state, &application)))
+}
+
+// ---- Agreements ----------------------------------------------------------------------------
+
+/// What an owner or the operators do to an agreement.
+#[derive(Clone, Copy)]
+pub enum AgreementAction {
+    Suspend,
+    Resume,
+    Revoke,
+}
+
+impl AgreementAction {
+    pub fn parse(name: &str) -> Option<AgreementAction> {
+        match name {
+            "suspend" => Some(AgreementAction::Suspend),
+            "resume" => Some(AgreementAction::Resume),
+            "revoke" => Some(AgreementAction::Revoke),
+            _ => None,
+        }
+    }
+}
+
+/// `POST .../agreements/{id}/{suspend|resume|revoke}`: effective on the holder's next request
+/// and on its answers in flight.
+pub async fn change_agreement(
+    state: &Arc<State>,
+    actor: Actor,
+    id: &str,
+    action: AgreementAction,
+) -> Result<Response<Body>, Error> {
+    let wanted = id.to_owned();
+    let agreement =
+        blocking(state, move |s| s.agreement(&wanted)).await?.ok_or_else(|| not_found("no agreement with this id"))?;
+    if !agreement.datasets.iter().all(|t| owns_dataset(state, &actor, &t.dataset)) {
+        return Err(wrong_role("agreements are changed by the owner of every dataset they cover, or the operators"));
+    }
+    let status = match (action, agreement.status) {
+        (_, AgreementStatus::Revoked) => {
+            return Err(Error::new(Kind::Conflict, "already_revoked", "the agreement is revoked for good"));
+        }
+        (AgreementAction::Suspend, _) => AgreementStatus::Suspended,
+        (AgreementAction::Resume, AgreementStatus::Suspended) => AgreementStatus::Active,
+        (AgreementAction::Resume, _) => {
+            return Err(Error::new(Kind::Conflict, "not_suspended", "only a suspended agreement resumes"));
+        }
+        (AgreementAction::Revoke, _) => AgreementStatus::Revoked,
+    };
+    let id = id.to_owned();
+    let changed = blocking(state, move |s| {
+        s.set_agreement_status(&id, status)?;
+        s.agreement(&id)
+    })
+    .await?
+    .ok_or_else(|| not_found("no agreement with this id"))?;
+    state.keys.invalidate();
+    state.agreement_changed(&changed.id, status == AgreementStatus::Active);
+    tracing::info!(agreement = %changed.id, status = ?status, by = %actor.id(), "agreement changed");
+    Ok(json(StatusCode::OK, &changed))
+}
+
+/// The agreements on the datasets an owner acts for (all of them for operators).
+pub async fn owned_agreements(state: &Arc<State>, actor: &Actor) -> Result<Vec<Agreement>, Error> {
+    let all = blocking(state, |s| s.agreements()).await?;
+    Ok(all.into_iter().filter(|a| a.datasets.iter().any(|t| owns_dataset(state, actor, &t.dataset))).collect())
+}
+
+// ---- Objections ----------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObjectionRequest {
+    description: String,
+    contact: Option<String>,
+}
+
+/// `POST /v1/datasets/{id}/objections`: anyone flags an error or omission in a published
+/// dataset; anonymous filers leave a contact.
+pub async fn object(
+    state: &Arc<State>,
+    filer: Option<Principal>,
+    dataset: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
+    let live = state.live();
+    let entry = call::lookup(&live, dataset)?;
+    let body: ObjectionRequest = read_json(req).await?;
+    let description = text("description", &body.description)?;
+    let contact = body.contact.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    if filer.is_none() && contact.is_none() {
+        return Err(Error::bad_request(
+            "bad_body",
+            "contact: an anonymous objection needs a way to reach its filer (e-mail or telephone)",
+        ));
+    }
+    if contact.as_ref().is_some_and(|c| c.chars().count() > 200) {
+        return Err(Error::bad_request("bad_body", "contact: at most 200 characters"));
+    }
+    let objection = Objection {
+        id: new_id("ob"),
+        dataset: entry.dataset.id.clone(),
+        filed_at: Utc::now(),
+        description,
+        contact,
+        principal: filer.map(|p| p.id),
+        status: ObjectionStatus::Open,
+        response: None,
+        resolved_at: None,
+        resolved_by: None,
+    };
+    let (stored, owner, st) = (objection.clone(), entry.dataset.owner.clone(), state.clone());
+    blocking(state, move |s| {
+        s.put_objection(&stored)?;
+        notify::enqueue(
+            &st,
+            &owner,
+            "objection_filed",
+            json!({ "objection": stored.id, "dataset": stored.dataset, "description": stored.description }),
+        )
+    })
+    .await?;
+    Ok(json(StatusCode::CREATED, &objection))
+}
+
+/// An objection as `viewer` may see it: the filer's contact only for the owner, the operators
+/// and the filer.
+fn objection_view(state: &State, viewer: Option<&Actor>, o: &Objection) -> Value {
+    let mut value = serde_json::to_value(o).expect("objections serialize");
+    let privileged = viewer.is_some_and(|v| {
+        owns_dataset(state, v, &o.dataset) || (v.principal_id().is_some() && v.principal_id() == o.principal.as_deref())
+    });
+    if !privileged {
+        if let Some(map) = value.as_object_mut() {
+            map.remove("contact");
+        }
+    }
+    value
+}
+
+/// `GET /v1/objections/{id}`: anyone may follow an objection.
+pub async fn objection(state: &Arc<State>, viewer: Option<Actor>, id: &str) -> Result<Response<Body>, Error> {
+    let wanted = id.to_owned();
+    let o = blocking(state, move |s| s.objection(&wanted)).await?.ok_or_else(|| not_found("no objection with this id"))?;
+    Ok(json(StatusCode::OK, &objection_view(state, viewer.as_ref(), &o)))
+}
+
+/// `GET /v1/objections?status=&dataset=`: the objections on an owner's datasets (all for
+/// operators).
+pub async fn objections(
+    state: &Arc<State>,
+    actor: Actor,
+    status: Option<&str>,
+    dataset: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    if actor.is_user() {
+        return Err(wrong_role("objection lists are for owners; follow your own at /v1/objections/{id}"));
+    }
+    let status = match status {
+        None | Some("") => None,
+        Some(s) => Some(ObjectionStatus::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| {
+            Error::bad_request("bad_parameter", format!("`status` is open or resolved, not `{s}`"))
+        })?),
+    };
+    let all = blocking(state, |s| s.objections()).await?;
+    let shown: Vec<Value> = all
+        .iter()
+        .filter(|o| status.is_none_or(|s| o.status == s))
+        .filter(|o| dataset.is_none_or(|d| d.is_empty() || o.dataset.as_str() == d))
+        .filter(|o| owns_dataset(state, &actor, &o.dataset))
+        .map(|o| objection_view(state, Some(&actor), o))
+        .collect();
+    Ok(json(StatusCode::OK, &json!({ "objections": shown })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveRequest {
+    #[serde(default)]
+    response: String,
+}
+
+/// `POST /v1/objections/{id}/resolve`: the owner answers and closes it.
+pub async fn resolve(state: &Arc<State>, actor: Actor, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let wanted = id.to_owned();
+    let mut o =
+        blocking(state, move |s| s.objection(&wanted)).await?.ok_or_else(|| not_found("no objection with this id"))?;
+    if !owns_dataset(state, &actor, &o.dataset) {
+        return Err(wrong_role("objections are resolved by the dataset's owner"));
+    }
+    let body: ResolveRequest = read_json(req).await?;
+    if body.response.chars().count() > MAX_TEXT_CHARS {
+        return Err(Error::bad_request("bad_body", format!("response: at most {MAX_TEXT_CHARS} characters")));
+    }
+    o.resolve(&actor.id(), Utc::now(), &body.response).map_err(transition)?;
+    let stored = o.clone();
+    blocking(state, move |s| s.put_objection(&stored)).await?;
+    Ok(json(StatusCode::OK, &objection_view(state, Some(&actor), &o)))
+}
+
+/// Sets the workflow gauges from the store, at each scrape.
+pub fn count_for_metrics(state: &State) -> Result<(), StoreError> {
+    let applications = state.store.applications()?;
+    let today = today(state);
+    for status in ApplicationStatus::ALL {
+        let n = applications.iter().filter(|a| a.status == status).count();
+        state.metrics.applications.with_label_values(&[status.as_str()]).set(n as i64);
+    }
+    state.metrics.applications_overdue.set(applications.iter().filter(|a| a.overdue(today)).count() as i64);
+    let objections = state.store.objections()?;
+    for status in ObjectionStatus::ALL {
+        let n = objections.iter().filter(|o| o.status == status).count();
+        state.metrics.objections.with_label_values(&[status.as_str()]).set(n as i64);
+    }
+    Ok(())
+}
+
+fn not_found(message: &str) -> Error {
+    Error::new(Kind::NotFound, "not_found", message)
+}

@@ -1,0 +1,180 @@
+//! Owners' notifications by webhook: new applications, new objections and application
+//! deadlines coming close, POSTed as JSON to the URL configured for the owning department.
+//!
+//! A notification is written to the store before anything is sent (the outbox), so a restart
+//! or an owner's server being down loses none: the sender retries with exponential backoff (1 s,
+//! 2 s, 4 s ... at most an hour apart) until a 2xx answer, or gives up after
+//! `webhooks.max_attempts` and marks it abandoned. Deliveries are at least once; each body
+//! carries the notification's `id` for the receiver to drop repeats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+use crate::state::State;
+use crate::store::Notification;
+
+/// How long one delivery attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two attempts.
+const MAX_BACKOFF_SECONDS: i64 = 3600;
+/// How often the outbox and the deadlines are looked at when nothing wakes the sender.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+const DEADLINE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Writes a notification for `department` to the outbox, if it has a webhook, and wakes the
+/// sender. `event` names what happened; `details` say what it happened to. Blocking (store).
+pub fn enqueue(state: &State, department: &str, event: &str, details: Value) -> Result<(), crate::store::StoreError> {
+    let Some(url) = state.config.webhooks.owners.get(department) else { return Ok(()) };
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = Utc::now();
+    let notification = Notification {
+        payload: json!({ "id": id, "event": event, "department": department, "at": now, "details": details }),
+        id,
+        url: url.clone(),
+        attempts: 0,
+        next_attempt_at: now,
+        delivered_at: None,
+        abandoned: false,
+        last_error: None,
+    };
+    state.store.put_notification(&notification)?;
+    state.notifications_waiting.notify_one();
+    Ok(())
+}
+
+/// When the attempt after `attempts` failed ones is due.
+fn backoff(attempts: u32, now: DateTime<Utc>) -> DateTime<Utc> {
+    let seconds = 1i64.checked_shl(attempts.saturating_sub(1)).unwrap_or(i64::MAX).min(MAX_BACKOFF_SECONDS);
+    now + chrono::Duration::seconds(seconds)
+}
+
+/// Sends what is due until `shutdown`; reminds owners of deadlines once a minute.
+pub async fn run(state: Arc<State>, shutdown: impl std::future::Future<Output = ()>) {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut deadlines = tokio::time::interval(DEADLINE_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = deadlines.tick() => remind(&state).await,
+            () = state.notifications_waiting.notified() => {}
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+        let store = state.store.clone();
+        let due = match tokio::task::spawn_blocking(move || store.due_notifications(Utc::now())).await {
+            Ok(Ok(due)) => due,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the notification outbox");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        for notification in due {
+            deliver(&state, &client, notification).await;
+        }
+    }
+}
+
+async fn deliver(state: &Arc<State>, client: &Client<HttpConnector, Full<Bytes>>, mut n: Notification) {
+    let request = hyper::Request::post(&n.url)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, concat!("kaifang/", env!("CARGO_PKG_VERSION")))
+        .body(Full::new(Bytes::from(n.payload.to_string())));
+    let outcome = match request {
+        Err(e) => Err(e.to_string()),
+        Ok(request) => match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(request)).await {
+            Err(_) => Err(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(response)) if response.status().is_success() => Ok(()),
+            Ok(Ok(response)) => Err(format!("answered {}", response.status())),
+        },
+    };
+    let now = Utc::now();
+    n.attempts += 1;
+    let result = match outcome {
+        Ok(()) => {
+            n.delivered_at = Some(now);
+            n.last_error = None;
+            "delivered"
+        }
+        Err(e) => {
+            tracing::warn!(url = %n.url, attempts = n.attempts, error = %e, "webhook not delivered");
+            n.last_error = Some(e);
+            if n.attempts >= state.config.webhooks.max_attempts {
+                n.abandoned = true;
+                "abandoned"
+            } else {
+                n.next_attempt_at = backoff(n.attempts, now);
+                "retried"
+            }
+        }
+    };
+    state.metrics.webhook_deliveries.with_label_values(&[result]).inc();
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.put_notification(&n)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot record a webhook attempt"),
+        Err(e) => tracing::warn!(error = %e, "webhook bookkeeping task failed"),
+    }
+}
+
+/// Tells owners of applications whose deadline is within `remind_within_working_days`, once per
+/// application.
+async fn remind(state: &Arc<State>) {
+    let state = state.clone();
+    let reminded = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+        let today = crate::http::workflow::today(&state);
+        let within = i64::from(state.config.webhooks.remind_within_working_days);
+        let live = state.live();
+        let mut count = 0;
+        for mut application in state.store.applications().map_err(|e| e.to_string())? {
+            if application.reminded || application.status != policy::ApplicationStatus::Submitted {
+                continue;
+            }
+            let Ok(left) = state.config.calendar.working_days_between(today, application.due_by) else { continue };
+            if left > within {
+                continue;
+            }
+            let Some(entry) = live.catalog.get(&application.dataset) else { continue };
+            enqueue(
+                &state,
+                &entry.dataset.owner,
+                "deadline_approaching",
+                json!({ "application": application.id, "dataset": application.dataset, "due_by": application.due_by,
+                        "working_days_left": left.max(0) }),
+            )
+            .map_err(|e| e.to_string())?;
+            application.reminded = true;
+            state.store.put_application(&application).map_err(|e| e.to_string())?;
+            count += 1;
+        }
+        Ok(count)
+    })
+    .await;
+    match reminded {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(applications = n, "owners reminded of approaching deadlines"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "deadline reminders failed"),
+        Err(e) => tracing::warn!(error = %e, "deadline reminder task failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_an_hour() {
+        let now = Utc::now();
+        let waits: Vec<i64> = [1, 2, 3, 4, 12, 13, 40, 200].iter().map(|&a| (backoff(a, now) - now).num_seconds()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 2048, 3600, 3600, 3600]);
+    }
+}

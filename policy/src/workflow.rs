@@ -1,0 +1,281 @@
+//! The lifecycles owners and users go through: applications for conditional data and
+//! objections to published data. Each is a record and the transitions it may make; who may
+//! make them is [`may_act_for`], when an application is due is the [`Calendar`]'s.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::agreement::{Principal, Role};
+use crate::calendar::{Calendar, CalendarError};
+use crate::catalog::DatasetId;
+
+/// Working days an owner has to answer an application.
+pub const ANSWER_WITHIN_WORKING_DAYS: u32 = 10;
+
+/// Where an application stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplicationStatus {
+    /// Waiting for the owner's answer.
+    Submitted,
+    /// Approved: an agreement was made from it.
+    Approved,
+    /// Rejected, with a reason.
+    Rejected,
+}
+
+impl ApplicationStatus {
+    pub const ALL: [ApplicationStatus; 3] =
+        [ApplicationStatus::Submitted, ApplicationStatus::Approved, ApplicationStatus::Rejected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplicationStatus::Submitted => "submitted",
+            ApplicationStatus::Approved => "approved",
+            ApplicationStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// A user's application for a conditionally open dataset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Application {
+    pub id: String,
+    /// The applying principal.
+    pub applicant: String,
+    pub dataset: DatasetId,
+    /// What the data is for.
+    pub purpose: String,
+    /// Where and how it will be used.
+    pub scenario: String,
+    /// How the applicant will keep it safe.
+    pub security_measures: String,
+    /// The columns asked for.
+    pub columns: Vec<String>,
+    pub status: ApplicationStatus,
+    pub submitted_at: DateTime<Utc>,
+    /// The last day the owner may answer on: [`ANSWER_WITHIN_WORKING_DAYS`] working days after
+    /// the day of submission, in the platform's time zone.
+    pub due_by: NaiveDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// Why it was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The agreement an approval made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<String>,
+    /// Whether the owner has been reminded of the approaching deadline.
+    #[serde(default)]
+    pub reminded: bool,
+}
+
+/// Why a transition is not allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("already {0}")]
+    AlreadyDecided(&'static str),
+    #[error("a reason is required")]
+    ReasonRequired,
+    #[error("a response is required")]
+    ResponseRequired,
+}
+
+impl Application {
+    /// The day an application submitted at `submitted` (a date in the platform's time zone) is
+    /// due by.
+    pub fn due_date(calendar: &Calendar, submitted: NaiveDate) -> Result<NaiveDate, CalendarError> {
+        calendar.working_days_after(submitted, ANSWER_WITHIN_WORKING_DAYS)
+    }
+
+    /// Whether the owner has let the deadline pass without answering, on `today` (a date in the
+    /// platform's time zone).
+    pub fn overdue(&self, today: NaiveDate) -> bool {
+        self.status == ApplicationStatus::Submitted && today > self.due_by
+    }
+
+    /// Marks the application approved, as the agreement `agreement`.
+    pub fn approve(&mut self, by: &str, at: DateTime<Utc>, agreement: String) -> Result<(), TransitionError> {
+        self.pending()?;
+        self.status = ApplicationStatus::Approved;
+        self.decided_by = Some(by.to_owned());
+        self.decided_at = Some(at);
+        self.agreement = Some(agreement);
+        Ok(())
+    }
+
+    /// Marks the application rejected; the reason is required.
+    pub fn reject(&mut self, by: &str, at: DateTime<Utc>, reason: &str) -> Result<(), TransitionError> {
+        self.pending()?;
+        if reason.trim().is_empty() {
+            return Err(TransitionError::ReasonRequired);
+        }
+        self.status = ApplicationStatus::Rejected;
+        self.decided_by = Some(by.to_owned());
+        self.decided_at = Some(at);
+        self.reason = Some(reason.trim().to_owned());
+        Ok(())
+    }
+
+    /// Checks it can still be decided.
+    pub fn pending(&self) -> Result<(), TransitionError> {
+        match self.status {
+            ApplicationStatus::Submitted => Ok(()),
+            other => Err(TransitionError::AlreadyDecided(other.as_str())),
+        }
+    }
+}
+
+/// Where an objection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectionStatus {
+    Open,
+    Resolved,
+}
+
+impl ObjectionStatus {
+    pub const ALL: [ObjectionStatus; 2] = [ObjectionStatus::Open, ObjectionStatus::Resolved];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectionStatus::Open => "open",
+            ObjectionStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// An objection (异议) to a published dataset: an error or omission someone found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Objection {
+    pub id: String,
+    pub dataset: DatasetId,
+    pub filed_at: DateTime<Utc>,
+    /// What is wrong or missing.
+    pub description: String,
+    /// How to reach the filer; required of anonymous filers, shown only to the owner and the
+    /// operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// The filer's principal, when filed with a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    pub status: ObjectionStatus,
+    /// The owner's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+}
+
+impl Objection {
+    /// Answers and closes the objection; the response is required.
+    pub fn resolve(&mut self, by: &str, at: DateTime<Utc>, response: &str) -> Result<(), TransitionError> {
+        if self.status == ObjectionStatus::Resolved {
+            return Err(TransitionError::AlreadyDecided("resolved"));
+        }
+        if response.trim().is_empty() {
+            return Err(TransitionError::ResponseRequired);
+        }
+        self.status = ObjectionStatus::Resolved;
+        self.response = Some(response.trim().to_owned());
+        self.resolved_at = Some(at);
+        self.resolved_by = Some(by.to_owned());
+        Ok(())
+    }
+}
+
+/// Whether `principal` may act as the owner of a dataset owned by `department`: an owner of
+/// that department, or an operator of the platform.
+pub fn may_act_for(principal: &Principal, department: &str) -> bool {
+    match principal.role {
+        Role::Operator => true,
+        Role::Owner => principal.department.as_deref() == Some(department),
+        Role::User => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn application() -> Application {
+        Application {
+            id: "ap-1".into(),
+            applicant: "acme".into(),
+            dataset: "enterprises".parse().unwrap(),
+            purpose: "credit checks".into(),
+            scenario: "internal".into(),
+            security_measures: "encrypted at rest".into(),
+            columns: vec!["name".into()],
+            status: ApplicationStatus::Submitted,
+            submitted_at: DateTime::UNIX_EPOCH,
+            due_by: NaiveDate::from_ymd_opt(2026, 10, 14).unwrap(),
+            decided_at: None,
+            decided_by: None,
+            reason: None,
+            agreement: None,
+            reminded: false,
+        }
+    }
+
+    #[test]
+    fn an_application_is_decided_once_and_rejection_needs_a_reason() {
+        let mut a = application();
+        assert_eq!(a.reject("owner", Utc::now(), "  "), Err(TransitionError::ReasonRequired));
+        assert_eq!(a.status, ApplicationStatus::Submitted, "a refused transition changes nothing");
+        a.approve("owner", Utc::now(), "ag-1".into()).unwrap();
+        assert_eq!(a.agreement.as_deref(), Some("ag-1"));
+        assert_eq!(a.reject("owner", Utc::now(), "late"), Err(TransitionError::AlreadyDecided("approved")));
+        assert_eq!(a.status, ApplicationStatus::Approved);
+    }
+
+    #[test]
+    fn overdue_means_unanswered_after_the_due_day() {
+        let mut a = application();
+        let due = a.due_by;
+        assert!(!a.overdue(due));
+        assert!(a.overdue(due.succ_opt().unwrap()));
+        a.reject("owner", Utc::now(), "out of scope").unwrap();
+        assert!(!a.overdue(due.succ_opt().unwrap()), "answered applications are never overdue");
+    }
+
+    #[test]
+    fn owners_act_for_their_own_department_and_operators_for_all() {
+        let p = |role, department: Option<&str>| Principal {
+            id: "p".into(),
+            name: "P".into(),
+            role,
+            department: department.map(str::to_owned),
+        };
+        assert!(may_act_for(&p(Role::Owner, Some("Transport Bureau")), "Transport Bureau"));
+        assert!(!may_act_for(&p(Role::Owner, Some("Market Regulation")), "Transport Bureau"));
+        assert!(!may_act_for(&p(Role::Owner, None), "Transport Bureau"));
+        assert!(may_act_for(&p(Role::Operator, None), "Transport Bureau"));
+        assert!(!may_act_for(&p(Role::User, Some("Transport Bureau")), "Transport Bureau"));
+    }
+
+    #[test]
+    fn objections_resolve_once_with_a_response() {
+        let mut o = Objection {
+            id: "ob-1".into(),
+            dataset: "bus-arrivals".parse().unwrap(),
+            filed_at: Utc::now(),
+            description: "stop 12 is missing".into(),
+            contact: Some("a@example.org".into()),
+            principal: None,
+            status: ObjectionStatus::Open,
+            response: None,
+            resolved_at: None,
+            resolved_by: None,
+        };
+        assert_eq!(o.resolve("owner", Utc::now(), ""), Err(TransitionError::ResponseRequired));
+        o.resolve("owner", Utc::now(), "added in today's release").unwrap();
+        assert_eq!(o.status, ObjectionStatus::Resolved);
+        assert_eq!(o.resolve("owner", Utc::now(), "again"), Err(TransitionError::AlreadyDecided("resolved")));
+    }
+}
