@@ -411,33 +411,36 @@ pub fn cuttable<T: Send + 'static>(
     };
     let cut = Arc::new(cut);
     let cuts = state.cuts.subscribe();
-    Box::pin(futures_util::stream::unfold((body, cuts, true, false), move |(mut body, mut cuts, mut watching, done)| {
-        let cut = cut.clone();
-        async move {
-            if done {
-                return None;
-            }
-            let now = cut(&cuts.borrow());
-            if let Some(e) = now {
-                return Some((Err(e), (body, cuts, watching, true)));
-            }
-            loop {
-                tokio::select! {
-                    biased;
-                    changed = cuts.changed(), if watching => match changed {
-                        Ok(()) => {
-                            let now = cut(&cuts.borrow_and_update());
-                            if let Some(e) = now {
-                                return Some((Err(e), (body, cuts, watching, true)));
+    Box::pin(futures_util::stream::unfold(
+        (body, cuts, true, false),
+        move |(mut body, mut cuts, mut watching, done)| {
+            let cut = cut.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let now = cut(&cuts.borrow());
+                if let Some(e) = now {
+                    return Some((Err(e), (body, cuts, watching, true)));
+                }
+                loop {
+                    tokio::select! {
+                        biased;
+                        changed = cuts.changed(), if watching => match changed {
+                            Ok(()) => {
+                                let now = cut(&cuts.borrow_and_update());
+                                if let Some(e) = now {
+                                    return Some((Err(e), (body, cuts, watching, true)));
+                                }
                             }
-                        }
-                        Err(_) => watching = false,
-                    },
-                    item = body.next() => return item.map(|item| (item, (body, cuts, watching, false))),
+                            Err(_) => watching = false,
+                        },
+                        item = body.next() => return item.map(|item| (item, (body, cuts, watching, false))),
+                    }
                 }
             }
-        }
-    }))
+        },
+    ))
 }
 
 /// Accounts one data call in the metrics when its answer ends (sent, failed or dropped): its

@@ -62,10 +62,12 @@ pub async fn run(state: Arc<State>, shutdown: impl std::future::Future<Output = 
     let mut shutdown = std::pin::pin!(shutdown);
     let mut deadlines = tokio::time::interval(DEADLINE_CHECK_INTERVAL);
     loop {
+        // Deadlines are looked at once a minute, and whenever something was written (a new
+        // application may already be close to its deadline in a calendar full of holidays).
         tokio::select! {
             () = &mut shutdown => return,
             _ = deadlines.tick() => remind(&state).await,
-            () = state.notifications_waiting.notified() => {}
+            () = state.notifications_waiting.notified() => remind(&state).await,
             () = tokio::time::sleep(POLL_INTERVAL) => {}
         }
         let store = state.store.clone();
@@ -174,7 +176,8 @@ mod tests {
     #[test]
     fn backoff_doubles_from_one_second_up_to_an_hour() {
         let now = Utc::now();
-        let waits: Vec<i64> = [1, 2, 3, 4, 12, 13, 40, 200].iter().map(|&a| (backoff(a, now) - now).num_seconds()).collect();
+        let waits: Vec<i64> =
+            [1, 2, 3, 4, 12, 13, 40, 200].iter().map(|&a| (backoff(a, now) - now).num_seconds()).collect();
         assert_eq!(waits, vec![1, 2, 4, 8, 2048, 3600, 3600, 3600]);
     }
 }

@@ -27,7 +27,7 @@ async fn channel(g: &Gateway) -> Channel {
 }
 
 /// A Flight client, with the key as bearer token when there is one.
-async fn connect(g: &Gateway, key: Option<&str>) -> FlightClient {
+pub async fn connect(g: &Gateway, key: Option<&str>) -> FlightClient {
     let mut client = FlightClient::new(channel(g).await);
     if let Some(key) = key {
         client.add_header("authorization", &format!("Bearer {key}")).unwrap();
@@ -36,7 +36,7 @@ async fn connect(g: &Gateway, key: Option<&str>) -> FlightClient {
 }
 
 /// The gRPC status of a failed call.
-fn status(e: FlightError) -> tonic::Status {
+pub fn status(e: FlightError) -> tonic::Status {
     match e {
         FlightError::Tonic(status) => *status,
         other => panic!("expected a gRPC status, got {other}"),

@@ -17,3 +17,4 @@ mod reports;
 mod rows;
 mod tls;
 mod upstream;
+mod workflows;

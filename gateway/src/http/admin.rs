@@ -19,11 +19,11 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::response::{json, Body};
+use super::workflow::{self, Actor, AgreementAction};
 use crate::audit;
 use crate::auth;
 use crate::error::{Error, Kind};
 use crate::state::State;
-use super::workflow::{self, Actor, AgreementAction};
 use crate::store::{Store, StoreError};
 
 /// Largest request body the admin API reads.

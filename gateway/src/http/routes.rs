@@ -618,7 +618,15 @@ async fn agreements(
     headers: &hyper::HeaderMap,
     id: Option<String>,
 ) -> Result<Response<Body>, Error> {
-    let (_, held) = holder(state, headers).await?;
+    let (principal, held) = holder(state, headers).await?;
+    // Owners see the agreements on their datasets; users their own.
+    let found = blocking_principal(state, principal).await?;
+    let held: Arc<[policy::Agreement]> = match found {
+        Some(p) if p.role != policy::Role::User => {
+            workflow::owned_agreements(state, &workflow::Actor::Principal(p)).await?.into()
+        }
+        _ => held,
+    };
     let now = Utc::now();
     let shown = |a: &policy::Agreement| {
         let mut value = serde_json::to_value(a).expect("agreements serialize");
@@ -640,6 +648,14 @@ async fn holder(state: &Arc<State>, headers: &hyper::HeaderMap) -> Result<(Strin
             Err(Error::new(Kind::Unauthenticated, "key_required", "agreements are their holder's: send your API key"))
         }
     }
+}
+
+async fn blocking_principal(state: &Arc<State>, id: String) -> Result<Option<policy::Principal>, Error> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.principal(&id))
+        .await
+        .map_err(|e| Error::internal(format!("store task failed: {e}")))?
+        .map_err(|e| Error::new(Kind::Unavailable, "store_unavailable", e.to_string()))
 }
 
 /// Another principal's agreement reads exactly like one that does not exist.

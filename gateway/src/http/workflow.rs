@@ -14,8 +14,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use policy::{
-    Agreement, AgreementStatus, Application, ApplicationStatus, DatasetId, DatasetTerms, Field, Format, Mask, Objection,
-    ObjectionStatus, OpenType, Principal, Quota, Rate, Role, TransitionError, UpdateFrequency,
+    Agreement, AgreementStatus, Application, ApplicationStatus, DatasetId, DatasetTerms, Field, Format, Mask,
+    Objection, ObjectionStatus, OpenType, Principal, Quota, Rate, Role, TransitionError, UpdateFrequency,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -81,7 +81,9 @@ pub async fn principal(state: &Arc<State>, headers: &hyper::HeaderMap) -> Result
         policy::Caller::Anonymous => Ok(None),
         policy::Caller::Key { principal, .. } => {
             let found = blocking(state, move |s| s.principal(&principal)).await?;
-            found.map(Some).ok_or_else(|| Error::new(Kind::Unauthenticated, "unknown_key", "the key's principal is gone"))
+            found
+                .map(Some)
+                .ok_or_else(|| Error::new(Kind::Unauthenticated, "unknown_key", "the key's principal is gone"))
         }
     }
 }
@@ -147,7 +149,12 @@ pub struct DraftRequest {
 
 /// `PUT /v1/datasets/{id}/draft`: writes the owner's draft of an entry (new, or a change to a
 /// published one); it is served only once the operators publish it.
-pub async fn put_draft(state: &Arc<State>, actor: Actor, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn put_draft(
+    state: &Arc<State>,
+    actor: Actor,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let id: DatasetId =
         id.parse().map_err(|e: policy::catalog::InvalidDatasetId| Error::bad_request("bad_id", e.to_string()))?;
     let department = match &actor {
@@ -208,7 +215,8 @@ fn draft_view(record: &EntryRecord) -> Value {
 /// `GET /v1/datasets/{id}/draft`.
 pub async fn get_draft(state: &Arc<State>, actor: Actor, id: &str) -> Result<Response<Body>, Error> {
     let wanted = id.to_owned();
-    let draft = blocking(state, move |s| s.draft(&wanted)).await?.ok_or_else(|| not_found("no draft of this dataset"))?;
+    let draft =
+        blocking(state, move |s| s.draft(&wanted)).await?.ok_or_else(|| not_found("no draft of this dataset"))?;
     if !actor.owns(&draft.entry.owner) {
         return Err(wrong_role("drafts are seen by their owner and the operators"));
     }
@@ -225,7 +233,8 @@ pub async fn drafts(state: &Arc<State>) -> Result<Response<Body>, Error> {
 /// the next request, with its version one more and `last_updated` now.
 pub async fn publish(state: &Arc<State>, id: &str) -> Result<Response<Body>, Error> {
     let wanted = id.to_owned();
-    let draft = blocking(state, move |s| s.draft(&wanted)).await?.ok_or_else(|| not_found("no draft of this dataset"))?;
+    let draft =
+        blocking(state, move |s| s.draft(&wanted)).await?.ok_or_else(|| not_found("no draft of this dataset"))?;
     if let SourceConfig::File(path) = &draft.entry.source {
         if !state.config.data_dir.join(path).is_file() {
             return Err(Error::new(
@@ -256,14 +265,22 @@ struct ReasonRequest {
 
 /// `POST .../datasets/{id}/withdraw`: stops serving the dataset at once, in-flight answers
 /// included; its recipients are in the trace report.
-pub async fn withdraw(state: &Arc<State>, actor: Actor, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn withdraw(
+    state: &Arc<State>,
+    actor: Actor,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let owner = call::lookup_any(&state.live(), id)?.dataset.owner.clone();
     if !actor.owns(&owner) {
         return Err(wrong_role(format!("only {owner} or the operators withdraw this dataset")));
     }
     let body: ReasonRequest = read_json(req).await?;
     let reason = text("reason", &body.reason).map_err(|_| {
-        Error::bad_request("reason_required", format!("reason: say why it is withdrawn, in 1 to {MAX_TEXT_CHARS} characters"))
+        Error::bad_request(
+            "reason_required",
+            format!("reason: say why it is withdrawn, in 1 to {MAX_TEXT_CHARS} characters"),
+        )
     })?;
     let withdrawal = Withdrawal {
         dataset: id.to_owned(),
@@ -456,7 +473,12 @@ async fn decider(state: &Arc<State>, actor: &Actor, id: &str) -> Result<Applicat
 
 /// `POST /v1/applications/{id}/approve`: makes the agreement, which the applicant's key uses
 /// from its next request.
-pub async fn approve(state: &Arc<State>, actor: Actor, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn approve(
+    state: &Arc<State>,
+    actor: Actor,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let mut application = decider(state, &actor, id).await?;
     application.pending().map_err(transition)?;
     let terms: ApproveRequest = read_json(req).await?;
@@ -478,7 +500,9 @@ pub async fn approve(state: &Arc<State>, actor: Actor, id: &str, req: Request<In
         quota: terms.quota,
     };
     let live = state.live();
-    agreement.check(|id| live.catalog.get(id).map(|e| &e.dataset)).map_err(|e| Error::bad_request("bad_terms", e.to_string()))?;
+    agreement
+        .check(|id| live.catalog.get(id).map(|e| &e.dataset))
+        .map_err(|e| Error::bad_request("bad_terms", e.to_string()))?;
     application.approve(&actor.id(), now, agreement.id.clone()).map_err(transition)?;
     let (a, ag) = (application.clone(), agreement.clone());
     blocking(state, move |s| {
@@ -497,7 +521,12 @@ pub async fn approve(state: &Arc<State>, actor: Actor, id: &str, req: Request<In
 }
 
 /// `POST /v1/applications/{id}/reject`: a reason is required.
-pub async fn reject(state: &Arc<State>, actor: Actor, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn reject(
+    state: &Arc<State>,
+    actor: Actor,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let mut application = decider(state, &actor, id).await?;
     application.pending().map_err(transition)?;
     let body: ReasonRequest = read_json(req).await?;
@@ -656,7 +685,8 @@ fn objection_view(state: &State, viewer: Option<&Actor>, o: &Objection) -> Value
 /// `GET /v1/objections/{id}`: anyone may follow an objection.
 pub async fn objection(state: &Arc<State>, viewer: Option<Actor>, id: &str) -> Result<Response<Body>, Error> {
     let wanted = id.to_owned();
-    let o = blocking(state, move |s| s.objection(&wanted)).await?.ok_or_else(|| not_found("no objection with this id"))?;
+    let o =
+        blocking(state, move |s| s.objection(&wanted)).await?.ok_or_else(|| not_found("no objection with this id"))?;
     Ok(json(StatusCode::OK, &objection_view(state, viewer.as_ref(), &o)))
 }
 
@@ -671,12 +701,13 @@ pub async fn objections(
     if actor.is_user() {
         return Err(wrong_role("objection lists are for owners; follow your own at /v1/objections/{id}"));
     }
-    let status = match status {
-        None | Some("") => None,
-        Some(s) => Some(ObjectionStatus::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| {
-            Error::bad_request("bad_parameter", format!("`status` is open or resolved, not `{s}`"))
-        })?),
-    };
+    let status =
+        match status {
+            None | Some("") => None,
+            Some(s) => Some(ObjectionStatus::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| {
+                Error::bad_request("bad_parameter", format!("`status` is open or resolved, not `{s}`"))
+            })?),
+        };
     let all = blocking(state, |s| s.objections()).await?;
     let shown: Vec<Value> = all
         .iter()
@@ -696,7 +727,12 @@ struct ResolveRequest {
 }
 
 /// `POST /v1/objections/{id}/resolve`: the owner answers and closes it.
-pub async fn resolve(state: &Arc<State>, actor: Actor, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn resolve(
+    state: &Arc<State>,
+    actor: Actor,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let wanted = id.to_owned();
     let mut o =
         blocking(state, move |s| s.objection(&wanted)).await?.ok_or_else(|| not_found("no objection with this id"))?;

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use policy::{Agreement, AgreementStatus, Application, Objection, Principal, Role};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{EntryRecord, Feedback, KeyRecord, Notification, Report, Store, StoreError, StoreResult, Usage, Withdrawal};
+use super::{
+    EntryRecord, Feedback, KeyRecord, Notification, Report, Store, StoreError, StoreResult, Usage, Withdrawal,
+};
 
 /// Schema versions, in order. Never edit one that has shipped; add the next.
 const MIGRATIONS: &[&str] = &[
@@ -397,7 +399,10 @@ impl Store for SqliteStore {
         record.by = by.to_owned();
         record.at = at;
         record.version = version;
-        tx.execute("INSERT OR REPLACE INTO catalog_published (id, record) VALUES (?1, ?2)", params![id, document(&record)?])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO catalog_published (id, record) VALUES (?1, ?2)",
+            params![id, document(&record)?],
+        )?;
         tx.execute("DELETE FROM catalog_drafts WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(record)
