@@ -141,13 +141,14 @@ impl Live {
 pub type ConfigSource = Box<dyn Fn() -> Result<Config, Vec<String>> + Send + Sync>;
 
 /// What a reload did.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Reloaded {
     pub datasets: usize,
     pub agreements: usize,
     /// Settings that changed but take effect only at the next start (listen addresses, the
     /// data directory, server limits, upstream client settings, audit segment size, the quota
     /// time zone).
+    #[schema(value_type = Vec<String>)]
     pub restart_required: Vec<&'static str>,
 }
 

@@ -15,7 +15,7 @@ use crate::filter::Expr;
 use crate::mask::Mask;
 
 /// Who a principal is to the platform.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// An organisation using data under agreements.
@@ -27,7 +27,7 @@ pub enum Role {
 }
 
 /// A user organisation, data owner or operator.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Principal {
     pub id: String,
     pub name: String,
@@ -38,7 +38,7 @@ pub struct Principal {
 }
 
 /// The state an agreement is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AgreementStatus {
     Active,
@@ -51,7 +51,7 @@ pub enum AgreementStatus {
 }
 
 /// Requests per second, with a burst allowance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
     pub per_second: u32,
@@ -59,7 +59,7 @@ pub struct Rate {
 }
 
 /// What may be consumed per day.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     pub requests_per_day: u64,
@@ -68,7 +68,7 @@ pub struct Quota {
 }
 
 /// The scope an agreement gives on one dataset.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetTerms {
     pub dataset: DatasetId,
@@ -79,11 +79,12 @@ pub struct DatasetTerms {
     pub row_filter: Option<String>,
     /// Masks by column.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = BTreeMap<String, String>, example = json!({"legal_rep_mobile": "cn_mobile"}))]
     pub masks: BTreeMap<String, Mask>,
 }
 
 /// A signed agreement.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Agreement {
     pub id: String,
     pub principal: String,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// A dataset identifier: lowercase ASCII letters, digits, `-` and `_`, starting with a letter
 /// or digit, at most 64 characters. The charset is what keeps ids safe in URLs, file names and
 /// log lines; anything else (`..`, slashes, percent escapes) is not an id at all.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct DatasetId(String);
 
@@ -59,7 +59,7 @@ impl fmt::Display for DatasetId {
 }
 
 /// The three open types of the regulation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OpenType {
     /// 无条件开放: anyone may obtain, use and spread it without applying.
@@ -95,7 +95,7 @@ impl FromStr for OpenType {
 }
 
 /// The value type of a field, as declared in the catalog.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
     String,
@@ -123,7 +123,7 @@ impl FieldType {
 }
 
 /// How sensitive a field's values are; it drives which masks an owner is expected to set.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sensitivity {
     /// Nothing personal or confidential.
@@ -136,7 +136,7 @@ pub enum Sensitivity {
 }
 
 /// One field (column) of a dataset.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Field {
     /// Column name as it appears in the data and in queries.
@@ -153,7 +153,7 @@ pub struct Field {
 }
 
 /// The format of a dataset's distribution (its original file).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     Csv,
@@ -186,7 +186,7 @@ impl Format {
 }
 
 /// How often the owner declares the dataset is updated (DCAT `accrualPeriodicity`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateFrequency {
     Realtime,
@@ -200,7 +200,7 @@ pub enum UpdateFrequency {
 }
 
 /// A catalog entry.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Dataset {
     pub id: DatasetId,
     pub title: String,

@@ -13,7 +13,7 @@ use crate::catalog::DatasetId;
 pub const ANSWER_WITHIN_WORKING_DAYS: u32 = 10;
 
 /// Where an application stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApplicationStatus {
     /// Waiting for the owner's answer.
@@ -38,7 +38,7 @@ impl ApplicationStatus {
 }
 
 /// A user's application for a conditionally open dataset.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Application {
     pub id: String,
     /// The applying principal.
@@ -129,7 +129,7 @@ impl Application {
 }
 
 /// Where an objection stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectionStatus {
     Open,
@@ -148,7 +148,7 @@ impl ObjectionStatus {
 }
 
 /// An objection (异议) to a published dataset: an error or omission someone found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Objection {
     pub id: String,
     pub dataset: DatasetId,

@@ -154,6 +154,14 @@ async fn health_readiness_and_openapi_answer() {
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
+    for path in ["/v1/applications", "/v1/applications/{id}/approve", "/v1/objections/{id}/resolve"] {
+        assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+    }
+    assert!(doc["paths"]["/admin/principals"].is_null(), "the admin API is documented on its own port");
+    let admin =
+        client().get(format!("{}/admin/openapi.json", g.admin)).bearer_auth(g.admin_token()).send().await.unwrap();
+    assert_eq!(admin.status(), 200);
+    let admin: serde_json::Value = admin.json().await.unwrap();
     for path in [
         "/admin/principals",
         "/admin/keys",
@@ -162,9 +170,14 @@ async fn health_readiness_and_openapi_answer() {
         "/admin/agreements/{id}/revoke",
         "/admin/reports",
         "/admin/reload",
+        "/admin/datasets/{id}/publish",
+        "/admin/datasets/{id}/withdraw",
     ] {
-        assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+        assert!(admin["paths"][path].is_object(), "the admin document lacks {path}");
     }
+    // Every JSON answer's schema comes from the code's types: the refusal body is one of them.
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(doc["components"]["schemas"]["ApplicationView"].is_object());
     assert!(doc["paths"]["/v1/datasets/{id}/rows"]["get"]["responses"]["429"].is_object());
     let r = client().post(g.url("/v1/catalog")).send().await.unwrap();
     assert_eq!(r.status(), 405);
@@ -177,7 +190,7 @@ async fn readiness_fails_when_a_source_file_is_missing() {
     std::fs::remove_file(g.data_dir.join("demo/parking-lots.ndjson")).unwrap();
     let (status, ready) = get_json(&g.url("/readyz")).await;
     assert_eq!(status, 503);
-    assert_eq!(ready["checks"]["sources"]["missing"], serde_json::json!(["parking-lots"]));
+    assert_eq!(ready["checks"]["missing_sources"], serde_json::json!(["parking-lots"]));
     expect_error(&g.url("/v1/datasets/parking-lots/rows"), 502, "source_failed").await;
 }
 

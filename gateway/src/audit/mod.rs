@@ -311,7 +311,7 @@ pub fn audited<T: Send + 'static>(body: Pieces<T>, guard: CallGuard, status: u16
 }
 
 /// One recipient of a dataset in a trace: who received it, under which agreement, how much.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Recipient {
     pub principal: String,
     pub agreement: String,

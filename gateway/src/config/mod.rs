@@ -360,7 +360,7 @@ impl Default for UpstreamConfig {
 }
 
 /// One catalog entry and where its bytes come from.
-#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
     /// Stable identifier, used in URLs: lowercase letters, digits, `-`, `_`.
@@ -400,6 +400,25 @@ pub enum SourceConfig {
     /// An upstream HTTP origin whose body the gateway streams through.
     Url(String),
 }
+
+/// `{"file": "path"}` or `{"url": "http://..."}`, as serde writes the enum.
+impl utoipa::PartialSchema for SourceConfig {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let one = |name: &str, description: &str| {
+            ObjectBuilder::new()
+                .property(name, ObjectBuilder::new().schema_type(Type::String).description(Some(description)))
+                .required(name)
+                .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .item(one("file", "A file; a relative path is under the data directory"))
+            .item(one("url", "An upstream http:// origin streamed through"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SourceConfig {}
 
 impl DatasetConfig {
     /// The policy crate's view of this entry.

@@ -15,9 +15,10 @@ use policy::{Agreement, AgreementStatus, DatasetId, DatasetTerms, Mask, Principa
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::json;
+
 use subtle::ConstantTimeEq;
 
+use super::api;
 use super::response::{json, Body};
 use super::workflow::{self, Actor, AgreementAction};
 use crate::audit;
@@ -57,21 +58,24 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
             Ok(reloaded) => Ok(json(StatusCode::OK, &reloaded)),
             Err(errors) => Ok(json(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &json!({"error": {
-                    "code": "invalid_config",
-                    "message": "the configuration has errors; nothing was changed and the running one goes on",
-                    "errors": errors,
-                }}),
+                &api::ErrorBody {
+                    error: api::ErrorDetail {
+                        code: "invalid_config".into(),
+                        message: "the configuration has errors; nothing was changed and the running one goes on".into(),
+                        position: None,
+                        errors: Some(errors),
+                    },
+                },
             )),
         },
         (&Method::GET, ["admin", "agreements", id, "feedback"]) => {
             let id = id.to_string();
             let feedback = blocking(state, move |s| s.feedback(&id)).await?;
-            Ok(json(StatusCode::OK, &json!({ "feedback": feedback })))
+            Ok(json(StatusCode::OK, &api::FeedbackList { feedback }))
         }
         (&Method::GET, ["admin", "reports"]) => {
             let reports = blocking(state, |s| s.reports()).await?;
-            Ok(json(StatusCode::OK, &json!({ "reports": reports })))
+            Ok(json(StatusCode::OK, &api::ReportList { reports }))
         }
         (&Method::POST, ["admin", "principals"]) => {
             let body: PrincipalRequest = read_json(req).await?;
@@ -83,14 +87,14 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
         }
         (&Method::GET, ["admin", "keys"]) => {
             let keys = blocking(state, |s| s.keys()).await?;
-            Ok(json(StatusCode::OK, &json!({ "keys": keys })))
+            Ok(json(StatusCode::OK, &api::KeyList { keys }))
         }
         (&Method::DELETE, ["admin", "keys", id]) => {
             let id = id.to_string();
             let at = Utc::now();
             blocking(state, move |s| s.revoke_key(&id, at)).await?;
             state.keys.invalidate();
-            Ok(json(StatusCode::OK, &json!({ "id": path[2], "revoked_at": at })))
+            Ok(json(StatusCode::OK, &api::KeyRevoked { id: path[2].to_owned(), revoked_at: at }))
         }
         (&Method::POST, ["admin", "agreements"]) => {
             let body: AgreementRequest = read_json(req).await?;
@@ -98,7 +102,7 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
         }
         (&Method::GET, ["admin", "agreements"]) => {
             let agreements = blocking(state, |s| s.agreements()).await?;
-            Ok(json(StatusCode::OK, &json!({ "agreements": agreements })))
+            Ok(json(StatusCode::OK, &api::AgreementList { agreements }))
         }
         (&Method::GET, ["admin", "agreements", id]) => {
             let id = id.to_string();
@@ -110,6 +114,12 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
             workflow::change_agreement(state, Actor::Operator, id, action).await
         }
         (&Method::GET, ["admin", "drafts"]) => workflow::drafts(state).await,
+        (&Method::GET, ["admin", "openapi.json"]) => {
+            let mut r = Response::new(super::response::full(api::admin_document()));
+            r.headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            Ok(r)
+        }
         (&Method::POST, ["admin", "datasets", id, "publish"]) => workflow::publish(state, id).await,
         (&Method::POST, ["admin", "datasets", id, "withdraw"]) => {
             let id = id.to_string();
@@ -127,7 +137,7 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
         }
         (&Method::GET, ["admin", "notifications"]) => {
             let notifications = blocking(state, |s| s.notifications()).await?;
-            Ok(json(StatusCode::OK, &json!({ "notifications": notifications })))
+            Ok(json(StatusCode::OK, &api::NotificationList { notifications }))
         }
         (&Method::GET, ["admin", "datasets", id, "trace"]) => {
             let query = AuditQuery::parse(req.uri().query())?;
@@ -136,10 +146,7 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
             let (since, until) = (query.since, query.until);
             let records = read_audit(dir).await?;
             let recipients = audit::trace(records.iter().map(|(_, r)| r), &dataset, since, until);
-            Ok(json(
-                StatusCode::OK,
-                &json!({ "dataset": dataset, "since": since, "until": until, "recipients": recipients }),
-            ))
+            Ok(json(StatusCode::OK, &api::Trace { dataset, since, until, recipients }))
         }
         (&Method::GET, ["admin", "audit"]) => {
             let q = AuditQuery::parse(req.uri().query())?;
@@ -268,9 +275,9 @@ pub(super) async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Re
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PrincipalRequest {
+pub(super) struct PrincipalRequest {
     id: String,
     name: String,
     role: Role,
@@ -299,9 +306,9 @@ async fn create_principal(state: &Arc<State>, body: PrincipalRequest) -> Result<
     Ok(json(StatusCode::CREATED, &principal))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct KeyRequest {
+pub(super) struct KeyRequest {
     principal: String,
 }
 
@@ -309,20 +316,20 @@ async fn issue_key(state: &Arc<State>, principal: String) -> Result<Response<Bod
     let issued = blocking(state, move |s| auth::issue(s, &principal)).await?;
     Ok(json(
         StatusCode::CREATED,
-        &json!({
-            "id": issued.record.id,
-            "principal": issued.record.principal,
-            "created_at": issued.record.created_at,
-            "key": issued.key,
-        }),
+        &api::IssuedKey {
+            id: issued.record.id,
+            principal: issued.record.principal,
+            created_at: issued.record.created_at,
+            key: issued.key,
+        },
     ))
 }
 
 /// Agreement terms as posted: one dataset's scope inline (`dataset`, `columns`, `row_filter`,
 /// `masks`), or several under `datasets`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AgreementRequest {
+pub(super) struct AgreementRequest {
     principal: String,
     #[serde(default)]
     purpose: String,
@@ -330,6 +337,7 @@ struct AgreementRequest {
     columns: Option<Vec<String>>,
     row_filter: Option<String>,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     masks: BTreeMap<String, Mask>,
     datasets: Option<Vec<DatasetTerms>>,
     valid_from: Option<DateTime<Utc>>,

@@ -7,6 +7,7 @@
 //! `X-Request-Id` and is logged once with its status.
 
 mod admin;
+pub mod api;
 mod download;
 mod limits;
 mod response;

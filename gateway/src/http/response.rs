@@ -21,13 +21,12 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// A streamed body. An `Err` item aborts the response: HTTP/1.1 closes the connection before the
 /// final chunk, HTTP/2 resets the stream, so the client sees a failed transfer.
 pub fn streamed(stream: impl Stream<Item = Result<Bytes, Error>> + Send + 'static) -> Body {
-    BodyExt::boxed_unsync(StreamBody::new(
-        stream.map(|r| r.map(Frame::data).inspect_err(|e| tracing::warn!(error = %e, "response aborted mid-stream"))),
-    ))
+    BodyExt::boxed_unsync(StreamBody::new(stream.map(|r| r.map(Frame::data))))
 }
 
 /// A body polled inside `span`, so that what is logged while it streams (a source failing
-/// midway, say) carries the request's id.
+/// midway, say) carries the request's id. Every response passes here once, so this is where an
+/// answer breaking off is logged.
 pub fn in_span(body: Body, span: tracing::Span) -> Body {
     struct InSpan {
         body: Body,
@@ -43,7 +42,11 @@ pub fn in_span(body: Body, span: tracing::Span) -> Body {
         ) -> std::task::Poll<Option<Result<Frame<Bytes>, Error>>> {
             let this = self.get_mut();
             let _entered = this.span.enter();
-            std::pin::Pin::new(&mut this.body).poll_frame(cx)
+            let frame = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+            if let std::task::Poll::Ready(Some(Err(e))) = &frame {
+                tracing::warn!(error = %e, "response aborted mid-stream");
+            }
+            frame
         }
 
         fn is_end_stream(&self) -> bool {
@@ -105,7 +108,7 @@ pub fn error(e: &Error) -> Response<Body> {
             response.headers_mut().insert(*name, value);
         }
     }
-    if e.kind == Kind::MethodNotAllowed {
+    if e.kind == Kind::MethodNotAllowed && !response.headers().contains_key(ALLOW) {
         response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
     }
     if e.kind == Kind::Unauthenticated {

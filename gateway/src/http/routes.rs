@@ -1,6 +1,5 @@
 //! Routing and the data API's handlers.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -11,14 +10,13 @@ use futures_util::StreamExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode};
-use policy::{decide, Caller, DatasetId, OpenType, Operation};
-use serde::Serialize;
-use serde_json::json;
+use policy::{decide, Caller, OpenType, Operation};
+
 use std::net::IpAddr;
 use std::time::Instant;
 
 use super::response::{self, json, Body};
-use super::{download, limits, workflow};
+use super::{api, download, limits, workflow};
 use crate::audit;
 use crate::call::{self, start, Call, Observer, Recorder, Started};
 use crate::encode::{encode_stream, OutputFormat};
@@ -33,8 +31,6 @@ pub const PREVIEW_ROWS: usize = 20;
 
 /// Query parameters that carry secrets and must never be in a URL.
 const KEY_PARAMETERS: [&str; 5] = ["key", "api_key", "apikey", "access_token", "token"];
-
-static OPENAPI: &str = include_str!("openapi.json");
 
 /// Matches the request to its handler.
 pub async fn route(
@@ -63,7 +59,7 @@ pub async fn route(
     match segments.as_slice() {
         ["healthz"] => {
             get_or_head()?;
-            Ok(json(StatusCode::OK, &json!({"status": "ok"})))
+            Ok(json(StatusCode::OK, &api::Health { status: "ok".into() }))
         }
         ["readyz"] => {
             get_or_head()?;
@@ -71,7 +67,7 @@ pub async fn route(
         }
         ["openapi.json"] => {
             get_or_head()?;
-            let mut r = Response::new(response::full(OPENAPI));
+            let mut r = Response::new(response::full(api::data_document()));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(r)
         }
@@ -240,7 +236,9 @@ fn no_route() -> Error {
 }
 
 fn method_not_allowed(allow: &'static str) -> Error {
-    Error::new(Kind::MethodNotAllowed, "method_not_allowed", format!("this endpoint answers {allow}"))
+    let mut e = Error::new(Kind::MethodNotAllowed, "method_not_allowed", format!("this endpoint answers {allow}"));
+    e.headers.push(("allow", allow.to_owned()));
+    e
 }
 
 /// The dataset `raw_id` names, if it exists and is not non-open. A segment that is not a valid
@@ -377,56 +375,61 @@ async fn catalog(state: &Arc<State>, params: &[(String, String)]) -> Result<Resp
         .filter(|e| text.is_none_or(|q| e.dataset.matches_text(q.trim())))
         .collect();
     let open = workflow::open_objections(state).await?;
-    let items: Vec<_> =
+    let datasets =
         matching.iter().skip((page - 1).saturating_mul(per_page)).take(per_page).map(|e| summary(e, &open)).collect();
-    Ok(json(StatusCode::OK, &json!({ "total": matching.len(), "page": page, "per_page": per_page, "datasets": items })))
+    Ok(json(StatusCode::OK, &api::CatalogPage { total: matching.len(), page, per_page, datasets }))
 }
 
 /// A catalog entry's metadata as the API shows it; the names follow DCAT where it has one
 /// (title, description, publisher, keyword, modified, accrualPeriodicity, license).
-fn summary(entry: &CatalogEntry, open_objections: &HashMap<String, u64>) -> serde_json::Value {
+fn summary(entry: &CatalogEntry, open_objections: &HashMap<String, u64>) -> api::DatasetSummary {
     let d = &entry.dataset;
     let base = format!("/v1/datasets/{}", d.id);
-    json!({
-        "id": d.id,
-        "title": d.title,
-        "description": d.description,
-        "owner": d.owner,
-        "open_type": d.open_type,
-        "format": d.format,
-        "update_frequency": d.update_frequency,
-        "last_updated": d.last_updated,
-        "version": entry.version,
-        "open_objections": open_objections.get(d.id.as_str()).copied().unwrap_or(0),
-        "license": d.license,
-        "keywords": d.keywords,
-        "links": {
-            "self": base,
-            "rows": format!("{base}/rows"),
-            "preview": format!("{base}/preview"),
-            "download": format!("{base}/download"),
+    api::DatasetSummary {
+        id: d.id.clone(),
+        title: d.title.clone(),
+        description: d.description.clone(),
+        owner: d.owner.clone(),
+        open_type: d.open_type,
+        format: d.format,
+        update_frequency: d.update_frequency,
+        last_updated: d.last_updated,
+        version: entry.version,
+        open_objections: open_objections.get(d.id.as_str()).copied().unwrap_or(0),
+        license: d.license.clone(),
+        keywords: d.keywords.clone(),
+        links: api::DatasetLinks {
+            rows: format!("{base}/rows"),
+            preview: format!("{base}/preview"),
+            download: format!("{base}/download"),
+            this: base,
         },
-    })
+    }
 }
 
 /// A dataset's metadata. Fields and schema are those the caller would receive: under an
 /// agreement, its columns with masked types; otherwise every field, so that users can see what
 /// to apply for.
-fn describe(entry: &CatalogEntry, caller: &Caller, open_objections: &HashMap<String, u64>) -> serde_json::Value {
+fn describe(entry: &CatalogEntry, caller: &Caller, open_objections: &HashMap<String, u64>) -> api::DatasetDescription {
     let fields = match decide(caller, &entry.dataset, Operation::Rows, Utc::now()) {
         Ok(grant) => grant.scope.visible_fields(&entry.dataset),
         Err(_) => entry.dataset.fields.clone(),
     };
-    let schema = arrow_schema(&fields);
-    let mut value = summary(entry, open_objections);
-    value["fields"] = serde_json::to_value(&fields).expect("fields serialize");
-    value["schema"] = schema
+    let schema = arrow_schema(&fields)
         .fields()
         .iter()
-        .map(|f| json!({"name": f.name(), "arrow_type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+        .map(|f| api::SchemaField {
+            name: f.name().clone(),
+            arrow_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
         .collect();
-    value["media_type"] = json!(entry.dataset.format.media_type());
-    value
+    api::DatasetDescription {
+        summary: summary(entry, open_objections),
+        fields,
+        schema,
+        media_type: entry.dataset.format.media_type().to_owned(),
+    }
 }
 
 /// The dataset version and `RateLimit` fields of a started query.
@@ -498,14 +501,8 @@ async fn preview(call: &Call<'_>, params: &[(String, String)]) -> Result<Respons
     let rows: serde_json::Value =
         serde_json::from_slice(&rows).map_err(|e| Error::internal(format!("preview encoding: {e}")))?;
 
-    #[derive(Serialize)]
-    struct Preview<'a> {
-        dataset: &'a DatasetId,
-        columns: Vec<Cow<'a, str>>,
-        rows: serde_json::Value,
-    }
-    let columns = started.schema.fields().iter().map(|f| Cow::Owned(f.name().clone())).collect();
-    let mut response = json(StatusCode::OK, &Preview { dataset: &call.entry.dataset.id, columns, rows });
+    let columns = started.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut response = json(StatusCode::OK, &api::Preview { dataset: call.entry.dataset.id.clone(), columns, rows });
     started_headers(&started, &mut response);
     Ok(response)
 }
@@ -534,15 +531,19 @@ async fn readyz(state: &State) -> Response<Body> {
         .collect();
     let audit = state.audit.health();
     let ready = writable.is_ok() && store_writable.is_ok() && audit.is_ok() && missing.is_empty();
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": {
-            "data_dir": match &writable { Ok(()) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
-            "store": match &store_writable { Ok(()) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
-            "audit": match &audit { Ok(()) => "writable".to_owned(), Err(e) => format!("not writable: {e}") },
-            "sources": if missing.is_empty() { json!("present") } else { json!({ "missing": missing }) },
+    let check = |r: &Result<(), String>| match r {
+        Ok(()) => "writable".to_owned(),
+        Err(e) => format!("not writable: {e}"),
+    };
+    let body = api::Readiness {
+        status: if ready { "ready" } else { "not_ready" }.to_owned(),
+        checks: api::ReadinessChecks {
+            data_dir: check(&writable),
+            store: check(&store_writable),
+            audit: check(&audit),
+            missing_sources: missing,
         },
-    });
+    };
     json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
 }
 
@@ -550,9 +551,9 @@ async fn readyz(state: &State) -> Response<Body> {
 const MAX_REPORT_CHARS: usize = 10_000;
 
 /// A misuse report as filed.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReportRequest {
+pub(super) struct ReportRequest {
     dataset: Option<String>,
     description: String,
     contact: Option<String>,
@@ -607,7 +608,7 @@ async fn report(state: &Arc<State>, req: Request<Incoming>, client: IpAddr) -> R
         .await
         .map_err(|e| Error::internal(format!("report task failed: {e}")))?
         .map_err(|e| Error::new(Kind::Unavailable, "store_unavailable", e.to_string()))?;
-    Ok(json(StatusCode::CREATED, &json!({ "id": report.id, "received_at": report.received_at })))
+    Ok(json(StatusCode::CREATED, &api::Receipt { id: report.id, received_at: report.received_at }))
 }
 
 /// `GET /v1/agreements` and `GET /v1/agreements/{id}`: a user's own agreements, with their terms
@@ -629,12 +630,12 @@ async fn agreements(
     };
     let now = Utc::now();
     let shown = |a: &policy::Agreement| {
-        let mut value = serde_json::to_value(a).expect("agreements serialize");
-        value["status"] = serde_json::to_value(a.status_at(now)).expect("statuses serialize");
-        value
+        let mut a = a.clone();
+        a.status = a.status_at(now);
+        a
     };
     match id {
-        None => Ok(json(StatusCode::OK, &json!({ "agreements": held.iter().map(shown).collect::<Vec<_>>() }))),
+        None => Ok(json(StatusCode::OK, &api::AgreementList { agreements: held.iter().map(shown).collect() })),
         Some(id) => held.iter().find(|a| a.id == id).map(|a| json(StatusCode::OK, &shown(a))).ok_or_else(no_agreement),
     }
 }
@@ -670,11 +671,6 @@ async fn feedback(state: &Arc<State>, req: Request<Incoming>, id: String) -> Res
     if !held.iter().any(|a| a.id == id) {
         return Err(no_agreement());
     }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct FeedbackRequest {
-        usage: String,
-    }
     let body: FeedbackRequest = read_object(req).await?;
     let usage = body.usage.trim().to_owned();
     if usage.is_empty() || usage.chars().count() > MAX_REPORT_CHARS {
@@ -695,7 +691,14 @@ async fn feedback(state: &Arc<State>, req: Request<Incoming>, id: String) -> Res
         .await
         .map_err(|e| Error::internal(format!("feedback task failed: {e}")))?
         .map_err(|e| Error::new(Kind::Unavailable, "store_unavailable", e.to_string()))?;
-    Ok(json(StatusCode::CREATED, &json!({ "id": feedback.id, "received_at": feedback.received_at })))
+    Ok(json(StatusCode::CREATED, &api::Receipt { id: feedback.id, received_at: feedback.received_at }))
+}
+
+/// A holder's account of its use of the data.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FeedbackRequest {
+    usage: String,
 }
 
 /// A JSON object body as `T`: serde alone would also take a JSON array as the fields in order.

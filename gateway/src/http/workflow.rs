@@ -18,9 +18,10 @@ use policy::{
     Objection, ObjectionStatus, OpenType, Principal, Quota, Rate, Role, TransitionError, UpdateFrequency,
 };
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::admin::{blocking, read_json};
+use super::api;
 use super::response::{json, Body};
 use crate::call;
 use crate::config::{DatasetConfig, SourceConfig};
@@ -129,7 +130,7 @@ fn new_id(prefix: &str) -> String {
 
 /// A catalog entry as an owner writes it; the id is the URL's and `last_updated` is set on
 /// publication.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DraftRequest {
     title: String,
@@ -208,8 +209,13 @@ pub async fn put_draft(
     Ok(json(StatusCode::OK, &draft_view(&record)))
 }
 
-fn draft_view(record: &EntryRecord) -> Value {
-    json!({ "status": "draft", "entry": record.entry, "written_by": record.by, "written_at": record.at })
+fn draft_view(record: &EntryRecord) -> api::DraftView {
+    api::DraftView {
+        status: "draft".into(),
+        entry: record.entry.clone(),
+        written_by: record.by.clone(),
+        written_at: record.at,
+    }
 }
 
 /// `GET /v1/datasets/{id}/draft`.
@@ -226,7 +232,7 @@ pub async fn get_draft(state: &Arc<State>, actor: Actor, id: &str) -> Result<Res
 /// `GET /admin/drafts`: every draft waiting for review.
 pub async fn drafts(state: &Arc<State>) -> Result<Response<Body>, Error> {
     let drafts = blocking(state, |s| s.drafts()).await?;
-    Ok(json(StatusCode::OK, &json!({ "drafts": drafts.iter().map(draft_view).collect::<Vec<_>>() })))
+    Ok(json(StatusCode::OK, &api::DraftList { drafts: drafts.iter().map(draft_view).collect() }))
 }
 
 /// `POST /admin/datasets/{id}/publish`: the operators' review passed; the draft is served from
@@ -251,14 +257,19 @@ pub async fn publish(state: &Arc<State>, id: &str) -> Result<Response<Body>, Err
     tracing::info!(dataset = %published.entry.id, version, "catalog entry published");
     Ok(json(
         StatusCode::OK,
-        &json!({ "id": published.entry.id, "status": "published", "version": published.version,
-                 "last_updated": published.entry.last_updated, "entry": published.entry }),
+        &api::Published {
+            id: published.entry.id.clone(),
+            status: "published".into(),
+            version: published.version,
+            last_updated: published.entry.last_updated,
+            entry: published.entry,
+        },
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReasonRequest {
+pub struct ReasonRequest {
     #[serde(default)]
     reason: String,
 }
@@ -294,9 +305,7 @@ pub async fn withdraw(
     blocking(state, move |s| s.withdraw(&stored)).await?;
     state.refresh_catalog().await?;
     tracing::warn!(dataset = id, by = %withdrawal.withdrawn_by, reason = %withdrawal.reason, "dataset withdrawn");
-    let mut value = serde_json::to_value(&withdrawal).expect("withdrawals serialize");
-    value["trace"] = json!(format!("/admin/datasets/{id}/trace"));
-    Ok(json(StatusCode::OK, &value))
+    Ok(json(StatusCode::OK, &api::WithdrawalView { withdrawal, trace: format!("/admin/datasets/{id}/trace") }))
 }
 
 /// `POST .../datasets/{id}/reopen`: serves a withdrawn dataset again.
@@ -324,9 +333,9 @@ pub async fn open_objections(state: &Arc<State>) -> Result<HashMap<String, u64>,
 
 // ---- Applications --------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ApplicationRequest {
+pub struct ApplicationRequest {
     dataset: String,
     purpose: String,
     scenario: String,
@@ -335,10 +344,8 @@ struct ApplicationRequest {
 }
 
 /// An application as the API shows it: the record, and whether it is overdue today.
-fn application_view(state: &State, a: &Application) -> Value {
-    let mut value = serde_json::to_value(a).expect("applications serialize");
-    value["overdue"] = json!(a.overdue(today(state)));
-    value
+fn application_view(state: &State, a: &Application) -> api::ApplicationView {
+    api::ApplicationView { application: a.clone(), overdue: a.overdue(today(state)) }
 }
 
 /// `POST /v1/applications`: a user applies for a conditionally open dataset.
@@ -439,22 +446,23 @@ pub async fn applications(state: &Arc<State>, actor: Actor, status: Option<&str>
         })?),
     };
     let all = blocking(state, |s| s.applications()).await?;
-    let shown: Vec<Value> = all
+    let applications = all
         .iter()
         .filter(|a| status.is_none_or(|s| a.status == s))
         .filter(|a| sees_application(state, &actor, a))
         .map(|a| application_view(state, a))
         .collect();
-    Ok(json(StatusCode::OK, &json!({ "applications": shown })))
+    Ok(json(StatusCode::OK, &api::ApplicationList { applications }))
 }
 
 /// The terms an owner approves an application with; the columns default to those applied for.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ApproveRequest {
+pub struct ApproveRequest {
     columns: Option<Vec<String>>,
     row_filter: Option<String>,
     #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     masks: std::collections::BTreeMap<String, Mask>,
     valid_from: Option<DateTime<Utc>>,
     valid_until: DateTime<Utc>,
@@ -517,7 +525,7 @@ pub async fn approve(
     .await?;
     state.keys.invalidate();
     tracing::info!(application = %application.id, agreement = %agreement.id, "application approved");
-    Ok(json(StatusCode::OK, &json!({ "application": application_view(state, &application), "agreement": agreement })))
+    Ok(json(StatusCode::OK, &api::Approval { application: application_view(state, &application), agreement }))
 }
 
 /// `POST /v1/applications/{id}/reject`: a reason is required.
@@ -612,9 +620,9 @@ pub async fn owned_agreements(state: &Arc<State>, actor: &Actor) -> Result<Vec<A
 
 // ---- Objections ----------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ObjectionRequest {
+pub struct ObjectionRequest {
     description: String,
     contact: Option<String>,
 }
@@ -669,17 +677,15 @@ pub async fn object(
 
 /// An objection as `viewer` may see it: the filer's contact only for the owner, the operators
 /// and the filer.
-fn objection_view(state: &State, viewer: Option<&Actor>, o: &Objection) -> Value {
-    let mut value = serde_json::to_value(o).expect("objections serialize");
+fn objection_view(state: &State, viewer: Option<&Actor>, o: &Objection) -> Objection {
     let privileged = viewer.is_some_and(|v| {
         owns_dataset(state, v, &o.dataset) || (v.principal_id().is_some() && v.principal_id() == o.principal.as_deref())
     });
+    let mut shown = o.clone();
     if !privileged {
-        if let Some(map) = value.as_object_mut() {
-            map.remove("contact");
-        }
+        shown.contact = None;
     }
-    value
+    shown
 }
 
 /// `GET /v1/objections/{id}`: anyone may follow an objection.
@@ -709,19 +715,19 @@ pub async fn objections(
             })?),
         };
     let all = blocking(state, |s| s.objections()).await?;
-    let shown: Vec<Value> = all
+    let objections = all
         .iter()
         .filter(|o| status.is_none_or(|s| o.status == s))
         .filter(|o| dataset.is_none_or(|d| d.is_empty() || o.dataset.as_str() == d))
         .filter(|o| owns_dataset(state, &actor, &o.dataset))
         .map(|o| objection_view(state, Some(&actor), o))
         .collect();
-    Ok(json(StatusCode::OK, &json!({ "objections": shown })))
+    Ok(json(StatusCode::OK, &api::ObjectionList { objections }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResolveRequest {
+pub struct ResolveRequest {
     #[serde(default)]
     response: String,
 }

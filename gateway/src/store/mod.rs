@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::DatasetConfig;
 
 /// A stored API key: never the secret, only its SHA-256.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct KeyRecord {
     pub id: String,
     pub principal: String,
@@ -27,7 +27,7 @@ pub struct KeyRecord {
 
 /// Requests, rows and bytes consumed under one agreement on one day.
 /// A report of misuse of public data, filed by anyone, kept for the platform's operators.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub id: String,
     pub received_at: DateTime<Utc>,
@@ -41,7 +41,7 @@ pub struct Report {
 }
 
 /// A holder's account of how it used the data an agreement gave it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Feedback {
     pub id: String,
     pub agreement: String,
@@ -63,7 +63,7 @@ pub struct EntryRecord {
 }
 
 /// A dataset withdrawn from service, and when it was reopened.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Withdrawal {
     pub dataset: String,
     pub withdrawn_at: DateTime<Utc>,
@@ -76,11 +76,12 @@ pub struct Withdrawal {
 }
 
 /// A webhook call waiting to be delivered, or delivered, or given up on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notification {
     pub id: String,
     pub url: String,
     /// The JSON body sent.
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     pub attempts: u32,
     pub next_attempt_at: DateTime<Utc>,
