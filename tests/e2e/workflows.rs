@@ -637,6 +637,16 @@ async fn objections_are_filed_by_anyone_seen_by_their_owner_and_resolved() {
     assert_eq!(meta["open_objections"], 1);
     let (_, catalog) = call(&g, Method::GET, "/v1/catalog?q=bus", None, None).await;
     assert_eq!(catalog["datasets"][0]["open_objections"], 1);
+    // A wrong method is a 405 naming the methods the endpoint takes, whoever calls.
+    for (method, path, allow) in [
+        (Method::GET, "/v1/datasets/bus-arrivals/objections", "POST"),
+        (Method::DELETE, "/v1/applications", "GET, HEAD, POST"),
+        (Method::POST, "/v1/datasets/bus-arrivals/draft", "GET, HEAD, PUT"),
+    ] {
+        let r = client().request(method.clone(), g.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+    }
     let s = samples(&scrape(&g).await);
     assert_eq!(value(&s, r#"kaifang_objections{state="open"}"#), 1.0);
     assert_eq!(value(&s, r#"kaifang_objections{state="resolved"}"#), 1.0);

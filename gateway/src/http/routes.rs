@@ -76,12 +76,14 @@ pub async fn route(
             catalog(state, &params).await
         }
         ["v1", "applications"] => {
+            if !matches!(method, Method::GET | Method::HEAD | Method::POST) {
+                return Err(method_not_allowed("GET, HEAD, POST"));
+            }
             let actor = workflow::actor(state, req.headers()).await?;
             if method == Method::POST {
                 only(&params, &[])?;
                 workflow::apply(state, actor, req).await
             } else {
-                get_or_head().map_err(|_| method_not_allowed("GET, POST"))?;
                 only(&params, &["status"])?;
                 workflow::applications(state, actor, param(&params, "status")).await
             }
@@ -125,12 +127,14 @@ pub async fn route(
             workflow::change_agreement(state, workflow::actor(state, req.headers()).await?, &decoded(id), action).await
         }
         ["v1", "datasets", id, "draft"] => {
+            if !matches!(method, Method::GET | Method::HEAD | Method::PUT) {
+                return Err(method_not_allowed("GET, HEAD, PUT"));
+            }
             only(&params, &[])?;
             let actor = workflow::actor(state, req.headers()).await?;
             match method {
                 Method::PUT => workflow::put_draft(state, actor, &decoded(id), req).await,
-                Method::GET | Method::HEAD => workflow::get_draft(state, actor, &decoded(id)).await,
-                _ => Err(method_not_allowed("GET, PUT")),
+                _ => workflow::get_draft(state, actor, &decoded(id)).await,
             }
         }
         ["v1", "datasets", id, "objections"] => {
