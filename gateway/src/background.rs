@@ -23,6 +23,11 @@ pub async fn run(state: Arc<State>, shutdown: impl Future<Output = ()>) {
             _ = save.tick() => {
                 save_usage(&state).await;
                 retry_audit(&state).await;
+                if let Some(shared) = &state.shared {
+                    if let Err(e) = shared.sync(&state.limiter, chrono::Utc::now()).await {
+                        tracing::debug!(error = %e.0, "quota usage not pushed to the shared limiter; kept for the next try");
+                    }
+                }
             }
             _ = housekeeping.tick() => state.limiter.housekeep(chrono::Utc::now()),
             _ = retention.tick() => prune_audit(&state).await,

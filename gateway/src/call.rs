@@ -24,6 +24,7 @@ use crate::error::{Error, Kind};
 use crate::metrics::{timed, Metrics, Timing};
 use crate::pipeline::{execute, Plan, Query};
 use crate::ratelimit::{Admission, Budget, Denied};
+use crate::shared_limits::OnFailure;
 use crate::source::{self, BatchStream, Pieces};
 use crate::state::{CatalogEntry, Cuts, Live, State};
 use crate::store::Withdrawal;
@@ -110,9 +111,9 @@ impl<'a> Call<'a> {
     }
 
     /// Asks the rules for a grant, then the limiter for admission.
-    pub fn grant(&self, operation: Operation) -> Result<(Grant, Admission, Option<Budget>), Error> {
+    pub async fn grant(&self, operation: Operation) -> Result<(Grant, Admission, Option<Budget>), Error> {
         let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
-        let (admission, budget) = admit(self.state, &grant, self.client, self.protocol)?;
+        let (admission, budget) = admit_under(self.state, &grant.limit, self.client, self.protocol).await?;
         if let Limit::Agreement { id, .. } = &grant.limit {
             let _ = self.agreement.set(id.clone());
         }
@@ -236,7 +237,7 @@ impl Recorder<'_> {
 /// Plans the query and opens the source, returning the first batch (if any) so that a source
 /// that fails at once is answered with a proper error instead of a broken stream.
 pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Result<Started, Error> {
-    let (grant, admission, budget) = call.grant(operation)?;
+    let (grant, admission, budget) = call.grant(operation).await?;
     let state = call.state;
     let live = call.live;
     let plan = Plan::new(&call.entry.config, &grant, query, live.limits.max_sort_rows, live.hash_key.clone())?;
@@ -268,68 +269,129 @@ pub struct Started {
     pub budget: Option<Budget>,
 }
 
-/// Admits the call or refuses it: 429 (`ResourceExhausted` on Flight) naming the limit, with
-/// `Retry-After` and the `RateLimit` fields.
-pub fn admit(
-    state: &State,
-    grant: &Grant,
-    client: IpAddr,
-    protocol: &'static str,
-) -> Result<(Admission, Option<Budget>), Error> {
-    admit_under(state, &grant.limit, client, protocol)
-}
-
-/// [`admit`] for a call under `limit` that is not a data call (a report, say).
-pub fn admit_under(
+/// Admits a call under `limit` or refuses it: 429 (`ResourceExhausted` on Flight) naming the
+/// limit, with `Retry-After` and the `RateLimit` fields. In a cluster the limits are the ones
+/// shared in Redis; when Redis cannot be reached, [`OnFailure`] says what happens.
+pub async fn admit_under(
     state: &State,
     limit: &Limit,
     client: IpAddr,
     protocol: &'static str,
 ) -> Result<(Admission, Option<Budget>), Error> {
-    let store = state.store.clone();
-    let load = move |agreement: &str, day: &str| {
-        store.usage(agreement, day).unwrap_or_else(|e| {
-            tracing::warn!(agreement, error = %e, "quota usage not readable; counting from zero");
-            Default::default()
-        })
-    };
-    state.limiter.admit(limit, client, Utc::now(), load).map_err(|denied| {
-        let limit = match &denied {
-            Denied::Rate { policy: "anonymous", .. } => "anonymous_rate",
-            Denied::Rate { policy: "key", .. } => "key_rate",
-            Denied::Rate { .. } => "agreement_rate",
-            Denied::Quota { quota, .. } => *quota,
-        };
-        state.metrics.limit_refusals.with_label_values(&[protocol, limit]).inc();
-        let (mut error, retry_after) = match denied {
-            Denied::Rate { policy, burst, retry_after } => {
-                let mut e = Error::new(
-                    Kind::TooManyRequests,
-                    "rate_limited",
-                    format!("the {policy} rate limit is spent; retry in {:.1} s", retry_after.as_secs_f64()),
-                );
-                let t = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                e.headers.extend([
-                    ("ratelimit-policy", format!("\"{policy}\";q={burst};w=1")),
-                    ("ratelimit", format!("\"{policy}\";r=0;t={t}")),
-                    ("ratelimit-limit", burst.to_string()),
-                    ("ratelimit-remaining", "0".into()),
-                    ("ratelimit-reset", t.to_string()),
-                ]);
-                (e, retry_after)
+    let now = Utc::now();
+    let decided = match (&state.shared, limit) {
+        (None, _) => admit_locally(state, limit, client, now).await,
+        (Some(shared), Limit::Agreement { id, rate, quota }) => {
+            let day = state.limiter.day(now).to_string();
+            match shared.admit_agreement(id, *rate, quota, &day).await {
+                Ok(Ok(admitted)) => {
+                    Ok((admitted.admission, Some(state.limiter.shared_budget(id, quota, admitted.used, now))))
+                }
+                Ok(Err(denied)) => Err(denied),
+                Err(unreachable) => {
+                    shared.fell_back();
+                    match shared.on_failure {
+                        OnFailure::FailClosed => {
+                            return Err(Error::new(
+                                Kind::Unavailable,
+                                "limiter_unavailable",
+                                format!(
+                                    "the shared rate limiter cannot be reached ({}); conditional data is not served without it",
+                                    unreachable.0
+                                ),
+                            ));
+                        }
+                        OnFailure::LocalShare => {
+                            let share =
+                                Limit::Agreement { id: id.clone(), rate: shared.local_share(*rate), quota: *quota };
+                            admit_locally(state, &share, client, now).await
+                        }
+                    }
+                }
             }
-            Denied::Quota { quota, limit, retry_after } => (
-                Error::new(
-                    Kind::TooManyRequests,
-                    "quota_exhausted",
-                    format!("the daily quota `{quota}` ({limit}) of your agreement is spent; it renews at midnight"),
-                ),
-                retry_after,
+        }
+        (Some(shared), _) => {
+            let limits = &state.live().limits;
+            let rate = if matches!(limit, Limit::Anonymous) { limits.anonymous_rate } else { limits.key_rate };
+            match shared.admit_default(limit, client, rate).await {
+                Ok(decided) => decided.map(|admission| (admission, None)),
+                // Unconditional data keeps flowing on the local limits.
+                Err(_) => {
+                    shared.fell_back();
+                    admit_locally(state, limit, client, now).await
+                }
+            }
+        }
+    };
+    decided.map_err(|denied| refused(state, protocol, denied, now))
+}
+
+/// Admits a call on this instance's own limiter; today's usage of an agreement not yet counted
+/// here is read from the store first, off the runtime.
+async fn admit_locally(
+    state: &State,
+    limit: &Limit,
+    client: IpAddr,
+    now: chrono::DateTime<Utc>,
+) -> Result<(Admission, Option<Budget>), Denied> {
+    let mut usage = None;
+    if let Limit::Agreement { id, .. } = limit {
+        if !state.limiter.has_counter(id, now) {
+            let (store, id, day) = (state.store.clone(), id.clone(), state.limiter.day(now).to_string());
+            let read = tokio::task::spawn_blocking(move || store.usage(&id, &day)).await;
+            usage = Some(match read {
+                Ok(Ok(usage)) => usage,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "quota usage not readable; counting from zero");
+                    Default::default()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "quota usage task failed; counting from zero");
+                    Default::default()
+                }
+            });
+        }
+    }
+    state.limiter.admit(limit, client, now, |_, _| usage.unwrap_or_default())
+}
+
+/// The refusal of a call a limit did not admit, counted in the metrics.
+fn refused(state: &State, protocol: &'static str, denied: Denied, now: chrono::DateTime<Utc>) -> Error {
+    let limit = match &denied {
+        Denied::Rate { policy: "anonymous", .. } => "anonymous_rate",
+        Denied::Rate { policy: "key", .. } => "key_rate",
+        Denied::Rate { .. } => "agreement_rate",
+        Denied::Quota { quota, .. } => *quota,
+    };
+    state.metrics.limit_refusals.with_label_values(&[protocol, limit]).inc();
+    let (mut error, retry_after) = match denied {
+        Denied::Rate { policy, burst, retry_after } => {
+            let mut e = Error::new(
+                Kind::TooManyRequests,
+                "rate_limited",
+                format!("the {policy} rate limit is spent; retry in {:.1} s", retry_after.as_secs_f64()),
+            );
+            let t = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            e.headers.extend([
+                ("ratelimit-policy", format!("\"{policy}\";q={burst};w=1")),
+                ("ratelimit", format!("\"{policy}\";r=0;t={t}")),
+                ("ratelimit-limit", burst.to_string()),
+                ("ratelimit-remaining", "0".into()),
+                ("ratelimit-reset", t.to_string()),
+            ]);
+            (e, retry_after)
+        }
+        Denied::Quota { quota, limit, retry_after } => (
+            Error::new(
+                Kind::TooManyRequests,
+                "quota_exhausted",
+                format!("the daily quota `{quota}` ({limit}) of your agreement is spent; it renews at midnight"),
             ),
-        };
-        error.headers.push(("retry-after", retry_after.as_secs_f64().ceil().max(1.0).to_string()));
-        error
-    })
+            if retry_after.is_zero() { state.limiter.until_next_day(now) } else { retry_after },
+        ),
+    };
+    error.headers.push(("retry-after", retry_after.as_secs_f64().ceil().max(1.0).to_string()));
+    error
 }
 
 fn quota_spent(which: &str, left: u64) -> Error {

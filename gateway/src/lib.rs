@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod shared_limits;
 pub mod source;
 pub mod state;
 pub mod store;

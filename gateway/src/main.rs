@@ -10,7 +10,6 @@ use kaifang::config::{self, Config, Origin};
 use kaifang::http::Api;
 use kaifang::state::State;
 use kaifang::store::sqlite::SqliteStore;
-use kaifang::store::Store;
 
 #[derive(Parser)]
 #[command(name = "kaifang", version, about = "The data gateway of a city's public-data open platform")]
@@ -53,11 +52,18 @@ impl Place {
 
     /// The store of the data directory, with the configuration's declared principals and
     /// agreements in it, as `serve` would have them.
-    fn store(&self) -> Result<SqliteStore, String> {
+    fn store(&self) -> Result<Box<dyn kaifang::store::Store>, String> {
         let config = self.load()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
-        let store = SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())?;
-        kaifang::state::store_declared(&store, &config)?;
+        let store: Box<dyn kaifang::store::Store> = match &config.cluster {
+            Some(cluster) => {
+                Box::new(kaifang::store::postgres::PgStore::open(&cluster.store).map_err(|e| e.to_string())?)
+            }
+            None => {
+                std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+                Box::new(SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())?)
+            }
+        };
+        kaifang::state::store_declared(store.as_ref(), &config)?;
         Ok(store)
     }
 }
@@ -78,6 +84,9 @@ enum Command {
         /// Admin listen address; overrides `[admin] listen`.
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// This instance's name in a cluster; overrides `[cluster] instance`.
+        #[arg(long, env = "KAIFANG_INSTANCE")]
+        instance: Option<String>,
     },
     /// Check a configuration and its catalog; every error is printed with file, line and field.
     CheckConfig {
@@ -162,7 +171,9 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
     }
     let result = match cli.command {
-        Command::Serve { place, http, flight, admin } => serve(place, Listeners { http, flight, admin }),
+        Command::Serve { place, http, flight, admin, instance } => {
+            serve(place, Listeners { http, flight, admin, instance })
+        }
         Command::CheckConfig { file } => check_config(&file),
         Command::DemoData { rows, out } => {
             load(Origin::Embedded, Path::new("kaifang.toml")).and_then(|c| kaifang::demo::write_all(&c, rows, &out))
@@ -204,7 +215,7 @@ fn keys(action: KeysAction, place: &Place) -> Result<(), String> {
     let store = place.store()?;
     match action {
         KeysAction::Issue { principal } => {
-            let issued = kaifang::auth::issue(&store, &principal).map_err(|e| e.to_string())?;
+            let issued = kaifang::auth::issue(store.as_ref(), &principal).map_err(|e| e.to_string())?;
             eprintln!("key {} for {}; the key is shown only this once:", issued.record.id, principal);
             println!("{}", issued.key);
         }
@@ -225,10 +236,81 @@ fn keys(action: KeysAction, place: &Place) -> Result<(), String> {
 }
 
 fn audit(action: AuditAction, place: &Place) -> Result<(), String> {
+    let config = place.load()?;
+    let dir = kaifang::state::audit_dir(&config.data_dir);
+    let cluster = config.cluster.as_ref().map(|c| c.store.as_str());
+    match (action, cluster) {
+        (AuditAction::Verify, Some(url)) => {
+            let mut broken = Vec::new();
+            for chain in kaifang::audit::postgres::verify(url)? {
+                match &chain.broken {
+                    None => println!(
+                        "audit chain of {} intact: {} records verified, last seq {}",
+                        chain.instance, chain.records, chain.last_seq
+                    ),
+                    Some((seq, problem)) => {
+                        broken.push(format!("audit chain of {} broken at seq {seq}: {problem}", chain.instance))
+                    }
+                }
+            }
+            if broken.is_empty() {
+                Ok(())
+            } else {
+                Err(broken.join("\n"))
+            }
+        }
+        (AuditAction::Trace { dataset, since, until, format }, Some(url)) => {
+            let records: Vec<_> = kaifang::audit::postgres::read_lines(url)?.into_iter().map(|(_, r)| r).collect();
+            print_trace(&records, &dataset, since, until, format);
+            Ok(())
+        }
+        (action, None) => audit_files(action, &dir),
+    }
+}
+
+type Time = chrono::DateTime<chrono::Utc>;
+
+fn print_trace(
+    records: &[kaifang::audit::Record],
+    dataset: &str,
+    since: Option<Time>,
+    until: Option<Time>,
+    format: TraceFormat,
+) {
+    let recipients = kaifang::audit::trace(records, dataset, since, until);
+    match format {
+        TraceFormat::Json => {
+            let report =
+                serde_json::json!({"dataset": dataset, "since": since, "until": until, "recipients": recipients});
+            println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
+        }
+        TraceFormat::Table => {
+            let time = |t: Time| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            println!(
+                "{:<20} {:<20} {:>7} {:>10} {:>10} {:>12}  {:<20}  {:<20}",
+                "principal", "agreement", "calls", "unfinished", "rows", "bytes", "first access", "last access"
+            );
+            for r in &recipients {
+                println!(
+                    "{:<20} {:<20} {:>7} {:>10} {:>10} {:>12}  {:<20}  {:<20}",
+                    r.principal,
+                    r.agreement,
+                    r.calls,
+                    r.unfinished_calls,
+                    r.rows,
+                    r.bytes,
+                    time(r.first_access),
+                    time(r.last_access)
+                );
+            }
+        }
+    }
+}
+
+fn audit_files(action: AuditAction, dir: &Path) -> Result<(), String> {
     use kaifang::audit::segments;
-    let dir = kaifang::state::audit_dir(&place.load()?.data_dir);
     match action {
-        AuditAction::Verify => match segments::verify(&dir)? {
+        AuditAction::Verify => match segments::verify(dir)? {
             segments::Verdict::Intact { records, last_seq } => {
                 println!("audit log intact: {records} records verified, last seq {last_seq}");
                 Ok(())
@@ -239,50 +321,30 @@ fn audit(action: AuditAction, place: &Place) -> Result<(), String> {
             }
         },
         AuditAction::Trace { dataset, since, until, format } => {
-            let records: Vec<_> = segments::read_lines(&dir)?.into_iter().map(|(_, r)| r).collect();
-            let recipients = kaifang::audit::trace(&records, &dataset, since, until);
-            match format {
-                TraceFormat::Json => {
-                    let report = serde_json::json!({"dataset": dataset, "since": since, "until": until, "recipients": recipients});
-                    println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
-                }
-                TraceFormat::Table => {
-                    let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                    println!(
-                        "{:<20} {:<20} {:>7} {:>10} {:>10} {:>12}  {:<20}  {:<20}",
-                        "principal", "agreement", "calls", "unfinished", "rows", "bytes", "first access", "last access"
-                    );
-                    for r in &recipients {
-                        println!(
-                            "{:<20} {:<20} {:>7} {:>10} {:>10} {:>12}  {:<20}  {:<20}",
-                            r.principal,
-                            r.agreement,
-                            r.calls,
-                            r.unfinished_calls,
-                            r.rows,
-                            r.bytes,
-                            time(r.first_access),
-                            time(r.last_access)
-                        );
-                    }
-                }
-            }
+            let records: Vec<_> = segments::read_lines(dir)?.into_iter().map(|(_, r)| r).collect();
+            print_trace(&records, &dataset, since, until, format);
             Ok(())
         }
     }
 }
 
 /// Listen addresses given on the command line, over those of the configuration.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Listeners {
     http: Option<SocketAddr>,
     flight: Option<SocketAddr>,
     admin: Option<SocketAddr>,
+    instance: Option<String>,
 }
 
 /// The configuration with the command line's overrides.
-fn configure(place: &Place, listeners: Listeners) -> Result<Config, String> {
+fn configure(place: &Place, listeners: &Listeners) -> Result<Config, String> {
     let mut config = place.load()?;
+    if let Some(name) = &listeners.instance {
+        let cluster =
+            config.cluster.as_mut().ok_or("--instance names an instance of a [cluster]; the configuration has none")?;
+        cluster.instance = name.clone();
+    }
     if let Some(addr) = listeners.http {
         config.http.listen = addr;
     }
@@ -296,7 +358,7 @@ fn configure(place: &Place, listeners: Listeners) -> Result<Config, String> {
 }
 
 fn serve(place: Place, listeners: Listeners) -> Result<(), String> {
-    let config = configure(&place, listeners)?;
+    let config = configure(&place, &listeners)?;
     let embedded = place.config.is_none();
     if embedded {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
@@ -304,7 +366,7 @@ fn serve(place: Place, listeners: Listeners) -> Result<(), String> {
     }
     let source = {
         let place = place.clone();
-        move || configure(&place, listeners).map_err(|e| e.lines().map(str::to_owned).collect())
+        move || configure(&place, &listeners).map_err(|e| e.lines().map(str::to_owned).collect())
     };
     let state = Arc::new(State::open(config)?.with_source(Box::new(source)));
     if embedded {
@@ -315,6 +377,7 @@ fn serve(place: Place, listeners: Listeners) -> Result<(), String> {
 }
 
 async fn run(state: Arc<State>) -> Result<(), String> {
+    state.follow_changes()?;
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
     };

@@ -76,6 +76,10 @@ pub struct Metrics {
     pub objections: IntGaugeVec,
     /// Webhook delivery attempts by result (`delivered`, `retried`, `abandoned`).
     pub webhook_deliveries: IntCounterVec,
+    /// 1 while a backend (`store`, `audit`, `limiter`) answers, 0 after it failed.
+    pub backend_up: IntGaugeVec,
+    /// Calls the limiter fallback decided because Redis could not be reached.
+    pub limiter_fallbacks: IntCounter,
     dataset_age: GaugeVec,
     dataset_interval: GaugeVec,
     dataset_stale: IntGaugeVec,
@@ -251,6 +255,18 @@ impl Metrics {
         for result in ["delivered", "retried", "abandoned"] {
             webhook_deliveries.with_label_values(&[result]);
         }
+        let backend_up = int_gauge(
+            &r,
+            "kaifang_backend_up",
+            "1 while the backend (store, audit, limiter) answers, 0 after it failed; set at each readiness check and limiter call.",
+            &["backend"],
+        );
+        let limiter_fallbacks = IntCounter::new(
+            "kaifang_limiter_fallbacks_total",
+            "Calls decided by the local fallback because the shared limiter (Redis) could not be reached.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(limiter_fallbacks.clone())).expect("registered once");
         let build =
             int_gauge(&r, "kaifang_build_info", "The running build: 1, labelled with its version.", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -270,6 +286,8 @@ impl Metrics {
             applications_overdue,
             objections,
             webhook_deliveries,
+            backend_up,
+            limiter_fallbacks,
             dataset_age,
             dataset_interval,
             dataset_stale,

@@ -83,22 +83,28 @@ pub struct Budget {
 impl Budget {
     /// Takes `n` rows from today's quota, or says how many are left.
     pub fn take_rows(&self, n: u64) -> Result<(), u64> {
-        take(&self.counter.rows, n, self.rows_per_day)
+        take(&self.counter.rows, n, self.rows_per_day)?;
+        self.counter.unpushed_rows.fetch_add(n, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Takes `n` bytes from today's quota, or says how many are left.
     pub fn take_bytes(&self, n: u64) -> Result<(), u64> {
-        take(&self.counter.bytes, n, self.bytes_per_day)
+        take(&self.counter.bytes, n, self.bytes_per_day)?;
+        self.counter.unpushed_bytes.fetch_add(n, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Spends what is left of today's rows: a response cut off for passing the quota has used it.
     pub fn exhaust_rows(&self) {
-        self.counter.rows.fetch_max(self.rows_per_day, Ordering::AcqRel);
+        let before = self.counter.rows.fetch_max(self.rows_per_day, Ordering::AcqRel);
+        self.counter.unpushed_rows.fetch_add(self.rows_per_day.saturating_sub(before), Ordering::AcqRel);
     }
 
     /// Spends what is left of today's bytes.
     pub fn exhaust_bytes(&self) {
-        self.counter.bytes.fetch_max(self.bytes_per_day, Ordering::AcqRel);
+        let before = self.counter.bytes.fetch_max(self.bytes_per_day, Ordering::AcqRel);
+        self.counter.unpushed_bytes.fetch_add(self.bytes_per_day.saturating_sub(before), Ordering::AcqRel);
     }
 }
 
@@ -124,6 +130,9 @@ struct QuotaCounter {
     requests: AtomicU64,
     rows: AtomicU64,
     bytes: AtomicU64,
+    /// Rows and bytes counted here and not yet pushed to the shared limiter (when there is one).
+    unpushed_rows: AtomicU64,
+    unpushed_bytes: AtomicU64,
 }
 
 impl QuotaCounter {
@@ -197,7 +206,7 @@ impl Limiter {
     }
 
     /// Time until the quota day after `now` starts.
-    fn until_next_day(&self, now: DateTime<Utc>) -> Duration {
+    pub fn until_next_day(&self, now: DateTime<Utc>) -> Duration {
         let local = now.with_timezone(&self.day_offset);
         let midnight = (local.date_naive() + chrono::Days::new(1)).and_hms_opt(0, 0, 0).expect("valid time");
         let next = midnight.and_local_timezone(self.day_offset).single().expect("fixed offsets are unambiguous");
@@ -280,6 +289,8 @@ impl Limiter {
             requests: AtomicU64::new(usage.requests),
             rows: AtomicU64::new(usage.rows),
             bytes: AtomicU64::new(usage.bytes),
+            unpushed_rows: AtomicU64::new(0),
+            unpushed_bytes: AtomicU64::new(0),
         });
         // Two first calls of the day may race here; the first one stored wins, and both count
         // into it.
@@ -314,6 +325,52 @@ impl Limiter {
             Err(not_until) => {
                 Err(Denied::Rate { policy, burst: rate.burst, retry_after: not_until.wait_time_from(self.clock.now()) })
             }
+        }
+    }
+
+    /// Whether today's usage of `agreement` is already counted here (so admitting it reads
+    /// nothing from the store).
+    pub fn has_counter(&self, agreement: &str, now: DateTime<Utc>) -> bool {
+        let day = self.day(now);
+        self.quotas.get(agreement).is_some_and(|c| c.day == day)
+    }
+
+    /// The row and byte budget of a call the shared limiter admitted: today's counter here,
+    /// brought up to the usage across all instances.
+    pub fn shared_budget(&self, agreement: &str, quota: &policy::Quota, used: Usage, now: DateTime<Utc>) -> Budget {
+        let counter = self.counter(agreement, now, |_, _| used);
+        counter.requests.fetch_max(used.requests, Ordering::AcqRel);
+        counter.rows.fetch_max(used.rows + counter.unpushed_rows.load(Ordering::Acquire), Ordering::AcqRel);
+        counter.bytes.fetch_max(used.bytes + counter.unpushed_bytes.load(Ordering::Acquire), Ordering::AcqRel);
+        Budget { counter, rows_per_day: quota.rows_per_day, bytes_per_day: quota.bytes_per_day }
+    }
+
+    /// Today's rows and bytes not yet pushed to the shared limiter, per agreement, taken (the
+    /// counts start again from zero).
+    pub fn take_unpushed(&self) -> Vec<(String, u64, u64)> {
+        self.quotas
+            .iter()
+            .filter_map(|c| {
+                let rows = c.unpushed_rows.swap(0, Ordering::AcqRel);
+                let bytes = c.unpushed_bytes.swap(0, Ordering::AcqRel);
+                (rows > 0 || bytes > 0).then(|| (c.key().clone(), rows, bytes))
+            })
+            .collect()
+    }
+
+    /// Puts back counts a failed push did not deliver.
+    pub fn give_back(&self, agreement: &str, rows: u64, bytes: u64) {
+        if let Some(c) = self.quotas.get(agreement) {
+            c.unpushed_rows.fetch_add(rows, Ordering::AcqRel);
+            c.unpushed_bytes.fetch_add(bytes, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes in the totals across all instances after a push.
+    pub fn take_in(&self, agreement: &str, rows: u64, bytes: u64) {
+        if let Some(c) = self.quotas.get(agreement) {
+            c.rows.fetch_max(rows + c.unpushed_rows.load(Ordering::Acquire), Ordering::AcqRel);
+            c.bytes.fetch_max(bytes + c.unpushed_bytes.load(Ordering::Acquire), Ordering::AcqRel);
         }
     }
 

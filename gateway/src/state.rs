@@ -9,14 +9,17 @@ use chrono::FixedOffset;
 use policy::DatasetId;
 use rand::RngCore;
 
+use crate::audit::postgres::PgAuditLog;
 use crate::audit::segments::SegmentLog;
 use crate::audit::Audit;
 use crate::auth::Keys;
 use crate::config::{Config, DatasetConfig, Limits, TlsConfig};
 use crate::metrics::Metrics;
 use crate::ratelimit::{DefaultRates, Limiter};
+use crate::shared_limits::SharedLimits;
 use crate::source::upstream::Upstream;
 use crate::source::SourceContext;
+use crate::store::postgres::{Change, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EntryRecord, Store, Withdrawal};
 use crate::tls::Certs;
@@ -195,6 +198,8 @@ pub struct State {
     pub cuts: tokio::sync::watch::Sender<Cuts>,
     /// Wakes the webhook sender when a notification is written.
     pub notifications_waiting: tokio::sync::Notify,
+    /// The rate limits and quotas shared with the other instances, in a cluster.
+    pub shared: Option<Arc<SharedLimits>>,
 }
 
 /// Where the audit log of a data directory lives.
@@ -212,10 +217,15 @@ impl State {
     pub fn open(config: Config) -> Result<State, String> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&config.data_dir)
-                .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?,
-        );
+        let store: Arc<dyn Store> = match &config.cluster {
+            None => Arc::new(
+                SqliteStore::open(&config.data_dir)
+                    .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?,
+            ),
+            Some(cluster) => {
+                Arc::new(PgStore::open(&cluster.store).map_err(|e| format!("cannot open the store: {e}"))?)
+            }
+        };
         store_declared(store.as_ref(), &config)?;
         let overlay = Overlay::load(store.as_ref())?;
         let live = Live::new(&config, &overlay)?;
@@ -229,11 +239,26 @@ impl State {
         let limiter =
             Limiter::new(DefaultRates { anonymous: config.limits.anonymous_rate, key: config.limits.key_rate }, offset);
         let metrics = Metrics::new();
-        let audit = Audit::new(Arc::new(SegmentLog::open(
-            &audit_dir(&config.data_dir),
-            config.audit.segment_bytes,
-            metrics.audit.clone(),
-        )?));
+        let audit: Arc<dyn crate::audit::AuditSink> = match &config.cluster {
+            None => Arc::new(SegmentLog::open(
+                &audit_dir(&config.data_dir),
+                config.audit.segment_bytes,
+                metrics.audit.clone(),
+            )?),
+            Some(cluster) => Arc::new(PgAuditLog::open(&cluster.store, &cluster.instance, metrics.audit.clone())?),
+        };
+        let audit = Audit::new(audit);
+        let shared = match &config.cluster {
+            None => None,
+            Some(cluster) => Some(Arc::new(SharedLimits::new(
+                &cluster.limiter,
+                &cluster.limiter_prefix,
+                cluster.instances,
+                cluster.on_limiter_failure,
+                metrics.backend_up.with_label_values(&["limiter"]),
+                metrics.limiter_fallbacks.clone(),
+            )?)),
+        };
         Ok(State {
             live: arc_swap::ArcSwap::from_pointee(live),
             source: None,
@@ -249,6 +274,7 @@ impl State {
             config,
             cuts,
             notifications_waiting: tokio::sync::Notify::new(),
+            shared,
         })
     }
 
@@ -360,6 +386,30 @@ impl State {
         self.live.store(Arc::new(live));
         self.cuts.send_modify(|cuts| cuts.withdrawn = withdrawn);
         Ok(())
+    }
+
+    /// In a cluster, starts listening for the changes other instances announce: each drops the
+    /// caches (through the store's change count), reloads the catalog or cuts the answers in
+    /// flight, as it says.
+    pub fn follow_changes(self: &Arc<Self>) -> Result<(), String> {
+        let Some(cluster) = &self.config.cluster else { return Ok(()) };
+        let state = Arc::downgrade(self);
+        let runtime = tokio::runtime::Handle::current();
+        crate::store::postgres::listen(&cluster.store, move |change| {
+            let Some(state) = state.upgrade() else { return };
+            match change {
+                // The key cache sees these by the store's change count on the next request.
+                Change::Keys | Change::Other => {}
+                Change::Agreement { id, active } => state.agreement_changed(&id, active),
+                Change::Catalog | Change::Resync => {
+                    runtime.spawn(async move {
+                        if let Err(e) = state.refresh_catalog().await {
+                            tracing::warn!(error = %e, "catalog not reloaded after a change elsewhere");
+                        }
+                    });
+                }
+            }
+        })
     }
 
     /// Marks an agreement ended (suspended or revoked) or active again for streams in flight.

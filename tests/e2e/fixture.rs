@@ -20,6 +20,8 @@ pub struct Gateway {
     /// URL of the Arrow Flight service (`http://host:port`).
     pub flight: String,
     pub data_dir: PathBuf,
+    /// The operator token, when given by environment rather than generated into the data dir.
+    token: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -41,10 +43,32 @@ impl Gateway {
         )
     }
 
+    /// One instance of a cluster on `config`: its name, the operator token all instances share.
+    pub fn instance(config: &Path, data_dir: &Path, name: &str, token: &str) -> Gateway {
+        let args = [
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--instance",
+            name,
+        ];
+        Gateway::spawn_with(&args, data_dir.to_owned(), Some(token.to_owned()))
+    }
+
     /// Runs `kaifang ARGS` with every listener on a free port.
     fn spawn(args: &[&str], data_dir: PathBuf) -> Gateway {
+        Gateway::spawn_with(args, data_dir, None)
+    }
+
+    fn spawn_with(args: &[&str], data_dir: PathBuf, token: Option<String>) -> Gateway {
         let listeners = ["--http", "127.0.0.1:0", "--flight", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(token) = &token {
+            command.env("KAIFANG_ADMIN_TOKEN", token);
+        }
+        let mut child = command
             .args(args.iter().copied().chain(listeners))
             .env("KAIFANG_LOG", "warn")
             .stdout(Stdio::piped())
@@ -80,6 +104,7 @@ impl Gateway {
             admin: format!("http://{admin}"),
             flight: format!("http://{flight}"),
             data_dir,
+            token,
             _dir: None,
         }
     }
@@ -129,7 +154,7 @@ impl Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let mut again = Gateway::spawn(&args, self.data_dir.clone());
+        let mut again = Gateway::spawn_with(&args, self.data_dir.clone(), self.token.clone());
         again._dir = self._dir.take();
         again
     }
@@ -140,6 +165,9 @@ impl Gateway {
 
     /// The operator token the gateway generated into its data directory.
     pub fn admin_token(&self) -> String {
+        if let Some(token) = &self.token {
+            return token.clone();
+        }
         std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap().trim().to_owned()
     }
 

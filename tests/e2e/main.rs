@@ -6,6 +6,7 @@
 mod agreements;
 mod audit;
 mod catalog;
+mod cluster;
 mod config;
 mod download;
 mod fixture;

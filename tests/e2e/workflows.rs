@@ -378,7 +378,7 @@ pub fn big_register(bytes: usize) -> String {
     )
 }
 
-fn write_register(data_dir: &Path, bytes: usize) {
+pub fn write_register(data_dir: &Path, bytes: usize) {
     let mut text = String::from("n,text\n");
     let mut n = 0;
     while text.len() < bytes {

@@ -11,6 +11,7 @@
 //! gateway talks to it through the [`AuditSink`] trait, which a networked store can implement.
 //! Unconditional traffic is not recorded call by call.
 
+pub mod postgres;
 pub mod segments;
 
 use std::collections::BTreeMap;

@@ -32,10 +32,10 @@ use crate::metrics::AuditMetrics;
 
 /// Records waiting for the writer at most; further appends wait for room. The channel
 /// allocates all its places up front, so this is also a fixed memory cost of that many records.
-const QUEUE: usize = 4096;
+pub(crate) const QUEUE: usize = 4096;
 /// Records written and synced together at most.
-const BATCH: usize = 4096;
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const BATCH: usize = 4096;
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The last record removed by retention: verification starts from it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -131,7 +131,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The stored form of `record` as number `seq` after `prev`, and its hash.
-fn encode(seq: u64, prev: &str, record: &Record) -> (Vec<u8>, String) {
+pub(crate) fn encode(seq: u64, prev: &str, record: &Record) -> (Vec<u8>, String) {
     let fields = serde_json::to_string(record).expect("records serialize");
     // `fields` is `{"kind":...}`: splice the chain fields in front.
     let body = format!("{{\"seq\":{seq},\"prev\":\"{prev}\",{}", &fields[1..]);

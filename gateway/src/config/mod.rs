@@ -76,6 +76,45 @@ pub struct Config {
     /// Working days (public holidays and make-up days), from the file `calendar` names.
     pub calendar: policy::Calendar,
     pub webhooks: WebhooksConfig,
+    /// Several instances sharing one state; none for the embedded default.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Several gateway instances acting as one: the store and the audit log on PostgreSQL, rate
+/// limits and quotas in Redis.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This instance's name, unique among the instances (`--instance` overrides); it names the
+    /// instance's audit chain.
+    pub instance: String,
+    /// `postgres://` URL of the shared store and audit log.
+    pub store: String,
+    /// `redis://` URL of the shared rate limits and quotas.
+    pub limiter: String,
+    /// How many instances share the limits: the local share is 1/N of an agreement's rate.
+    #[serde(default = "ClusterConfig::one")]
+    pub instances: u32,
+    /// Conditional calls while Redis cannot be reached: `fail_closed` (503) or `local_share`.
+    #[serde(default = "ClusterConfig::fail_closed")]
+    pub on_limiter_failure: crate::shared_limits::OnFailure,
+    /// Prefix of the limiter's Redis keys, so several platforms can share one Redis.
+    #[serde(default = "ClusterConfig::prefix")]
+    pub limiter_prefix: String,
+}
+
+impl ClusterConfig {
+    fn one() -> u32 {
+        1
+    }
+
+    fn fail_closed() -> crate::shared_limits::OnFailure {
+        crate::shared_limits::OnFailure::FailClosed
+    }
+
+    fn prefix() -> String {
+        "kaifang".into()
+    }
 }
 
 /// Owners' notifications: where each department wants to hear of new applications, new
@@ -479,8 +518,9 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// The keys the main file may have at its top level.
-const TOP_LEVEL_KEYS: [&str; 15] = [
+const TOP_LEVEL_KEYS: [&str; 16] = [
     "data_dir",
+    "cluster",
     "webhooks",
     "calendar",
     "http",
@@ -567,6 +607,25 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     let calendar_file: Option<PathBuf> = main.document.deserialize_key(&main.path, "calendar", &mut errors);
     let webhooks: WebhooksConfig =
         main.document.deserialize_key(&main.path, "webhooks", &mut errors).unwrap_or_default();
+    let cluster: Option<ClusterConfig> = main.document.deserialize_key(&main.path, "cluster", &mut errors);
+    if let Some(cluster) = &cluster {
+        let key = |name: &str| [PathSegment::Key("cluster".into()), PathSegment::Key(name.into())];
+        let schemes: [(&str, &str, &[&str]); 2] = [
+            ("store", &cluster.store, &["postgres://", "postgresql://"]),
+            ("limiter", &cluster.limiter, &["redis://"]),
+        ];
+        for (name, url, prefixes) in schemes {
+            if !prefixes.iter().any(|p| url.starts_with(p)) {
+                errors.push(main.error_at(&key(name), format!("`{url}` is not a {} URL", prefixes[0])));
+            }
+        }
+        if cluster.instance.trim().is_empty() {
+            errors.push(main.error_at(&key("instance"), "name this instance".into()));
+        }
+        if cluster.instances == 0 {
+            errors.push(main.error_at(&key("instances"), "must be at least 1".into()));
+        }
+    }
     for (department, url) in &webhooks.owners {
         let valid = url.parse::<hyper::Uri>().is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
         if !valid {
@@ -767,6 +826,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             datasets,
             calendar,
             webhooks,
+            cluster,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -918,6 +978,21 @@ mod tests {
         assert_eq!(c.working_days_after(d("2025-01-24"), 10).unwrap(), d("2025-02-13"));
         assert_eq!(c.working_days_after(d("2026-02-11"), 10).unwrap(), d("2026-03-03"));
         assert_eq!(c.working_days_after(d("2026-09-18"), 10).unwrap(), d("2026-10-09"));
+    }
+
+    #[test]
+    fn the_cluster_example_loads_and_bad_cluster_urls_are_named() {
+        let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/cluster/kaifang.toml"));
+        let config = load(Origin::Files, example).unwrap();
+        let cluster = config.cluster.expect("the example is a cluster");
+        assert_eq!((cluster.instance.as_str(), cluster.instances), ("gw-1", 3));
+        assert_eq!(config.datasets.len(), 5);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        std::fs::write(&file, "[cluster]\ninstance = \"a\"\nstore = \"mysql://x\"\nlimiter = \"redis://r\"\n").unwrap();
+        let errors = load(Origin::Files, &file).unwrap_err().to_string();
+        assert!(errors.contains("k.toml:3: cluster.store: `mysql://x` is not a postgres:// URL"), "{errors}");
     }
 
     #[test]

@@ -142,17 +142,15 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
         (&Method::GET, ["admin", "datasets", id, "trace"]) => {
             let query = AuditQuery::parse(req.uri().query())?;
             let dataset = id.to_string();
-            let dir = crate::state::audit_dir(&state.config.data_dir);
             let (since, until) = (query.since, query.until);
-            let records = read_audit(dir).await?;
+            let records = read_audit(state).await?;
             let recipients = audit::trace(records.iter().map(|(_, r)| r), &dataset, since, until);
             Ok(json(StatusCode::OK, &api::Trace { dataset, since, until, recipients }))
         }
         (&Method::GET, ["admin", "audit"]) => {
             let q = AuditQuery::parse(req.uri().query())?;
-            let dir = crate::state::audit_dir(&state.config.data_dir);
             let mut body = Vec::new();
-            for (line, record) in read_audit(dir).await? {
+            for (line, record) in read_audit(state).await? {
                 if audit::matches(
                     &record,
                     q.dataset.as_deref(),
@@ -215,11 +213,17 @@ impl AuditQuery {
 }
 
 /// Every audit record with its stored line, read off the runtime.
-async fn read_audit(dir: std::path::PathBuf) -> Result<Vec<(String, audit::Record)>, Error> {
-    tokio::task::spawn_blocking(move || audit::segments::read_lines(&dir))
-        .await
-        .map_err(|e| Error::internal(format!("audit read task failed: {e}")))?
-        .map_err(|e| Error::new(Kind::Unavailable, "audit_unavailable", e))
+/// Every audit record, of every instance in a cluster.
+async fn read_audit(state: &State) -> Result<Vec<(String, audit::Record)>, Error> {
+    let dir = crate::state::audit_dir(&state.config.data_dir);
+    let cluster = state.config.cluster.as_ref().map(|c| c.store.clone());
+    tokio::task::spawn_blocking(move || match cluster {
+        Some(url) => audit::postgres::read_lines(&url),
+        None => audit::segments::read_lines(&dir),
+    })
+    .await
+    .map_err(|e| Error::internal(format!("audit read task failed: {e}")))?
+    .map_err(|e| Error::new(Kind::Unavailable, "audit_unavailable", e))
 }
 
 fn authorize<B>(state: &State, req: &Request<B>) -> Result<(), Error> {

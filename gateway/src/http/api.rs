@@ -56,6 +56,8 @@ pub struct ReadinessChecks {
     pub data_dir: String,
     pub store: String,
     pub audit: String,
+    /// `local` (one instance), `reachable`, or `unreachable: why` (the shared limiter).
+    pub limiter: String,
     /// The listed datasets whose source files are missing.
     pub missing_sources: Vec<String>,
 }

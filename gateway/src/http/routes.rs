@@ -145,7 +145,7 @@ pub async fn route(
                 None => policy::Limit::Anonymous,
                 Some(p) => policy::Limit::Key(p.id.clone()),
             };
-            call::admit_under(state, &limit, client, "http")?;
+            call::admit_under(state, &limit, client, "http").await?;
             workflow::object(state, filer, &decoded(id), req).await
         }
         ["v1", "datasets", id, action @ ("withdraw" | "reopen")] => {
@@ -304,7 +304,7 @@ async fn download(
     params: &[(String, String)],
 ) -> Result<Response<Body>, Error> {
     only(params, &[])?;
-    let (grant, admission, budget) = call.grant(Operation::Download)?;
+    let (grant, admission, budget) = call.grant(Operation::Download).await?;
     let refused = call.quota_refusals("bytes_per_day");
     let response = download::serve(call.state, call.entry, &grant, req, budget, refused).await?;
     // A download's body is the source's bytes passing through: its time is the source's.
@@ -534,7 +534,22 @@ async fn readyz(state: &State) -> Response<Body> {
         })
         .collect();
     let audit = state.audit.health();
-    let ready = writable.is_ok() && store_writable.is_ok() && audit.is_ok() && missing.is_empty();
+    let limiter = match &state.shared {
+        Some(shared) => shared.ping().await.map(|()| "reachable".to_owned()).map_err(|e| format!("unreachable: {e}")),
+        None => Ok("local".to_owned()),
+    };
+    for (backend, up) in [("store", store_writable.is_ok()), ("audit", audit.is_ok()), ("limiter", limiter.is_ok())] {
+        state.metrics.backend_up.with_label_values(&[backend]).set(i64::from(up));
+    }
+    // Without the shared limiter conditional data may still flow (the local share), so it
+    // makes the instance unready only where conditional calls fail closed.
+    let limiter_blocks = limiter.is_err()
+        && state
+            .config
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.on_limiter_failure == crate::shared_limits::OnFailure::FailClosed);
+    let ready = writable.is_ok() && store_writable.is_ok() && audit.is_ok() && missing.is_empty() && !limiter_blocks;
     let check = |r: &Result<(), String>| match r {
         Ok(()) => "writable".to_owned(),
         Err(e) => format!("not writable: {e}"),
@@ -545,6 +560,7 @@ async fn readyz(state: &State) -> Response<Body> {
             data_dir: check(&writable),
             store: check(&store_writable),
             audit: check(&audit),
+            limiter: limiter.unwrap_or_else(|e| e),
             missing_sources: missing,
         },
     };
@@ -575,7 +591,7 @@ async fn report(state: &Arc<State>, req: Request<Incoming>, client: IpAddr) -> R
         Caller::Anonymous => (policy::Limit::Anonymous, None),
         Caller::Key { key_id, principal, .. } => (policy::Limit::Key(key_id.clone()), Some(principal.clone())),
     };
-    call::admit_under(state, &limit, client, "http")?;
+    call::admit_under(state, &limit, client, "http").await?;
     let body: ReportRequest = read_object(req).await?;
     let description = body.description.trim().to_owned();
     if description.is_empty() || description.chars().count() > MAX_REPORT_CHARS {

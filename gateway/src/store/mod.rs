@@ -6,6 +6,7 @@
 //! `tokio::task::spawn_blocking`, or through the caches in `auth`, which hit the store only on
 //! a miss.
 
+pub mod postgres;
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};

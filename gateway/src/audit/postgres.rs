@@ -1,0 +1,261 @@
+//! The audit log on PostgreSQL, for several instances writing one trail.
+//!
+//! Each instance keeps its own hash chain (`instance`, `seq`), written by one writer thread with
+//! group commit: the records waiting when a commit starts go in one transaction, and a record
+//! counts as durable once that transaction has committed. One chain per instance, not one for
+//! all: a single chain would make every instance's commit wait on the others' for the chain's
+//! head, giving up group commit across the cluster; separate chains verify independently and
+//! still cannot be edited, reordered or cut in the middle without it showing. The stored line is
+//! the segment log's, so one parser and one verifier serve both.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::NoTls;
+
+use super::segments::{encode, parse_line, BATCH, GENESIS, QUEUE};
+use super::{AuditError, AuditSink, Record};
+use crate::metrics::AuditMetrics;
+use crate::store::postgres::described;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS audit_records (
+    instance TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    time TIMESTAMPTZ NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (instance, seq)
+)";
+
+struct Job {
+    record: Record,
+    done: tokio::sync::oneshot::Sender<Result<u64, AuditError>>,
+}
+
+/// The PostgreSQL audit log of one instance.
+pub struct PgAuditLog {
+    queue: std::sync::mpsc::SyncSender<Job>,
+    health: Arc<Mutex<Result<(), String>>>,
+    metrics: AuditMetrics,
+}
+
+struct Writer {
+    config: postgres::Config,
+    client: Option<postgres::Client>,
+    instance: String,
+    seq: u64,
+    prev: String,
+    health: Arc<Mutex<Result<(), String>>>,
+    metrics: AuditMetrics,
+}
+
+impl PgAuditLog {
+    /// Connects, creates the table if needed, finds where this instance's chain ends and starts
+    /// the writer thread.
+    pub fn open(url: &str, instance: &str, metrics: AuditMetrics) -> Result<PgAuditLog, String> {
+        let config: postgres::Config = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
+        let mut client =
+            config.connect(NoTls).map_err(|e| format!("audit log: cannot connect to PostgreSQL: {}", described(&e)))?;
+        client.batch_execute(SCHEMA).map_err(|e| format!("audit log: {}", described(&e)))?;
+        let last = client
+            .query_opt(
+                "SELECT seq, line FROM audit_records WHERE instance = $1 ORDER BY seq DESC LIMIT 1",
+                &[&instance],
+            )
+            .map_err(|e| format!("audit log: {}", described(&e)))?;
+        let (seq, prev) = match last {
+            Some(row) => {
+                let line: String = row.get(1);
+                let parsed = parse_line(&line).ok_or("audit log: the last record does not parse")?;
+                (row.get::<_, i64>(0) as u64, parsed.hash)
+            }
+            None => (0, GENESIS.to_owned()),
+        };
+        let health = Arc::new(Mutex::new(Ok(())));
+        let writer = Writer {
+            config,
+            client: Some(client),
+            instance: instance.to_owned(),
+            seq,
+            prev,
+            health: health.clone(),
+            metrics: metrics.clone(),
+        };
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(jobs))
+            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        Ok(PgAuditLog { queue, health, metrics })
+    }
+}
+
+impl AuditSink for PgAuditLog {
+    fn append(&self, record: Record) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let queue = self.queue.clone();
+        let waiting = self.metrics.queue_depth.clone();
+        Box::pin(async move {
+            waiting.inc();
+            let job = Job { record, done };
+            let sent = match queue.try_send(job) {
+                Ok(()) => Ok(()),
+                Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                    tokio::task::spawn_blocking(move || queue.send(job).map_err(|_| ())).await.unwrap_or(Err(()))
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
+            };
+            if sent.is_err() {
+                waiting.dec();
+            }
+            sent.map_err(|()| AuditError("the audit writer has stopped".into()))?;
+            answer.await.map_err(|_| AuditError("the audit writer has stopped".into()))?
+        })
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.health.lock().expect("health lock").clone()
+    }
+}
+
+impl Writer {
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            batch.extend(jobs.try_iter().take(BATCH - 1));
+            self.metrics.queue_depth.sub(batch.len() as i64);
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Job>) {
+        let (mut seq, mut prev) = (self.seq, self.prev.clone());
+        let mut rows = Vec::with_capacity(batch.len());
+        for job in &batch {
+            seq += 1;
+            let (line, hash) = encode(seq, &prev, &job.record);
+            let line = String::from_utf8(line).expect("records are UTF-8");
+            rows.push((seq, job.record.time(), line.trim_end().to_owned()));
+            prev = hash;
+        }
+        let started = std::time::Instant::now();
+        let written = self.write(&rows);
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        match written {
+            Ok(()) => {
+                self.metrics.records.inc_by(batch.len() as u64);
+                self.seq = seq;
+                self.prev = prev;
+                *self.health.lock().expect("health lock") = Ok(());
+                for (job, (seq, _, _)) in batch.into_iter().zip(rows) {
+                    let _ = job.done.send(Ok(seq));
+                }
+            }
+            Err(message) => {
+                // Nothing of the batch committed: the chain goes on from where it was.
+                self.client = None;
+                self.metrics.failures.inc();
+                *self.health.lock().expect("health lock") = Err(message.clone());
+                tracing::error!(error = %message, records = batch.len(), "audit write failed; conditional calls are refused until it recovers");
+                for job in batch {
+                    let _ = job.done.send(Err(AuditError(message.clone())));
+                }
+            }
+        }
+    }
+
+    /// One transaction for the batch; reconnects first if the last one failed.
+    fn write(&mut self, rows: &[(u64, chrono::DateTime<chrono::Utc>, String)]) -> Result<(), String> {
+        if self.client.is_none() {
+            let mut config = self.config.clone();
+            config.connect_timeout(Duration::from_secs(2));
+            self.client =
+                Some(config.connect(NoTls).map_err(|e| format!("cannot connect to PostgreSQL: {}", described(&e)))?);
+        }
+        let client = self.client.as_mut().expect("connected above");
+        let mut tx = client.transaction().map_err(|e| described(&e))?;
+        let statement = tx
+            .prepare("INSERT INTO audit_records (instance, seq, time, line) VALUES ($1, $2, $3, $4)")
+            .map_err(|e| described(&e))?;
+        for (seq, time, line) in rows {
+            tx.execute(&statement, &[&self.instance, &(*seq as i64), time, line]).map_err(|e| described(&e))?;
+        }
+        tx.commit().map_err(|e| described(&e))
+    }
+}
+
+/// Every stored line of every instance, oldest first, with its parsed record.
+pub fn read_lines(url: &str) -> Result<Vec<(String, Record)>, String> {
+    let mut client = connect(url)?;
+    let rows = client
+        .query("SELECT line FROM audit_records ORDER BY time, instance, seq", &[])
+        .map_err(|e| format!("audit log: {}", described(&e)))?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let line: String = row.get(0);
+            let record = parse_line(&line)?.record?;
+            Some((line, record))
+        })
+        .collect())
+}
+
+/// How one instance's chain checks out.
+#[derive(Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ChainVerdict {
+    pub instance: String,
+    pub records: u64,
+    pub last_seq: u64,
+    /// The first problem found, with the seq it is at.
+    pub broken: Option<(u64, String)>,
+}
+
+/// Verifies every instance's chain.
+pub fn verify(url: &str) -> Result<Vec<ChainVerdict>, String> {
+    let mut client = connect(url)?;
+    let instances = client
+        .query("SELECT DISTINCT instance FROM audit_records ORDER BY instance", &[])
+        .map_err(|e| format!("audit log: {}", described(&e)))?;
+    let mut verdicts = Vec::new();
+    for row in instances {
+        let instance: String = row.get(0);
+        let lines = client
+            .query("SELECT seq, line FROM audit_records WHERE instance = $1 ORDER BY seq", &[&instance])
+            .map_err(|e| format!("audit log: {}", described(&e)))?;
+        let (mut expected, mut prev, mut broken) = (1u64, GENESIS.to_owned(), None);
+        for row in &lines {
+            let stored_seq = row.get::<_, i64>(0) as u64;
+            let line: String = row.get(1);
+            let problem = match parse_line(&line) {
+                None => Some("the line is not an audit record".to_owned()),
+                Some(parsed) if parsed.seq != stored_seq || parsed.seq != expected => {
+                    Some(format!("record {expected} is missing or records were reordered"))
+                }
+                Some(parsed) if parsed.prev != prev => {
+                    Some("its link to the previous record does not match".to_owned())
+                }
+                Some(parsed) if !parsed.intact => Some("its content does not match its hash (edited)".to_owned()),
+                Some(parsed) => {
+                    prev = parsed.hash;
+                    None
+                }
+            };
+            if let Some(problem) = problem {
+                broken = Some((stored_seq, problem));
+                break;
+            }
+            expected += 1;
+        }
+        verdicts.push(ChainVerdict { instance, records: expected - 1, last_seq: expected - 1, broken });
+    }
+    Ok(verdicts)
+}
+
+fn connect(url: &str) -> Result<postgres::Client, String> {
+    let mut config: postgres::Config = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
+    config.connect_timeout(Duration::from_secs(5));
+    let mut client =
+        config.connect(NoTls).map_err(|e| format!("audit log: cannot connect to PostgreSQL: {}", described(&e)))?;
+    client.batch_execute(SCHEMA).map_err(|e| format!("audit log: {}", described(&e)))?;
+    Ok(client)
+}

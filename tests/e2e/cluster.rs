@@ -1,0 +1,374 @@
+//! Several gateway instances on one PostgreSQL and one Redis, acting as one: revocations seen
+//! everywhere at once, one rate limit per agreement, one audit trail, the limiter's fallback.
+//!
+//! The servers' URLs come from `KAIFANG_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`) and `KAIFANG_TEST_REDIS` (default
+//! `redis://127.0.0.1:6379`). Each test works in a database and a Redis key prefix of its own.
+//! Without the servers these tests say SKIPPED loudly and pass, unless
+//! `KAIFANG_REQUIRE_SERVICES=1` (as `.ci/run` sets), where they fail.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::fixture::{client, Gateway};
+use crate::metrics::{samples, scrape, value};
+use crate::workflows::{big_register, call, principal, write_register};
+
+const TOKEN: &str = "cluster-operator-token";
+
+/// A database of its own on the test server, dropped at the end.
+struct Database {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let _ = postgres_admin(&self.admin_url, sql);
+    }
+}
+
+/// Runs `sql` on the test server, off the async runtime (the blocking client runs one of its
+/// own, which cannot start inside another).
+fn postgres_admin(url: &str, sql: String) -> Result<(), String> {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+        client.batch_execute(&sql).map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap()
+}
+
+fn reachable(url: &str, default_port: u16) -> bool {
+    let rest = url.split("://").nth(1).unwrap_or("");
+    let host_port = rest.rsplit('@').next().unwrap_or("").split('/').next().unwrap_or("");
+    let addr = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:{default_port}") };
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+/// The test's database and Redis URL, or `None` (after a loud SKIPPED line) without servers.
+fn services(test: &str) -> Option<(Database, String)> {
+    let pg =
+        std::env::var("KAIFANG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let redis = std::env::var("KAIFANG_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let (pg_up, redis_up) = (reachable(&pg, 5432), reachable(&redis, 6379));
+    if !(pg_up && redis_up) {
+        let why = format!("PostgreSQL at {pg} reachable: {pg_up}; Redis at {redis} reachable: {redis_up}");
+        if std::env::var("KAIFANG_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+            panic!("{test}: the cluster tests need PostgreSQL and Redis ({why})");
+        }
+        eprintln!("\n*** SKIPPED {test}: the cluster tests need PostgreSQL and Redis ({why}) ***\n");
+        return None;
+    }
+    let name = format!("kaifang_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    postgres_admin(&pg, format!("CREATE DATABASE {name}")).expect("a database on the test PostgreSQL");
+    let base = pg.rsplit_once('/').map_or(pg.as_str(), |(base, _)| base);
+    let url = format!("{base}/{name}");
+    Some((Database { admin_url: pg, name, url }, redis))
+}
+
+/// The shipped configuration with demo data, a big conditional register and a `[cluster]`
+/// section on these servers; all instances share the data directory (sources only: the state is
+/// in PostgreSQL).
+fn cluster_config(db: &Database, redis: &str, settings: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let prefix = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let extra = format!(
+        "{}\n[masks]\nhash_key = \"shared-by-the-instances\"\n\n[cluster]\ninstance = \"unnamed\"\nstore = \"{}\"\n\
+         limiter = \"{redis}\"\nlimiter_prefix = \"{prefix}\"\n{settings}\n",
+        big_register(16 << 20),
+        db.url
+    );
+    let (dir, config, data_dir) = crate::workflows::platform(&extra);
+    write_register(&data_dir, 16 << 20);
+    (dir, config, data_dir)
+}
+
+/// A user with a key and an agreement on the register at `rate`, made through `g`.
+async fn holder(g: &Gateway, id: &str, rate: Value) -> (String, String) {
+    let key = principal(g, id, "user", None).await;
+    let (status, agreement) = g
+        .admin(
+            Method::POST,
+            "/admin/agreements",
+            Some(json!({"principal": id, "dataset": "register", "columns": ["n", "text"],
+                        "valid_until": "2099-01-01T00:00:00Z", "rate": rate,
+                        "quota": {"requests_per_day": 100000, "rows_per_day": 100000000, "bytes_per_day": 100000000000u64}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{agreement}");
+    (key, agreement["id"].as_str().unwrap().to_owned())
+}
+
+async fn status_of(g: &Gateway, path: &str, key: &str) -> u16 {
+    call(g, Method::GET, path, Some(key), None).await.0
+}
+
+#[tokio::test]
+async fn changes_through_one_instance_hold_on_the_others_from_their_next_request() {
+    let Some((db, redis)) = services("changes_through_one_instance") else { return };
+    let (_dir, config, data_dir) = cluster_config(&db, &redis, "instances = 3");
+    let gs: Vec<Gateway> = ["a", "b", "c"].iter().map(|n| Gateway::instance(&config, &data_dir, n, TOKEN)).collect();
+    let (key, _) = holder(&gs[0], "acme", json!({"per_second": 1000, "burst": 1000})).await;
+    let rows = "/v1/datasets/register/rows?limit=1";
+    for g in &gs {
+        assert_eq!(status_of(g, rows, &key).await, 200, "the key made on a works everywhere");
+    }
+    // Revoked through a: refused by b and c on their very next request (their caches held it).
+    let key_id = key.split('_').nth(1).unwrap();
+    let (status, _) = gs[0].admin(Method::DELETE, &format!("/admin/keys/{key_id}"), None).await;
+    assert_eq!(status, 200);
+    for g in &gs[1..] {
+        assert_eq!(status_of(g, rows, &key).await, 401, "{}", g.base);
+    }
+
+    // An agreement suspended through b: refused on a and c at once, and their answers in
+    // flight are cut.
+    let key = principal(&gs[0], "beta", "user", None).await;
+    let (status, answer) = gs[0]
+        .admin(
+            Method::POST,
+            "/admin/agreements",
+            Some(json!({"principal": "beta", "dataset": "register", "columns": ["n", "text"],
+                        "valid_until": "2099-01-01T00:00:00Z", "rate": {"per_second": 1000, "burst": 1000},
+                        "quota": {"requests_per_day": 100000, "rows_per_day": 100000000, "bytes_per_day": 100000000000u64}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let beta_agreement = answer["id"].as_str().unwrap().to_owned();
+    let mut streaming =
+        client().get(gs[2].url("/v1/datasets/register/rows?format=csv")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(streaming.status(), 200);
+    streaming.chunk().await.unwrap();
+    let (status, _) = gs[1].admin(Method::POST, &format!("/admin/agreements/{beta_agreement}/suspend"), None).await;
+    assert_eq!(status, 200);
+    let suspended = Instant::now();
+    assert_eq!(status_of(&gs[0], rows, &key).await, 403);
+    let mut broke = false;
+    loop {
+        match streaming.chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    assert!(broke, "the answer on c is cut");
+    assert!(suspended.elapsed() < Duration::from_secs(1), "cut after {:?}", suspended.elapsed());
+    assert_eq!(status_of(&gs[2], rows, &key).await, 403);
+
+    // A dataset withdrawn through c: 410 on a and b.
+    let (status, _) = gs[2]
+        .admin(Method::POST, "/admin/datasets/air-quality/withdraw", Some(json!({"reason": "sensor fault"})))
+        .await;
+    assert_eq!(status, 200);
+    for g in &gs[..2] {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let (status, _) = call(g, Method::GET, "/v1/datasets/air-quality", None, None).await;
+            if status == 410 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} still serves the withdrawn dataset after a second", g.base);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rate_spread_over_three_instances_admits_what_one_instance_would() {
+    let Some((db, redis)) = services("a_rate_spread_over_three_instances") else { return };
+    let (_dir, config, data_dir) = cluster_config(&db, &redis, "instances = 3");
+    let gs: Vec<Gateway> = ["a", "b", "c"].iter().map(|n| Gateway::instance(&config, &data_dir, n, TOKEN)).collect();
+    const RATE: u64 = 10;
+    const BURST: u64 = 10;
+    let (key, _) = holder(&gs[0], "acme", json!({"per_second": RATE, "burst": BURST})).await;
+    // Six clients, two per instance, as fast as they can for three seconds; each call's send and
+    // answer times are kept.
+    let started = Instant::now();
+    let window = Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let url = gs[i % 3].url("/v1/datasets/register/rows?limit=1");
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = client();
+            let mut calls = Vec::new();
+            while started.elapsed() < window {
+                let sent = started.elapsed().as_secs_f64();
+                let status = client.get(&url).bearer_auth(&key).send().await.unwrap().status().as_u16();
+                assert!(status == 200 || status == 429, "status {status}");
+                calls.push((sent, started.elapsed().as_secs_f64(), status == 200));
+            }
+            calls
+        }));
+    }
+    let mut calls = Vec::new();
+    for task in tasks {
+        calls.extend(task.await.unwrap());
+    }
+    let admitted: Vec<&(f64, f64, bool)> = calls.iter().filter(|c| c.2).collect();
+    let refused = calls.len() - admitted.len();
+    // The limit decides each call between its sending and its answer. Over the span from the
+    // first admitted call's sending to the last one's answer, one instance alone admits at most
+    // the burst and RATE a second; with the clients always pressing, at least that much over
+    // the span from the first admitted answer to the last admitted sending.
+    let first_sent = admitted.iter().map(|c| c.0).fold(f64::MAX, f64::min);
+    let last_answered = admitted.iter().map(|c| c.1).fold(0.0, f64::max);
+    let first_answered = admitted.iter().map(|c| c.1).fold(f64::MAX, f64::min);
+    let last_sent = admitted.iter().map(|c| c.0).fold(0.0, f64::max);
+    let most = BURST as f64 + RATE as f64 * (last_answered - first_sent) + 1.0;
+    let least = BURST as f64 + RATE as f64 * (last_sent - first_answered).max(0.0) - 2.0;
+    let n = admitted.len() as f64;
+    assert!(refused > admitted.len(), "the clients pressed hard enough: {n} admitted, {refused} refused");
+    assert!(
+        least <= n && n <= most,
+        "{n} admitted; one instance alone would admit between {least:.1} and {most:.1} (calls: {calls:?})"
+    );
+}
+
+#[tokio::test]
+async fn audit_records_of_all_instances_trace_as_one_and_a_killed_instance_loses_none() {
+    let Some((db, redis)) = services("audit_records_of_all_instances") else { return };
+    let (_dir, config, data_dir) = cluster_config(&db, &redis, "instances = 3");
+    let mut gs: Vec<Gateway> =
+        ["a", "b", "c"].iter().map(|n| Gateway::instance(&config, &data_dir, n, TOKEN)).collect();
+    let (key, agreement) = holder(&gs[0], "acme", json!({"per_second": 1000, "burst": 1000})).await;
+    for g in &gs {
+        assert_eq!(status_of(g, "/v1/datasets/register/rows?limit=3", &key).await, 200);
+    }
+    // An answer under way on c when c is killed: its intent record is already durable.
+    let mut streaming =
+        client().get(gs[2].url("/v1/datasets/register/rows?format=csv")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(streaming.status(), 200);
+    streaming.chunk().await.unwrap();
+    gs[2].kill();
+
+    let (status, trace) = gs[0].admin(Method::GET, "/admin/datasets/register/trace", None).await;
+    assert_eq!(status, 200, "{trace}");
+    let recipients = trace["recipients"].as_array().unwrap();
+    assert_eq!(recipients.len(), 1, "{trace}");
+    let acme = &recipients[0];
+    assert_eq!((acme["principal"].as_str(), acme["agreement"].as_str()), (Some("acme"), Some(agreement.as_str())));
+    assert_eq!(acme["calls"], 3, "one completed call through each instance: {trace}");
+    assert_eq!(acme["unfinished_calls"], 1, "the killed instance's call: {trace}");
+    assert_eq!(acme["rows"], 9);
+    // The same from b.
+    let (_, from_b) = gs[1].admin(Method::GET, "/admin/datasets/register/trace", None).await;
+    assert_eq!(from_b["recipients"], trace["recipients"]);
+
+    // Every instance's chain verifies.
+    let out = Command::new(crate::fixture::BIN)
+        .args(["audit", "verify", "--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for instance in ["a", "b", "c"] {
+        assert!(stdout.contains(&format!("audit chain of {instance} intact")), "{stdout}");
+    }
+    // c comes back and its chain goes on.
+    let c = gs.pop().unwrap().restart();
+    assert_eq!(status_of(&c, "/v1/datasets/register/rows?limit=1", &key).await, 200);
+    let out = Command::new(crate::fixture::BIN)
+        .args(["audit", "verify", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A Redis server of the test's own, to kill.
+struct OwnRedis {
+    child: Child,
+    url: String,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package) runs the limiter fallback test");
+        let url = format!("redis://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !reachable(&url, port) {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        OwnRedis { child, url }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn without_redis_conditional_calls_fall_back_as_configured() {
+    let Some((db, _)) = services("without_redis_conditional_calls_fall_back") else { return };
+    let mut redis = OwnRedis::start();
+    // a shares the agreement's rate locally (1/3 each); d refuses conditional calls.
+    let (_dir, shared_config, data_dir) =
+        cluster_config(&db, &redis.url, "instances = 3\non_limiter_failure = \"local_share\"");
+    let closed_config = shared_config.with_file_name("closed.toml");
+    let text = std::fs::read_to_string(&shared_config).unwrap();
+    std::fs::write(
+        &closed_config,
+        text.replace("on_limiter_failure = \"local_share\"", "on_limiter_failure = \"fail_closed\""),
+    )
+    .unwrap();
+    let a = Gateway::instance(&shared_config, &data_dir, "a", TOKEN);
+    let d = Gateway::instance(&closed_config, &data_dir, "d", TOKEN);
+    let (key, _) = holder(&a, "acme", json!({"per_second": 1, "burst": 30})).await;
+    let rows = "/v1/datasets/register/rows?limit=1";
+    assert_eq!(status_of(&a, rows, &key).await, 200);
+    assert_eq!(status_of(&d, rows, &key).await, 200);
+    let (status, ready) = crate::fixture::get_json(&d.url("/readyz")).await;
+    assert_eq!((status, ready["checks"]["limiter"].as_str()), (200, Some("reachable")), "{ready}");
+
+    redis.kill();
+    // a: the local share is a third of the burst (10), at a third of the rate (at least 1/s).
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(status_of(&a, rows, &key).await);
+    }
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let most = 10 + started.elapsed().as_secs_f64().ceil() as usize;
+    assert!((10..=most).contains(&admitted), "local share of a burst of 30 over 3 instances: {statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let (status, ready) = crate::fixture::get_json(&a.url("/readyz")).await;
+    assert_eq!(status, 200, "the local share keeps a serving: {ready}");
+    assert!(ready["checks"]["limiter"].as_str().unwrap().starts_with("unreachable"), "{ready}");
+    let s = samples(&scrape(&a).await);
+    assert!(value(&s, "kaifang_limiter_fallbacks_total") >= 20.0);
+    assert_eq!(value(&s, r#"kaifang_backend_up{backend="limiter"}"#), 0.0);
+
+    // d: conditional calls fail closed; open data flows on local limits; not ready.
+    let (status, answer) = call(&d, Method::GET, rows, Some(&key), None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("limiter_unavailable")), "{answer}");
+    assert_eq!(call(&d, Method::GET, "/v1/datasets/bus-arrivals/rows?limit=1", None, None).await.0, 200);
+    let (status, _) = crate::fixture::get_json(&d.url("/readyz")).await;
+    assert_eq!(status, 503);
+}
