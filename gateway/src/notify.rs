@@ -137,7 +137,7 @@ async fn remind(state: &Arc<State>) {
         let within = i64::from(state.config.webhooks.remind_within_working_days);
         let live = state.live();
         let mut count = 0;
-        for mut application in state.store.applications().map_err(|e| e.to_string())? {
+        for application in state.store.applications().map_err(|e| e.to_string())? {
             if application.reminded || application.status != policy::ApplicationStatus::Submitted {
                 continue;
             }
@@ -146,6 +146,12 @@ async fn remind(state: &Arc<State>) {
                 continue;
             }
             let Some(entry) = live.catalog.get(&application.dataset) else { continue };
+            // Of several instances looking at once, the one that marks it reminded sends it.
+            let mut marked = application.clone();
+            marked.reminded = true;
+            if !state.store.replace_application(&application, &marked).map_err(|e| e.to_string())? {
+                continue;
+            }
             enqueue(
                 &state,
                 &entry.dataset.owner,
@@ -154,8 +160,6 @@ async fn remind(state: &Arc<State>) {
                         "working_days_left": left.max(0) }),
             )
             .map_err(|e| e.to_string())?;
-            application.reminded = true;
-            state.store.put_application(&application).map_err(|e| e.to_string())?;
             count += 1;
         }
         Ok(count)

@@ -372,3 +372,31 @@ async fn without_redis_conditional_calls_fall_back_as_configured() {
     let (status, _) = crate::fixture::get_json(&d.url("/readyz")).await;
     assert_eq!(status, 503);
 }
+
+#[tokio::test]
+async fn a_notification_is_sent_by_one_instance_only() {
+    let Some((db, redis)) = services("a_notification_is_sent_by_one_instance_only") else { return };
+    let (url, mut received) = crate::workflows::receiver(0).await;
+    let settings =
+        format!("instances = 3\n\n[webhooks]\nowners = {{ \"{}\" = \"{url}\" }}\n", crate::workflows::MARKET);
+    let (_dir, config, data_dir) = cluster_config(&db, &redis, &settings);
+    let gs: Vec<Gateway> = ["a", "b", "c"].iter().map(|n| Gateway::instance(&config, &data_dir, n, TOKEN)).collect();
+    let (status, filed) = call(
+        &gs[1],
+        Method::POST,
+        "/v1/datasets/enterprises/objections",
+        None,
+        Some(json!({"description": "A cancelled company is listed as active", "contact": "x@example.org"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{filed}");
+    let (_, first) = tokio::time::timeout(Duration::from_secs(10), received.recv()).await.unwrap().unwrap();
+    assert_eq!(first["details"]["objection"], filed["id"]);
+    // Three senders poll the one outbox; none sends it again.
+    let again = tokio::time::timeout(Duration::from_secs(3), received.recv()).await;
+    assert!(again.is_err(), "sent twice: {again:?}");
+    for g in &gs {
+        let (_, outbox) = g.admin(Method::GET, "/admin/notifications", None).await;
+        assert!(outbox["notifications"][0]["delivered_at"].is_string(), "{outbox}");
+    }
+}

@@ -658,7 +658,7 @@ async fn objections_are_filed_by_anyone_seen_by_their_owner_and_resolved() {
 
 /// A webhook receiver that answers 500 to the first `failures` calls and 204 after; it sends
 /// every body it took on the channel, with the time it came.
-async fn receiver(failures: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<(Instant, Value)>) {
+pub async fn receiver(failures: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<(Instant, Value)>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks/market", listener.local_addr().unwrap());

@@ -177,6 +177,9 @@ pub trait Store: Send + Sync {
     fn put_application(&self, application: &Application) -> StoreResult<()>;
     /// Writes a decided application and, for an approval, its agreement, in one transaction.
     fn decide_application(&self, application: &Application, agreement: Option<&Agreement>) -> StoreResult<()>;
+    /// Replaces `old` with `new` only if it is still stored as `old`; whether it was. Lets one
+    /// of several instances win a change they all race for (sending a reminder, say).
+    fn replace_application(&self, old: &Application, new: &Application) -> StoreResult<bool>;
     fn application(&self, id: &str) -> StoreResult<Option<Application>>;
     /// Every application, oldest first.
     fn applications(&self) -> StoreResult<Vec<Application>>;
@@ -187,7 +190,8 @@ pub trait Store: Send + Sync {
     fn objections(&self) -> StoreResult<Vec<Objection>>;
 
     fn put_notification(&self, notification: &Notification) -> StoreResult<()>;
-    /// Undelivered, unabandoned notifications due at `now`, oldest first.
+    /// Undelivered, unabandoned notifications due at `now`, oldest first. A store shared by
+    /// several instances hands each due notification to one of them.
     fn due_notifications(&self, now: DateTime<Utc>) -> StoreResult<Vec<Notification>>;
     /// Every notification, oldest first.
     fn notifications(&self) -> StoreResult<Vec<Notification>>;

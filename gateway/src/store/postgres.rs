@@ -556,6 +556,14 @@ impl Store for PgStore {
         })
     }
 
+    fn replace_application(&self, old: &Application, new: &Application) -> StoreResult<bool> {
+        let changed = self.conn()?.execute(
+            "UPDATE applications SET record = $3 WHERE id = $1 AND record = $2",
+            &[&new.id, &json(old)?, &json(new)?],
+        )?;
+        Ok(changed == 1)
+    }
+
     fn application(&self, id: &str) -> StoreResult<Option<Application>> {
         self.one("SELECT record FROM applications WHERE id = $1", &[&id])
     }
@@ -592,8 +600,22 @@ impl Store for PgStore {
         Ok(())
     }
 
+    /// Claims what is due for this instance: each due notification's next attempt moves a
+    /// minute on, in the same statement, so the other instances' senders skip it (a sender that
+    /// dies with it leaves it due again a minute later).
     fn due_notifications(&self, now: DateTime<Utc>) -> StoreResult<Vec<Notification>> {
-        self.documents("SELECT record FROM notifications WHERE pending AND next_attempt_at <= $1 ORDER BY seq", &[&now])
+        let lease = now + chrono::Duration::seconds(60);
+        let rows = self.conn()?.query(
+            "UPDATE notifications SET next_attempt_at = $2 WHERE id IN (
+                 SELECT id FROM notifications WHERE pending AND next_attempt_at <= $1
+                 ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED)
+             RETURNING seq, record",
+            &[&now, &lease],
+        )?;
+        let mut claimed: Vec<(i64, Notification)> =
+            rows.iter().map(|row| Ok((row.get(0), parse(row.get::<_, &str>(1))?))).collect::<StoreResult<_>>()?;
+        claimed.sort_by_key(|(seq, _)| *seq);
+        Ok(claimed.into_iter().map(|(_, n)| n).collect())
     }
 
     fn notifications(&self) -> StoreResult<Vec<Notification>> {

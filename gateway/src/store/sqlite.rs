@@ -471,6 +471,16 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn replace_application(&self, old: &Application, new: &Application) -> StoreResult<bool> {
+        let changed = self.with(|c| {
+            c.execute(
+                "UPDATE applications SET record = ?3 WHERE id = ?1 AND record = ?2",
+                params![new.id, document(old)?, document(new)?],
+            )
+        })?;
+        Ok(changed == 1)
+    }
+
     fn application(&self, id: &str) -> StoreResult<Option<Application>> {
         self.with(|c| documents(c, "SELECT record FROM applications WHERE id = ?1", [id]).map(|mut v| v.pop()))
     }
