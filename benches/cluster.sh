@@ -18,7 +18,7 @@ command -v wrk >/dev/null 2>&1 || { apt-get update -qq >/dev/null && DEBIAN_FRON
 build_kaifang
 WORK="$(mktemp -d)"
 DB="kaifang_bench_$$"
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; psql -q "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 1; psql -q "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 psql -q "$PG" -c "CREATE DATABASE $DB" >/dev/null
 PG_DB="${PG%/*}/$DB"
 
@@ -34,12 +34,14 @@ printf '\n[masks]\nhash_key = "bench"\n\n[cluster]\ninstance = "gw-1"\nstore = "
     "$PG_DB" "$REDIS" "$$" >>"$WORK/config/cluster.toml"
 export KAIFANG_ADMIN_TOKEN=bench
 
-# start NAME CONFIG [INSTANCE]: one instance, all runtime workers, on any core; prints its address.
+# start NAME CONFIG [ARGS]: one instance, all runtime workers, on any core; prints its address
+# (it runs in a command substitution, so its pid goes to NAME.pid).
 start() {
-    local log="$WORK/$1.log"; shift
+    local name="$1" log="$WORK/$1.log"; shift
     local config="$1"; shift
     KAIFANG_LOG=warn "$KAIFANG" serve --config "$config" --data-dir "$WORK/data" --http 127.0.0.1:0 --flight 127.0.0.1:0 \
         --admin 127.0.0.1:0 "$@" >"$log" 2>&1 &
+    echo $! >"$WORK/$name.pid"
     for _ in $(seq 1 600); do
         addr=$(sed -n 's/^kaifang: http listening on //p' "$log")
         [ -n "$addr" ] && { echo "$addr"; return 0; }
@@ -81,7 +83,7 @@ echo "keyed conditional preview (20 rows, 3 masks, audited), $CONNECTIONS connec
 embedded=$(start embedded "$WORK/config/embedded.toml")
 key=$("$KAIFANG" keys issue --principal demo-analytics --config "$WORK/config/embedded.toml" --data-dir "$WORK/data" 2>/dev/null)
 read -r e_rps e_p50 e_p99 e_err <<<"$(load "$key" "$CONNECTIONS" "$embedded")"
-kill %1 2>/dev/null; wait 2>/dev/null || true
+kill "$(cat "$WORK/embedded.pid")"; sleep 1
 
 one=$(start one "$WORK/config/cluster.toml" --instance gw-1)
 key=$("$KAIFANG" keys issue --principal demo-analytics --config "$WORK/config/cluster.toml" 2>/dev/null)
