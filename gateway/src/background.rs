@@ -52,9 +52,14 @@ async fn retry_audit(state: &Arc<State>) {
 async fn prune_audit(state: &Arc<State>) {
     let dir = crate::state::audit_dir(&state.config.data_dir);
     let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(state.live().retention_days));
-    match tokio::task::spawn_blocking(move || crate::audit::segments::prune(&dir, cutoff)).await {
+    let cluster = state.config.cluster.as_ref().map(|c| c.store.clone());
+    let pruned = tokio::task::spawn_blocking(move || match cluster {
+        Some(url) => crate::audit::postgres::prune(&url, cutoff),
+        None => crate::audit::segments::prune(&dir, cutoff),
+    });
+    match pruned.await {
         Ok(Ok(0)) => {}
-        Ok(Ok(n)) => tracing::info!(segments = n, "audit segments past retention removed"),
+        Ok(Ok(n)) => tracing::info!(removed = n, "audit records past retention removed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "audit retention failed"),
         Err(e) => tracing::warn!(error = %e, "audit retention task failed"),
     }

@@ -19,12 +19,19 @@ use super::{AuditError, AuditSink, Record};
 use crate::metrics::AuditMetrics;
 use crate::store::postgres::described;
 
+/// The records, and per instance the last record removed by retention, which its chain's
+/// verification starts from.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS audit_records (
     instance TEXT NOT NULL,
     seq BIGINT NOT NULL,
     time TIMESTAMPTZ NOT NULL,
     line TEXT NOT NULL,
     PRIMARY KEY (instance, seq)
+);
+CREATE TABLE IF NOT EXISTS audit_anchors (
+    instance TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL
 )";
 
 struct Job {
@@ -69,7 +76,8 @@ impl PgAuditLog {
                 let parsed = parse_line(&line).ok_or("audit log: the last record does not parse")?;
                 (row.get::<_, i64>(0) as u64, parsed.hash)
             }
-            None => (0, GENESIS.to_owned()),
+            // Every record removed by retention: the chain goes on from its anchor.
+            None => anchor(&mut client, instance)?,
         };
         let health = Arc::new(Mutex::new(Ok(())));
         let writer = Writer {
@@ -222,7 +230,8 @@ pub fn verify(url: &str) -> Result<Vec<ChainVerdict>, String> {
         let lines = client
             .query("SELECT seq, line FROM audit_records WHERE instance = $1 ORDER BY seq", &[&instance])
             .map_err(|e| format!("audit log: {}", described(&e)))?;
-        let (mut expected, mut prev, mut broken) = (1u64, GENESIS.to_owned(), None);
+        let (after, start) = anchor(&mut client, &instance)?;
+        let (mut expected, mut prev, mut broken) = (after + 1, start, None);
         for row in &lines {
             let stored_seq = row.get::<_, i64>(0) as u64;
             let line: String = row.get(1);
@@ -246,9 +255,49 @@ pub fn verify(url: &str) -> Result<Vec<ChainVerdict>, String> {
             }
             expected += 1;
         }
-        verdicts.push(ChainVerdict { instance, records: expected - 1, last_seq: expected - 1, broken });
+        verdicts.push(ChainVerdict { instance, records: expected - 1 - after, last_seq: expected - 1, broken });
     }
     Ok(verdicts)
+}
+
+/// Where an instance's remaining chain starts: after its anchor, or from the beginning.
+fn anchor(client: &mut postgres::Client, instance: &str) -> Result<(u64, String), String> {
+    let row = client
+        .query_opt("SELECT seq, hash FROM audit_anchors WHERE instance = $1", &[&instance])
+        .map_err(|e| format!("audit log: {}", described(&e)))?;
+    Ok(row.map_or((0, GENESIS.to_owned()), |r| (r.get::<_, i64>(0) as u64, r.get(1))))
+}
+
+/// Removes every instance's records older than `cutoff`, keeping as each chain's anchor the
+/// last record removed, so what remains still verifies. Records go in chain order: the cut is
+/// after the newest record older than `cutoff`. Returns how many were removed.
+pub fn prune(url: &str, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, String> {
+    let mut client = connect(url)?;
+    let mut tx = client.transaction().map_err(|e| described(&e))?;
+    let ends = tx
+        .query(
+            "SELECT DISTINCT ON (instance) instance, seq, line FROM audit_records WHERE time < $1
+             ORDER BY instance, seq DESC",
+            &[&cutoff],
+        )
+        .map_err(|e| described(&e))?;
+    let mut removed = 0;
+    for row in ends {
+        let (instance, seq, line): (String, i64, String) = (row.get(0), row.get(1), row.get(2));
+        let hash = parse_line(&line).ok_or("audit log: a record to prune does not parse")?.hash;
+        tx.execute(
+            "INSERT INTO audit_anchors (instance, seq, hash) VALUES ($1, $2, $3)
+             ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
+             WHERE audit_anchors.seq < excluded.seq",
+            &[&instance, &seq, &hash],
+        )
+        .map_err(|e| described(&e))?;
+        removed += tx
+            .execute("DELETE FROM audit_records WHERE instance = $1 AND seq <= $2", &[&instance, &seq])
+            .map_err(|e| described(&e))? as usize;
+    }
+    tx.commit().map_err(|e| described(&e))?;
+    Ok(removed)
 }
 
 fn connect(url: &str) -> Result<postgres::Client, String> {
