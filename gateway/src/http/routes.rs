@@ -574,8 +574,13 @@ const MAX_REPORT_CHARS: usize = 10_000;
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReportRequest {
+    /// The dataset concerned, if one.
     dataset: Option<String>,
+    /// What was misused and how.
+    #[schema(min_length = 1, max_length = 10000)]
     description: String,
+    /// How to reach the reporter; required without a key.
+    #[schema(max_length = 200)]
     contact: Option<String>,
 }
 
@@ -718,6 +723,8 @@ async fn feedback(state: &Arc<State>, req: Request<Incoming>, id: String) -> Res
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FeedbackRequest {
+    /// How the data was used.
+    #[schema(min_length = 1, max_length = 10000)]
     usage: String,
 }
 

@@ -270,7 +270,9 @@ pub async fn publish(state: &Arc<State>, id: &str) -> Result<Response<Body>, Err
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonRequest {
+    /// Required.
     #[serde(default)]
+    #[schema(required = true, min_length = 1, max_length = 4000)]
     reason: String,
 }
 
@@ -336,10 +338,20 @@ pub async fn open_objections(state: &Arc<State>) -> Result<HashMap<String, u64>,
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApplicationRequest {
+    /// A conditionally open dataset.
+    #[schema(example = "enterprises")]
     dataset: String,
+    /// What the data is for.
+    #[schema(min_length = 1, max_length = 4000)]
     purpose: String,
+    /// Where and how it will be used.
+    #[schema(min_length = 1, max_length = 4000)]
     scenario: String,
+    /// How it will be kept safe.
+    #[schema(min_length = 1, max_length = 4000)]
     security_measures: String,
+    /// The fields wanted.
+    #[schema(min_items = 1, example = json!(["name", "district"]))]
     columns: Vec<String>,
 }
 
@@ -623,7 +635,11 @@ pub async fn owned_agreements(state: &Arc<State>, actor: &Actor) -> Result<Vec<A
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectionRequest {
+    /// What is wrong or missing.
+    #[schema(min_length = 1, max_length = 4000)]
     description: String,
+    /// How to reach the filer; required without a key.
+    #[schema(max_length = 200)]
     contact: Option<String>,
 }
 
@@ -728,7 +744,9 @@ pub async fn objections(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
+    /// The owner's answer; required.
     #[serde(default)]
+    #[schema(required = true, min_length = 1, max_length = 4000)]
     response: String,
 }
 
