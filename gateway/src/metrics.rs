@@ -261,6 +261,9 @@ impl Metrics {
             "1 while the backend (store, audit, limiter) answers, 0 after it failed; set at each readiness check and limiter call.",
             &["backend"],
         );
+        for backend in ["store", "audit", "limiter"] {
+            backend_up.with_label_values(&[backend]).set(0);
+        }
         let limiter_fallbacks = IntCounter::new(
             "kaifang_limiter_fallbacks_total",
             "Calls decided by the local fallback because the shared limiter (Redis) could not be reached.",

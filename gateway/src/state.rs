@@ -248,6 +248,13 @@ impl State {
             Some(cluster) => Arc::new(PgAuditLog::open(&cluster.store, &cluster.instance, metrics.audit.clone())?),
         };
         let audit = Audit::new(audit);
+        // Opened, so answering; the shared limiter says so once it has answered.
+        for backend in ["store", "audit"] {
+            metrics.backend_up.with_label_values(&[backend]).set(1);
+        }
+        if config.cluster.is_none() {
+            metrics.backend_up.with_label_values(&["limiter"]).set(1);
+        }
         let shared = match &config.cluster {
             None => None,
             Some(cluster) => Some(Arc::new(SharedLimits::new(
