@@ -184,6 +184,42 @@ async fn health_readiness_and_openapi_answer() {
     assert_eq!(r.headers()["allow"], "GET, HEAD");
 }
 
+/// Every operation both documents list is routed: none answers "no such endpoint". (The
+/// answers' shapes are schemathesis's to check, in `.ci/run`.)
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let g = Gateway::demo();
+    let token = g.admin_token();
+    for (base, document, key) in
+        [(g.base.clone(), "/openapi.json", None), (g.admin.clone(), "/admin/openapi.json", Some(&token))]
+    {
+        let mut request = client().get(format!("{base}{document}"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let doc: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+        let mut operations = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                let url = format!("{base}{}", path.replace("{id}", "no-such-id"));
+                let mut request = client().request(method.to_uppercase().parse().unwrap(), &url);
+                if let Some(key) = key {
+                    request = request.bearer_auth(key);
+                }
+                let r = request.send().await.unwrap();
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                assert!(
+                    status != 405 && !body.contains("no such endpoint") && !body.contains("no such admin endpoint"),
+                    "{method} {path}: {status} {body}"
+                );
+                operations += 1;
+            }
+        }
+        assert!(operations >= 20, "{document}: {operations} operations");
+    }
+}
+
 #[tokio::test]
 async fn readiness_fails_when_a_source_file_is_missing() {
     let g = Gateway::demo();
