@@ -13,7 +13,6 @@
 //! local limiter, so unconditional data keeps flowing.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -36,9 +35,13 @@ pub enum OnFailure {
     LocalShare,
 }
 
-/// GCRA: KEYS[1] holds the theoretical arrival time (µs, Redis clock); ARGV = emission interval
-/// (µs), burst. Returns {allowed, remaining, µs to retry (denied) or to a full burst (allowed)}.
-const GCRA: &str = r#"
+/// The GCRA step both scripts take: KEYS[1] holds the theoretical arrival time (µs, on Redis's
+/// clock); ARGV[1] is the emission interval (µs), ARGV[2] the burst. Leaves `allowed`,
+/// `remaining` and `wait` (µs to retry when denied, to a full burst when allowed), storing the
+/// new arrival time only when allowed.
+macro_rules! gcra_step {
+    () => {
+        r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -47,19 +50,24 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local new_tat = tat + interval
 local horizon = burst * interval
-if new_tat - now > horizon then
-  return {0, 0, new_tat - horizon - now}
+local allowed, remaining, wait = 0, 0, new_tat - horizon - now
+if new_tat - now <= horizon then
+  redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+  allowed, remaining, wait = 1, math.floor((horizon - (new_tat - now)) / interval), new_tat - now
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, math.floor((horizon - (new_tat - now)) / interval), new_tat - now}
-"#;
+"#
+    };
+}
 
-/// An agreement's call: KEYS[1] the GCRA state, KEYS[2] the day's usage hash; ARGV = interval,
-/// burst, requests/rows/bytes per day, the hash's lifetime (s). Quotas first (a spent quota
-/// does not use up the rate), then the rate, then the request is counted. Returns {code,
-/// remaining, µs, requests, rows, bytes}; code 1 admitted, 0 rate, 2/3/4 requests/rows/bytes
-/// quota spent.
-const AGREEMENT: &str = r#"
+/// A call outside any agreement. Returns {allowed, remaining, µs}.
+const GCRA: &str = concat!(gcra_step!(), "return {allowed, remaining, wait}\n");
+
+/// An agreement's call: KEYS[2] the day's usage hash; ARGV[3..5] requests/rows/bytes per day,
+/// ARGV[6] the hash's lifetime (s). Quotas first (a spent quota does not use up the rate), then
+/// the rate, then the request is counted. Returns {code, remaining, µs, requests, rows, bytes};
+/// code 1 admitted, 0 rate, 2/3/4 requests/rows/bytes quota spent.
+const AGREEMENT: &str = concat!(
+    r#"
 local used = redis.call('HMGET', KEYS[2], 'requests', 'rows', 'bytes')
 local requests = tonumber(used[1] or 0)
 local rows = tonumber(used[2] or 0)
@@ -67,22 +75,16 @@ local bytes = tonumber(used[3] or 0)
 if requests >= tonumber(ARGV[3]) then return {2, 0, 0, requests, rows, bytes} end
 if rows >= tonumber(ARGV[4]) then return {3, 0, 0, requests, rows, bytes} end
 if bytes >= tonumber(ARGV[5]) then return {4, 0, 0, requests, rows, bytes} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-local horizon = burst * interval
-if new_tat - now > horizon then
-  return {0, 0, new_tat - horizon - now, requests, rows, bytes}
+"#,
+    gcra_step!(),
+    r#"
+if allowed == 1 then
+  requests = redis.call('HINCRBY', KEYS[2], 'requests', 1)
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-requests = redis.call('HINCRBY', KEYS[2], 'requests', 1)
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
-return {1, math.floor((horizon - (new_tat - now)) / interval), new_tat - now, requests, rows, bytes}
-"#;
+return {allowed, remaining, wait, requests, rows, bytes}
+"#
+);
 
 /// The shared limiter.
 pub struct SharedLimits {
@@ -288,6 +290,3 @@ pub struct SharedAdmission {
     pub admission: Admission,
     pub used: Usage,
 }
-
-/// Shared between the state and the sync task.
-pub type Shared = Arc<SharedLimits>;

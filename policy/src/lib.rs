@@ -33,4 +33,7 @@ pub use catalog::{Dataset, DatasetId, Field, FieldType, Format, OpenType, Sensit
 pub use decision::{decide, listed, recorded, Caller, Grant, Limit, Operation, Refusal, Scope};
 pub use filter::{Expr, FilterError};
 pub use mask::{Mask, MaskError};
-pub use workflow::{may_act_for, Application, ApplicationStatus, Objection, ObjectionStatus, TransitionError};
+pub use workflow::{
+    may_act_for, AgreementAction, Application, ApplicationStatus, ContactError, Objection, ObjectionStatus,
+    TransitionError,
+};

@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::agreement::{Principal, Role};
+use crate::agreement::{AgreementStatus, Principal, Role};
 use crate::calendar::{Calendar, CalendarError};
 use crate::catalog::DatasetId;
 
@@ -81,6 +81,67 @@ pub enum TransitionError {
     ReasonRequired,
     #[error("a response is required")]
     ResponseRequired,
+    #[error("the agreement is revoked for good")]
+    Revoked,
+    #[error("only a suspended agreement resumes")]
+    NotSuspended,
+}
+
+/// What an owner (or the operators) may do to an agreement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgreementAction {
+    /// Pause it; it may resume.
+    Suspend,
+    Resume,
+    /// End it for good.
+    Revoke,
+}
+
+impl AgreementAction {
+    /// The action named in a URL (`suspend`, `resume`, `revoke`).
+    pub fn parse(name: &str) -> Option<AgreementAction> {
+        match name {
+            "suspend" => Some(AgreementAction::Suspend),
+            "resume" => Some(AgreementAction::Resume),
+            "revoke" => Some(AgreementAction::Revoke),
+            _ => None,
+        }
+    }
+
+    /// The status an agreement in `current` has after this action: a revoked agreement stays
+    /// revoked, only a suspended one resumes.
+    pub fn after(self, current: AgreementStatus) -> Result<AgreementStatus, TransitionError> {
+        match (self, current) {
+            (_, AgreementStatus::Revoked) => Err(TransitionError::Revoked),
+            (AgreementAction::Suspend, _) => Ok(AgreementStatus::Suspended),
+            (AgreementAction::Resume, AgreementStatus::Suspended) => Ok(AgreementStatus::Active),
+            (AgreementAction::Resume, _) => Err(TransitionError::NotSuspended),
+            (AgreementAction::Revoke, _) => Ok(AgreementStatus::Revoked),
+        }
+    }
+}
+
+/// Why a filer's contact details are refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ContactError {
+    #[error("an anonymous filer must leave a way to be reached (e-mail or telephone)")]
+    Missing,
+    #[error("at most {MAX_CONTACT_CHARS} characters")]
+    TooLong,
+}
+
+/// Longest contact accepted.
+pub const MAX_CONTACT_CHARS: usize = 200;
+
+/// The contact of a report or objection: required of anonymous filers (whom the platform
+/// cannot otherwise reach), optional with a key; blank counts as none.
+pub fn contact(given: Option<&str>, anonymous: bool) -> Result<Option<String>, ContactError> {
+    let contact = given.map(str::trim).filter(|c| !c.is_empty());
+    match contact {
+        None if anonymous => Err(ContactError::Missing),
+        Some(c) if c.chars().count() > MAX_CONTACT_CHARS => Err(ContactError::TooLong),
+        c => Ok(c.map(str::to_owned)),
+    }
 }
 
 impl Application {
@@ -257,6 +318,30 @@ mod tests {
         assert!(!may_act_for(&p(Role::Owner, None), "Transport Bureau"));
         assert!(may_act_for(&p(Role::Operator, None), "Transport Bureau"));
         assert!(!may_act_for(&p(Role::User, Some("Transport Bureau")), "Transport Bureau"));
+    }
+
+    #[test]
+    fn agreements_suspend_resume_and_revoke_for_good() {
+        use AgreementAction::*;
+        use AgreementStatus::*;
+        assert_eq!(Suspend.after(Active), Ok(Suspended));
+        assert_eq!(Resume.after(Suspended), Ok(Active));
+        assert_eq!(Resume.after(Active), Err(TransitionError::NotSuspended));
+        assert_eq!(Revoke.after(Suspended), Ok(Revoked));
+        for action in [Suspend, Resume, Revoke] {
+            assert_eq!(action.after(Revoked), Err(TransitionError::Revoked));
+        }
+        assert_eq!(AgreementAction::parse("revoke"), Some(Revoke));
+        assert_eq!(AgreementAction::parse("delete"), None);
+    }
+
+    #[test]
+    fn anonymous_filers_leave_a_contact() {
+        assert_eq!(contact(None, true), Err(ContactError::Missing));
+        assert_eq!(contact(Some("  "), true), Err(ContactError::Missing));
+        assert_eq!(contact(None, false), Ok(None));
+        assert_eq!(contact(Some(" a@example.org "), true), Ok(Some("a@example.org".into())));
+        assert_eq!(contact(Some(&"x".repeat(201)), false), Err(ContactError::TooLong));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use postgres::NoTls;
 
-use super::segments::{encode, parse_line, BATCH, GENESIS, QUEUE};
+use super::segments::{encode, parse_line, submit, write_batches, Job, GENESIS, QUEUE};
 use super::{AuditError, AuditSink, Record};
 use crate::metrics::AuditMetrics;
 use crate::store::postgres::described;
@@ -33,11 +33,6 @@ CREATE TABLE IF NOT EXISTS audit_anchors (
     seq BIGINT NOT NULL,
     hash TEXT NOT NULL
 )";
-
-struct Job {
-    record: Record,
-    done: tokio::sync::oneshot::Sender<Result<u64, AuditError>>,
-}
 
 /// The PostgreSQL audit log of one instance.
 pub struct PgAuditLog {
@@ -100,25 +95,7 @@ impl PgAuditLog {
 
 impl AuditSink for PgAuditLog {
     fn append(&self, record: Record) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let queue = self.queue.clone();
-        let waiting = self.metrics.queue_depth.clone();
-        Box::pin(async move {
-            waiting.inc();
-            let job = Job { record, done };
-            let sent = match queue.try_send(job) {
-                Ok(()) => Ok(()),
-                Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                    tokio::task::spawn_blocking(move || queue.send(job).map_err(|_| ())).await.unwrap_or(Err(()))
-                }
-                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
-            };
-            if sent.is_err() {
-                waiting.dec();
-            }
-            sent.map_err(|()| AuditError("the audit writer has stopped".into()))?;
-            answer.await.map_err(|_| AuditError("the audit writer has stopped".into()))?
-        })
+        submit(&self.queue, &self.metrics, record)
     }
 
     fn health(&self) -> Result<(), String> {
@@ -128,12 +105,8 @@ impl AuditSink for PgAuditLog {
 
 impl Writer {
     fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
-            let mut batch = vec![first];
-            batch.extend(jobs.try_iter().take(BATCH - 1));
-            self.metrics.queue_depth.sub(batch.len() as i64);
-            self.commit(batch);
-        }
+        let (metrics, health) = (self.metrics.clone(), self.health.clone());
+        write_batches(jobs, &metrics, &health, |batch| self.commit(batch));
     }
 
     fn commit(&mut self, batch: Vec<Job>) {

@@ -44,9 +44,58 @@ pub struct Anchor {
     pub hash: String,
 }
 
-struct Job {
+/// A record waiting for a writer thread, and where its seq (or the failure) goes.
+pub(crate) struct Job {
+    pub record: Record,
+    pub done: tokio::sync::oneshot::Sender<Result<u64, AuditError>>,
+}
+
+/// Hands `record` to a writer thread through `queue` and resolves once it is durable. A full
+/// queue (the writer is behind) is waited on off the runtime's threads.
+pub(crate) fn submit(
+    queue: &std::sync::mpsc::SyncSender<Job>,
+    metrics: &AuditMetrics,
     record: Record,
-    done: tokio::sync::oneshot::Sender<Result<u64, AuditError>>,
+) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let queue = queue.clone();
+    let waiting = metrics.queue_depth.clone();
+    Box::pin(async move {
+        let job = Job { record, done };
+        waiting.inc();
+        let sent = match queue.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || queue.send(job).map_err(|_| ())).await.unwrap_or(Err(()))
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
+        };
+        if sent.is_err() {
+            waiting.dec();
+        }
+        sent.map_err(|()| AuditError("the audit writer has stopped".into()))?;
+        answer.await.map_err(|_| AuditError("the audit writer has stopped".into()))?
+    })
+}
+
+/// A writer thread's loop: takes the waiting jobs in batches of at most [`BATCH`] and commits
+/// each batch. The writer outlives any one batch: a panic while committing answers that batch's
+/// callers with an error (their senders drop), marks the log unhealthy, and the next batch goes
+/// on.
+pub(crate) fn write_batches(
+    jobs: std::sync::mpsc::Receiver<Job>,
+    metrics: &AuditMetrics,
+    health: &Mutex<Result<(), String>>,
+    mut commit: impl FnMut(Vec<Job>),
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        batch.extend(jobs.try_iter().take(BATCH - 1));
+        metrics.queue_depth.sub(batch.len() as i64);
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(batch))).is_err() {
+            *health.lock().unwrap_or_else(|p| p.into_inner()) = Err("the audit writer failed while committing".into());
+        }
+    }
 }
 
 /// The segment-file audit log.
@@ -160,26 +209,7 @@ impl SegmentLog {
 
 impl AuditSink for SegmentLog {
     fn append(&self, record: Record) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let queue = self.queue.clone();
-        let waiting = self.metrics.queue_depth.clone();
-        Box::pin(async move {
-            let job = Job { record, done };
-            waiting.inc();
-            // A full queue means the disk is behind; wait for room off the runtime's threads.
-            let sent = match queue.try_send(job) {
-                Ok(()) => Ok(()),
-                Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                    tokio::task::spawn_blocking(move || queue.send(job).map_err(|_| ())).await.unwrap_or(Err(()))
-                }
-                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
-            };
-            if sent.is_err() {
-                waiting.dec();
-            }
-            sent.map_err(|()| AuditError("the audit writer has stopped".into()))?;
-            answer.await.map_err(|_| AuditError("the audit writer has stopped".into()))?
-        })
+        submit(&self.queue, &self.metrics, record)
     }
 
     fn health(&self) -> Result<(), String> {
@@ -241,17 +271,8 @@ impl Writer {
     }
 
     fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
-            let mut batch = vec![first];
-            batch.extend(jobs.try_iter().take(BATCH - 1));
-            self.metrics.queue_depth.sub(batch.len() as i64);
-            // The writer must outlive any one batch: a panic while committing answers that
-            // batch's callers with an error (their senders drop) and the next batch goes on.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(batch))).is_err() {
-                *self.health.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Err("the audit writer failed while committing".into());
-            }
-        }
+        let (metrics, health) = (self.metrics.clone(), self.health.clone());
+        write_batches(jobs, &metrics, &health, |batch| self.commit(batch));
     }
 
     /// Writes and syncs a batch, then answers its callers.

@@ -12,7 +12,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use policy::{Agreement, AgreementStatus, DatasetId, DatasetTerms, Mask, Principal, Quota, Rate, Role};
-use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -20,12 +19,13 @@ use subtle::ConstantTimeEq;
 
 use super::api;
 use super::response::{json, Body};
-use super::workflow::{self, Actor, AgreementAction};
+use super::workflow::{self, Actor};
 use crate::audit;
 use crate::auth;
 use crate::error::{Error, Kind};
 use crate::state::State;
 use crate::store::{Store, StoreError};
+use policy::AgreementAction;
 
 /// Largest request body the admin API reads.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -368,10 +368,8 @@ async fn create_agreement(state: &Arc<State>, body: AgreementRequest) -> Result<
             ))
         }
     };
-    let mut id = [0u8; 6];
-    rand::rng().fill_bytes(&mut id);
     let agreement = Agreement {
-        id: format!("ag-{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        id: workflow::new_id("ag"),
         principal: body.principal,
         purpose: body.purpose,
         datasets,
@@ -381,10 +379,7 @@ async fn create_agreement(state: &Arc<State>, body: AgreementRequest) -> Result<
         rate: body.rate,
         quota: body.quota,
     };
-    let live = state.live();
-    agreement
-        .check(|id| live.catalog.get(id).map(|e| &e.dataset))
-        .map_err(|e| Error::bad_request("bad_terms", e.to_string()))?;
+    workflow::checked_terms(state, &agreement)?;
     let stored = agreement.clone();
     blocking(state, move |s| s.put_agreement(&stored, false)).await?;
     state.keys.invalidate();

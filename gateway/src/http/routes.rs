@@ -120,10 +120,10 @@ pub async fn route(
             only(&params, &[])?;
             workflow::resolve(state, workflow::actor(state, req.headers()).await?, &decoded(id), req).await
         }
-        ["v1", "agreements", id, action] if workflow::AgreementAction::parse(action).is_some() => {
+        ["v1", "agreements", id, action] if policy::AgreementAction::parse(action).is_some() => {
             post()?;
             only(&params, &[])?;
-            let action = workflow::AgreementAction::parse(action).expect("checked by the guard");
+            let action = policy::AgreementAction::parse(action).expect("checked by the guard");
             workflow::change_agreement(state, workflow::actor(state, req.headers()).await?, &decoded(id), action).await
         }
         ["v1", "datasets", id, "draft"] => {
@@ -605,16 +605,7 @@ async fn report(state: &Arc<State>, req: Request<Incoming>, client: IpAddr) -> R
             format!("description: say what was misused and how, in 1 to {MAX_REPORT_CHARS} characters"),
         ));
     }
-    let contact = body.contact.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
-    if principal.is_none() && contact.is_none() {
-        return Err(Error::bad_request(
-            "bad_body",
-            "contact: an anonymous report needs a way to reach its reporter (e-mail or telephone)",
-        ));
-    }
-    if contact.as_ref().is_some_and(|c| c.chars().count() > 200) {
-        return Err(Error::bad_request("bad_body", "contact: at most 200 characters"));
-    }
+    let contact = workflow::contact(body.contact.as_deref(), principal.is_none())?;
     let dataset = match body.dataset {
         Some(id) => Some(call::lookup(&state.live(), &id)?.dataset.id.to_string()),
         None => None,

@@ -14,8 +14,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use policy::{
-    Agreement, AgreementStatus, Application, ApplicationStatus, DatasetId, DatasetTerms, Field, Format, Mask,
-    Objection, ObjectionStatus, OpenType, Principal, Quota, Rate, Role, TransitionError, UpdateFrequency,
+    Agreement, AgreementAction, AgreementStatus, Application, ApplicationStatus, DatasetId, DatasetTerms, Field,
+    Format, Mask, Objection, ObjectionStatus, OpenType, Principal, Quota, Rate, Role, TransitionError, UpdateFrequency,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -119,10 +119,26 @@ fn transition(e: TransitionError) -> Error {
         TransitionError::ResponseRequired => {
             Error::bad_request("response_required", "response: resolving an objection needs a response")
         }
+        TransitionError::Revoked => Error::new(Kind::Conflict, "already_revoked", e.to_string()),
+        TransitionError::NotSuspended => Error::new(Kind::Conflict, "not_suspended", e.to_string()),
     }
 }
 
-fn new_id(prefix: &str) -> String {
+/// A report's or objection's contact, as the rules take it (see [`policy::workflow::contact`]).
+pub(super) fn contact(given: Option<&str>, anonymous: bool) -> Result<Option<String>, Error> {
+    policy::workflow::contact(given, anonymous).map_err(|e| Error::bad_request("bad_body", format!("contact: {e}")))
+}
+
+/// Checks an agreement's terms against the catalog in force (400 `bad_terms`).
+pub(super) fn checked_terms(state: &State, agreement: &Agreement) -> Result<(), Error> {
+    let live = state.live();
+    agreement
+        .check(|id| live.catalog.get(id).map(|e| &e.dataset))
+        .map_err(|e| Error::bad_request("bad_terms", e.to_string()))
+}
+
+/// A new record id: the prefix and 16 hex digits of a random UUID.
+pub(super) fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
 }
 
@@ -428,11 +444,12 @@ fn sees_application(state: &State, actor: &Actor, a: &Application) -> bool {
 
 /// Whether the actor acts for the owner of `dataset` (withdrawn or not).
 fn owns_dataset(state: &State, actor: &Actor, dataset: &DatasetId) -> bool {
-    match actor {
-        Actor::Operator => true,
-        Actor::Principal(p) if p.role == Role::User => false,
-        _ => state.live().catalog.get(dataset).is_some_and(|e| actor.owns(&e.dataset.owner)),
-    }
+    matches!(actor, Actor::Operator) || state.live().catalog.get(dataset).is_some_and(|e| actor.owns(&e.dataset.owner))
+}
+
+async fn load_objection(state: &Arc<State>, id: &str) -> Result<Objection, Error> {
+    let id = id.to_owned();
+    blocking(state, move |s| s.objection(&id)).await?.ok_or_else(|| not_found("no objection with this id"))
 }
 
 async fn load_application(state: &Arc<State>, id: &str) -> Result<Application, Error> {
@@ -501,6 +518,7 @@ pub async fn approve(
 ) -> Result<Response<Body>, Error> {
     let mut application = decider(state, &actor, id).await?;
     application.pending().map_err(transition)?;
+    let before = application.clone();
     let terms: ApproveRequest = read_json(req).await?;
     let now = Utc::now();
     let agreement = Agreement {
@@ -519,22 +537,10 @@ pub async fn approve(
         rate: terms.rate,
         quota: terms.quota,
     };
-    let live = state.live();
-    agreement
-        .check(|id| live.catalog.get(id).map(|e| &e.dataset))
-        .map_err(|e| Error::bad_request("bad_terms", e.to_string()))?;
+    checked_terms(state, &agreement)?;
     application.approve(&actor.id(), now, agreement.id.clone()).map_err(transition)?;
-    let (a, ag) = (application.clone(), agreement.clone());
-    blocking(state, move |s| {
-        // Decided once: a concurrent decision that landed first wins.
-        match s.application(&a.id)? {
-            Some(current) if current.status != ApplicationStatus::Submitted => {
-                Err(StoreError::Conflict(format!("application `{}` is already {}", a.id, current.status.as_str())))
-            }
-            _ => s.decide_application(&a, Some(&ag)),
-        }
-    })
-    .await?;
+    let (after, ag) = (application.clone(), agreement.clone());
+    blocking(state, move |s| s.decide_application(&before, &after, Some(&ag))).await?;
     state.keys.invalidate();
     tracing::info!(application = %application.id, agreement = %agreement.id, "application approved");
     Ok(json(StatusCode::OK, &api::Approval { application: application_view(state, &application), agreement }))
@@ -553,38 +559,14 @@ pub async fn reject(
     if body.reason.chars().count() > MAX_TEXT_CHARS {
         return Err(Error::bad_request("bad_body", format!("reason: at most {MAX_TEXT_CHARS} characters")));
     }
+    let before = application.clone();
     application.reject(&actor.id(), Utc::now(), &body.reason).map_err(transition)?;
-    let a = application.clone();
-    blocking(state, move |s| match s.application(&a.id)? {
-        Some(current) if current.status != ApplicationStatus::Submitted => {
-            Err(StoreError::Conflict(format!("application `{}` is already {}", a.id, current.status.as_str())))
-        }
-        _ => s.decide_application(&a, None),
-    })
-    .await?;
+    let after = application.clone();
+    blocking(state, move |s| s.decide_application(&before, &after, None)).await?;
     Ok(json(StatusCode::OK, &application_view(state, &application)))
 }
 
 // ---- Agreements ----------------------------------------------------------------------------
-
-/// What an owner or the operators do to an agreement.
-#[derive(Clone, Copy)]
-pub enum AgreementAction {
-    Suspend,
-    Resume,
-    Revoke,
-}
-
-impl AgreementAction {
-    pub fn parse(name: &str) -> Option<AgreementAction> {
-        match name {
-            "suspend" => Some(AgreementAction::Suspend),
-            "resume" => Some(AgreementAction::Resume),
-            "revoke" => Some(AgreementAction::Revoke),
-            _ => None,
-        }
-    }
-}
 
 /// `POST .../agreements/{id}/{suspend|resume|revoke}`: effective on the holder's next request
 /// and on its answers in flight.
@@ -600,17 +582,7 @@ pub async fn change_agreement(
     if !agreement.datasets.iter().all(|t| owns_dataset(state, &actor, &t.dataset)) {
         return Err(wrong_role("agreements are changed by the owner of every dataset they cover, or the operators"));
     }
-    let status = match (action, agreement.status) {
-        (_, AgreementStatus::Revoked) => {
-            return Err(Error::new(Kind::Conflict, "already_revoked", "the agreement is revoked for good"));
-        }
-        (AgreementAction::Suspend, _) => AgreementStatus::Suspended,
-        (AgreementAction::Resume, AgreementStatus::Suspended) => AgreementStatus::Active,
-        (AgreementAction::Resume, _) => {
-            return Err(Error::new(Kind::Conflict, "not_suspended", "only a suspended agreement resumes"));
-        }
-        (AgreementAction::Revoke, _) => AgreementStatus::Revoked,
-    };
+    let status = action.after(agreement.status).map_err(transition)?;
     let id = id.to_owned();
     let changed = blocking(state, move |s| {
         s.set_agreement_status(&id, status)?;
@@ -655,16 +627,7 @@ pub async fn object(
     let entry = call::lookup(&live, dataset)?;
     let body: ObjectionRequest = read_json(req).await?;
     let description = text("description", &body.description)?;
-    let contact = body.contact.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
-    if filer.is_none() && contact.is_none() {
-        return Err(Error::bad_request(
-            "bad_body",
-            "contact: an anonymous objection needs a way to reach its filer (e-mail or telephone)",
-        ));
-    }
-    if contact.as_ref().is_some_and(|c| c.chars().count() > 200) {
-        return Err(Error::bad_request("bad_body", "contact: at most 200 characters"));
-    }
+    let contact = contact(body.contact.as_deref(), filer.is_none())?;
     let objection = Objection {
         id: new_id("ob"),
         dataset: entry.dataset.id.clone(),
@@ -706,9 +669,7 @@ fn objection_view(state: &State, viewer: Option<&Actor>, o: &Objection) -> Objec
 
 /// `GET /v1/objections/{id}`: anyone may follow an objection.
 pub async fn objection(state: &Arc<State>, viewer: Option<Actor>, id: &str) -> Result<Response<Body>, Error> {
-    let wanted = id.to_owned();
-    let o =
-        blocking(state, move |s| s.objection(&wanted)).await?.ok_or_else(|| not_found("no objection with this id"))?;
+    let o = load_objection(state, id).await?;
     Ok(json(StatusCode::OK, &objection_view(state, viewer.as_ref(), &o)))
 }
 
@@ -757,9 +718,7 @@ pub async fn resolve(
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
-    let wanted = id.to_owned();
-    let mut o =
-        blocking(state, move |s| s.objection(&wanted)).await?.ok_or_else(|| not_found("no objection with this id"))?;
+    let mut o = load_objection(state, id).await?;
     if !owns_dataset(state, &actor, &o.dataset) {
         return Err(wrong_role("objections are resolved by the dataset's owner"));
     }

@@ -175,8 +175,15 @@ pub trait Store: Send + Sync {
     fn withdrawals(&self) -> StoreResult<Vec<Withdrawal>>;
 
     fn put_application(&self, application: &Application) -> StoreResult<()>;
-    /// Writes a decided application and, for an approval, its agreement, in one transaction.
-    fn decide_application(&self, application: &Application, agreement: Option<&Agreement>) -> StoreResult<()>;
+    /// Replaces the undecided application `before` with the decided `after` and, for an
+    /// approval, writes its agreement, in one transaction. `Conflict` (and nothing written) if
+    /// the stored application is no longer `before`: a decision made meanwhile wins.
+    fn decide_application(
+        &self,
+        before: &Application,
+        after: &Application,
+        agreement: Option<&Agreement>,
+    ) -> StoreResult<()>;
     /// Replaces `old` with `new` only if it is still stored as `old`; whether it was. Lets one
     /// of several instances win a change they all race for (sending a reminder, say).
     fn replace_application(&self, old: &Application, new: &Application) -> StoreResult<bool>;

@@ -538,20 +538,27 @@ impl Store for PgStore {
         Ok(())
     }
 
-    fn decide_application(&self, a: &Application, agreement: Option<&Agreement>) -> StoreResult<()> {
+    fn decide_application(
+        &self,
+        before: &Application,
+        after: &Application,
+        agreement: Option<&Agreement>,
+    ) -> StoreResult<()> {
         let what = match agreement {
             Some(ag) => format!("agreement:{}:{}", ag.id, name_of(&ag.status)),
             None => "workflow".to_owned(),
         };
         self.changing(&what, |tx| {
+            let changed = tx.execute(
+                "UPDATE applications SET record = $3 WHERE id = $1 AND record = $2",
+                &[&after.id, &json(before)?, &json(after)?],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::Conflict(format!("application `{}` was decided meanwhile", after.id)));
+            }
             if let Some(agreement) = agreement {
                 put_agreement_on(tx, agreement, false)?;
             }
-            tx.execute(
-                "INSERT INTO applications (id, submitted_at, record) VALUES ($1, $2, $3)
-                 ON CONFLICT (id) DO UPDATE SET record = excluded.record",
-                &[&a.id, &a.submitted_at, &json(a)?],
-            )?;
             Ok(())
         })
     }

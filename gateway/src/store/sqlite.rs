@@ -457,16 +457,24 @@ impl Store for SqliteStore {
         })
     }
 
-    fn decide_application(&self, a: &Application, agreement: Option<&Agreement>) -> StoreResult<()> {
+    fn decide_application(
+        &self,
+        before: &Application,
+        after: &Application,
+        agreement: Option<&Agreement>,
+    ) -> StoreResult<()> {
         let conn = self.conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
         let tx = conn.unchecked_transaction()?;
+        let changed = tx.execute(
+            "UPDATE applications SET record = ?3 WHERE id = ?1 AND record = ?2",
+            params![after.id, document(before)?, document(after)?],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::Conflict(format!("application `{}` was decided meanwhile", after.id)));
+        }
         if let Some(agreement) = agreement {
             put_agreement_on(&tx, agreement, false)?;
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO applications (id, submitted_at, record) VALUES (?1, ?2, ?3)",
-            params![a.id, a.submitted_at.to_rfc3339(), document(a)?],
-        )?;
         tx.commit()?;
         Ok(())
     }
