@@ -12,6 +12,7 @@
 //! - [`call`]: one call on one dataset, whatever the front end: grant, limits, plan, audit;
 //! - [`pipeline`]: the scoped stream (filter, order, window, projection) driven by a grant;
 //! - [`encode`]: CSV, NDJSON, JSON and Arrow IPC output, batch by batch;
+//! - [`connection`]: accepted connections, plain or TLS, closed when idle;
 //! - [`http`]: the HTTP/1.1 and HTTP/2 data API, and the admin API;
 //! - [`flight`]: the Arrow Flight service;
 //! - [`metrics`]: Prometheus metrics;
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod background;
 pub mod call;
 pub mod config;
+pub mod connection;
 pub mod demo;
 pub mod encode;
 pub mod error;

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 
 use crate::fixture::{client, Gateway, Site};
@@ -349,4 +350,98 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
         "the mid-stream failure is logged under the request: {lines:?}"
     );
     assert_eq!(of(&generated).len(), 1, "{lines:?}");
+}
+
+/// How long until the peer closes `connection`, reading (and dropping) what it sends meanwhile.
+fn time_until_closed(mut connection: TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    connection.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match connection.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(started.elapsed()),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_on_every_listener_while_calls_in_flight_are_not() {
+    let (site, size) =
+        site_with_big_file("[server]\nheader_read_timeout_seconds = 1\nidle_timeout_seconds = 2\n", 8 << 20);
+    let g = Gateway::with_config(&site.config, &site.data_dir);
+    let http = g.base.trim_start_matches("http://").to_owned();
+    let admin = g.admin.trim_start_matches("http://").to_owned();
+    let flight = g.flight.trim_start_matches("http://").to_owned();
+
+    // Connections that never start a request: silent ones on every listener, and one that sends
+    // half an HTTP/2 preface. Each is closed about a second after it was accepted.
+    let mut silent = Vec::new();
+    for (name, address, first_bytes) in [
+        ("http", &http, &b""[..]),
+        ("http, half a preface", &http, &b"PRI * HTTP/2.0\r\n"[..]),
+        ("admin", &admin, &b""[..]),
+        ("flight", &flight, &b""[..]),
+    ] {
+        let mut connection = TcpStream::connect(address).unwrap();
+        connection.write_all(first_bytes).unwrap();
+        silent.push((name, std::thread::spawn(move || time_until_closed(connection, Duration::from_secs(10)))));
+    }
+    // Meanwhile others are served.
+    for _ in 0..5 {
+        assert_eq!(client().get(g.url("/healthz")).send().await.unwrap().status(), 200);
+    }
+    for (name, waiting) in silent {
+        let closed = tokio::task::spawn_blocking(move || waiting.join().unwrap()).await.unwrap();
+        let closed = closed.unwrap_or_else(|| panic!("{name}: a silent connection is still open after 10 s"));
+        assert!(closed >= Duration::from_millis(900), "{name}: closed after {closed:?}, before the configured second");
+        assert!(closed < Duration::from_secs(4), "{name}: closed only after {closed:?}");
+    }
+
+    // An HTTP/2 connection: a download read slowly for longer than the idle limit completes;
+    // once it is over, the connection is closed after the idle limit.
+    let tcp = tokio::net::TcpStream::connect(&http).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = connection.await;
+        let _ = ended_tx.send(Instant::now());
+    });
+    let request = hyper::Request::get(g.url("/v1/datasets/big/download"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let started = Instant::now();
+    let mut body = response.into_body();
+    let mut received = 0;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            received += data.len();
+            if started.elapsed() < Duration::from_secs(3) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let finished = Instant::now();
+    assert!(finished - started >= Duration::from_secs(3), "the download was read for longer than the idle limit");
+    assert_eq!(received, size, "the download in flight is not cut for idleness");
+    let ended =
+        tokio::time::timeout(Duration::from_secs(10), ended).await.expect("the idle connection is closed").unwrap();
+    let idle = ended - finished;
+    assert!(idle >= Duration::from_millis(1800), "closed {idle:?} after its last call, before the idle limit");
+    assert!(idle < Duration::from_secs(5), "closed only {idle:?} after its last call");
+
+    // A Flight client whose idle connection was closed carries on: its channel connects again.
+    let mut flights = crate::flight::connect(&g, None).await;
+    for call in ["first", "after the idle close"] {
+        let listed: Vec<_> = flights.list_flights("").await.unwrap().try_collect().await.unwrap();
+        assert_eq!(listed.len(), 1, "the {call} call is served");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
 }

@@ -289,9 +289,13 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Largest request head (HTTP/1.1) or header list (HTTP/2), in bytes.
     pub max_header_bytes: usize,
-    /// Time a client has to send a request head; it also closes HTTP/1.1 keep-alive connections
-    /// left idle that long.
+    /// Time a client has to send a request head (and, on a new connection, to start its first
+    /// request: TLS handshake, HTTP/2 preface and all); it also closes HTTP/1.1 keep-alive
+    /// connections left idle that long.
     pub header_read_timeout_seconds: u64,
+    /// A connection with no request in flight for this long after its last one is closed
+    /// (HTTP/2 and Flight connections; HTTP/1.1 ones close after `header_read_timeout_seconds`).
+    pub idle_timeout_seconds: u64,
     /// Requests (HTTP/2 streams) in flight on one connection at most.
     pub http2_max_concurrent_streams: u32,
     /// Interval of HTTP/2 keep-alive pings; a peer that does not answer one within 20 s is
@@ -307,6 +311,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_header_bytes: 64 << 10,
             header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 300,
             http2_max_concurrent_streams: 256,
             http2_keep_alive_seconds: 30,
             drain_seconds: 30,
@@ -648,6 +653,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             // hyper reads request heads into a buffer of at least 8 KiB.
             ("max_header_bytes", server.max_header_bytes, 8192),
             ("header_read_timeout_seconds", server.header_read_timeout_seconds as usize, 1),
+            ("idle_timeout_seconds", server.idle_timeout_seconds as usize, 1),
             ("http2_max_concurrent_streams", server.http2_max_concurrent_streams as usize, 1),
             ("http2_keep_alive_seconds", server.http2_keep_alive_seconds as usize, 1),
         ] {

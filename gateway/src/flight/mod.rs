@@ -93,13 +93,13 @@ pub async fn serve(
         Some((accepted, (listener, connections)))
     });
     // TLS handshakes run side by side, so a slow one holds up no other client.
-    let handshake = Duration::from_secs(limits.header_read_timeout_seconds);
+    let per_connection = limits.clone();
     let incoming = accepted
         .map(move |accepted| {
-            let tls = tls.clone();
+            let (tls, limits) = (tls.clone(), per_connection.clone());
             async move {
                 let (stream, permit) = accepted?;
-                crate::tls::accept(stream, permit, tls.as_ref(), handshake).await
+                crate::connection::accept(stream, permit, tls.as_ref(), &limits).await
             }
         })
         .buffer_unordered(64);
@@ -110,6 +110,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(limits.http2_max_concurrent_streams))
         .http2_max_header_list_size(Some(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)))
+        .layer(crate::connection::TrackLayer)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use response::Body;
 
+use crate::connection::Tracked;
 use crate::state::State;
 
 /// How long a peer has to answer an HTTP/2 keep-alive ping.
@@ -92,23 +93,26 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, api, peer, req).await) }
-                });
+                let (state, limits) = (state.clone(), limits.clone());
                 let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
-                // A client that does not finish its TLS handshake in time is dropped, like one
-                // that does not finish its request head.
-                let handshake = Duration::from_secs(limits.header_read_timeout_seconds);
                 tokio::spawn(async move {
-                    let io = match crate::tls::accept(stream, permit, tls.as_ref(), handshake).await {
+                    // A client that does not finish its TLS handshake in time is dropped, like
+                    // one that does not finish its request head.
+                    let io = match crate::connection::accept(stream, permit, tls.as_ref(), &limits).await {
                         Ok(io) => io,
                         Err(e) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                             return;
                         }
                     };
+                    let activity = io.activity().clone();
+                    let service = hyper::service::service_fn(move |req| {
+                        let (state, in_flight) = (state.clone(), activity.begin());
+                        async move {
+                            let response = handle(state, api, peer, req).await;
+                            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, Some(in_flight))))
+                        }
+                    });
                     let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
                     if let Err(e) = watcher.watch(connection).await {
                         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
