@@ -290,7 +290,12 @@ fn bare(file: PathBuf, sliced: bool) {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("bare listening on {}", listener.local_addr().unwrap());
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // The same socket option kaifang sets on every accepted connection.
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+            let stream = accepted?;
+            stream.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(stream)
+        });
         tonic::transport::Server::builder()
             .add_service(FlightServiceServer::new(Bare { file, sliced }))
             .serve_with_incoming(incoming)

@@ -11,6 +11,12 @@ use kaifang::http::Api;
 use kaifang::state::State;
 use kaifang::store::sqlite::SqliteStore;
 
+/// mimalloc rather than the system allocator: record batches are allocated on reader threads in
+/// blocks of several MiB and freed on runtime threads, which glibc's per-thread arenas kept, so a
+/// gateway's memory grew with every large read (README, Benchmarks: Flight).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "kaifang", version, about = "The data gateway of a city's public-data open platform")]
 struct Cli {
