@@ -46,19 +46,15 @@ pub struct IssuedKey {
     pub key: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Makes and stores a new key for `principal`.
 pub fn issue(store: &dyn Store, principal: &str) -> Result<IssuedKey, StoreError> {
     let mut id = [0u8; 8];
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut id);
     rand::rng().fill_bytes(&mut secret);
-    let secret = hex(&secret);
+    let secret = hex::encode(secret);
     let record = KeyRecord {
-        id: hex(&id),
+        id: hex::encode(id),
         principal: principal.to_owned(),
         secret_sha256: Sha256::digest(secret.as_bytes()).into(),
         created_at: Utc::now(),

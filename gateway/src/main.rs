@@ -122,6 +122,24 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// Owners' webhooks.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+        #[command(flatten)]
+        place: Place,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksAction {
+    /// Print the key a department's receiver checks the `X-Kaifang-Signature` of its
+    /// notifications with.
+    Key {
+        /// The department, as in datasets' `owner`.
+        #[arg(long)]
+        department: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,6 +204,15 @@ fn main() -> ExitCode {
         }
         Command::Keys { action, place } => keys(action, &place),
         Command::Audit { action, place } => audit(action, &place),
+        Command::Webhooks { action: WebhooksAction::Key { department }, place } => place.load().and_then(|config| {
+            if !config.webhooks.owners.contains_key(&department) {
+                return Err(format!("no webhook is configured for `{department}` ([webhooks] owners)"));
+            }
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+            let secret = kaifang::notify::signing_secret(&config)?;
+            println!("{}", kaifang::notify::department_key(&secret, &department));
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,18 +6,29 @@
 //! 2 s, 4 s ... at most an hour apart) until a 2xx answer, or gives up after
 //! `webhooks.max_attempts` and marks it abandoned. Deliveries are at least once; each body
 //! carries the notification's `id` for the receiver to drop repeats.
+//!
+//! Every delivery is signed, so a receiver can tell it from anyone else's POST: headers
+//! `X-Kaifang-Timestamp` (Unix seconds of this attempt) and `X-Kaifang-Signature`
+//! (`sha256=` and the hex HMAC-SHA256 of `<timestamp>.<body>`), under the department's own key:
+//! the HMAC-SHA256 of the department's name under the platform's signing secret, which
+//! `kaifang webhooks key --department NAME` prints for the operator to hand over. Each
+//! department's key checks its own notifications only, and a receiver refuses old timestamps to
+//! stop replays.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
+use sha2::Sha256;
 
+use crate::config::Config;
 use crate::state::State;
 use crate::store::Notification;
 
@@ -48,6 +59,33 @@ pub fn enqueue(state: &State, department: &str, event: &str, details: Value) -> 
     state.store.put_notification(&notification)?;
     state.notifications_waiting.notify_one();
     Ok(())
+}
+
+/// The platform's webhook signing secret: configured, or kept in the data directory.
+pub fn signing_secret(config: &Config) -> Result<String, String> {
+    match &config.webhooks.signing_secret {
+        Some(secret) => Ok(secret.clone()),
+        None => crate::state::secret_file(&config.data_dir.join("webhook-signing.key")),
+    }
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The key `department`'s receiver checks signatures with (hex).
+pub fn department_key(secret: &str, department: &str) -> String {
+    hmac_sha256(secret.as_bytes(), &[department.as_bytes()])
+}
+
+/// The `X-Kaifang-Signature` of `body` sent at `timestamp` (Unix seconds), under a department's
+/// key.
+pub fn signature(department_key: &str, timestamp: i64, body: &[u8]) -> String {
+    format!("sha256={}", hmac_sha256(department_key.as_bytes(), &[timestamp.to_string().as_bytes(), b".", body]))
 }
 
 /// When the attempt after `attempts` failed ones is due.
@@ -86,10 +124,16 @@ pub async fn run(state: Arc<State>, shutdown: impl std::future::Future<Output = 
 }
 
 async fn deliver(state: &Arc<State>, client: &Client<HttpConnector, Full<Bytes>>, mut n: Notification) {
+    let body = Bytes::from(n.payload.to_string());
+    let department = n.payload["department"].as_str().unwrap_or_default();
+    let timestamp = Utc::now().timestamp();
+    let key = department_key(&state.webhook_secret, department);
     let request = hyper::Request::post(&n.url)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::USER_AGENT, concat!("kaifang/", env!("CARGO_PKG_VERSION")))
-        .body(Full::new(Bytes::from(n.payload.to_string())));
+        .header("x-kaifang-timestamp", timestamp)
+        .header("x-kaifang-signature", signature(&key, timestamp, &body))
+        .body(Full::new(body));
     let outcome = match request {
         Err(e) => Err(e.to_string()),
         Ok(request) => match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(request)).await {

@@ -198,6 +198,8 @@ pub struct State {
     pub cuts: tokio::sync::watch::Sender<Cuts>,
     /// Wakes the webhook sender when a notification is written.
     pub notifications_waiting: tokio::sync::Notify,
+    /// The secret departments' webhook signing keys are derived from ([`crate::notify`]).
+    pub webhook_secret: String,
     /// The rate limits and quotas shared with the other instances, in a cluster.
     pub shared: Option<Arc<SharedLimits>>,
 }
@@ -266,6 +268,7 @@ impl State {
                 metrics.limiter_fallbacks.clone(),
             )?)),
         };
+        let webhook_secret = crate::notify::signing_secret(&config)?;
         Ok(State {
             live: arc_swap::ArcSwap::from_pointee(live),
             source: None,
@@ -281,6 +284,7 @@ impl State {
             config,
             cuts,
             notifications_waiting: tokio::sync::Notify::new(),
+            webhook_secret,
             shared,
         })
     }
@@ -450,7 +454,7 @@ pub fn store_declared(store: &dyn Store, config: &Config) -> Result<(), String> 
 
 /// Reads a secret from `path`, or makes a random one and writes it there, readable by the owner
 /// only.
-fn secret_file(path: &Path) -> Result<String, String> {
+pub fn secret_file(path: &Path) -> Result<String, String> {
     match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
         Ok(_) => {}
@@ -459,7 +463,7 @@ fn secret_file(path: &Path) -> Result<String, String> {
     }
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = hex::encode(bytes);
     write_private(path, &secret).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(secret)
 }

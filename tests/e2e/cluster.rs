@@ -20,6 +20,7 @@ use crate::metrics::{samples, scrape, value};
 use crate::workflows::{big_register, call, principal, write_register};
 
 const TOKEN: &str = "cluster-operator-token";
+const SIGNING_SECRET: &str = "cluster-webhook-signing-secret";
 
 /// A database of its own on the test server, dropped at the end.
 struct Database {
@@ -411,8 +412,10 @@ async fn without_redis_conditional_calls_fall_back_as_configured() {
 async fn a_notification_is_sent_by_one_instance_only() {
     let Some((db, redis)) = services("a_notification_is_sent_by_one_instance_only") else { return };
     let (url, mut received) = crate::workflows::receiver(0).await;
-    let settings =
-        format!("instances = 3\n\n[webhooks]\nowners = {{ \"{}\" = \"{url}\" }}\n", crate::workflows::MARKET);
+    let settings = format!(
+        "instances = 3\n\n[webhooks]\nsigning_secret = \"{SIGNING_SECRET}\"\nowners = {{ \"{}\" = \"{url}\" }}\n",
+        crate::workflows::MARKET
+    );
     let (_dir, config, data_dir) = cluster_config(&db, &redis, &settings);
     let gs: Vec<Gateway> = ["a", "b", "c"].iter().map(|n| Gateway::instance(&config, &data_dir, n, TOKEN)).collect();
     let (status, filed) = call(
@@ -424,7 +427,10 @@ async fn a_notification_is_sent_by_one_instance_only() {
     )
     .await;
     assert_eq!(status, 201, "{filed}");
-    let (_, first) = tokio::time::timeout(Duration::from_secs(10), received.recv()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), received.recv()).await.unwrap().unwrap();
+    // Whichever instance sent it, it is signed with the department's one key.
+    first.assert_signed(&crate::workflows::department_key(SIGNING_SECRET, crate::workflows::MARKET));
+    let first = first.body;
     assert_eq!(first["details"]["objection"], filed["id"]);
     // Three senders poll the one outbox; none sends it again.
     let again = tokio::time::timeout(Duration::from_secs(3), received.recv()).await;

@@ -7,8 +7,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate, Weekday};
+use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{json, Value};
+use sha2::Sha256;
 
 use crate::fixture::{client, Gateway, BIN};
 use crate::metrics::{samples, scrape, value};
@@ -658,7 +660,45 @@ async fn objections_are_filed_by_anyone_seen_by_their_owner_and_resolved() {
 
 /// A webhook receiver that answers 500 to the first `failures` calls and 204 after; it sends
 /// every body it took on the channel, with the time it came.
-pub async fn receiver(failures: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<(Instant, Value)>) {
+/// A notification as a webhook receiver got it.
+#[derive(Debug)]
+pub struct Delivery {
+    pub at: Instant,
+    pub body: Value,
+    raw: Vec<u8>,
+    timestamp: Option<String>,
+    signature: Option<String>,
+}
+
+impl Delivery {
+    /// Checks the signature headers as a receiver holding `key` would, and that the timestamp
+    /// is this attempt's.
+    pub fn assert_signed(&self, key: &str) {
+        let timestamp = self.timestamp.as_deref().expect("an X-Kaifang-Timestamp header");
+        let sent: i64 = timestamp.parse().unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        assert!((now - sent).abs() <= 5, "timestamp {sent}, now {now}");
+        assert!(self.signed_with(key), "signature {:?} of {}", self.signature, self.body);
+    }
+
+    /// Whether `X-Kaifang-Signature` is that of the timestamp and body under `key`.
+    pub fn signed_with(&self, key: &str) -> bool {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(format!("{}.", self.timestamp.as_deref().unwrap_or_default()).as_bytes());
+        mac.update(&self.raw);
+        self.signature == Some(format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
+    }
+}
+
+/// A department's webhook key, computed as a receiver's documentation says: the hex
+/// HMAC-SHA256 of the department's name under the platform's signing secret.
+pub fn department_key(secret: &str, department: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(department.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+pub async fn receiver(failures: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks/market", listener.local_addr().unwrap());
@@ -670,6 +710,7 @@ pub async fn receiver(failures: usize) -> (String, tokio::sync::mpsc::UnboundedR
             let mut request = Vec::new();
             let mut buf = [0u8; 8192];
             // Read the head, then as much body as Content-Length says.
+            let (mut timestamp, mut signature) = (None, None);
             let body = loop {
                 let n = socket.read(&mut buf).await.unwrap();
                 if n == 0 {
@@ -678,12 +719,14 @@ pub async fn receiver(failures: usize) -> (String, tokio::sync::mpsc::UnboundedR
                 request.extend_from_slice(&buf[..n]);
                 let text = String::from_utf8_lossy(&request).into_owned();
                 if let Some(end) = text.find("\r\n\r\n") {
-                    let length: usize = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+                    let header = |name: &str| {
+                        text[..end].lines().find_map(|l| {
+                            let (n, v) = l.split_once(':')?;
+                            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
                         })
-                        .unwrap_or(0);
+                    };
+                    let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+                    (timestamp, signature) = (header("x-kaifang-timestamp"), header("x-kaifang-signature"));
                     if request.len() >= end + 4 + length {
                         break Some(request[end + 4..end + 4 + length].to_vec());
                     }
@@ -695,7 +738,13 @@ pub async fn receiver(failures: usize) -> (String, tokio::sync::mpsc::UnboundedR
             let _ = socket
                 .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
                 .await;
-            let _ = tx.send((Instant::now(), serde_json::from_slice(&body).unwrap()));
+            let _ = tx.send(Delivery {
+                at: Instant::now(),
+                body: serde_json::from_slice(&body).unwrap(),
+                raw: body,
+                timestamp,
+                signature,
+            });
         }
     });
     (url, rx)
@@ -741,6 +790,32 @@ async fn owners_hear_of_applications_objections_and_deadlines_by_webhook_retried
         }
     }
     assert_eq!(delivered.len(), 5, "three notifications, two of them tried twice: {delivered:?}");
+    // Every attempt is signed with the department's key, which the operator's command prints
+    // and which is derived from the secret the gateway made in its data directory.
+    let printed = Command::new(BIN)
+        .args(["webhooks", "key", "--department", MARKET, "--config", config.to_str().unwrap()])
+        .args(["--data-dir", data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let key = String::from_utf8(printed.stdout).unwrap().trim().to_owned();
+    let secret = std::fs::read_to_string(data_dir.join("webhook-signing.key")).unwrap();
+    assert_eq!(key, department_key(secret.trim(), MARKET));
+    for delivery in &delivered {
+        delivery.assert_signed(&key);
+    }
+    let other = department_key(secret.trim(), "Municipal Transport Bureau");
+    assert!(
+        !delivered[0].signed_with(&other),
+        "another department's key does not check this department's notifications"
+    );
+    let unknown = Command::new(BIN)
+        .args(["webhooks", "key", "--department", "Nobody", "--config", config.to_str().unwrap()])
+        .args(["--data-dir", data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("no webhook is configured"));
+    let delivered: Vec<(Instant, Value)> = delivered.into_iter().map(|d| (d.at, d.body)).collect();
     let mut retried = 0;
     for (i, (at, body)) in delivered.iter().enumerate() {
         if let Some((again, _)) = delivered[i + 1..].iter().find(|(_, b)| b["id"] == body["id"]) {

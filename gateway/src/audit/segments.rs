@@ -170,13 +170,10 @@ pub fn parse_line(line: &str) -> Option<Line> {
     }
     let chain: Chain = serde_json::from_str(&body).ok()?;
     let intact =
-        hex(&Sha256::new().chain_update(chain.prev.as_bytes()).chain_update(body.as_bytes()).finalize()) == hash;
+        hex::encode(Sha256::new().chain_update(chain.prev.as_bytes()).chain_update(body.as_bytes()).finalize())
+            == hash;
     let record = serde_json::from_str(&body).ok();
     Some(Line { seq: chain.seq, prev: chain.prev, hash, intact, record })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The stored form of `record` as number `seq` after `prev`, and its hash.
@@ -184,7 +181,7 @@ pub(crate) fn encode(seq: u64, prev: &str, record: &Record) -> (Vec<u8>, String)
     let fields = serde_json::to_string(record).expect("records serialize");
     // `fields` is `{"kind":...}`: splice the chain fields in front.
     let body = format!("{{\"seq\":{seq},\"prev\":\"{prev}\",{}", &fields[1..]);
-    let hash = hex(&Sha256::new().chain_update(prev.as_bytes()).chain_update(body.as_bytes()).finalize());
+    let hash = hex::encode(Sha256::new().chain_update(prev.as_bytes()).chain_update(body.as_bytes()).finalize());
     let mut line = body.into_bytes();
     line.pop();
     line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}\n").as_bytes());

@@ -132,6 +132,11 @@ pub struct WebhooksConfig {
     /// backoff from one second, at most an hour apart).
     #[serde(default = "WebhooksConfig::default_attempts")]
     pub max_attempts: u32,
+    /// The secret each department's signing key is derived from. When absent, a random one is
+    /// made on first start and kept in `<data-dir>/webhook-signing.key`; the instances of a
+    /// cluster need the same one here.
+    #[serde(default)]
+    pub signing_secret: Option<String>,
 }
 
 impl WebhooksConfig {
@@ -150,6 +155,7 @@ impl Default for WebhooksConfig {
             owners: Default::default(),
             remind_within_working_days: Self::default_remind(),
             max_attempts: Self::default_attempts(),
+            signing_secret: None,
         }
     }
 }
@@ -630,6 +636,17 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
         if cluster.instances == 0 {
             errors.push(main.error_at(&key("instances"), "must be at least 1".into()));
         }
+        // Each instance would make its own secret in its data directory, and receivers could
+        // not check what the others sign.
+        if !webhooks.owners.is_empty() && webhooks.signing_secret.is_none() {
+            let path = [PathSegment::Key("webhooks".into())];
+            errors
+                .push(main.error_at(&path, "set `signing_secret` (the same on every instance) with [cluster]".into()));
+        }
+    }
+    if webhooks.signing_secret.as_deref().is_some_and(|s| s.len() < 16) {
+        let path = [PathSegment::Key("webhooks".into()), PathSegment::Key("signing_secret".into())];
+        errors.push(main.error_at(&path, "must be at least 16 characters".into()));
     }
     for (department, url) in &webhooks.owners {
         let valid = url.parse::<hyper::Uri>().is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
@@ -999,6 +1016,18 @@ mod tests {
         std::fs::write(&file, "[cluster]\ninstance = \"a\"\nstore = \"mysql://x\"\nlimiter = \"redis://r\"\n").unwrap();
         let errors = load(Origin::Files, &file).unwrap_err().to_string();
         assert!(errors.contains("k.toml:3: cluster.store: `mysql://x` is not a postgres:// URL"), "{errors}");
+
+        // Owners' webhooks in a cluster need one signing secret for all instances.
+        let cluster = "[cluster]\ninstance = \"a\"\nstore = \"postgres://db/k\"\nlimiter = \"redis://r\"\n";
+        let hooks = "[webhooks]\nowners = { \"Bureau\" = \"http://hooks/b\" }\n";
+        std::fs::write(&file, format!("{cluster}{hooks}")).unwrap();
+        let errors = load(Origin::Files, &file).unwrap_err().to_string();
+        assert!(errors.contains("k.toml:5: webhooks: set `signing_secret`"), "{errors}");
+        std::fs::write(&file, format!("{cluster}{hooks}signing_secret = \"short\"\n")).unwrap();
+        let errors = load(Origin::Files, &file).unwrap_err().to_string();
+        assert!(errors.contains("k.toml:7: webhooks.signing_secret: must be at least 16 characters"), "{errors}");
+        std::fs::write(&file, format!("{cluster}{hooks}signing_secret = \"one secret for every instance\"\n")).unwrap();
+        assert!(load(Origin::Files, &file).is_ok());
     }
 
     #[test]
