@@ -170,8 +170,7 @@ pub fn parse_line(line: &str) -> Option<Line> {
     }
     let chain: Chain = serde_json::from_str(&body).ok()?;
     let intact =
-        hex::encode(Sha256::new().chain_update(chain.prev.as_bytes()).chain_update(body.as_bytes()).finalize())
-            == hash;
+        hex::encode(Sha256::new().chain_update(chain.prev.as_bytes()).chain_update(body.as_bytes()).finalize()) == hash;
     let record = serde_json::from_str(&body).ok();
     Some(Line { seq: chain.seq, prev: chain.prev, hash, intact, record })
 }
