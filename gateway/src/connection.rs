@@ -27,6 +27,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
+use crate::metrics::ListenerMetrics;
 
 /// No request has started on the connection yet.
 const NEVER: u64 = u64::MAX;
@@ -63,6 +64,10 @@ impl Activity {
     fn touch(&self) {
         let since = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(NEVER - 1);
         self.last_change.store(since, Ordering::Release);
+    }
+
+    fn any_request(&self) -> bool {
+        self.last_change.load(Ordering::Acquire) != NEVER
     }
 
     /// When the connection is to be closed if nothing happens meanwhile; `None` while a request
@@ -182,7 +187,24 @@ pub struct Stream {
     activity: Arc<Activity>,
     /// Wakes the connection's reader at its deadline.
     idle_timer: Pin<Box<Sleep>>,
+    counted: Counted,
     _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A connection counted open in its listener's metrics until it is dropped.
+struct Counted(ListenerMetrics);
+
+impl Counted {
+    fn new(metrics: ListenerMetrics) -> Counted {
+        metrics.open.inc();
+        Counted(metrics)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.open.dec();
+    }
 }
 
 enum Io {
@@ -209,7 +231,15 @@ impl Stream {
         while self.idle_timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             match self.activity.deadline() {
-                Some(deadline) if deadline <= now => return true,
+                Some(deadline) if deadline <= now => {
+                    let metrics = &self.counted.0;
+                    if self.activity.any_request() {
+                        metrics.closed_idle.inc();
+                    } else {
+                        metrics.closed_before_first_request.inc();
+                    }
+                    return true;
+                }
                 Some(deadline) => self.idle_timer.as_mut().reset(deadline),
                 // Busy: look again once the shortest idle period could have passed.
                 None => self.idle_timer.as_mut().reset(now + self.activity.idle_within),
@@ -294,7 +324,9 @@ pub async fn accept(
     permit: tokio::sync::OwnedSemaphorePermit,
     acceptor: Option<&TlsAcceptor>,
     limits: &ServerConfig,
+    metrics: ListenerMetrics,
 ) -> std::io::Result<Stream> {
+    let counted = Counted::new(metrics);
     let activity = Activity::new(limits);
     let io = match acceptor {
         None => Io::Plain(stream),
@@ -305,5 +337,5 @@ pub async fn accept(
         },
     };
     let idle_timer = Box::pin(tokio::time::sleep_until(activity.accepted + activity.first_request_within));
-    Ok(Stream { io, activity, idle_timer, _permit: permit })
+    Ok(Stream { io, activity, idle_timer, counted, _permit: permit })
 }

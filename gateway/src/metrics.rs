@@ -16,9 +16,20 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// What a listener's connections count in [`Metrics`].
+#[derive(Clone, Debug)]
+pub struct ListenerMetrics {
+    pub open: IntGauge,
+    pub closed_before_first_request: IntCounter,
+    pub closed_idle: IntCounter,
+}
+
 /// The limits a call can be refused by.
 const LIMITS: [&str; 6] =
     ["anonymous_rate", "key_rate", "agreement_rate", "requests_per_day", "rows_per_day", "bytes_per_day"];
+
+/// The listeners connections are counted by.
+const LISTENERS: [&str; 3] = ["http", "admin", "flight"];
 
 /// Buckets of request and stage durations, in seconds: 1 ms to 5 min.
 const DURATION_BUCKETS: &[f64] =
@@ -63,6 +74,12 @@ pub struct Metrics {
     pub limit_refusals: IntCounterVec,
     /// Data answers being streamed now, by protocol.
     pub active_streams: IntGaugeVec,
+    /// Connections open now, by listener (`http`, `admin`, `flight`).
+    pub connections: IntGaugeVec,
+    /// Connections closed for sending no request in time, by listener and phase
+    /// (`first_request`: none began after the connection was accepted; `idle`: none came after
+    /// the last one ended).
+    pub idle_closes: IntCounterVec,
     /// Failures talking to upstream origins, by kind.
     pub upstream_errors: IntCounterVec,
     /// Lookups in the key and agreement caches, by cache and result (`hit`, `miss`).
@@ -117,6 +134,15 @@ fn int_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
 }
 
 impl Metrics {
+    /// The connection counters of one listener (`http`, `admin` or `flight`).
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            open: self.connections.with_label_values(&[listener]),
+            closed_before_first_request: self.idle_closes.with_label_values(&[listener, "first_request"]),
+            closed_idle: self.idle_closes.with_label_values(&[listener, "idle"]),
+        }
+    }
+
     pub fn new() -> Metrics {
         let r = Registry::new();
         let requests = counter(
@@ -161,6 +187,13 @@ impl Metrics {
         );
         let active_streams =
             int_gauge(&r, "kaifang_active_streams", "Data answers being streamed now, by protocol.", &["protocol"]);
+        let connections = int_gauge(&r, "kaifang_connections", "Connections open now, by listener.", &["listener"]);
+        let idle_closes = counter(
+            &r,
+            "kaifang_idle_connections_closed_total",
+            "Connections closed for sending no request in time, by listener and phase (first_request, idle).",
+            &["listener", "phase"],
+        );
         let upstream_errors = counter(
             &r,
             "kaifang_upstream_errors_total",
@@ -216,6 +249,12 @@ impl Metrics {
             active_streams.with_label_values(&[protocol]).set(0);
             for limit in LIMITS {
                 limit_refusals.with_label_values(&[protocol, limit]);
+            }
+        }
+        for listener in LISTENERS {
+            connections.with_label_values(&[listener]).set(0);
+            for phase in ["first_request", "idle"] {
+                idle_closes.with_label_values(&[listener, phase]);
             }
         }
         for kind in ["connect", "timeout", "idle", "broken", "status"] {
@@ -282,6 +321,8 @@ impl Metrics {
             gateway_seconds,
             limit_refusals,
             active_streams,
+            connections,
+            idle_closes,
             upstream_errors,
             cache_lookups,
             audit: AuditMetrics { commit_seconds: commit, queue_depth, records, failures },

@@ -448,4 +448,27 @@ async fn silent_and_idle_connections_are_closed_on_every_listener_while_calls_in
         assert_eq!(listed.len(), 1, "the {call} call is served");
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    let s = crate::metrics::samples(&crate::metrics::scrape(&g).await);
+    let closed = |listener: &str, phase: &str| {
+        crate::metrics::value(
+            &s,
+            &format!(r#"kaifang_idle_connections_closed_total{{listener="{listener}",phase="{phase}"}}"#),
+        )
+    };
+    let open = |listener: &str| crate::metrics::value(&s, &format!(r#"kaifang_connections{{listener="{listener}"}}"#));
+    // Counted by listener: the silent ones before a first request; the HTTP/2 connection and
+    // both of the Flight client's connections (it connected again after the first was closed)
+    // for idleness. HTTP/1.1 keep-alive connections are closed by the header timeout first, and
+    // are not counted here. Open now: the admin connection of this scrape only.
+    let counted = [
+        ("http", "first_request", 2.0),
+        ("http", "idle", 1.0),
+        ("admin", "first_request", 1.0),
+        ("admin", "idle", 0.0),
+    ];
+    for (listener, phase, expected) in counted {
+        assert_eq!(closed(listener, phase), expected, "{listener} {phase}");
+    }
+    assert_eq!((closed("flight", "first_request"), closed("flight", "idle")), (1.0, 2.0));
+    assert_eq!((open("http"), open("admin"), open("flight")), (0.0, 1.0, 0.0));
 }

@@ -93,13 +93,13 @@ pub async fn serve(
         Some((accepted, (listener, connections)))
     });
     // TLS handshakes run side by side, so a slow one holds up no other client.
-    let per_connection = limits.clone();
+    let (per_connection, metrics) = (limits.clone(), state.metrics.listener("flight"));
     let incoming = accepted
         .map(move |accepted| {
-            let (tls, limits) = (tls.clone(), per_connection.clone());
+            let (tls, limits, metrics) = (tls.clone(), per_connection.clone(), metrics.clone());
             async move {
                 let (stream, permit) = accepted?;
-                crate::connection::accept(stream, permit, tls.as_ref(), &limits).await
+                crate::connection::accept(stream, permit, tls.as_ref(), &limits, metrics).await
             }
         })
         .buffer_unordered(64);

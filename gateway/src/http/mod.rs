@@ -94,11 +94,15 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let (state, limits) = (state.clone(), limits.clone());
+                let metrics = state.metrics.listener(match api {
+                    Api::Data => "http",
+                    Api::Admin => "admin",
+                });
                 let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
                 tokio::spawn(async move {
                     // A client that does not finish its TLS handshake in time is dropped, like
                     // one that does not finish its request head.
-                    let io = match crate::connection::accept(stream, permit, tls.as_ref(), &limits).await {
+                    let io = match crate::connection::accept(stream, permit, tls.as_ref(), &limits, metrics).await {
                         Ok(io) => io,
                         Err(e) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
