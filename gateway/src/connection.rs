@@ -11,8 +11,11 @@
 //! The front ends mark requests in flight with [`Activity::begin`], whose guard lives as long as
 //! the response body ([`Tracked`]); HTTP does it in its service, Flight in a tower layer
 //! ([`TrackLayer`]) since tonic owns its connections. The connection notices the deadline when
-//! it next waits for bytes from the peer, which a server does whenever it has nothing else to
-//! do, and then fails that read, which closes the connection.
+//! it waits for bytes from the peer (HTTP servers read whenever they are not blocked writing; a
+//! peer that reads nothing is dropped by the HTTP/2 keep-alive ping instead), and then fails
+//! that read, which closes the connection. Bytes that arrived since the deadline was last looked
+//! at buy one more [`GRACE`]: they may be a request the server has read but not yet handed to
+//! its service.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,8 +32,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::ServerConfig;
 use crate::metrics::ListenerMetrics;
 
-/// No request has started on the connection yet.
-const NEVER: u64 = u64::MAX;
+/// `last_change` before any request has started on the connection.
+const NEVER: u64 = 0;
+/// How long a connection past its deadline is kept when bytes came from the peer meanwhile.
+const GRACE: Duration = Duration::from_secs(1);
 
 /// What a connection is doing, shared by the connection and its requests.
 #[derive(Debug)]
@@ -39,7 +44,8 @@ pub struct Activity {
     first_request_within: Duration,
     idle_within: Duration,
     in_flight: AtomicUsize,
-    /// Milliseconds from `accepted` to the last start or end of a request, or [`NEVER`].
+    /// One more than the milliseconds from `accepted` to the last start or end of a request, or
+    /// [`NEVER`].
     last_change: AtomicU64,
 }
 
@@ -62,8 +68,9 @@ impl Activity {
     }
 
     fn touch(&self) {
-        let since = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(NEVER - 1);
-        self.last_change.store(since, Ordering::Release);
+        let since = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        // Requests on other threads may touch at the same time; the latest time wins.
+        self.last_change.fetch_max(since + 1, Ordering::AcqRel);
     }
 
     fn any_request(&self) -> bool {
@@ -78,7 +85,7 @@ impl Activity {
         }
         Some(match self.last_change.load(Ordering::Acquire) {
             NEVER => self.accepted + self.first_request_within,
-            since => self.accepted + Duration::from_millis(since) + self.idle_within,
+            since => self.accepted + Duration::from_millis(since - 1) + self.idle_within,
         })
     }
 }
@@ -163,6 +170,10 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let info = request.extensions().get::<ConnectInfo>().cloned();
+        if info.is_none() {
+            // The call is served, but its connection may be closed as idle under it.
+            tracing::error!("a Flight call without its connection's activity; connections are not tracked");
+        }
         let in_flight = info.map(|info| {
             // tonic finds the peer's address (`Request::remote_addr`) under its own type.
             request.extensions_mut().insert(info.tcp);
@@ -187,6 +198,10 @@ pub struct Stream {
     activity: Arc<Activity>,
     /// Wakes the connection's reader at its deadline.
     idle_timer: Pin<Box<Sleep>>,
+    /// Whether bytes came from the peer since the timer was last set.
+    heard: bool,
+    /// Closed for idleness: every read from now on fails.
+    closed: bool,
     counted: Counted,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -230,7 +245,9 @@ impl Stream {
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         while self.idle_timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
-            match self.activity.deadline() {
+            let next = match self.activity.deadline() {
+                // Bytes came meanwhile: perhaps a request the server has not handed over yet.
+                Some(deadline) if deadline <= now && self.heard => now + GRACE,
                 Some(deadline) if deadline <= now => {
                     let metrics = &self.counted.0;
                     if self.activity.any_request() {
@@ -240,10 +257,12 @@ impl Stream {
                     }
                     return true;
                 }
-                Some(deadline) => self.idle_timer.as_mut().reset(deadline),
+                Some(deadline) => deadline,
                 // Busy: look again once the shortest idle period could have passed.
-                None => self.idle_timer.as_mut().reset(now + self.activity.idle_within),
-            }
+                None => now + self.activity.idle_within,
+            };
+            self.heard = false;
+            self.idle_timer.as_mut().reset(next);
         }
         false
     }
@@ -265,12 +284,22 @@ impl tokio::io::AsyncRead for Stream {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        let idle = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connection idle");
+        if this.closed {
+            return Poll::Ready(Err(idle()));
+        }
+        let before = buf.filled().len();
         let read = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         };
-        if read.is_pending() && this.idle_expired(cx) {
-            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connection idle")));
+        match read {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => this.heard = true,
+            Poll::Pending if this.idle_expired(cx) => {
+                this.closed = true;
+                return Poll::Ready(Err(idle()));
+            }
+            _ => {}
         }
         read
     }
@@ -333,9 +362,12 @@ pub async fn accept(
         Some(acceptor) => match tokio::time::timeout(activity.first_request_within, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => Io::Tls(Box::new(tls)),
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+            Err(_) => {
+                counted.0.closed_before_first_request.inc();
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"));
+            }
         },
     };
     let idle_timer = Box::pin(tokio::time::sleep_until(activity.accepted + activity.first_request_within));
-    Ok(Stream { io, activity, idle_timer, counted, _permit: permit })
+    Ok(Stream { io, activity, idle_timer, heard: false, closed: false, counted, _permit: permit })
 }

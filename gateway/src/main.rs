@@ -208,8 +208,7 @@ fn main() -> ExitCode {
             if !config.webhooks.owners.contains_key(&department) {
                 return Err(format!("no webhook is configured for `{department}` ([webhooks] owners)"));
             }
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
-            let secret = kaifang::notify::signing_secret(&config)?;
+            let secret = kaifang::notify::existing_signing_secret(&config)?;
             println!("{}", kaifang::notify::department_key(&secret, &department));
             Ok(())
         }),

@@ -61,12 +61,36 @@ pub fn enqueue(state: &State, department: &str, event: &str, details: Value) -> 
     Ok(())
 }
 
-/// The platform's webhook signing secret: configured, or kept in the data directory.
+/// The platform's webhook signing secret: configured, or kept in the data directory (made there
+/// on first use).
 pub fn signing_secret(config: &Config) -> Result<String, String> {
     match &config.webhooks.signing_secret {
         Some(secret) => Ok(secret.clone()),
-        None => crate::state::secret_file(&config.data_dir.join("webhook-signing.key")),
+        None => crate::state::secret_file(&secret_path(config)),
     }
+}
+
+/// The signing secret a gateway with this configuration uses, without making one: the key
+/// printed from a secret the gateway never sees would check nothing.
+pub fn existing_signing_secret(config: &Config) -> Result<String, String> {
+    if let Some(secret) = &config.webhooks.signing_secret {
+        return Ok(secret.clone());
+    }
+    let path = secret_path(config);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(_) => Err(format!("{} is empty", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "no webhook signing secret in {} yet: start the gateway once with this data directory, \
+             or set [webhooks] signing_secret",
+            path.display()
+        )),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn secret_path(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join("webhook-signing.key")
 }
 
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> String {

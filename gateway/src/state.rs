@@ -324,6 +324,9 @@ impl State {
         differs("server", format!("{:?}", config.server) != format!("{:?}", started.server));
         differs("upstream", format!("{:?}", config.upstream) != format!("{:?}", started.upstream));
         differs("audit.segment_bytes", config.audit.segment_bytes != started.audit.segment_bytes);
+        differs("webhooks", format!("{:?}", config.webhooks) != format!("{:?}", started.webhooks));
+        differs("calendar", config.calendar != started.calendar);
+        differs("cluster", format!("{:?}", config.cluster) != format!("{:?}", started.cluster));
         // A listener's TLS can change certificates, not turn on or off or change its client CA.
         let tls_shape = |t: &Option<TlsConfig>| t.as_ref().map(|t| t.client_ca.clone());
         differs("http.tls", tls_shape(&config.http.tls) != tls_shape(&started.http.tls));

@@ -300,7 +300,8 @@ pub struct ServerConfig {
     /// connections left idle that long.
     pub header_read_timeout_seconds: u64,
     /// A connection with no request in flight for this long after its last one is closed
-    /// (HTTP/2 and Flight connections; HTTP/1.1 ones close after `header_read_timeout_seconds`).
+    /// (HTTP/1.1 keep-alive connections after this or `header_read_timeout_seconds`, whichever
+    /// is shorter).
     pub idle_timeout_seconds: u64,
     /// Requests (HTTP/2 streams) in flight on one connection at most.
     pub http2_max_concurrent_streams: u32,
@@ -665,16 +666,20 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
         errors.push(main.error_at(&path, "must be at least 1".into()));
     }
     if let Some(server_line) = main.document.line_of(&[PathSegment::Key("server".into())]) {
-        for (name, value, least) in [
-            ("max_connections", server.max_connections, 1),
+        // Times are at most a day: deadlines are computed as instants, which far beyond that
+        // could overflow.
+        const DAY: u64 = 86_400;
+        for (name, value, least, most) in [
+            ("max_connections", server.max_connections as u64, 1, u64::MAX),
             // hyper reads request heads into a buffer of at least 8 KiB.
-            ("max_header_bytes", server.max_header_bytes, 8192),
-            ("header_read_timeout_seconds", server.header_read_timeout_seconds as usize, 1),
-            ("idle_timeout_seconds", server.idle_timeout_seconds as usize, 1),
-            ("http2_max_concurrent_streams", server.http2_max_concurrent_streams as usize, 1),
-            ("http2_keep_alive_seconds", server.http2_keep_alive_seconds as usize, 1),
+            ("max_header_bytes", server.max_header_bytes as u64, 8192, u64::MAX),
+            ("header_read_timeout_seconds", server.header_read_timeout_seconds, 1, DAY),
+            ("idle_timeout_seconds", server.idle_timeout_seconds, 1, DAY),
+            ("http2_max_concurrent_streams", u64::from(server.http2_max_concurrent_streams), 1, u64::MAX),
+            ("http2_keep_alive_seconds", server.http2_keep_alive_seconds, 1, DAY),
+            ("drain_seconds", server.drain_seconds, 0, DAY),
         ] {
-            if value < least {
+            if !(least..=most).contains(&value) {
                 errors.push(ConfigError {
                     file: main.path.clone(),
                     line: main
@@ -682,7 +687,10 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
                         .line_of(&[PathSegment::Key("server".into()), PathSegment::Key(name.into())])
                         .unwrap_or(server_line),
                     field: format!("server.{name}"),
-                    message: format!("must be at least {least}"),
+                    message: match most {
+                        u64::MAX => format!("must be at least {least}"),
+                        _ => format!("must be from {least} to {most}"),
+                    },
                 });
             }
         }
@@ -1053,6 +1061,16 @@ mod tests {
         for t in [OpenType::Unconditional, OpenType::Conditional, OpenType::NonOpen] {
             assert!(types.contains(&t), "demo lacks {t:?}");
         }
+    }
+
+    #[test]
+    fn server_times_are_bounded_on_both_sides() {
+        let errors = load_text("[server]\nidle_timeout_seconds = 100000000\nheader_read_timeout_seconds = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains(":2: server.idle_timeout_seconds: must be from 1 to 86400"), "{errors}");
+        assert!(errors.contains(":3: server.header_read_timeout_seconds: must be from 1 to 86400"), "{errors}");
+        assert!(load_text("[server]\nidle_timeout_seconds = 86400\n").is_ok());
     }
 
     #[test]
