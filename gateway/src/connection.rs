@@ -14,8 +14,8 @@
 //! it waits for bytes from the peer (HTTP servers read whenever they are not blocked writing; a
 //! peer that reads nothing is dropped by the HTTP/2 keep-alive ping instead), and then fails
 //! that read, which closes the connection. Bytes that arrived since the deadline was last looked
-//! at buy one more [`GRACE`]: they may be a request the server has read but not yet handed to
-//! its service.
+//! at buy one more [`GRACE`], once per deadline: they may be a request the server has read but
+//! not yet handed to its service.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -200,6 +200,9 @@ pub struct Stream {
     idle_timer: Pin<Box<Sleep>>,
     /// Whether bytes came from the peer since the timer was last set.
     heard: bool,
+    /// The deadline already extended by a [`GRACE`]: each deadline is extended once, so a peer
+    /// that keeps sending bytes without requests (pings, say) is still closed.
+    graced: Option<Instant>,
     /// Closed for idleness: every read from now on fails.
     closed: bool,
     counted: Counted,
@@ -247,7 +250,10 @@ impl Stream {
             let now = Instant::now();
             let next = match self.activity.deadline() {
                 // Bytes came meanwhile: perhaps a request the server has not handed over yet.
-                Some(deadline) if deadline <= now && self.heard => now + GRACE,
+                Some(deadline) if deadline <= now && self.heard && self.graced != Some(deadline) => {
+                    self.graced = Some(deadline);
+                    now + GRACE
+                }
                 Some(deadline) if deadline <= now => {
                     let metrics = &self.counted.0;
                     if self.activity.any_request() {
@@ -369,5 +375,5 @@ pub async fn accept(
         },
     };
     let idle_timer = Box::pin(tokio::time::sleep_until(activity.accepted + activity.first_request_within));
-    Ok(Stream { io, activity, idle_timer, heard: false, closed: false, counted, _permit: permit })
+    Ok(Stream { io, activity, idle_timer, heard: false, graced: None, closed: false, counted, _permit: permit })
 }
