@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kaifang::audit::segments::SegmentLog;
 use kaifang::audit::{AuditSink, Record};
 
 fn intent(i: u64) -> Record {
@@ -39,8 +38,9 @@ fn intent(i: u64) -> Record {
 fn group_commit(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn AuditSink> =
-        Arc::new(SegmentLog::open(dir.path(), 256 << 20, kaifang::metrics::AuditMetrics::detached()).unwrap());
+    let log: Arc<dyn AuditSink> = Arc::new(
+        kaifang::audit::segments::open(dir.path(), 256 << 20, kaifang::metrics::AuditMetrics::detached()).unwrap(),
+    );
     let mut group = c.benchmark_group("audit append, durable");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(8));

@@ -9,8 +9,6 @@ use chrono::FixedOffset;
 use policy::DatasetId;
 use rand::RngCore;
 
-use crate::audit::postgres::PgAuditLog;
-use crate::audit::segments::SegmentLog;
 use crate::audit::Audit;
 use crate::auth::Keys;
 use crate::config::{Config, DatasetConfig, Limits, TlsConfig};
@@ -242,12 +240,14 @@ impl State {
             Limiter::new(DefaultRates { anonymous: config.limits.anonymous_rate, key: config.limits.key_rate }, offset);
         let metrics = Metrics::new();
         let audit: Arc<dyn crate::audit::AuditSink> = match &config.cluster {
-            None => Arc::new(SegmentLog::open(
+            None => Arc::new(crate::audit::segments::open(
                 &audit_dir(&config.data_dir),
                 config.audit.segment_bytes,
                 metrics.audit.clone(),
             )?),
-            Some(cluster) => Arc::new(PgAuditLog::open(&cluster.store, &cluster.instance, metrics.audit.clone())?),
+            Some(cluster) => {
+                Arc::new(crate::audit::postgres::open(&cluster.store, &cluster.instance, metrics.audit.clone())?)
+            }
         };
         let audit = Audit::new(audit);
         // Opened, so answering; the shared limiter says so once it has answered.

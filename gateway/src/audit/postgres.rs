@@ -8,14 +8,13 @@
 //! still cannot be edited, reordered or cut in the middle without it showing. The stored line is
 //! the segment log's, so one parser and one verifier serve both.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::NoTls;
 
-use super::segments::{encode, parse_line, submit, write_batches, Job, GENESIS, QUEUE};
-use super::{AuditError, AuditSink, Record};
+use super::segments::{encode, parse_line, GroupCommit, Job, GENESIS};
+use super::{AuditError, Record};
 use crate::metrics::AuditMetrics;
 use crate::store::postgres::described;
 
@@ -34,13 +33,6 @@ CREATE TABLE IF NOT EXISTS audit_anchors (
     hash TEXT NOT NULL
 )";
 
-/// The PostgreSQL audit log of one instance.
-pub struct PgAuditLog {
-    queue: std::sync::mpsc::SyncSender<Job>,
-    health: Arc<Mutex<Result<(), String>>>,
-    metrics: AuditMetrics,
-}
-
 struct Writer {
     config: postgres::Config,
     client: Option<postgres::Client>,
@@ -51,64 +43,39 @@ struct Writer {
     metrics: AuditMetrics,
 }
 
-impl PgAuditLog {
-    /// Connects, creates the table if needed, finds where this instance's chain ends and starts
-    /// the writer thread.
-    pub fn open(url: &str, instance: &str, metrics: AuditMetrics) -> Result<PgAuditLog, String> {
-        let config: postgres::Config = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
-        let mut client =
-            config.connect(NoTls).map_err(|e| format!("audit log: cannot connect to PostgreSQL: {}", described(&e)))?;
-        client.batch_execute(SCHEMA).map_err(|e| format!("audit log: {}", described(&e)))?;
-        let last = client
-            .query_opt(
-                "SELECT seq, line FROM audit_records WHERE instance = $1 ORDER BY seq DESC LIMIT 1",
-                &[&instance],
-            )
-            .map_err(|e| format!("audit log: {}", described(&e)))?;
-        let (seq, prev) = match last {
-            Some(row) => {
-                let line: String = row.get(1);
-                let parsed = parse_line(&line).ok_or("audit log: the last record does not parse")?;
-                (row.get::<_, i64>(0) as u64, parsed.hash)
-            }
-            // Every record removed by retention: the chain goes on from its anchor.
-            None => anchor(&mut client, instance)?,
-        };
-        let health = Arc::new(Mutex::new(Ok(())));
-        let writer = Writer {
-            config,
-            client: Some(client),
-            instance: instance.to_owned(),
-            seq,
-            prev,
-            health: health.clone(),
-            metrics: metrics.clone(),
-        };
-        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(jobs))
-            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
-        Ok(PgAuditLog { queue, health, metrics })
-    }
-}
-
-impl AuditSink for PgAuditLog {
-    fn append(&self, record: Record) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
-        submit(&self.queue, &self.metrics, record)
-    }
-
-    fn health(&self) -> Result<(), String> {
-        self.health.lock().expect("health lock").clone()
-    }
+/// Opens the PostgreSQL audit log of one instance: connects, creates the table if needed, finds
+/// where this instance's chain ends and starts the writer thread.
+pub fn open(url: &str, instance: &str, metrics: AuditMetrics) -> Result<GroupCommit, String> {
+    let config: postgres::Config = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
+    let mut client =
+        config.connect(NoTls).map_err(|e| format!("audit log: cannot connect to PostgreSQL: {}", described(&e)))?;
+    client.batch_execute(SCHEMA).map_err(|e| format!("audit log: {}", described(&e)))?;
+    let last = client
+        .query_opt("SELECT seq, line FROM audit_records WHERE instance = $1 ORDER BY seq DESC LIMIT 1", &[&instance])
+        .map_err(|e| format!("audit log: {}", described(&e)))?;
+    let (seq, prev) = match last {
+        Some(row) => {
+            let line: String = row.get(1);
+            let parsed = parse_line(&line).ok_or("audit log: the last record does not parse")?;
+            (row.get::<_, i64>(0) as u64, parsed.hash)
+        }
+        // Every record removed by retention: the chain goes on from its anchor.
+        None => anchor(&mut client, instance)?,
+    };
+    let health = Arc::new(Mutex::new(Ok(())));
+    let mut writer = Writer {
+        config,
+        client: Some(client),
+        instance: instance.to_owned(),
+        seq,
+        prev,
+        health: health.clone(),
+        metrics: metrics.clone(),
+    };
+    GroupCommit::start(health, metrics, move |batch| writer.commit(batch))
 }
 
 impl Writer {
-    fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
-        let (metrics, health) = (self.metrics.clone(), self.health.clone());
-        write_batches(jobs, &metrics, &health, |batch| self.commit(batch));
-    }
-
     fn commit(&mut self, batch: Vec<Job>) {
         let (mut seq, mut prev) = (self.seq, self.prev.clone());
         let mut rows = Vec::with_capacity(batch.len());

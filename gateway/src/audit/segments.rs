@@ -50,59 +50,72 @@ pub(crate) struct Job {
     pub done: tokio::sync::oneshot::Sender<Result<u64, AuditError>>,
 }
 
-/// Hands `record` to a writer thread through `queue` and resolves once it is durable. A full
-/// queue (the writer is behind) is waited on off the runtime's threads.
-pub(crate) fn submit(
-    queue: &std::sync::mpsc::SyncSender<Job>,
-    metrics: &AuditMetrics,
-    record: Record,
-) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
-    let (done, answer) = tokio::sync::oneshot::channel();
-    let queue = queue.clone();
-    let waiting = metrics.queue_depth.clone();
-    Box::pin(async move {
-        let job = Job { record, done };
-        waiting.inc();
-        let sent = match queue.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                tokio::task::spawn_blocking(move || queue.send(job).map_err(|_| ())).await.unwrap_or(Err(()))
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
-        };
-        if sent.is_err() {
-            waiting.dec();
-        }
-        sent.map_err(|()| AuditError("the audit writer has stopped".into()))?;
-        answer.await.map_err(|_| AuditError("the audit writer has stopped".into()))?
-    })
-}
-
-/// A writer thread's loop: takes the waiting jobs in batches of at most [`BATCH`] and commits
-/// each batch. The writer outlives any one batch: a panic while committing answers that batch's
-/// callers with an error (their senders drop), marks the log unhealthy, and the next batch goes
-/// on.
-pub(crate) fn write_batches(
-    jobs: std::sync::mpsc::Receiver<Job>,
-    metrics: &AuditMetrics,
-    health: &Mutex<Result<(), String>>,
-    mut commit: impl FnMut(Vec<Job>),
-) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        batch.extend(jobs.try_iter().take(BATCH - 1));
-        metrics.queue_depth.sub(batch.len() as i64);
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(batch))).is_err() {
-            *health.lock().unwrap_or_else(|p| p.into_inner()) = Err("the audit writer failed while committing".into());
-        }
-    }
-}
-
-/// The segment-file audit log.
-pub struct SegmentLog {
+/// The callers' side of an audit log whose records one writer thread commits in groups: the
+/// segment files ([`open`]) and PostgreSQL ([`super::postgres::open`]) alike.
+pub struct GroupCommit {
     queue: std::sync::mpsc::SyncSender<Job>,
     health: Arc<Mutex<Result<(), String>>>,
     metrics: AuditMetrics,
+}
+
+impl GroupCommit {
+    /// Starts the writer thread, which takes the waiting records in batches of at most
+    /// [`BATCH`] and hands each batch to `commit`; `commit` reports the log's state in `health`.
+    /// The writer outlives any one batch: a panic while committing answers that batch's callers
+    /// with an error (their senders drop), marks the log unhealthy, and the next batch goes on.
+    pub(crate) fn start(
+        health: Arc<Mutex<Result<(), String>>>,
+        metrics: AuditMetrics,
+        mut commit: impl FnMut(Vec<Job>) + Send + 'static,
+    ) -> Result<GroupCommit, String> {
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+        let (waiting, failed) = (metrics.queue_depth.clone(), health.clone());
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                while let Ok(first) = jobs.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(jobs.try_iter().take(BATCH - 1));
+                    waiting.sub(batch.len() as i64);
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(batch))).is_err() {
+                        *failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Err("the audit writer failed while committing".into());
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        Ok(GroupCommit { queue, health, metrics })
+    }
+}
+
+impl AuditSink for GroupCommit {
+    /// Hands `record` to the writer thread and resolves once it is durable. A full queue (the
+    /// writer is behind) is waited on off the runtime's threads.
+    fn append(&self, record: Record) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let queue = self.queue.clone();
+        let waiting = self.metrics.queue_depth.clone();
+        Box::pin(async move {
+            let job = Job { record, done };
+            waiting.inc();
+            let sent = match queue.try_send(job) {
+                Ok(()) => Ok(()),
+                Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                    tokio::task::spawn_blocking(move || queue.send(job).map_err(|_| ())).await.unwrap_or(Err(()))
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
+            };
+            if sent.is_err() {
+                waiting.dec();
+            }
+            sent.map_err(|()| AuditError("the audit writer has stopped".into()))?;
+            answer.await.map_err(|_| AuditError("the audit writer has stopped".into()))?
+        })
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.health.lock().expect("health lock").clone()
+    }
 }
 
 /// Where the writer stands.
@@ -187,30 +200,13 @@ pub(crate) fn encode(seq: u64, prev: &str, record: &Record) -> (Vec<u8>, String)
     (line, hash)
 }
 
-impl SegmentLog {
-    /// Opens the log in `dir`, cutting off a torn last line left by a crash, and starts the
-    /// writer thread.
-    pub fn open(dir: &Path, segment_bytes: u64, metrics: AuditMetrics) -> Result<SegmentLog, String> {
-        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let health = Arc::new(Mutex::new(Ok(())));
-        let writer = Writer::open(dir, segment_bytes, health.clone(), metrics.clone())?;
-        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(jobs))
-            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
-        Ok(SegmentLog { queue, health, metrics })
-    }
-}
-
-impl AuditSink for SegmentLog {
-    fn append(&self, record: Record) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
-        submit(&self.queue, &self.metrics, record)
-    }
-
-    fn health(&self) -> Result<(), String> {
-        self.health.lock().expect("health lock").clone()
-    }
+/// Opens the segment-file log in `dir`, cutting off a torn last line left by a crash, and
+/// starts its writer thread.
+pub fn open(dir: &Path, segment_bytes: u64, metrics: AuditMetrics) -> Result<GroupCommit, String> {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let health = Arc::new(Mutex::new(Ok(())));
+    let mut writer = Writer::open(dir, segment_bytes, health.clone(), metrics.clone())?;
+    GroupCommit::start(health, metrics, move |batch| writer.commit(batch))
 }
 
 impl Writer {
@@ -264,11 +260,6 @@ impl Writer {
             file.sync_all().map_err(|e| e.to_string())?;
         }
         Ok(last)
-    }
-
-    fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
-        let (metrics, health) = (self.metrics.clone(), self.health.clone());
-        write_batches(jobs, &metrics, &health, |batch| self.commit(batch));
     }
 
     /// Writes and syncs a batch, then answers its callers.
@@ -454,7 +445,7 @@ mod tests {
     async fn retention_removes_old_segments_and_the_rest_still_verifies() {
         let dir = tempfile::tempdir().unwrap();
         // Small segments: a few records each.
-        let log = SegmentLog::open(dir.path(), 600, AuditMetrics::detached()).unwrap();
+        let log = open(dir.path(), 600, AuditMetrics::detached()).unwrap();
         for _ in 0..10 {
             log.append(checkpoint("2020-01-01T00:00:00Z")).await.unwrap();
         }
@@ -480,11 +471,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             // Every record fills a segment, so each commit rotates to a new, empty one.
-            let log = SegmentLog::open(dir.path(), 1, AuditMetrics::detached()).unwrap();
+            let log = open(dir.path(), 1, AuditMetrics::detached()).unwrap();
             log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
             log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
         }
-        let log = SegmentLog::open(dir.path(), 1, AuditMetrics::detached()).unwrap();
+        let log = open(dir.path(), 1, AuditMetrics::detached()).unwrap();
         assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 3);
         assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 3, last_seq: 3 });
     }
@@ -493,7 +484,7 @@ mod tests {
     async fn a_write_torn_inside_a_character_is_cut_off_on_start() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let log = SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
+            let log = open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
             log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
         }
         let segment = segments(dir.path()).unwrap().pop().unwrap();
@@ -501,7 +492,7 @@ mod tests {
         let torn = "{\"seq\":2,\"note\":\"海州".as_bytes();
         bytes.extend_from_slice(&torn[..torn.len() - 1]);
         fs::write(&segment, bytes).unwrap();
-        let log = SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
+        let log = open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
         assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 2);
         assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 2, last_seq: 2 });
     }
@@ -510,7 +501,7 @@ mod tests {
     async fn a_bad_line_in_the_middle_is_never_truncated_away() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let log = SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
+            let log = open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
             for _ in 0..3 {
                 log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap();
             }
@@ -519,7 +510,7 @@ mod tests {
         let text = fs::read_to_string(&segment).unwrap();
         let edited = text.replacen("\"seq\":2,", "\"seq\":two,", 1);
         fs::write(&segment, &edited).unwrap();
-        drop(SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap());
+        drop(open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap());
         assert_eq!(fs::read_to_string(&segment).unwrap(), edited, "the evidence stays");
         assert!(matches!(verify(dir.path()).unwrap(), Verdict::Broken { line: 2, .. }));
     }
@@ -528,11 +519,11 @@ mod tests {
     async fn records_are_numbered_and_chained_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let log = SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
+            let log = open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
             assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 1);
             assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 2);
         }
-        let log = SegmentLog::open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
+        let log = open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
         assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 3);
         assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 3, last_seq: 3 });
     }
