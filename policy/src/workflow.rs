@@ -234,6 +234,18 @@ pub struct Objection {
 }
 
 impl Objection {
+    /// The objection as a viewer sees it: the filer's contact only for those who answer for the
+    /// dataset (its owner's department, the operators) and for the filer (`viewer`, a
+    /// principal's id).
+    pub fn seen_by(&self, answers_for_dataset: bool, viewer: Option<&str>) -> Objection {
+        let mut shown = self.clone();
+        let filer = viewer.is_some() && viewer == self.principal.as_deref();
+        if !answers_for_dataset && !filer {
+            shown.contact = None;
+        }
+        shown
+    }
+
     /// Answers and closes the objection; the response is required.
     pub fn resolve(&mut self, by: &str, at: DateTime<Utc>, response: &str) -> Result<(), TransitionError> {
         if self.status == ObjectionStatus::Resolved {
@@ -358,6 +370,13 @@ mod tests {
             resolved_at: None,
             resolved_by: None,
         };
+        let filed_by = |principal: Option<&str>| Objection { principal: principal.map(str::to_owned), ..o.clone() };
+        let seen = |o: &Objection, answers, viewer| o.seen_by(answers, viewer).contact;
+        assert_eq!(seen(&o, true, None), o.contact, "the owner and the operators see the contact");
+        assert_eq!(seen(&o, false, None), None, "anonymous viewers do not");
+        assert_eq!(seen(&filed_by(Some("acme")), false, Some("acme")), o.contact, "the filer does");
+        assert_eq!(seen(&filed_by(Some("acme")), false, Some("other")), None, "another user does not");
+        assert_eq!(seen(&filed_by(None), false, None), None, "an anonymous filing is nobody's to see");
         assert_eq!(o.resolve("owner", Utc::now(), ""), Err(TransitionError::ResponseRequired));
         o.resolve("owner", Utc::now(), "added in today's release").unwrap();
         assert_eq!(o.status, ObjectionStatus::Resolved);

@@ -654,17 +654,9 @@ pub async fn object(
     Ok(json(StatusCode::CREATED, &objection))
 }
 
-/// An objection as `viewer` may see it: the filer's contact only for the owner, the operators
-/// and the filer.
+/// An objection as `viewer` may see it ([`Objection::seen_by`]).
 fn objection_view(state: &State, viewer: Option<&Actor>, o: &Objection) -> Objection {
-    let privileged = viewer.is_some_and(|v| {
-        owns_dataset(state, v, &o.dataset) || (v.principal_id().is_some() && v.principal_id() == o.principal.as_deref())
-    });
-    let mut shown = o.clone();
-    if !privileged {
-        shown.contact = None;
-    }
-    shown
+    o.seen_by(viewer.is_some_and(|v| owns_dataset(state, v, &o.dataset)), viewer.and_then(Actor::principal_id))
 }
 
 /// `GET /v1/objections/{id}`: anyone may follow an objection.
