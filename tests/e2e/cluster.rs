@@ -69,7 +69,7 @@ fn services(test: &str) -> Option<(Database, String)> {
         if std::env::var("KAIFANG_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
             panic!("{test}: the cluster tests need PostgreSQL and Redis ({why})");
         }
-        eprintln!("\n*** SKIPPED {test}: the cluster tests need PostgreSQL and Redis ({why}) ***\n");
+        crate::fixture::say_skipped(test, &format!("the cluster tests need PostgreSQL and Redis ({why})"));
         return None;
     }
     let name = format!("kaifang_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);

@@ -200,6 +200,13 @@ impl Drop for Gateway {
     }
 }
 
+/// Says that a test was skipped, and why, on the terminal itself: the test harness keeps what
+/// `eprintln!` writes from passing tests to itself, which would make the skip silent.
+pub fn say_skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
+}
+
 /// Makes ring the process's TLS provider, which every reqwest client needs (the TLS tests'
 /// clients bring their own configuration; the others speak plain HTTP).
 pub fn tls_provider() {

@@ -150,8 +150,9 @@ async fn promtool_accepts_the_exposition() {
         if std::env::var_os("KAIFANG_REQUIRE_PROMTOOL").is_some() {
             panic!("promtool is required (KAIFANG_REQUIRE_PROMTOOL is set) but not found; install Debian's prometheus package");
         }
-        eprintln!(
-            "SKIPPED promtool_accepts_the_exposition: promtool not found (install Debian's prometheus package, or set KAIFANG_PROMTOOL); .ci/run requires it"
+        crate::fixture::say_skipped(
+            "promtool_accepts_the_exposition",
+            "promtool not found (install Debian's prometheus package, or set KAIFANG_PROMTOOL); .ci/run requires it",
         );
         return;
     };
