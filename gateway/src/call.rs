@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use policy::{decide, listed, Caller, DatasetId, Grant, Limit, Operation};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
-use crate::audit::{CallGuard, CallInfo, Outcome, Record};
+use crate::audit::{self, CallGuard, CallInfo, Outcome, Record};
 use crate::error::{Error, Kind};
 use crate::metrics::{timed, Metrics, Timing};
 use crate::pipeline::{execute, Plan, Query};
@@ -103,6 +103,21 @@ impl<'a> Call<'a> {
             audit: Mutex::new(None),
             agreement: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The dataset version this call's caller is shown. For conditional data it is a keyed
+    /// digest of the version: the version of a file source is its length and modification time,
+    /// and the length of the whole file would tell a holder of a narrow scope how much data lies
+    /// outside it. The digest still changes with every version, so caching clients keep working.
+    pub fn shown_version(&self, version: &str) -> String {
+        if !policy::recorded(&self.entry.dataset) {
+            return version.to_owned();
+        }
+        let digest = crate::notify::hmac_sha256(
+            &self.live.hash_key,
+            &[b"dataset-version\0", self.entry.dataset.id.as_str().as_bytes(), b"\0", version.as_bytes()],
+        );
+        digest[..32].to_owned()
     }
 
     /// The counter of refusals by the daily quota `quota`.
@@ -194,15 +209,51 @@ pub struct Recorder<'a> {
     pub dataset: String,
     /// The operation as the audit log names it: `rows`, `preview`, `download`, `flight`.
     pub operation: &'static str,
+    /// `http` or `flight`, for the metrics.
+    protocol: &'static str,
     pub client: IpAddr,
+    /// The client's User-Agent, bounded ([`audit::bounded_text`]).
     pub user_agent: Option<String>,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(
+        state: &'a State,
+        request_id: &str,
+        entry: &CatalogEntry,
+        operation: &'static str,
+        protocol: &'static str,
+        client: IpAddr,
+        user_agent: Option<&str>,
+    ) -> Recorder<'a> {
+        Recorder {
+            state,
+            request_id: request_id.to_owned(),
+            dataset: entry.dataset.id.to_string(),
+            operation,
+            protocol,
+            client,
+            user_agent: user_agent.map(audit::bounded_text),
+        }
+    }
 }
 
 impl Recorder<'_> {
     /// Records a call that ended in `error` before any data was served, and hands the error
     /// back. `status` is the error's status as the front end answers it (an HTTP status, or
     /// the HTTP status that a gRPC status stands for).
+    ///
+    /// Refusals are limited per client address before anything is written, at the address's
+    /// anonymous rate: past it the call is answered 429 and only counted, in the metrics and in
+    /// the address's next record (`unrecorded_refusals`). The regulation's record is of the
+    /// access a user was given or refused; a flood of refusals from one address is one fact,
+    /// kept as a count, and must not be able to fill the log (and so stop conditional data).
     pub async fn unserved(&self, caller: Option<&Caller>, error: Error, status: u16) -> Error {
+        let client = self.client.to_string();
+        if let Err(limited) = admit_under(self.state, &Limit::Anonymous, self.client, self.protocol).await {
+            self.state.audit.unrecorded_refusal(&client);
+            return limited;
+        }
         let (key_id, principal) = match caller {
             Some(Caller::Key { key_id, principal, .. }) => (Some(key_id.clone()), Some(principal.clone())),
             _ => (None, None),
@@ -216,10 +267,11 @@ impl Recorder<'_> {
                 principal,
                 dataset: self.dataset.clone(),
                 operation: self.operation.to_owned(),
-                client: self.client.to_string(),
+                unrecorded_refusals: self.state.audit.take_unrecorded(&client),
+                client,
                 user_agent: self.user_agent.clone(),
                 status,
-                reason: format!("{}: {}", error.code, error.message),
+                reason: audit::bounded_text(&format!("{}: {}", error.code, error.message)),
                 outcome: if status >= 500 { Outcome::Failed } else { Outcome::Refused },
             })
             .await;

@@ -16,6 +16,10 @@
 //! that read, which closes the connection. Bytes that arrived since the deadline was last looked
 //! at buy one more [`GRACE`], once per deadline: they may be a request the server has read but
 //! not yet handed to its service.
+//!
+//! A connection whose socket takes no bytes for `stalled_answer_seconds` while the server has
+//! bytes to write (a client that stopped reading its answer) is closed too: its writes fail,
+//! which ends the answer and gives back everything it held.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -205,6 +209,11 @@ pub struct Stream {
     graced: Option<Instant>,
     /// Closed for idleness: every read from now on fails.
     closed: bool,
+    /// Wakes the writer when the peer has taken no bytes for `stall_within`.
+    write_timer: Pin<Box<Sleep>>,
+    /// Whether the last write found the socket full, and the timer runs.
+    write_blocked: bool,
+    stall_within: Duration,
     counted: Counted,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -311,12 +320,37 @@ impl tokio::io::AsyncRead for Stream {
     }
 }
 
+impl Stream {
+    /// Watches a write's progress: a socket that has taken nothing for `stall_within` fails the
+    /// write, which closes the connection.
+    fn watched_write<T>(&mut self, cx: &mut Context<'_>, written: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if written.is_ready() {
+            self.write_blocked = false;
+            return written;
+        }
+        if !self.write_blocked {
+            self.write_blocked = true;
+            self.write_timer.as_mut().reset(Instant::now() + self.stall_within);
+        }
+        if self.write_timer.as_mut().poll(cx).is_ready() {
+            self.counted.0.closed_stalled.inc();
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no bytes for stalled_answer_seconds",
+            )));
+        }
+        written
+    }
+}
+
 impl tokio::io::AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let written = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        };
+        this.watched_write(cx, written)
     }
 
     fn poll_write_vectored(
@@ -324,10 +358,12 @@ impl tokio::io::AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let written = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        };
+        this.watched_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -338,10 +374,12 @@ impl tokio::io::AsyncWrite for Stream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let flushed = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        };
+        this.watched_write(cx, flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -375,5 +413,18 @@ pub async fn accept(
         },
     };
     let idle_timer = Box::pin(tokio::time::sleep_until(activity.accepted + activity.first_request_within));
-    Ok(Stream { io, activity, idle_timer, heard: false, graced: None, closed: false, counted, _permit: permit })
+    let stall_within = Duration::from_secs(limits.stalled_answer_seconds);
+    Ok(Stream {
+        io,
+        activity,
+        idle_timer,
+        heard: false,
+        graced: None,
+        closed: false,
+        write_timer: Box::pin(tokio::time::sleep(stall_within)),
+        write_blocked: false,
+        stall_within,
+        counted,
+        _permit: permit,
+    })
 }

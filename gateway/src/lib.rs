@@ -21,6 +21,7 @@
 //! The rules themselves live in the `policy` crate; this crate asks it once per request.
 #![forbid(unsafe_code)]
 
+pub mod answers;
 pub mod audit;
 pub mod auth;
 pub mod background;

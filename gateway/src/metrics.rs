@@ -22,6 +22,8 @@ pub struct ListenerMetrics {
     pub open: IntGauge,
     pub closed_before_first_request: IntCounter,
     pub closed_idle: IntCounter,
+    /// Connections closed because their client took no bytes for `stalled_answer_seconds`.
+    pub closed_stalled: IntCounter,
 }
 
 /// The limits a call can be refused by.
@@ -76,6 +78,17 @@ pub struct Metrics {
     pub active_streams: IntGaugeVec,
     /// Connections open now, by listener (`http`, `admin`, `flight`).
     pub connections: IntGaugeVec,
+    /// Data answers in flight now, each holding its reservation in the answer memory budget.
+    pub answers_in_flight: IntGauge,
+    /// Bytes of the answer memory budget reserved now.
+    pub answer_memory_reserved: IntGauge,
+    /// Data calls refused for want of room, by protocol and reason (`memory_budget`: the
+    /// gateway's budget stayed full; `client_answers`: the client has too many answers in flight).
+    pub overload_refusals: IntCounterVec,
+    /// Answers cut because their client took nothing for `stalled_answer_seconds`, by listener
+    /// and where the stall was seen (`stream`: the answer was not asked for more, as with an
+    /// HTTP/2 window left at zero; `connection`: the socket took no bytes).
+    pub stalled_answers: IntCounterVec,
     /// Connections closed for sending no request in time, by listener and phase
     /// (`first_request`: none began after the connection was accepted; `idle`: none came after
     /// the last one ended).
@@ -140,6 +153,7 @@ impl Metrics {
             open: self.connections.with_label_values(&[listener]),
             closed_before_first_request: self.idle_closes.with_label_values(&[listener, "first_request"]),
             closed_idle: self.idle_closes.with_label_values(&[listener, "idle"]),
+            closed_stalled: self.stalled_answers.with_label_values(&[listener, "connection"]),
         }
     }
 
@@ -188,6 +202,40 @@ impl Metrics {
         let active_streams =
             int_gauge(&r, "kaifang_active_streams", "Data answers being streamed now, by protocol.", &["protocol"]);
         let connections = int_gauge(&r, "kaifang_connections", "Connections open now, by listener.", &["listener"]);
+        let answers_in_flight = IntGauge::new(
+            "kaifang_answers_in_flight",
+            "Data answers in flight now, each holding its reservation in the answer memory budget.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(answers_in_flight.clone())).expect("registered once");
+        let answer_memory_reserved = IntGauge::new(
+            "kaifang_answer_memory_reserved_bytes",
+            "Bytes of the answer memory budget ([server] answer_memory_bytes) reserved now.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(answer_memory_reserved.clone())).expect("registered once");
+        let overload_refusals = counter(
+            &r,
+            "kaifang_overload_refusals_total",
+            "Data calls refused for want of room: memory_budget (503, the answer memory budget stayed full), client_answers (429, the client has too many answers in flight).",
+            &["protocol", "reason"],
+        );
+        for protocol in ["http", "flight"] {
+            for reason in ["memory_budget", "client_answers"] {
+                overload_refusals.with_label_values(&[protocol, reason]);
+            }
+        }
+        let stalled_answers = counter(
+            &r,
+            "kaifang_stalled_answers_cut_total",
+            "Answers cut because the client took nothing for stalled_answer_seconds, by listener and where (stream: not asked for more; connection: the socket took no bytes).",
+            &["listener", "where"],
+        );
+        for listener in ["http", "flight"] {
+            for place in ["stream", "connection"] {
+                stalled_answers.with_label_values(&[listener, place]);
+            }
+        }
         let idle_closes = counter(
             &r,
             "kaifang_idle_connections_closed_total",
@@ -322,6 +370,10 @@ impl Metrics {
             limit_refusals,
             active_streams,
             connections,
+            answers_in_flight,
+            answer_memory_reserved,
+            overload_refusals,
+            stalled_answers,
             idle_closes,
             upstream_errors,
             cache_lookups,

@@ -93,7 +93,8 @@ fn secret_path(config: &Config) -> std::path::PathBuf {
     config.data_dir.join("webhook-signing.key")
 }
 
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> String {
+/// HMAC-SHA256 of `parts` in order under `key`, in hex.
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     for part in parts {
         mac.update(part);

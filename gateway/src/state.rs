@@ -188,6 +188,8 @@ pub struct State {
     pub store: Arc<dyn Store>,
     pub keys: Arc<Keys>,
     pub limiter: Limiter,
+    /// The data answers in flight and their memory budget.
+    pub answers: crate::answers::Answers,
     /// The operator token the admin API asks for.
     pub admin_token: String,
     pub audit: Audit,
@@ -276,6 +278,7 @@ impl State {
             upstream: Upstream::new(&config.upstream, metrics.upstream_errors.clone()),
             certs,
             keys: Arc::new(Keys::new(store.clone(), metrics.cache_lookups.clone())),
+            answers: crate::answers::Answers::new(&config.server, &metrics),
             store,
             limiter,
             admin_token,

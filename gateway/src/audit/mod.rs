@@ -77,9 +77,34 @@ pub enum Record {
         status: u16,
         reason: String,
         outcome: Outcome,
+        /// Refused calls from the same client address left without a record of their own since
+        /// its previous record: past the address's rate, refusals are answered 429 and only
+        /// counted here, so that nobody can fill the log with refusals.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        unrecorded_refusals: u64,
     },
     /// Written when the log recovers from a write failure, so that recovery is on record too.
     Checkpoint { time: DateTime<Utc>, note: String },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Most bytes of text a client chose (User-Agent, a refusal's message quoting its query) that a
+/// record keeps; the rest is cut, and the cut says how much was left out.
+pub const MAX_CLIENT_TEXT_BYTES: usize = 256;
+
+/// `text` bounded to [`MAX_CLIENT_TEXT_BYTES`], cut at a character boundary with a marker.
+pub fn bounded_text(text: &str) -> String {
+    if text.len() <= MAX_CLIENT_TEXT_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_CLIENT_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[cut: {} more bytes]", &text[..end], text.len() - end)
 }
 
 /// How a served call ended.
@@ -122,6 +147,8 @@ pub trait AuditSink: Send + Sync {
 #[derive(Clone)]
 pub struct Audit {
     sink: Arc<dyn AuditSink>,
+    /// Refusals per client address answered without a record since its last one.
+    unrecorded: Arc<dashmap::DashMap<String, u64>>,
 }
 
 /// What is known of a call when its intent is recorded.
@@ -150,7 +177,25 @@ fn unavailable(e: AuditError) -> Error {
 
 impl Audit {
     pub fn new(sink: Arc<dyn AuditSink>) -> Audit {
-        Audit { sink }
+        Audit { sink, unrecorded: Arc::default() }
+    }
+
+    /// Notes a refusal from `client` answered without a record of its own; the client's next
+    /// record counts it.
+    pub fn unrecorded_refusal(&self, client: &str) {
+        // Bounded like everything clients can grow: past this many addresses, the refusals of
+        // new ones are only in the metrics.
+        const MOST_ADDRESSES: usize = 100_000;
+        if let Some(mut n) = self.unrecorded.get_mut(client) {
+            *n += 1;
+        } else if self.unrecorded.len() < MOST_ADDRESSES {
+            self.unrecorded.insert(client.to_owned(), 1);
+        }
+    }
+
+    /// Takes the count of `client`'s refusals answered without a record since its last one.
+    pub fn take_unrecorded(&self, client: &str) -> u64 {
+        self.unrecorded.remove(client).map_or(0, |(_, n)| n)
     }
 
     pub fn health(&self) -> Result<(), String> {

@@ -310,6 +310,19 @@ pub struct ServerConfig {
     pub http2_keep_alive_seconds: u64,
     /// On shutdown, how long responses and streams in flight may take to finish.
     pub drain_seconds: u64,
+    /// Memory the data answers in flight may hold, in bytes. Each answer reserves what its
+    /// buffers can hold at most (4 MiB: a read step ahead, one being encoded, its encoded piece
+    /// and the connection's write buffer) before its source is opened; when the budget is full a
+    /// call waits up to `answer_wait_ms`, then gets 503 `overloaded`.
+    pub answer_memory_bytes: u64,
+    /// How long a data call waits for room in the answer memory budget, in milliseconds.
+    pub answer_wait_ms: u64,
+    /// Data answers one client address may have in flight at once; past it, 429
+    /// `too_many_answers`.
+    pub max_answers_per_client: usize,
+    /// An answer whose client takes nothing for this long is cut: its source, buffers and
+    /// budget are released (and a connection whose socket takes no bytes is closed).
+    pub stalled_answer_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -322,6 +335,10 @@ impl Default for ServerConfig {
             http2_max_concurrent_streams: 256,
             http2_keep_alive_seconds: 30,
             drain_seconds: 30,
+            answer_memory_bytes: 1 << 30,
+            answer_wait_ms: 500,
+            max_answers_per_client: 32,
+            stalled_answer_seconds: 30,
         }
     }
 }
@@ -358,7 +375,8 @@ pub struct Limits {
     pub max_sort_rows: usize,
     /// Largest `per_page` in the catalog listing.
     pub max_per_page: usize,
-    /// Bytes read from a file per chunk of a raw download.
+    /// Bytes read from a file per chunk of a raw download, at most 1 MiB (an answer's memory
+    /// reservation counts on it).
     pub download_chunk_bytes: usize,
     /// Rate per client address for calls without a key (unconditional data only).
     pub anonymous_rate: Rate,
@@ -678,6 +696,10 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             ("http2_max_concurrent_streams", u64::from(server.http2_max_concurrent_streams), 1, u64::MAX),
             ("http2_keep_alive_seconds", server.http2_keep_alive_seconds, 1, DAY),
             ("drain_seconds", server.drain_seconds, 0, DAY),
+            ("answer_memory_bytes", server.answer_memory_bytes, crate::answers::ANSWER_RESERVE_BYTES, u64::MAX),
+            ("answer_wait_ms", server.answer_wait_ms, 0, DAY * 1000),
+            ("max_answers_per_client", server.max_answers_per_client as u64, 1, u64::MAX),
+            ("stalled_answer_seconds", server.stalled_answer_seconds, 1, DAY),
         ] {
             if !(least..=most).contains(&value) {
                 errors.push(ConfigError {
@@ -715,6 +737,10 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
                     message: "must be greater than 0".into(),
                 });
             }
+        }
+        if limits.download_chunk_bytes > crate::source::MAX_STEP_BYTES {
+            let path = [PathSegment::Key("limits".into()), PathSegment::Key("download_chunk_bytes".into())];
+            errors.push(main.error_at(&path, format!("must be at most {}", crate::source::MAX_STEP_BYTES)));
         }
         if !(-12..=14).contains(&limits.quota_utc_offset_hours) {
             errors.push(ConfigError {

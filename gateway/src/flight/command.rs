@@ -77,6 +77,17 @@ impl Command {
         }
     }
 
+    /// The dataset a ticket that is not a valid command still names (a JSON object with a
+    /// `dataset` string), so that its refusal can be recorded against that dataset.
+    pub fn dataset_named(ticket: &Ticket) -> Option<String> {
+        let bytes = ticket.ticket.as_ref();
+        if bytes.len() > MAX_COMMAND_BYTES {
+            return None;
+        }
+        let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        value.get("dataset")?.as_str().map(str::to_owned)
+    }
+
     fn from_json(bytes: &[u8]) -> Result<Command, Error> {
         if bytes.len() > MAX_COMMAND_BYTES {
             return Err(invalid(format!("the command is longer than {MAX_COMMAND_BYTES} bytes")));

@@ -49,6 +49,7 @@ use tracing::Instrument;
 
 pub use command::Command;
 
+use crate::answers::AnswerSlot;
 use crate::audit;
 use crate::call::{self, start, Call, Observer, Recorder};
 use crate::config::SourceConfig;
@@ -308,18 +309,24 @@ impl Service {
     }
 
     /// `DoGet`: the query's batches as Flight messages, audited when the dataset's calls are.
-    async fn get(&self, context: &Context, command: &Command, timing: Timing) -> Result<Pieces<FlightData>, Error> {
+    async fn get(
+        &self,
+        context: &Context,
+        command: &Command,
+        timing: Timing,
+    ) -> Result<(Pieces<FlightData>, AnswerSlot), Error> {
         let state = &self.state;
         let live = state.live();
         let entry = call::lookup(&live, &command.dataset)?;
-        let recorder = policy::recorded(&entry.dataset).then(|| Recorder {
-            state,
-            request_id: context.request_id.clone(),
-            dataset: entry.dataset.id.to_string(),
-            operation: AUDIT_OPERATION,
-            client: context.client,
-            user_agent: context.user_agent.clone(),
+        let recorder = policy::recorded(&entry.dataset).then(|| {
+            let user_agent = context.user_agent.as_deref();
+            Recorder::new(state, &context.request_id, entry, AUDIT_OPERATION, "flight", context.client, user_agent)
         });
+        let slot = match (state.answers.admit(context.client, "flight").await, &recorder) {
+            (Ok(slot), _) => slot,
+            (Err(e), Some(recorder)) => return Err(unserved(recorder, None, e).await),
+            (Err(e), None) => return Err(e),
+        };
         let caller = match (context.caller(state).await, &recorder) {
             (Ok(caller), _) => caller,
             (Err(e), Some(recorder)) => return Err(unserved(recorder, None, e).await),
@@ -349,7 +356,7 @@ impl Service {
         });
         let messages = call::meter_bytes(Box::pin(messages), budget, wire_size, call.quota_refusals("bytes_per_day"));
         let messages = call.cuttable(messages);
-        let Some(recorder) = recorder else { return Ok(messages) };
+        let Some(recorder) = recorder else { return Ok((messages, slot)) };
         // Nothing has been sent yet: the stream (and the source behind it) is dropped if the
         // intent cannot be made durable.
         let guard = call.intent(&recorder, version).await?;
@@ -357,7 +364,7 @@ impl Service {
         // A source error may quote the data it choked on, which may be outside the caller's
         // scope or under a mask; a gRPC status reaches the client whole, so it gets no details.
         let dataset = recorder.dataset.clone();
-        Ok(Box::pin(messages.map_err(move |e| {
+        let messages = Box::pin(messages.map_err(move |e| {
             if e.kind == Kind::SourceFailed {
                 tracing::warn!(dataset = %dataset, error = %e, "conditional source failed mid-stream");
                 return Error::source(
@@ -365,7 +372,26 @@ impl Service {
                 );
             }
             e
-        })))
+        }));
+        Ok((messages, slot))
+    }
+}
+
+impl Service {
+    /// The refusal of a `DoGet` whose ticket is not a valid command: recorded when the ticket
+    /// still names a dataset whose calls are (a ticket that names none cannot be told apart
+    /// from noise, and concerns no dataset).
+    async fn refused_ticket(&self, context: &Context, ticket: &Ticket, e: Error) -> Error {
+        let live = self.state.live();
+        let Some(entry) = Command::dataset_named(ticket).and_then(|d| call::lookup(&live, &d).ok()) else { return e };
+        if !policy::recorded(&entry.dataset) {
+            return e;
+        }
+        let user_agent = context.user_agent.as_deref();
+        let recorder =
+            Recorder::new(&self.state, &context.request_id, entry, AUDIT_OPERATION, "flight", context.client, user_agent);
+        let caller = context.caller(&self.state).await.ok();
+        unserved(&recorder, caller.as_ref(), e).await
     }
 }
 
@@ -531,7 +557,7 @@ impl FlightService for Service {
         let timing = Timing::default();
         let outcome = match &command {
             Ok(command) => self.get(&context, command, timing.clone()).instrument(context.span.clone()).await,
-            Err(e) => Err(e.clone()),
+            Err(e) => Err(self.refused_ticket(&context, request.get_ref(), e.clone()).await),
         };
         // Counted by the outcome at the start, and observed as the stream ends (an error answer
         // as this function returns); calls on unknown ids are not counted per dataset.
@@ -544,11 +570,12 @@ impl FlightService for Service {
         });
         let (bytes, observer) = counted.unzip();
         let span = context.span.clone();
-        let outcome = outcome.map(|messages| {
-            let mut messages = match observer {
+        let outcome = outcome.map(|(messages, slot)| {
+            let messages = match observer {
                 Some(observer) => call::observed(messages, observer),
                 None => messages,
             };
+            let mut messages = slot.answer(messages);
             let messages = stream::poll_fn(move |cx| {
                 let _in_request = span.enter();
                 messages.poll_next_unpin(cx)

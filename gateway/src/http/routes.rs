@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use super::response::{self, json, Body};
 use super::{api, download, limits, workflow};
+use crate::answers::AnswerSlot;
 use crate::audit;
 use crate::call::{self, start, Call, Observer, Recorder, Started};
 use crate::encode::{encode_stream, OutputFormat};
@@ -39,6 +40,12 @@ pub async fn route(
     client: IpAddr,
     request_id: &str,
 ) -> Result<Response<Body>, Error> {
+    if let ["", "v1", "datasets", id, operation @ ("rows" | "preview" | "download")] =
+        req.uri().path().split('/').collect::<Vec<_>>().as_slice()
+    {
+        let (id, operation) = (id.to_string(), operation.to_string());
+        return data_call(state, req, client, request_id, &id, &operation).await;
+    }
     let params = params(req.uri().query())?;
     if req.uri().path() == "/v1/reports" {
         only(&params, &[])?;
@@ -173,34 +180,53 @@ pub async fn route(
             };
             agreements(state, req.headers(), id).await
         }
-        ["v1", "datasets", id, rest @ ..] => {
+        ["v1", "datasets", id] => {
             get_or_head()?;
+            only(&params, &[])?;
             let live = state.live();
             let entry = lookup(&live, id)?;
-            let started = Instant::now();
-            let caller = state.keys.caller(req.headers()).await;
-            let operation = match rest {
-                [] => {
-                    only(&params, &[])?;
-                    let caller = caller?;
-                    let open = workflow::open_objections(state).await?;
-                    return Ok(json(StatusCode::OK, &describe(entry, &caller, &open)));
-                }
-                ["rows"] => Operation::Rows,
-                ["preview"] => Operation::Preview,
-                ["download"] => Operation::Download,
-                _ => return Err(no_route()),
-            };
-            let recorder = policy::recorded(&entry.dataset).then(|| Recorder {
-                state,
-                request_id: request_id.to_owned(),
-                dataset: entry.dataset.id.to_string(),
-                operation: operation.as_str(),
-                client,
-                user_agent: req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
-            });
-            let timing = Timing::default();
-            let answered = match (caller, &recorder) {
+            let caller = state.keys.caller(req.headers()).await?;
+            let open = workflow::open_objections(state).await?;
+            Ok(json(StatusCode::OK, &describe(entry, &caller, &open)))
+        }
+        _ => Err(no_route()),
+    }
+}
+
+/// A data call: rows, preview or download of one dataset. Every refusal of a call on conditional
+/// data leaves its record, those before the call proper (a wrong method, a key in the URL, no
+/// room for the answer) included.
+async fn data_call(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    client: IpAddr,
+    request_id: &str,
+    raw_id: &str,
+    operation: &str,
+) -> Result<Response<Body>, Error> {
+    let live = state.live();
+    let entry = lookup(&live, raw_id)?;
+    let started = Instant::now();
+    let operation = match operation {
+        "rows" => Operation::Rows,
+        "preview" => Operation::Preview,
+        _ => Operation::Download,
+    };
+    let user_agent = req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok());
+    let recorder = policy::recorded(&entry.dataset)
+        .then(|| Recorder::new(state, request_id, entry, operation.as_str(), "http", client, user_agent));
+    let timing = Timing::default();
+    let admitted = async {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(method_not_allowed("GET, HEAD"));
+        }
+        let params = params(req.uri().query())?;
+        Ok((params, state.answers.admit(client, "http").await?))
+    }
+    .await;
+    let (answered, slot) = match (admitted, &recorder) {
+        (Ok((params, slot)), _) => {
+            let answered = match (state.keys.caller(req.headers()).await, &recorder) {
                 (Ok(caller), _) => {
                     let call = Call::new(state, &live, entry, &caller, client, "http", timing.clone());
                     let served = match operation {
@@ -224,15 +250,16 @@ pub async fn route(
                 }
                 (Err(e), None) => Err(e),
             };
-            Ok(counted(
-                state,
-                entry,
-                answered,
-                Observer::new(&state.metrics, "http", entry.dataset.open_type.as_str(), started, timing),
-            ))
+            (answered, Some(slot))
         }
-        _ => Err(no_route()),
-    }
+        (Err(e), Some(recorder)) => {
+            let status = response::status(e.kind).as_u16();
+            (Err(recorder.unserved(None, e, status).await), None)
+        }
+        (Err(e), None) => (Err(e), None),
+    };
+    let observer = Observer::new(&state.metrics, "http", entry.dataset.open_type.as_str(), started, timing);
+    Ok(counted(state, entry, answered, observer, slot))
 }
 
 fn no_route() -> Error {
@@ -268,7 +295,10 @@ async fn audited(
             return Err(recorder.unserved(Some(call.caller), e, status).await);
         }
     };
-    let version = response.headers().get("x-dataset-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let version = match response.extensions().get::<DatasetVersion>() {
+        Some(DatasetVersion(version)) => Some(version.clone()),
+        None => response.headers().get("x-dataset-version").and_then(|v| v.to_str().ok()).map(str::to_owned),
+    };
     // Nothing has been sent yet: the response (and the source behind it) is dropped if the
     // intent cannot be made durable.
     let guard = call.intent(&recorder, version).await?;
@@ -285,6 +315,7 @@ fn counted(
     entry: &CatalogEntry,
     answered: Result<Response<Body>, Error>,
     observer: Observer,
+    slot: Option<AnswerSlot>,
 ) -> Response<Body> {
     let response = answered.unwrap_or_else(|e| response::error(&e));
     let bytes = state.metrics.data_call("http", &entry.dataset, response.status().as_u16());
@@ -295,7 +326,12 @@ fn counted(
         }
         chunk
     });
-    Response::from_parts(parts, response::streamed(call::observed(Box::pin(body), observer)))
+    let body = call::observed(Box::pin(body), observer);
+    let body = match slot {
+        Some(slot) => slot.answer(body),
+        None => body,
+    };
+    Response::from_parts(parts, response::streamed(body))
 }
 
 async fn download(
@@ -436,13 +472,22 @@ fn describe(entry: &CatalogEntry, caller: &Caller, open_objections: &HashMap<Str
     }
 }
 
-/// The dataset version and `RateLimit` fields of a started query.
-fn started_headers(started: &Started, response: &mut Response<Body>) {
-    if let Some(v) = started.version.as_ref().and_then(|v| HeaderValue::from_str(v).ok()) {
-        response.headers_mut().insert("x-dataset-version", v);
+/// The dataset version and `RateLimit` fields of a started query. The audit record takes the
+/// version itself from the response's extensions: the caller of conditional data is shown only
+/// a digest of it ([`Call::shown_version`]).
+fn started_headers(call: &Call<'_>, started: &Started, response: &mut Response<Body>) {
+    if let Some(version) = &started.version {
+        if let Ok(v) = HeaderValue::from_str(&call.shown_version(version)) {
+            response.headers_mut().insert("x-dataset-version", v);
+        }
+        response.extensions_mut().insert(DatasetVersion(version.clone()));
     }
     limits::rate_headers(response.headers_mut(), &started.admission);
 }
+
+/// The content version of the data a response serves, for its audit record.
+#[derive(Clone)]
+struct DatasetVersion(String);
 
 async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, String)]) -> Result<Response<Body>, Error> {
     only(params, &["columns", "filter", "order", "limit", "offset", "format"])?;
@@ -460,7 +505,7 @@ async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, Strin
     let query = Query::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let started = start(call, Operation::Rows, &query).await?;
     let mut response = Response::new(response::full(""));
-    started_headers(&started, &mut response);
+    started_headers(call, &started, &mut response);
     let Started { schema, first, rest, budget, .. } = started;
     let body = call::meter_bytes(
         encode_stream(format.encoder(&schema)?, first, rest),
@@ -507,7 +552,7 @@ async fn preview(call: &Call<'_>, params: &[(String, String)]) -> Result<Respons
 
     let columns = started.schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut response = json(StatusCode::OK, &api::Preview { dataset: call.entry.dataset.id.clone(), columns, rows });
-    started_headers(&started, &mut response);
+    started_headers(call, &started, &mut response);
     Ok(response)
 }
 

@@ -103,7 +103,8 @@ impl Decoder {
         })
     }
 
-    fn flush(&mut self) -> Result<Option<RecordBatch>, Error> {
+    /// The rows decoded so far as a batch, if any; decoding goes on after it.
+    pub fn flush(&mut self) -> Result<Option<RecordBatch>, Error> {
         Ok(match self {
             Decoder::Csv(d) => d.flush()?,
             Decoder::Ndjson { decoder, projection } => match decoder.flush()? {

@@ -6,17 +6,18 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use bytes::BytesMut;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use policy::Format;
 
 use super::decode::Decoder;
-use super::{conform, spawn_reader, BatchStream, Batches, ByteStream, CHANNEL_BATCHES};
+use super::{bounded_slices, conform, pulled, BatchStream, Batches, ByteStream, MAX_STEP_BYTES};
 use crate::error::Error;
 
-/// Bytes read from a CSV or NDJSON file per decoder call.
-const READ_CHUNK: usize = 1 << 20;
+/// Bytes read from a file per read call.
+const READ_CHUNK: usize = 256 << 10;
 
 /// What `stat` tells of a file: enough for ETag, Last-Modified and the dataset version.
 #[derive(Clone, Debug)]
@@ -52,29 +53,61 @@ pub async fn open_batches(
     schema: SchemaRef,
     batch_rows: usize,
 ) -> Result<Batches, Error> {
-    let (file, info) = tokio::task::spawn_blocking(move || open(&path))
-        .await
-        .map_err(|e| Error::internal(format!("file task failed: {e}")))??;
-    let stream: BatchStream = match format {
+    // Opening reads the file's footer (Parquet, Arrow), so it is blocking work too.
+    tokio::task::spawn_blocking(move || {
+        let (file, info) = open(&path)?;
+        let stream = batch_reader(file, format, declared, projection, schema, batch_rows)?;
+        Ok(Batches { version: Some(info.version), stream })
+    })
+    .await
+    .map_err(|e| Error::internal(format!("file task failed: {e}")))?
+}
+
+/// The batches of an open file, read as they are asked for.
+fn batch_reader(
+    file: File,
+    format: Format,
+    declared: SchemaRef,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    batch_rows: usize,
+) -> Result<BatchStream, Error> {
+    Ok(match format {
         Format::Csv | Format::Ndjson => {
             let mut decoder = Decoder::new(format, declared, projection, batch_rows)?;
-            spawn_reader(CHANNEL_BATCHES, move |send| {
-                let mut file = file;
-                let mut buf = vec![0u8; READ_CHUNK];
+            let mut file = file;
+            let mut buf = vec![0u8; READ_CHUNK];
+            pulled(move |out: &mut Vec<RecordBatch>| {
+                let mut fed = 0;
                 loop {
                     let n = file
                         .read(&mut buf)
                         .map_err(|e| Error::source(format!("reading the dataset's file failed: {e}")))?;
                     if n == 0 {
-                        return decoder.finish(send);
+                        decoder.finish(&mut |batch| {
+                            out.push(batch);
+                            true
+                        })?;
+                        return Ok(false);
                     }
-                    if !decoder.feed(&buf[..n], send)? {
-                        return Ok(());
+                    decoder.feed(&buf[..n], &mut |batch| {
+                        out.push(batch);
+                        true
+                    })?;
+                    fed += n;
+                    // A step ends with a batch, or after MAX_STEP_BYTES of input with the rows
+                    // decoded so far: batches are bounded by bytes as well as rows.
+                    if fed >= MAX_STEP_BYTES {
+                        out.extend(decoder.flush()?);
+                        return Ok(true);
+                    }
+                    if !out.is_empty() {
+                        return Ok(true);
                     }
                 }
             })
         }
-        Format::Parquet => spawn_reader(CHANNEL_BATCHES, move |send| {
+        Format::Parquet => {
             let builder = ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(|e| Error::source(format!("the Parquet file cannot be read: {e}")))?;
             let file_schema = builder.schema().clone();
@@ -86,39 +119,41 @@ pub async fn open_batches(
                 .with_batch_size(batch_rows)
                 .build()
                 .map_err(|e| Error::source(format!("the Parquet file cannot be read: {e}")))?;
-            for batch in reader {
-                if !send(conform(&batch?, &schema)?) {
-                    break;
-                }
-            }
-            Ok(())
-        }),
-        Format::ArrowIpc => spawn_reader(CHANNEL_BATCHES, move |send| {
+            batches_of(reader, schema)
+        }
+        Format::ArrowIpc => {
             let mut file = file;
             let mut magic = [0u8; 6];
             let is_file_format = file.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
             file.seek(SeekFrom::Start(0)).map_err(|e| Error::source(e.to_string()))?;
             let mut reader = std::io::BufReader::with_capacity(READ_CHUNK, file);
-            let batches: Box<dyn Iterator<Item = Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError>>> =
-                if is_file_format {
-                    // Read the footer's schema first, then only the columns the query needs.
-                    let file_schema = arrow::ipc::reader::FileReader::try_new(&mut reader, None)?.schema();
-                    let projection: Vec<usize> =
-                        schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
-                    reader.seek(SeekFrom::Start(0)).map_err(|e| Error::source(e.to_string()))?;
-                    Box::new(arrow::ipc::reader::FileReaderBuilder::new().with_projection(projection).build(reader)?)
-                } else {
-                    Box::new(arrow::ipc::reader::StreamReader::try_new(reader, None)?)
-                };
-            for batch in batches {
-                if !send(conform(&batch?, &schema)?) {
-                    break;
-                }
+            if is_file_format {
+                // Read the footer's schema first, then only the columns the query needs.
+                let file_schema = arrow::ipc::reader::FileReader::try_new(&mut reader, None)?.schema();
+                let projection: Vec<usize> =
+                    schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
+                reader.seek(SeekFrom::Start(0)).map_err(|e| Error::source(e.to_string()))?;
+                batches_of(arrow::ipc::reader::FileReaderBuilder::new().with_projection(projection).build(reader)?, schema)
+            } else {
+                batches_of(arrow::ipc::reader::StreamReader::try_new(reader, None)?, schema)
             }
-            Ok(())
-        }),
-    };
-    Ok(Batches { version: Some(info.version), stream })
+        }
+    })
+}
+
+/// Batches from a reader that yields them one at a time, conformed to `schema` and cut to
+/// bounded slices.
+fn batches_of<R>(mut reader: R, schema: SchemaRef) -> BatchStream
+where
+    R: Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send + 'static,
+{
+    pulled(move |out: &mut Vec<RecordBatch>| match reader.next() {
+        Some(batch) => {
+            bounded_slices(conform(&batch?, &schema)?, out);
+            Ok(true)
+        }
+        None => Ok(false),
+    })
 }
 
 /// An open file ready to stream a byte range.
@@ -157,31 +192,34 @@ impl OpenFile {
     /// broken transfer rather than a short file.
     pub fn stream(self, start: u64, end: u64, chunk: usize) -> ByteStream {
         let mut file = self.file;
-        spawn_reader(4, move |send| {
-            file.seek(SeekFrom::Start(start)).map_err(|e| Error::source(format!("seek failed: {e}")))?;
-            let mut remaining = end - start;
-            while remaining > 0 {
-                let want = remaining.min(chunk as u64) as usize;
-                let mut buf = BytesMut::zeroed(want);
-                let mut filled = 0;
-                while filled < want {
-                    match file.read(&mut buf[filled..]) {
-                        Ok(0) => {
-                            return Err(Error::source(
-                                "the file ended before its announced length; it was truncated while being read",
-                            ))
-                        }
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(Error::source(format!("reading the file failed: {e}"))),
+        let mut position = None;
+        let mut remaining = end - start;
+        pulled(move |out: &mut Vec<bytes::Bytes>| {
+            if position.is_none() {
+                file.seek(SeekFrom::Start(start)).map_err(|e| Error::source(format!("seek failed: {e}")))?;
+                position = Some(start);
+            }
+            if remaining == 0 {
+                return Ok(false);
+            }
+            let want = remaining.min(chunk as u64) as usize;
+            let mut buf = BytesMut::zeroed(want);
+            let mut filled = 0;
+            while filled < want {
+                match file.read(&mut buf[filled..]) {
+                    Ok(0) => {
+                        return Err(Error::source(
+                            "the file ended before its announced length; it was truncated while being read",
+                        ))
                     }
-                }
-                remaining -= want as u64;
-                if !send(buf.freeze()) {
-                    return Ok(());
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::source(format!("reading the file failed: {e}"))),
                 }
             }
-            Ok(())
+            remaining -= want as u64;
+            out.push(buf.freeze());
+            Ok(remaining > 0)
         })
     }
 }

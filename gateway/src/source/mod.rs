@@ -5,15 +5,18 @@
 //! ([`file::open_bytes`], [`upstream::Upstream::get`]), and a bounded stream of record batches in
 //! the catalog's declared schema for queries ([`open_batches`]).
 //!
-//! File work happens on a blocking thread that hands batches over a channel of
-//! [`CHANNEL_BATCHES`] places: a slow client stops the reader instead of growing memory, and a
-//! client that goes away drops the receiver, which ends the thread at its next send. A failure
-//! midway reaches the consumer as an `Err` item, never as a silent end.
+//! File work is pulled ([`pulled`]): one step of reading (a chunk of a file, a Parquet batch)
+//! runs on a blocking thread when the consumer asks for more, and one step is read ahead. A slow
+//! or stalled client therefore holds no thread and no more than one step's data: the reader's
+//! state waits in the stream, and a client that goes away drops it. Steps are bounded in bytes
+//! ([`MAX_STEP_BYTES`]), whatever the width of a row. A failure midway reaches the consumer as
+//! an `Err` item, never as a silent end.
 
 pub mod decode;
 pub mod file;
 pub mod upstream;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -33,8 +36,10 @@ pub type BatchStream = Pieces<RecordBatch>;
 /// Raw bytes on their way from a source.
 pub type ByteStream = Pieces<Bytes>;
 
-/// Batches a reader thread may run ahead of its consumer.
-pub const CHANNEL_BATCHES: usize = 2;
+/// Bytes one reading step yields at most (input read for CSV and NDJSON, decoded batch for
+/// Parquet and Arrow): with one step read ahead and one being encoded, what an answer holds is
+/// a few times this, whatever its client does.
+pub const MAX_STEP_BYTES: usize = 1 << 20;
 
 /// The Arrow schema of a declared field list: how every source's data is typed on the way out.
 pub fn arrow_schema(fields: &[Field]) -> SchemaRef {
@@ -120,23 +125,103 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, E
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// Runs `read` on a blocking thread, which hands items to the returned stream through a
-/// bounded channel. `read` gets a `send` function that returns false once the consumer is gone.
-pub fn spawn_reader<T, F>(capacity: usize, read: F) -> Pin<Box<dyn Stream<Item = Result<T, Error>> + Send>>
+/// A stream whose items are read by `step`, one step at a time on a blocking thread, only as the
+/// consumer asks for them (with one step read ahead). `step` pushes the items it read into its
+/// argument and says whether there is more to read. A consumer that stops asking leaves the
+/// reader parked in the stream, holding no thread; dropping the stream drops the reader once any
+/// step under way ends.
+pub fn pulled<T, S>(step: S) -> Pieces<T>
 where
     T: Send + 'static,
-    F: FnOnce(&mut dyn FnMut(T) -> bool) -> Result<(), Error> + Send + 'static,
+    S: FnMut(&mut Vec<T>) -> Result<bool, Error> + Send + 'static,
 {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<T, Error>>(capacity);
-    tokio::task::spawn_blocking(move || {
-        let mut send = |item: T| tx.blocking_send(Ok(item)).is_ok();
-        // A reader that panics (a library meeting a malformed file) must end the stream with
-        // an error: a dropped sender alone would look like the clean end of the data.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&mut send)))
-            .unwrap_or_else(|_| Err(Error::source("reading the dataset failed unexpectedly (the reader panicked)")));
-        if let Err(e) = outcome {
-            let _ = tx.blocking_send(Err(e));
+    Box::pin(Pulled { step: Some(step), ready: std::collections::VecDeque::new(), running: None, failed: None })
+}
+
+/// The result of one step: the reader back, what it read, and whether there is more.
+type Stepped<T, S> = (S, Vec<T>, Result<bool, Error>);
+
+struct Pulled<T, S> {
+    /// The reader, while it is not running a step and has more to read.
+    step: Option<S>,
+    ready: std::collections::VecDeque<T>,
+    running: Option<tokio::task::JoinHandle<Stepped<T, S>>>,
+    /// The error that ends the stream, once the items read before it are taken.
+    failed: Option<Error>,
+}
+
+impl<T: Send + 'static, S: FnMut(&mut Vec<T>) -> Result<bool, Error> + Send + 'static> Pulled<T, S> {
+    fn run_step(&mut self) {
+        let Some(mut step) = self.step.take() else { return };
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            let mut items = Vec::new();
+            // A reader that panics (a library meeting a malformed file) ends the stream with an
+            // error: a reader that simply stopped would look like the clean end of the data.
+            let more = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut items))).unwrap_or_else(
+                |_| Err(Error::source("reading the dataset failed unexpectedly (the reader panicked)")),
+            );
+            (step, items, more)
+        }));
+    }
+}
+
+impl<T, S> Unpin for Pulled<T, S> {}
+
+impl<T: Send + 'static, S: FnMut(&mut Vec<T>) -> Result<bool, Error> + Send + 'static> Stream for Pulled<T, S> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if let Some(item) = this.ready.pop_front() {
+                if this.ready.is_empty() {
+                    // Read ahead while this item is sent.
+                    this.run_step();
+                }
+                return Poll::Ready(Some(Ok(item)));
+            }
+            if let Some(running) = this.running.as_mut() {
+                let stepped = std::task::ready!(Pin::new(running).poll(cx));
+                this.running = None;
+                match stepped {
+                    Ok((step, items, more)) => {
+                        this.ready.extend(items);
+                        match more {
+                            Ok(true) => this.step = Some(step),
+                            Ok(false) => {}
+                            Err(e) => this.failed = Some(e),
+                        }
+                    }
+                    Err(e) => this.failed = Some(Error::internal(format!("reader task failed: {e}"))),
+                }
+                continue;
+            }
+            if let Some(e) = this.failed.take() {
+                return Poll::Ready(Some(Err(e)));
+            }
+            if this.step.is_none() {
+                return Poll::Ready(None);
+            }
+            this.run_step();
         }
-    });
-    Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+}
+
+/// Cuts a batch into slices of at most about [`MAX_STEP_BYTES`], so what is encoded and sent
+/// at once is bounded in bytes whatever the width of a row.
+pub fn bounded_slices(batch: RecordBatch, out: &mut Vec<RecordBatch>) {
+    let rows = batch.num_rows();
+    let bytes = batch.get_array_memory_size();
+    if bytes <= MAX_STEP_BYTES || rows <= 1 {
+        out.push(batch);
+        return;
+    }
+    let per_slice = (rows * MAX_STEP_BYTES / bytes).max(1);
+    let mut offset = 0;
+    while offset < rows {
+        let len = per_slice.min(rows - offset);
+        out.push(batch.slice(offset, len));
+        offset += len;
+    }
 }

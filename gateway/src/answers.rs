@@ -1,0 +1,240 @@
+//! Data answers in flight: the memory budget they reserve against, the bound per client, and
+//! the cut of answers whose client stopped taking them.
+//!
+//! Every data call (HTTP rows, preview and download; Flight `DoGet`) is admitted here before
+//! its source is opened: it reserves [`ANSWER_RESERVE_BYTES`] of `[server] answer_memory_bytes`
+//! (what its buffers can hold at most: readers are pulled a step at a time and steps are bounded
+//! in bytes, see [`crate::source`]), and counts against `[server] max_answers_per_client` for its
+//! client address. When the budget is full a call waits up to `answer_wait_ms` for room, then gets
+//! 503 `overloaded`; a client past its bound gets 429 `too_many_answers` at once. Both carry
+//! `Retry-After` and are counted in `kaifang_overload_refusals_total`.
+//!
+//! An admitted answer's body is wrapped by [`AnswerSlot::answer`]: the reservation is held until
+//! the body ends or is dropped, and an answer whose client asks for nothing more for
+//! `stalled_answer_seconds` after it was handed a piece (an HTTP/2 stream whose window stays at
+//! zero, a Flight client that stopped reading) is cut: its source, buffers and reservation are
+//! dropped at once. A socket that takes no bytes for as long is closed by the connection itself
+//! ([`crate::connection`]).
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures_util::Stream;
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::config::ServerConfig;
+use crate::error::{Error, Kind};
+use crate::metrics::Metrics;
+use crate::source::{Pieces, MAX_STEP_BYTES};
+
+/// What one answer may hold at most: a read step ahead, one being encoded, its encoded piece and
+/// the connection's write buffer.
+pub const ANSWER_RESERVE_BYTES: u64 = 4 * MAX_STEP_BYTES as u64;
+
+/// The budget is counted in KiB, so that any budget fits a semaphore's permits.
+const UNIT: u64 = 1024;
+
+/// The answers in flight on this instance.
+#[derive(Clone)]
+pub struct Answers(Arc<Inner>);
+
+struct Inner {
+    budget: Arc<Semaphore>,
+    per_client: DashMap<IpAddr, usize>,
+    max_per_client: usize,
+    wait: Duration,
+    stall: Duration,
+    in_flight: IntGauge,
+    reserved: IntGauge,
+    refusals: IntCounterVec,
+    stalled: IntCounterVec,
+}
+
+impl Answers {
+    pub fn new(server: &ServerConfig, metrics: &Metrics) -> Answers {
+        let units = (server.answer_memory_bytes / UNIT).min(Semaphore::MAX_PERMITS as u64) as usize;
+        Answers(Arc::new(Inner {
+            budget: Arc::new(Semaphore::new(units)),
+            per_client: DashMap::new(),
+            max_per_client: server.max_answers_per_client,
+            wait: Duration::from_millis(server.answer_wait_ms),
+            stall: Duration::from_secs(server.stalled_answer_seconds),
+            in_flight: metrics.answers_in_flight.clone(),
+            reserved: metrics.answer_memory_reserved.clone(),
+            refusals: metrics.overload_refusals.clone(),
+            stalled: metrics.stalled_answers.clone(),
+        }))
+    }
+
+    /// Admits an answer for `client` on `protocol` (`http`, `flight`), or refuses it: 429 when
+    /// the client has its bound of answers in flight, 503 when the memory budget stays full.
+    pub async fn admit(&self, client: IpAddr, protocol: &'static str) -> Result<AnswerSlot, Error> {
+        let inner = &self.0;
+        {
+            let mut count = inner.per_client.entry(client).or_insert(0);
+            if *count >= inner.max_per_client {
+                drop(count);
+                inner.refusals.with_label_values(&[protocol, "client_answers"]).inc();
+                return Err(retry_later(Error::new(
+                    Kind::TooManyRequests,
+                    "too_many_answers",
+                    format!(
+                        "this address has {} answers in flight, the most it may; finish reading them first",
+                        inner.max_per_client
+                    ),
+                )));
+            }
+            *count += 1;
+        }
+        // From here the client's count is given back by the slot, or below.
+        let units = (ANSWER_RESERVE_BYTES / UNIT) as u32;
+        let permit = match inner.budget.clone().try_acquire_many_owned(units) {
+            Ok(permit) => Some(permit),
+            Err(_) => tokio::time::timeout(inner.wait, inner.budget.clone().acquire_many_owned(units))
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        let Some(permit) = permit else {
+            release_client(&inner.per_client, client);
+            inner.refusals.with_label_values(&[protocol, "memory_budget"]).inc();
+            return Err(retry_later(Error::new(
+                Kind::Unavailable,
+                "overloaded",
+                "the gateway is answering as many calls as its memory budget allows; retry shortly",
+            )));
+        };
+        inner.in_flight.inc();
+        inner.reserved.add(ANSWER_RESERVE_BYTES as i64);
+        Ok(AnswerSlot { answers: self.0.clone(), client, protocol, _permit: permit })
+    }
+}
+
+fn retry_later(mut error: Error) -> Error {
+    error.headers.push(("retry-after", "1".into()));
+    error
+}
+
+fn release_client(per_client: &DashMap<IpAddr, usize>, client: IpAddr) {
+    per_client.remove_if_mut(&client, |_, count| {
+        *count -= 1;
+        *count == 0
+    });
+}
+
+/// An admitted answer's place in the budget, given back when dropped.
+pub struct AnswerSlot {
+    answers: Arc<Inner>,
+    client: IpAddr,
+    protocol: &'static str,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for AnswerSlot {
+    fn drop(&mut self) {
+        release_client(&self.answers.per_client, self.client);
+        self.answers.in_flight.dec();
+        self.answers.reserved.sub(ANSWER_RESERVE_BYTES as i64);
+    }
+}
+
+impl AnswerSlot {
+    /// The answer's body, holding this slot until it ends or is dropped, and cut if its client
+    /// asks for nothing for `stalled_answer_seconds` after being handed a piece.
+    pub fn answer<T: Send + 'static>(self, body: Pieces<T>) -> Pieces<T> {
+        let stall = self.answers.stall;
+        let counter = self.answers.stalled.with_label_values(&[self.protocol, "stream"]);
+        let shared = Arc::new(Mutex::new(Watched {
+            body: Some(body),
+            slot: Some(self),
+            handed_at: Some(Instant::now()),
+            cut: false,
+        }));
+        let (ended, ending) = tokio::sync::oneshot::channel();
+        tokio::spawn(watch(shared.clone(), stall, counter, ending));
+        Box::pin(Answer { shared, _ended: ended })
+    }
+}
+
+/// An answer's body and what the watch needs to know of it.
+struct Watched<T> {
+    body: Option<Pieces<T>>,
+    slot: Option<AnswerSlot>,
+    /// When the client was last handed a piece, while it has not asked for the next.
+    handed_at: Option<Instant>,
+    /// Cut for stalling; the client learns it if it ever asks again.
+    cut: bool,
+}
+
+struct Answer<T> {
+    shared: Arc<Mutex<Watched<T>>>,
+    /// Dropped with the answer, which ends its watch.
+    _ended: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<T> Stream for Answer<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut watched = self.shared.lock().expect("answer lock");
+        watched.handed_at = None;
+        if std::mem::take(&mut watched.cut) {
+            return Poll::Ready(Some(Err(stalled_error())));
+        }
+        let Some(body) = watched.body.as_mut() else { return Poll::Ready(None) };
+        let polled = body.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(_)) => watched.handed_at = Some(Instant::now()),
+            Poll::Ready(None) => {
+                watched.body = None;
+                watched.slot = None;
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+fn stalled_error() -> Error {
+    Error::new(Kind::Unavailable, "answer_stalled", "the answer was cut: the client took nothing for too long")
+}
+
+/// Cuts the answer if its client has been handed a piece and asked for nothing more for `stall`.
+async fn watch<T>(
+    shared: Arc<Mutex<Watched<T>>>,
+    stall: Duration,
+    counter: IntCounter,
+    mut ended: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        // A body being polled right now is not stalled.
+        let handed_at = shared.try_lock().ok().and_then(|w| w.handed_at);
+        let deadline = handed_at.unwrap_or_else(Instant::now) + stall;
+        tokio::select! {
+            _ = &mut ended => return,
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        let Ok(mut watched) = shared.try_lock() else { continue };
+        if watched.body.is_none() {
+            return;
+        }
+        if watched.handed_at.is_some_and(|at| at.elapsed() >= stall) {
+            let body = watched.body.take();
+            let slot = watched.slot.take();
+            watched.cut = true;
+            drop(watched);
+            // Dropping the body ends its source and writes its audit completion.
+            drop(body);
+            drop(slot);
+            counter.inc();
+            tracing::warn!(stalled_seconds = stall.as_secs(), "answer cut: its client took nothing");
+            return;
+        }
+    }
+}
