@@ -14,6 +14,7 @@ mod flight;
 mod metrics;
 mod operations;
 mod origin;
+mod overload;
 mod reports;
 mod rows;
 mod tls;

@@ -145,22 +145,35 @@ struct Pulled<T, S> {
     /// The reader, while it is not running a step and has more to read.
     step: Option<S>,
     ready: std::collections::VecDeque<T>,
-    running: Option<tokio::task::JoinHandle<Stepped<T, S>>>,
+    running: Option<tokio::task::JoinHandle<Result<Stepped<T, S>, Error>>>,
     /// The error that ends the stream, once the items read before it are taken.
     failed: Option<Error>,
+}
+
+/// Reading steps running at once, over every answer: a few per core keep the disks and cores
+/// busy, and the threads (and the allocator's per-thread caches) few.
+fn reading_steps() -> &'static tokio::sync::Semaphore {
+    static STEPS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    STEPS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        tokio::sync::Semaphore::new(2 * cores)
+    })
 }
 
 impl<T: Send + 'static, S: FnMut(&mut Vec<T>) -> Result<bool, Error> + Send + 'static> Pulled<T, S> {
     fn run_step(&mut self) {
         let Some(mut step) = self.step.take() else { return };
-        self.running = Some(tokio::task::spawn_blocking(move || {
-            let mut items = Vec::new();
-            // A reader that panics (a library meeting a malformed file) ends the stream with an
-            // error: a reader that simply stopped would look like the clean end of the data.
-            let more = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut items))).unwrap_or_else(
-                |_| Err(Error::source("reading the dataset failed unexpectedly (the reader panicked)")),
-            );
-            (step, items, more)
+        self.running = Some(tokio::spawn(async move {
+            let _step = reading_steps().acquire().await.expect("the semaphore is never closed");
+            let read = tokio::task::spawn_blocking(move || {
+                let mut items = Vec::new();
+                // A reader that panics (a library meeting a malformed file) ends the stream with
+                // an error: a reader that simply stopped would look like the clean end of the data.
+                let more = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut items)))
+                    .unwrap_or_else(|_| Err(Error::source("reading the dataset failed unexpectedly (the reader panicked)")));
+                (step, items, more)
+            });
+            read.await.map_err(|e| Error::internal(format!("reader task failed: {e}")))
         }));
     }
 }
@@ -184,7 +197,7 @@ impl<T: Send + 'static, S: FnMut(&mut Vec<T>) -> Result<bool, Error> + Send + 's
             if let Some(running) = this.running.as_mut() {
                 let stepped = std::task::ready!(Pin::new(running).poll(cx));
                 this.running = None;
-                match stepped {
+                match stepped.map_err(|e| Error::internal(format!("reader task failed: {e}"))).and_then(|s| s) {
                     Ok((step, items, more)) => {
                         this.ready.extend(items);
                         match more {
@@ -193,7 +206,7 @@ impl<T: Send + 'static, S: FnMut(&mut Vec<T>) -> Result<bool, Error> + Send + 's
                             Err(e) => this.failed = Some(e),
                         }
                     }
-                    Err(e) => this.failed = Some(Error::internal(format!("reader task failed: {e}"))),
+                    Err(e) => this.failed = Some(e),
                 }
                 continue;
             }
