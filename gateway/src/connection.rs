@@ -323,7 +323,11 @@ impl tokio::io::AsyncRead for Stream {
 impl Stream {
     /// Watches a write's progress: a socket that has taken nothing for `stall_within` fails the
     /// write, which closes the connection.
-    fn watched_write<T>(&mut self, cx: &mut Context<'_>, written: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+    fn watched_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
         if written.is_ready() {
             self.write_blocked = false;
             return written;

@@ -3,6 +3,7 @@
 //! Each test starts its own gateway on port 0 with its own data directory (see
 //! [`fixture::Gateway`]), so tests run in parallel without sharing state.
 
+mod abuse;
 mod agreements;
 mod audit;
 mod catalog;

@@ -12,7 +12,8 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::fixture::{client, Gateway, Site};
 
-const FIELDS: &str = r#"[{ name = "id", type = "int64" }, { name = "name", type = "string" }, { name = "value", type = "float64" }]"#;
+const FIELDS: &str =
+    r#"[{ name = "id", type = "int64" }, { name = "name", type = "string" }, { name = "value", type = "float64" }]"#;
 
 /// A site with a CSV dataset `big` of `rows` rows (about 40 bytes each) and the given settings.
 fn site_with_big_csv(settings: &str, rows: usize) -> Site {
@@ -55,7 +56,12 @@ async fn stalled_http1(from: IpAddr, to: SocketAddr, path: &str) -> (TcpStream, 
 
 /// Opens an HTTP/2 connection whose streams get a flow-control window of zero, sends `n`
 /// requests on it and keeps the answers unread; returns them with their statuses.
-async fn stalled_http2(from: IpAddr, to: SocketAddr, path: &str, n: usize) -> (Vec<hyper::Response<hyper::body::Incoming>>, Vec<u16>) {
+async fn stalled_http2(
+    from: IpAddr,
+    to: SocketAddr,
+    path: &str,
+    n: usize,
+) -> (Vec<hyper::Response<hyper::body::Incoming>>, Vec<u16>) {
     let stream = connect(from, to).await;
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(0)
@@ -91,11 +97,9 @@ async fn metric(g: &Gateway, name: &str) -> f64 {
 /// Calls another client makes while the stalled answers sit: each must answer within a second.
 async fn others_are_served(g: &Gateway, key: &str) {
     let other = reqwest::Client::builder().local_address(loopback(9)).build().unwrap();
-    for (path, key) in [
-        ("/v1/catalog", None),
-        ("/v1/agreements", Some(key)),
-        ("/v1/datasets/big/rows?limit=5&format=csv", None),
-    ] {
+    for (path, key) in
+        [("/v1/catalog", None), ("/v1/agreements", Some(key)), ("/v1/datasets/big/rows?limit=5&format=csv", None)]
+    {
         let started = Instant::now();
         let mut request = other.get(g.url(path));
         if let Some(key) = key {
@@ -161,7 +165,11 @@ async fn answers_nobody_reads_are_bounded_per_client_cut_when_stalled_and_do_not
     let site = site_with_big_csv(settings, 1_000_000);
     let g = site.start();
     let (status, _) = g
-        .admin(reqwest::Method::POST, "/admin/principals", Some(serde_json::json!({"id": "someone", "name": "Someone", "role": "user"})))
+        .admin(
+            reqwest::Method::POST,
+            "/admin/principals",
+            Some(serde_json::json!({"id": "someone", "name": "Someone", "role": "user"})),
+        )
         .await;
     assert_eq!(status, 201);
     let (status, issued) =
@@ -176,7 +184,12 @@ async fn answers_nobody_reads_are_bounded_per_client_cut_when_stalled_and_do_not
     others_are_served(&g, &key).await;
     let peak = anon_bytes(g.pid());
     // Each answer holds at most what it reserves in the answer memory budget (4 MiB).
-    assert!(peak < before + 64 * (4 << 20), "memory grew from {} MiB to {} MiB with 64 stalled answers", before >> 20, peak >> 20);
+    assert!(
+        peak < before + 64 * (4 << 20),
+        "memory grew from {} MiB to {} MiB with 64 stalled answers",
+        before >> 20,
+        peak >> 20
+    );
 
     // Past stalled_answer_seconds every stalled answer is cut and gives its place back.
     let deadline = Instant::now() + Duration::from_secs(30);

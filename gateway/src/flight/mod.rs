@@ -388,8 +388,15 @@ impl Service {
             return e;
         }
         let user_agent = context.user_agent.as_deref();
-        let recorder =
-            Recorder::new(&self.state, &context.request_id, entry, AUDIT_OPERATION, "flight", context.client, user_agent);
+        let recorder = Recorder::new(
+            &self.state,
+            &context.request_id,
+            entry,
+            AUDIT_OPERATION,
+            "flight",
+            context.client,
+            user_agent,
+        );
         let caller = context.caller(&self.state).await.ok();
         unserved(&recorder, caller.as_ref(), e).await
     }

@@ -133,7 +133,10 @@ fn batch_reader(
                 let projection: Vec<usize> =
                     schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
                 reader.seek(SeekFrom::Start(0)).map_err(|e| Error::source(e.to_string()))?;
-                batches_of(arrow::ipc::reader::FileReaderBuilder::new().with_projection(projection).build(reader)?, schema)
+                batches_of(
+                    arrow::ipc::reader::FileReaderBuilder::new().with_projection(projection).build(reader)?,
+                    schema,
+                )
             } else {
                 batches_of(arrow::ipc::reader::StreamReader::try_new(reader, None)?, schema)
             }

@@ -169,8 +169,10 @@ impl<T: Send + 'static, S: FnMut(&mut Vec<T>) -> Result<bool, Error> + Send + 's
                 let mut items = Vec::new();
                 // A reader that panics (a library meeting a malformed file) ends the stream with
                 // an error: a reader that simply stopped would look like the clean end of the data.
-                let more = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut items)))
-                    .unwrap_or_else(|_| Err(Error::source("reading the dataset failed unexpectedly (the reader panicked)")));
+                let more =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut items))).unwrap_or_else(|_| {
+                        Err(Error::source("reading the dataset failed unexpectedly (the reader panicked)"))
+                    });
                 (step, items, more)
             });
             read.await.map_err(|e| Error::internal(format!("reader task failed: {e}")))
