@@ -311,9 +311,10 @@ pub struct ServerConfig {
     /// On shutdown, how long responses and streams in flight may take to finish.
     pub drain_seconds: u64,
     /// Memory the data answers in flight may hold, in bytes. Each answer reserves what its
-    /// buffers can hold at most (4 MiB: a read step ahead, one being encoded, its encoded piece
-    /// and the connection's write buffer) before its source is opened; when the budget is full a
-    /// call waits up to `answer_wait_ms`, then gets 503 `overloaded`.
+    /// buffers can hold at most (8 MiB: a read step ahead, one being decoded, its encoded piece,
+    /// the connection's send buffer) before its source is opened, so the default admits 256
+    /// answers at once; when the budget is full a call waits up to `answer_wait_ms`, then gets
+    /// 503 `overloaded`.
     pub answer_memory_bytes: u64,
     /// How long a data call waits for room in the answer memory budget, in milliseconds.
     pub answer_wait_ms: u64,
@@ -335,7 +336,7 @@ impl Default for ServerConfig {
             http2_max_concurrent_streams: 256,
             http2_keep_alive_seconds: 30,
             drain_seconds: 30,
-            answer_memory_bytes: 1 << 30,
+            answer_memory_bytes: 2 << 30,
             answer_wait_ms: 500,
             max_answers_per_client: 32,
             stalled_answer_seconds: 30,

@@ -68,6 +68,9 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        // What an answer may queue for a stream whose window is closed is part of what it
+        // reserves in the answer memory budget.
+        .max_send_buf_size(crate::source::MAX_STEP_BYTES / 4)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(limits.http2_keep_alive_seconds))
         .keep_alive_timeout(HTTP2_PING_TIMEOUT);

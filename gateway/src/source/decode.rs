@@ -103,8 +103,7 @@ impl Decoder {
         })
     }
 
-    /// The rows decoded so far as a batch, if any; decoding goes on after it.
-    pub fn flush(&mut self) -> Result<Option<RecordBatch>, Error> {
+    fn flush(&mut self) -> Result<Option<RecordBatch>, Error> {
         Ok(match self {
             Decoder::Csv(d) => d.flush()?,
             Decoder::Ndjson { decoder, projection } => match decoder.flush()? {

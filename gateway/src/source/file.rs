@@ -74,36 +74,36 @@ fn batch_reader(
 ) -> Result<BatchStream, Error> {
     Ok(match format {
         Format::Csv | Format::Ndjson => {
-            let mut decoder = Decoder::new(format, declared, projection, batch_rows)?;
+            let mut decoder = None;
             let mut file = file;
             let mut buf = vec![0u8; READ_CHUNK];
-            pulled(move |out: &mut Vec<RecordBatch>| {
-                let mut fed = 0;
-                loop {
-                    let n = file
-                        .read(&mut buf)
-                        .map_err(|e| Error::source(format!("reading the dataset's file failed: {e}")))?;
-                    if n == 0 {
-                        decoder.finish(&mut |batch| {
-                            out.push(batch);
-                            true
-                        })?;
-                        return Ok(false);
+            pulled(move |out: &mut Vec<RecordBatch>| loop {
+                let n = file
+                    .read(&mut buf)
+                    .map_err(|e| Error::source(format!("reading the dataset's file failed: {e}")))?;
+                let read = &buf[..n];
+                // Batches are bounded by bytes as well as rows: the rows of a batch are set from
+                // the length of the first lines, so a batch of wide rows stays near
+                // MAX_STEP_BYTES. (A decoder can only be flushed between records.)
+                let decoder = match &mut decoder {
+                    Some(decoder) => decoder,
+                    None => {
+                        let lines = read.iter().filter(|b| **b == b'\n').count().max(1);
+                        let rows = (MAX_STEP_BYTES * lines / read.len().max(1)).clamp(1, batch_rows);
+                        decoder.insert(Decoder::new(format, declared.clone(), projection.clone(), rows)?)
                     }
-                    decoder.feed(&buf[..n], &mut |batch| {
-                        out.push(batch);
-                        true
-                    })?;
-                    fed += n;
-                    // A step ends with a batch, or after MAX_STEP_BYTES of input with the rows
-                    // decoded so far: batches are bounded by bytes as well as rows.
-                    if fed >= MAX_STEP_BYTES {
-                        out.extend(decoder.flush()?);
-                        return Ok(true);
-                    }
-                    if !out.is_empty() {
-                        return Ok(true);
-                    }
+                };
+                let mut emit = |batch| {
+                    out.push(batch);
+                    true
+                };
+                if n == 0 {
+                    decoder.finish(&mut emit)?;
+                    return Ok(false);
+                }
+                decoder.feed(read, &mut emit)?;
+                if !out.is_empty() {
+                    return Ok(true);
                 }
             })
         }
