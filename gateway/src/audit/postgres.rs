@@ -6,7 +6,9 @@
 //! all: a single chain would make every instance's commit wait on the others' for the chain's
 //! head, giving up group commit across the cluster; separate chains verify independently and
 //! still cannot be edited, reordered or cut in the middle without it showing. The stored line is
-//! the segment log's, so one parser and one verifier serve both.
+//! the segment log's, so one parser and one verifier serve both. Its tables are made by the
+//! store's locked migrations ([`crate::store::postgres::migrate`]), never here, so instances
+//! starting together on an empty database do not race to create them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,22 +18,7 @@ use postgres::NoTls;
 use super::segments::{encode, parse_line, GroupCommit, Job, GENESIS};
 use super::{AuditError, Record};
 use crate::metrics::AuditMetrics;
-use crate::store::postgres::described;
-
-/// The records, and per instance the last record removed by retention, which its chain's
-/// verification starts from.
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS audit_records (
-    instance TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    time TIMESTAMPTZ NOT NULL,
-    line TEXT NOT NULL,
-    PRIMARY KEY (instance, seq)
-);
-CREATE TABLE IF NOT EXISTS audit_anchors (
-    instance TEXT PRIMARY KEY,
-    seq BIGINT NOT NULL,
-    hash TEXT NOT NULL
-)";
+use crate::store::postgres::{described, migrate};
 
 struct Writer {
     config: postgres::Config,
@@ -43,13 +30,14 @@ struct Writer {
     metrics: AuditMetrics,
 }
 
-/// Opens the PostgreSQL audit log of one instance: connects, creates the table if needed, finds
-/// where this instance's chain ends and starts the writer thread.
+/// Opens the PostgreSQL audit log of one instance: connects, brings the schema up to date (the
+/// audit tables are made by the store's migrations, see [`migrate`]), finds where this
+/// instance's chain ends and starts the writer thread.
 pub fn open(url: &str, instance: &str, metrics: AuditMetrics) -> Result<GroupCommit, String> {
     let config: postgres::Config = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
     let mut client =
         config.connect(NoTls).map_err(|e| format!("audit log: cannot connect to PostgreSQL: {}", described(&e)))?;
-    client.batch_execute(SCHEMA).map_err(|e| format!("audit log: {}", described(&e)))?;
+    migrate(&mut client).map_err(|e| format!("audit log: {e}"))?;
     let last = client
         .query_opt("SELECT seq, line FROM audit_records WHERE instance = $1 ORDER BY seq DESC LIMIT 1", &[&instance])
         .map_err(|e| format!("audit log: {}", described(&e)))?;
@@ -245,6 +233,6 @@ fn connect(url: &str) -> Result<postgres::Client, String> {
     config.connect_timeout(Duration::from_secs(5));
     let mut client =
         config.connect(NoTls).map_err(|e| format!("audit log: cannot connect to PostgreSQL: {}", described(&e)))?;
-    client.batch_execute(SCHEMA).map_err(|e| format!("audit log: {}", described(&e)))?;
+    migrate(&mut client).map_err(|e| format!("audit log: {e}"))?;
     Ok(client)
 }
