@@ -328,7 +328,26 @@ async fn audit_records_of_all_instances_trace_as_one_and_a_killed_instance_loses
     let report = verify();
     let a_line = report.lines().find(|l| l.contains("chain of a")).unwrap_or_else(|| panic!("{report}"));
     assert!(a_line.contains("intact: 2 records verified"), "{report}");
+    assert!(report.contains("removed by retention"), "what could not be checked is said: {report}");
     assert!(report.contains("chain of b intact") && report.contains("chain of c intact"), "{report}");
+
+    // A forged anchor claiming b's records were removed hides nothing: they are checked all the
+    // same, and an anchor past the last of them is a break in itself.
+    postgres_admin(
+        &db.url,
+        format!("INSERT INTO audit_anchors (instance, seq, hash) VALUES ('b', 100, '{}')", "ab".repeat(32)),
+    )
+    .unwrap();
+    let out = Command::new(crate::fixture::BIN)
+        .args(["audit", "verify", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        stderr.contains("audit chain of b broken at seq 100: the anchor says records up to seq 100 were removed"),
+        "{stderr}"
+    );
 }
 
 /// A Redis server of the test's own, to kill.

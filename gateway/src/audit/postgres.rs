@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use postgres::NoTls;
 
-use super::segments::{encode, parse_line, GroupCommit, Job, GENESIS};
+use super::segments::{encode, parse_line, Anchor, ChainWalk, GroupCommit, Job, Walked, GENESIS};
 use super::{AuditError, Record};
 use crate::metrics::AuditMetrics;
 use crate::store::postgres::{described, migrate};
@@ -142,15 +142,19 @@ pub struct ChainVerdict {
     pub instance: String,
     pub records: u64,
     pub last_seq: u64,
+    /// Records before the first one present (seq 1 to `removed`), removed by retention: they
+    /// cannot be checked, and the chain is verified from its anchor, which is taken as given.
+    pub removed: u64,
     /// The first problem found, with the seq it is at.
     pub broken: Option<(u64, String)>,
 }
 
-/// Verifies every instance's chain.
+/// Verifies every instance's chain (see [`ChainWalk`] for what is checked), those whose every
+/// record was removed by retention included.
 pub fn verify(url: &str) -> Result<Vec<ChainVerdict>, String> {
     let mut client = connect(url)?;
     let instances = client
-        .query("SELECT DISTINCT instance FROM audit_records ORDER BY instance", &[])
+        .query("SELECT instance FROM audit_records UNION SELECT instance FROM audit_anchors ORDER BY 1", &[])
         .map_err(|e| format!("audit log: {}", described(&e)))?;
     let mut verdicts = Vec::new();
     for row in instances {
@@ -158,32 +162,35 @@ pub fn verify(url: &str) -> Result<Vec<ChainVerdict>, String> {
         let lines = client
             .query("SELECT seq, line FROM audit_records WHERE instance = $1 ORDER BY seq", &[&instance])
             .map_err(|e| format!("audit log: {}", described(&e)))?;
-        let (after, start) = anchor(&mut client, &instance)?;
-        let (mut expected, mut prev, mut broken) = (after + 1, start, None);
+        let (anchor_seq, hash) = anchor(&mut client, &instance)?;
+        let mut walk = ChainWalk::new(Some(Anchor { seq: anchor_seq, hash }));
+        let mut broken = None;
         for row in &lines {
             let stored_seq = row.get::<_, i64>(0) as u64;
             let line: String = row.get(1);
-            let problem = match parse_line(&line) {
-                None => Some("the line is not an audit record".to_owned()),
-                Some(parsed) if parsed.seq != stored_seq || parsed.seq != expected => {
-                    Some(format!("record {expected} is missing or records were reordered"))
+            let checked = match parse_line(&line) {
+                None => Err("the line is not an audit record".to_owned()),
+                Some(parsed) if parsed.seq != stored_seq => {
+                    Err(format!("the record stored as seq {stored_seq} says it is seq {}", parsed.seq))
                 }
-                Some(parsed) if parsed.prev != prev => {
-                    Some("its link to the previous record does not match".to_owned())
-                }
-                Some(parsed) if !parsed.intact => Some("its content does not match its hash (edited)".to_owned()),
-                Some(parsed) => {
-                    prev = parsed.hash;
-                    None
-                }
+                Some(parsed) => walk.check(&parsed),
             };
-            if let Some(problem) = problem {
+            if let Err(problem) = checked {
                 broken = Some((stored_seq, problem));
                 break;
             }
-            expected += 1;
         }
-        verdicts.push(ChainVerdict { instance, records: expected - 1 - after, last_seq: expected - 1, broken });
+        let walked = match broken {
+            Some(broken) => Err(broken),
+            None => walk.finish().map_err(|problem| (anchor_seq, problem)),
+        };
+        let verdict = match walked {
+            Ok(Walked { records, last_seq, removed }) => {
+                ChainVerdict { instance, records, last_seq, removed, broken: None }
+            }
+            Err(broken) => ChainVerdict { instance, records: 0, last_seq: 0, removed: 0, broken: Some(broken) },
+        };
+        verdicts.push(verdict);
     }
     Ok(verdicts)
 }
