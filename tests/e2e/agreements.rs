@@ -328,23 +328,18 @@ async fn someone_elses_application_or_agreement_is_refused_exactly_like_an_unkno
     assert_eq!(g.admin(Method::POST, &format!("/admin/agreements/{revoked}/revoke"), None).await.0, 200);
     let agreements = [active.as_str(), revoked.as_str(), "demo-enterprises"];
 
-    let endpoints: Vec<(Method, &str, Option<Value>, &[&str], &str)> = vec![
-        (Method::GET, "/v1/applications/{id}", None, &[], "ap-0000000000000000"),
-        (Method::POST, "/v1/applications/{id}/approve", Some(terms.clone()), &[], "ap-0000000000000000"),
-        (Method::POST, "/v1/applications/{id}/reject", Some(json!({"reason": "no"})), &[], "ap-0000000000000000"),
-        (Method::GET, "/v1/agreements/{id}", None, &agreements, "ag-0000000000000000"),
-        (Method::POST, "/v1/agreements/{id}/suspend", None, &agreements, "ag-0000000000000000"),
-        (Method::POST, "/v1/agreements/{id}/resume", None, &agreements, "ag-0000000000000000"),
-        (Method::POST, "/v1/agreements/{id}/revoke", None, &agreements, "ag-0000000000000000"),
-        (
-            Method::POST,
-            "/v1/agreements/{id}/feedback",
-            Some(json!({"usage": "a report"})),
-            &agreements,
-            "ag-0000000000000000",
-        ),
+    // Every endpoint that takes an application's or an agreement's id, with a body it takes.
+    let endpoints = [
+        (Method::GET, "/v1/applications/{id}", None),
+        (Method::POST, "/v1/applications/{id}/approve", Some(terms.clone())),
+        (Method::POST, "/v1/applications/{id}/reject", Some(json!({"reason": "no"}))),
+        (Method::GET, "/v1/agreements/{id}", None),
+        (Method::POST, "/v1/agreements/{id}/suspend", None),
+        (Method::POST, "/v1/agreements/{id}/resume", None),
+        (Method::POST, "/v1/agreements/{id}/revoke", None),
+        (Method::POST, "/v1/agreements/{id}/feedback", Some(json!({"usage": "a report"}))),
     ];
-    let application_ids: Vec<&str> = applications.iter().map(String::as_str).collect();
+    let applications: Vec<&str> = applications.iter().map(String::as_str).collect();
     let state = || async {
         let (_, applications) = g.admin(Method::GET, "/admin/applications", None).await;
         let (_, agreements) = g.admin(Method::GET, "/admin/agreements", None).await;
@@ -353,8 +348,12 @@ async fn someone_elses_application_or_agreement_is_refused_exactly_like_an_unkno
     let before = state().await;
     let mut oracles = Vec::new();
     for (who, key) in [("user beta", &beta), ("transport's owner", &transport)] {
-        for (method, path, body, ids, unknown) in &endpoints {
-            let ids = if path.starts_with("/v1/applications") { &application_ids[..] } else { ids };
+        for (method, path, body) in &endpoints {
+            let (ids, unknown) = if path.starts_with("/v1/applications") {
+                (&applications[..], "ap-0000000000000000")
+            } else {
+                (&agreements[..], "ag-0000000000000000")
+            };
             let unknown_answer =
                 refusal(&call(&g, method.clone(), &path.replace("{id}", unknown), Some(key), body.clone()).await);
             assert!(unknown_answer.0 >= 400, "{who}: {method} {path} with an unknown id: {unknown_answer:?}");
