@@ -277,8 +277,11 @@ fn audit(action: AuditAction, place: &Place) -> Result<(), String> {
             for chain in kaifang::audit::postgres::verify(url)? {
                 match &chain.broken {
                     None => println!(
-                        "audit chain of {} intact: {} records verified, last seq {}",
-                        chain.instance, chain.records, chain.last_seq
+                        "audit chain of {} intact: {} records verified, last seq {}\n  {}",
+                        chain.instance,
+                        chain.records,
+                        chain.last_seq,
+                        not_verifiable(chain.removed, chain.last_seq)
                     ),
                     Some((seq, problem)) => {
                         broken.push(format!("audit chain of {} broken at seq {seq}: {problem}", chain.instance))
@@ -339,12 +342,29 @@ fn print_trace(
     }
 }
 
+/// What an intact chain's verification could not check: the records retention removed before
+/// the first one present, and any cut from the very end.
+fn not_verifiable(removed: u64, last_seq: u64) -> String {
+    let end = format!(
+        "records after seq {last_seq}, if any were cut from the end (compare the last seq with one kept elsewhere)"
+    );
+    if removed == 0 {
+        format!("not verifiable here: {end}")
+    } else {
+        format!(
+            "not verifiable here: records 1 to {removed}, removed by retention (the chain is verified from its \
+             anchor, which is taken as given); {end}"
+        )
+    }
+}
+
 fn audit_files(action: AuditAction, dir: &Path) -> Result<(), String> {
     use kaifang::audit::segments;
     match action {
         AuditAction::Verify => match segments::verify(dir)? {
-            segments::Verdict::Intact { records, last_seq } => {
+            segments::Verdict::Intact { records, last_seq, removed } => {
                 println!("audit log intact: {records} records verified, last seq {last_seq}");
+                println!("{}", not_verifiable(removed, last_seq));
                 Ok(())
             }
             segments::Verdict::Broken { segment, line, seq, problem } => {

@@ -279,6 +279,99 @@ pub async fn holder(g: &Gateway, p: &str, rate: Value, quota: Value) -> (String,
     (key["key"].as_str().unwrap().to_owned(), agreement["id"].as_str().unwrap().to_owned())
 }
 
+/// What a refusal says: status, code and message.
+fn refusal((status, body): &(u16, Value)) -> (u16, Value, Value) {
+    (*status, body["error"]["code"].clone(), body["error"]["message"].clone())
+}
+
+/// Another principal's application or agreement is refused exactly like an id that does not
+/// exist, on every endpoint that takes its id, to a user and to another department's owner,
+/// whatever state it is in: nothing in the answer tells them it exists. (Its applicant or holder,
+/// and its dataset's owner, see it; they are not asked here.)
+#[tokio::test]
+async fn someone_elses_application_or_agreement_is_refused_exactly_like_an_unknown_id() {
+    use crate::workflows::{call, platform, principal, MARKET, TRANSPORT};
+    let (_dir, config, data_dir) = platform("");
+    let g = Gateway::with_config(&config, &data_dir);
+    let market = principal(&g, "market", "owner", Some(MARKET)).await;
+    let transport = principal(&g, "transport", "owner", Some(TRANSPORT)).await;
+    let acme = principal(&g, "acme", "user", None).await;
+    let beta = principal(&g, "beta", "user", None).await;
+    let terms = json!({"columns": ["uscc", "name"], "valid_until": "2099-01-01T00:00:00Z",
+                       "rate": {"per_second": 10, "burst": 10},
+                       "quota": {"requests_per_day": 100, "rows_per_day": 1000, "bytes_per_day": 1000000}});
+
+    // acme's applications on market's enterprises: one waiting, one approved; acme's agreements:
+    // the approved one (active) and one revoked; and the demo's agreement of another user.
+    let mut applications = Vec::new();
+    for _ in 0..2 {
+        let body = json!({"dataset": "enterprises", "purpose": "Supplier checks", "scenario": "Procurement",
+                          "security_measures": "Encrypted storage", "columns": ["uscc", "name"]});
+        let (status, applied) = call(&g, Method::POST, "/v1/applications", Some(&acme), Some(body)).await;
+        assert_eq!(status, 201, "{applied}");
+        applications.push(applied["id"].as_str().unwrap().to_owned());
+    }
+    let approve = format!("/v1/applications/{}/approve", applications[1]);
+    let (status, approved) = call(&g, Method::POST, &approve, Some(&market), Some(terms.clone())).await;
+    assert_eq!(status, 200, "{approved}");
+    let active = approved["agreement"]["id"].as_str().unwrap().to_owned();
+    let (status, made) = g
+        .admin(
+            Method::POST,
+            "/admin/agreements",
+            Some(json!({"principal": "acme", "dataset": "enterprises", "columns": ["uscc"],
+                        "valid_until": "2099-01-01T00:00:00Z", "rate": terms["rate"], "quota": terms["quota"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let revoked = made["id"].as_str().unwrap().to_owned();
+    assert_eq!(g.admin(Method::POST, &format!("/admin/agreements/{revoked}/revoke"), None).await.0, 200);
+    let agreements = [active.as_str(), revoked.as_str(), "demo-enterprises"];
+
+    // Every endpoint that takes an application's or an agreement's id, with a body it takes.
+    let endpoints = [
+        (Method::GET, "/v1/applications/{id}", None),
+        (Method::POST, "/v1/applications/{id}/approve", Some(terms.clone())),
+        (Method::POST, "/v1/applications/{id}/reject", Some(json!({"reason": "no"}))),
+        (Method::GET, "/v1/agreements/{id}", None),
+        (Method::POST, "/v1/agreements/{id}/suspend", None),
+        (Method::POST, "/v1/agreements/{id}/resume", None),
+        (Method::POST, "/v1/agreements/{id}/revoke", None),
+        (Method::POST, "/v1/agreements/{id}/feedback", Some(json!({"usage": "a report"}))),
+    ];
+    let applications: Vec<&str> = applications.iter().map(String::as_str).collect();
+    let state = || async {
+        let (_, applications) = g.admin(Method::GET, "/admin/applications", None).await;
+        let (_, agreements) = g.admin(Method::GET, "/admin/agreements", None).await;
+        (applications, agreements)
+    };
+    let before = state().await;
+    let mut oracles = Vec::new();
+    for (who, key) in [("user beta", &beta), ("transport's owner", &transport)] {
+        for (method, path, body) in &endpoints {
+            let (ids, unknown) = if path.starts_with("/v1/applications") {
+                (&applications[..], "ap-0000000000000000")
+            } else {
+                (&agreements[..], "ag-0000000000000000")
+            };
+            let unknown_answer =
+                refusal(&call(&g, method.clone(), &path.replace("{id}", unknown), Some(key), body.clone()).await);
+            assert!(unknown_answer.0 >= 400, "{who}: {method} {path} with an unknown id: {unknown_answer:?}");
+            for id in ids {
+                let answer =
+                    refusal(&call(&g, method.clone(), &path.replace("{id}", id), Some(key), body.clone()).await);
+                if answer != unknown_answer {
+                    oracles.push(format!(
+                        "{who}: {method} {path} for {id}: {answer:?}; for an unknown id: {unknown_answer:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(oracles.is_empty(), "someone else's ids answered unlike unknown ones:\n{}", oracles.join("\n"));
+    assert_eq!(state().await, before, "the refused calls changed nothing");
+}
+
 #[tokio::test]
 async fn the_agreement_rate_admits_exactly_its_burst_then_429s() {
     let g = Gateway::demo();

@@ -205,6 +205,123 @@ async fn verify_names_the_first_edited_deleted_inserted_or_reordered_record() {
     );
 }
 
+/// The audit segment files of a data directory, in order.
+fn segment_files(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(data_dir.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A copy of a log's lines as one segment in a data directory of its own, with `anchor` as its
+/// `anchor.json`; the verification's success and report.
+fn verify_copy(first_seq: u64, lines: &[String], anchor: Option<Value>) -> (bool, String) {
+    let copy = tempfile::tempdir().unwrap();
+    let dir = copy.path().join("audit");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("segment-{first_seq:012}.ndjson")), lines.join("\n") + "\n").unwrap();
+    if let Some(anchor) = anchor {
+        std::fs::write(dir.join("anchor.json"), anchor.to_string()).unwrap();
+    }
+    verify(copy.path())
+}
+
+/// A record's hash, as its line states it.
+fn hash_of(line: &str) -> String {
+    serde_json::from_str::<Value>(line).unwrap()["hash"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_forged_anchor_hides_no_record_edited_in_place() {
+    let g = Gateway::demo();
+    let key = g.demo_key();
+    for i in 0..4 {
+        call(&g, "/v1/datasets/enterprises/rows?limit=2", Some(&key), &format!("f{i}")).await;
+    }
+    let lines: Vec<String> =
+        std::fs::read_to_string(&segment_files(&g.data_dir)[0]).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 8);
+    let mut edited = lines.clone();
+    edited[1] = edited[1].replace("\"rows\":2", "\"rows\":1");
+    assert_ne!(edited[1], lines[1]);
+    let forged = json!({"seq": 100, "hash": "ab".repeat(32)});
+
+    // Record 2 edited, and an anchor claiming everything up to seq 100 was removed: the records
+    // present are checked all the same.
+    let (ok, report) = verify_copy(1, &edited, Some(forged.clone()));
+    assert!(!ok, "an edited record went unnoticed behind a forged anchor: {report}");
+    assert!(report.contains("line 2 (seq 2): its content does not match its hash (edited)"), "{report}");
+    // Nothing edited: the anchor itself claims records that are present.
+    let (ok, report) = verify_copy(1, &lines, Some(forged));
+    assert!(!ok, "an anchor past the end of the log went unnoticed: {report}");
+    assert!(
+        report.contains("anchor.json line 1 (seq 100): the anchor says records up to seq 100 were removed"),
+        "{report}"
+    );
+    // An anchor at seq 4 with record 4's hash, every record still present (retention stopped
+    // between writing the anchor and removing the segment): all eight are checked.
+    let at_4 = json!({"seq": 4, "hash": hash_of(&lines[3])});
+    let (ok, report) = verify_copy(1, &lines, Some(at_4.clone()));
+    assert!(ok && report.contains("8 records verified, last seq 8"), "{report}");
+    let (ok, report) = verify_copy(1, &edited, Some(at_4));
+    assert!(!ok && report.contains("(seq 2): its content does not match its hash (edited)"), "{report}");
+    // An anchor whose hash is not its record's.
+    let (ok, report) = verify_copy(1, &lines, Some(json!({"seq": 4, "hash": hash_of(&lines[2])})));
+    assert!(!ok && report.contains("(seq 4): the anchor names seq 4 with another hash"), "{report}");
+}
+
+#[tokio::test]
+async fn a_retention_anchor_still_verifies_and_verify_says_what_it_could_not_check() {
+    // Every record older than now is past retention, and each commit closes its segment: on a
+    // restart, retention removes every segment but the one being written.
+    let (_dir, config, data_dir) = crate::workflows::platform("\n[audit]\nretention_days = 0\nsegment_bytes = 1\n");
+    let g = Gateway::with_config(&config, &data_dir);
+    let big = json!({"requests_per_day": 1000, "rows_per_day": 1_000_000, "bytes_per_day": 1_000_000_000});
+    let (key, _) = crate::agreements::holder(&g, "acme", json!({"per_second": 100, "burst": 100}), big).await;
+    for i in 0..2 {
+        assert_eq!(call(&g, "/v1/datasets/enterprises/rows?limit=2", Some(&key), &format!("old{i}")).await.0, 200);
+    }
+    let (ok, report) = verify(&data_dir);
+    assert!(ok && report.contains("4 records verified, last seq 4"), "{report}");
+    assert!(!report.contains("removed by retention"), "{report}");
+
+    let g = g.restart();
+    let current = data_dir.join("audit").join("segment-000000000005.ndjson");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while segment_files(&data_dir) != vec![current.clone()] {
+        assert!(std::time::Instant::now() < deadline, "retention did not run: {:?}", segment_files(&data_dir));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..2 {
+        assert_eq!(call(&g, "/v1/datasets/enterprises/rows?limit=2", Some(&key), &format!("new{i}")).await.0, 200);
+    }
+    let (ok, report) = verify(&data_dir);
+    assert!(ok, "{report}");
+    assert!(report.contains("4 records verified, last seq 8"), "{report}");
+    assert!(report.contains("records 1 to 4, removed by retention"), "what could not be checked is said: {report}");
+
+    // The same log with record 6 edited, or with the anchor moved past its end, fails.
+    let mut lines = Vec::new();
+    for file in segment_files(&data_dir) {
+        lines.extend(std::fs::read_to_string(file).unwrap().lines().map(str::to_owned));
+    }
+    assert_eq!(lines.len(), 4);
+    let anchor: Value = serde_json::from_slice(&std::fs::read(data_dir.join("audit/anchor.json")).unwrap()).unwrap();
+    assert_eq!(anchor["seq"], 4, "{anchor}");
+    let (ok, report) = verify_copy(5, &lines, Some(anchor.clone()));
+    assert!(ok && report.contains("4 records verified, last seq 8"), "{report}");
+    let mut edited = lines.clone();
+    edited[1] = edited[1].replace("\"rows\":2", "\"rows\":1");
+    assert_ne!(edited[1], lines[1]);
+    let (ok, report) = verify_copy(5, &edited, Some(anchor.clone()));
+    assert!(!ok && report.contains("line 2 (seq 6): its content does not match its hash (edited)"), "{report}");
+    let (ok, report) = verify_copy(5, &lines, Some(json!({"seq": 100, "hash": anchor["hash"]})));
+    assert!(!ok && report.contains("the anchor says records up to seq 100 were removed"), "{report}");
+}
+
 #[tokio::test]
 async fn a_torn_last_record_is_cut_off_on_start_and_the_chain_goes_on() {
     let mut g = Gateway::demo();

@@ -72,11 +72,18 @@ fn services(test: &str) -> Option<(Database, String)> {
         crate::fixture::say_skipped(test, &format!("the cluster tests need PostgreSQL and Redis ({why})"));
         return None;
     }
-    let name = format!("kaifang_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    postgres_admin(&pg, format!("CREATE DATABASE {name}")).expect("a database on the test PostgreSQL");
-    let base = pg.rsplit_once('/').map_or(pg.as_str(), |(base, _)| base);
-    let url = format!("{base}/{name}");
-    Some((Database { admin_url: pg, name, url }, redis))
+    Some((Database::create(&pg), redis))
+}
+
+impl Database {
+    /// A new, empty database on the server `admin_url` names.
+    fn create(admin_url: &str) -> Database {
+        let name = format!("kaifang_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        postgres_admin(admin_url, format!("CREATE DATABASE {name}")).expect("a database on the test PostgreSQL");
+        let base = admin_url.rsplit_once('/').map_or(admin_url, |(base, _)| base);
+        let url = format!("{base}/{name}");
+        Database { admin_url: admin_url.to_owned(), name, url }
+    }
 }
 
 /// The shipped configuration with demo data, a big conditional register and a `[cluster]`
@@ -321,7 +328,26 @@ async fn audit_records_of_all_instances_trace_as_one_and_a_killed_instance_loses
     let report = verify();
     let a_line = report.lines().find(|l| l.contains("chain of a")).unwrap_or_else(|| panic!("{report}"));
     assert!(a_line.contains("intact: 2 records verified"), "{report}");
+    assert!(report.contains("removed by retention"), "what could not be checked is said: {report}");
     assert!(report.contains("chain of b intact") && report.contains("chain of c intact"), "{report}");
+
+    // A forged anchor claiming b's records were removed hides nothing: they are checked all the
+    // same, and an anchor past the last of them is a break in itself.
+    postgres_admin(
+        &db.url,
+        format!("INSERT INTO audit_anchors (instance, seq, hash) VALUES ('b', 100, '{}')", "ab".repeat(32)),
+    )
+    .unwrap();
+    let out = Command::new(crate::fixture::BIN)
+        .args(["audit", "verify", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        stderr.contains("audit chain of b broken at seq 100: the anchor says records up to seq 100 were removed"),
+        "{stderr}"
+    );
 }
 
 /// A Redis server of the test's own, to kill.
@@ -438,5 +464,96 @@ async fn a_notification_is_sent_by_one_instance_only() {
     for g in &gs {
         let (_, outbox) = g.admin(Method::GET, "/admin/notifications", None).await;
         assert!(outbox["notifications"][0]["delivered_at"].is_string(), "{outbox}");
+    }
+}
+
+/// An instance started by [`instances_started_together_on_a_fresh_database_all_start`]; killed
+/// when dropped.
+struct Starting {
+    name: &'static str,
+    child: Child,
+    /// The `http listening on` address once printed, or `None` when stdout closed first.
+    listening: std::sync::mpsc::Receiver<Option<String>>,
+}
+
+impl Starting {
+    fn spawn(config: &std::path::Path, data_dir: &std::path::Path, name: &'static str) -> Starting {
+        let mut child = Command::new(crate::fixture::BIN)
+            .args(["serve", "--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()])
+            .args(["--instance", name, "--http", "127.0.0.1:0", "--flight", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .env("KAIFANG_ADMIN_TOKEN", TOKEN)
+            .env("KAIFANG_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kaifang");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, listening) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let found = std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .find_map(|line| line.strip_prefix("kaifang: http listening on ").map(str::to_owned));
+            let _ = tx.send(found);
+        });
+        Starting { name, child, listening }
+    }
+
+    /// The instance's HTTP address once it listens, or what it said when it stopped.
+    fn listening(&mut self) -> Result<String, String> {
+        match self.listening.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(addr)) => Ok(addr),
+            Ok(None) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                use std::io::Read;
+                let status = self.child.wait().unwrap();
+                let mut stderr = String::new();
+                let _ = self.child.stderr.take().unwrap().read_to_string(&mut stderr);
+                Err(format!("{} stopped ({status}) without listening: {}", self.name, stderr.trim()))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!("{} did not listen within 60 s", self.name)),
+        }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Instances started at the same moment on an empty database each try to create the schema;
+/// the store's and the audit log's tables are made by one migration sequence under one lock, so
+/// every instance starts and is ready, whichever gets there first.
+#[tokio::test]
+async fn instances_started_together_on_a_fresh_database_all_start() {
+    let Some((db, redis)) = services("instances_started_together_on_a_fresh_database") else { return };
+    let prefix = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (_dir, config, data_dir) = crate::workflows::platform(&format!(
+        "\n[masks]\nhash_key = \"shared-by-the-instances\"\n\n[cluster]\ninstance = \"unnamed\"\n\
+         store = \"STORE\"\nlimiter = \"{redis}\"\nlimiter_prefix = \"{prefix}\"\ninstances = 3\n"
+    ));
+    let text = std::fs::read_to_string(&config).unwrap();
+    const ATTEMPTS: usize = 20;
+    for attempt in 1..=ATTEMPTS {
+        let fresh = Database::create(&db.admin_url);
+        let attempt_config = config.with_file_name(format!("attempt-{attempt}.toml"));
+        std::fs::write(&attempt_config, text.replace("STORE", &fresh.url)).unwrap();
+        let mut instances: Vec<Starting> =
+            ["a", "b", "c"].into_iter().map(|name| Starting::spawn(&attempt_config, &data_dir, name)).collect();
+        let addrs = tokio::task::spawn_blocking(move || {
+            let addrs: Vec<Result<String, String>> = instances.iter_mut().map(Starting::listening).collect();
+            (instances, addrs)
+        });
+        let (instances, addrs) = addrs.await.unwrap();
+        let failed: Vec<&String> = addrs.iter().filter_map(|a| a.as_ref().err()).collect();
+        assert!(failed.is_empty(), "attempt {attempt} of {ATTEMPTS}: {failed:#?}");
+        // One at a time: the instances share the data directory readyz probes.
+        for (instance, addr) in instances.iter().zip(&addrs) {
+            let (status, ready) = crate::fixture::get_json(&format!("http://{}/readyz", addr.as_ref().unwrap())).await;
+            assert_eq!(status, 200, "attempt {attempt}: {} not ready: {ready}", instance.name);
+        }
+        drop(instances);
     }
 }

@@ -145,7 +145,7 @@ async fn owner_drafts_operator_publishes_user_applies_owner_approves_and_a_resta
         (Method::POST, "/v1/datasets/enterprises/withdraw", Some(&acme), Some(json!({"reason": "x"})), 403),
         (Method::POST, "/v1/applications", Some(&market), Some(application("enterprises")), 403),
         (Method::POST, "/v1/applications", None, Some(application("enterprises")), 401),
-        (Method::POST, "/v1/agreements/demo-enterprises/revoke", Some(&transport), None, 403),
+        (Method::POST, "/v1/agreements/demo-enterprises/revoke", Some(&transport), None, 404),
         (Method::POST, "/v1/agreements/demo-enterprises/suspend", Some(&acme), None, 403),
     ];
     for (method, path, key, body, status) in wrong {
@@ -221,12 +221,12 @@ async fn owner_drafts_operator_publishes_user_applies_owner_approves_and_a_resta
     // Before approval the user has no agreement on it.
     assert_eq!(call(&g, Method::GET, "/v1/datasets/licences/rows?limit=1", Some(&acme), None).await.0, 403);
 
-    // Who sees the application: the applicant, the owner; not another user or owner.
+    // Who sees the application: the applicant, the owner; to another user or owner it is unknown.
     let path = format!("/v1/applications/{id}");
     assert_eq!(call(&g, Method::GET, &path, Some(&acme), None).await.0, 200);
     assert_eq!(call(&g, Method::GET, &path, Some(&market), None).await.0, 200);
-    assert_eq!(call(&g, Method::GET, &path, Some(&beta), None).await.0, 403);
-    assert_eq!(call(&g, Method::GET, &path, Some(&transport), None).await.0, 403);
+    assert_eq!(call(&g, Method::GET, &path, Some(&beta), None).await.0, 404);
+    assert_eq!(call(&g, Method::GET, &path, Some(&transport), None).await.0, 404);
     let (_, listed) = call(&g, Method::GET, "/v1/applications?status=submitted", Some(&market), None).await;
     assert_eq!(listed["applications"].as_array().unwrap().len(), 1, "{listed}");
     let (_, listed) = call(&g, Method::GET, "/v1/applications", Some(&transport), None).await;
@@ -235,7 +235,7 @@ async fn owner_drafts_operator_publishes_user_applies_owner_approves_and_a_resta
     // Decisions: only the owner, and a rejection needs its reason; refusals change nothing.
     let before = snapshot(&g).await;
     for (key, decision, body, status) in [
-        (&transport, "approve", terms(), 403),
+        (&transport, "approve", terms(), 404),
         (&acme, "approve", terms(), 403),
         (&market, "reject", json!({}), 400),
         (&market, "reject", json!({"reason": "   "}), 400),

@@ -6,32 +6,19 @@
 //! all: a single chain would make every instance's commit wait on the others' for the chain's
 //! head, giving up group commit across the cluster; separate chains verify independently and
 //! still cannot be edited, reordered or cut in the middle without it showing. The stored line is
-//! the segment log's, so one parser and one verifier serve both.
+//! the segment log's, so one parser and one verifier serve both. Its tables are made by the
+//! store's locked migrations ([`crate::store::postgres::migrate`]), never here, so instances
+//! starting together on an empty database do not race to create them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::NoTls;
 
-use super::segments::{encode, parse_line, GroupCommit, Job, GENESIS};
+use super::segments::{encode, parse_line, Anchor, ChainWalk, GroupCommit, Job, Walked, GENESIS};
 use super::{AuditError, Record};
 use crate::metrics::AuditMetrics;
-use crate::store::postgres::described;
-
-/// The records, and per instance the last record removed by retention, which its chain's
-/// verification starts from.
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS audit_records (
-    instance TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    time TIMESTAMPTZ NOT NULL,
-    line TEXT NOT NULL,
-    PRIMARY KEY (instance, seq)
-);
-CREATE TABLE IF NOT EXISTS audit_anchors (
-    instance TEXT PRIMARY KEY,
-    seq BIGINT NOT NULL,
-    hash TEXT NOT NULL
-)";
+use crate::store::postgres::{described, migrate};
 
 struct Writer {
     config: postgres::Config,
@@ -43,13 +30,14 @@ struct Writer {
     metrics: AuditMetrics,
 }
 
-/// Opens the PostgreSQL audit log of one instance: connects, creates the table if needed, finds
-/// where this instance's chain ends and starts the writer thread.
+/// Opens the PostgreSQL audit log of one instance: connects, brings the schema up to date (the
+/// audit tables are made by the store's migrations, see [`migrate`]), finds where this
+/// instance's chain ends and starts the writer thread.
 pub fn open(url: &str, instance: &str, metrics: AuditMetrics) -> Result<GroupCommit, String> {
     let config: postgres::Config = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
     let mut client =
         config.connect(NoTls).map_err(|e| format!("audit log: cannot connect to PostgreSQL: {}", described(&e)))?;
-    client.batch_execute(SCHEMA).map_err(|e| format!("audit log: {}", described(&e)))?;
+    migrate(&mut client).map_err(|e| format!("audit log: {e}"))?;
     let last = client
         .query_opt("SELECT seq, line FROM audit_records WHERE instance = $1 ORDER BY seq DESC LIMIT 1", &[&instance])
         .map_err(|e| format!("audit log: {}", described(&e)))?;
@@ -154,15 +142,19 @@ pub struct ChainVerdict {
     pub instance: String,
     pub records: u64,
     pub last_seq: u64,
+    /// Records before the first one present (seq 1 to `removed`), removed by retention: they
+    /// cannot be checked, and the chain is verified from its anchor, which is taken as given.
+    pub removed: u64,
     /// The first problem found, with the seq it is at.
     pub broken: Option<(u64, String)>,
 }
 
-/// Verifies every instance's chain.
+/// Verifies every instance's chain (see [`ChainWalk`] for what is checked), those whose every
+/// record was removed by retention included.
 pub fn verify(url: &str) -> Result<Vec<ChainVerdict>, String> {
     let mut client = connect(url)?;
     let instances = client
-        .query("SELECT DISTINCT instance FROM audit_records ORDER BY instance", &[])
+        .query("SELECT instance FROM audit_records UNION SELECT instance FROM audit_anchors ORDER BY 1", &[])
         .map_err(|e| format!("audit log: {}", described(&e)))?;
     let mut verdicts = Vec::new();
     for row in instances {
@@ -170,32 +162,35 @@ pub fn verify(url: &str) -> Result<Vec<ChainVerdict>, String> {
         let lines = client
             .query("SELECT seq, line FROM audit_records WHERE instance = $1 ORDER BY seq", &[&instance])
             .map_err(|e| format!("audit log: {}", described(&e)))?;
-        let (after, start) = anchor(&mut client, &instance)?;
-        let (mut expected, mut prev, mut broken) = (after + 1, start, None);
+        let (anchor_seq, hash) = anchor(&mut client, &instance)?;
+        let mut walk = ChainWalk::new(Some(Anchor { seq: anchor_seq, hash }));
+        let mut broken = None;
         for row in &lines {
             let stored_seq = row.get::<_, i64>(0) as u64;
             let line: String = row.get(1);
-            let problem = match parse_line(&line) {
-                None => Some("the line is not an audit record".to_owned()),
-                Some(parsed) if parsed.seq != stored_seq || parsed.seq != expected => {
-                    Some(format!("record {expected} is missing or records were reordered"))
+            let checked = match parse_line(&line) {
+                None => Err("the line is not an audit record".to_owned()),
+                Some(parsed) if parsed.seq != stored_seq => {
+                    Err(format!("the record stored as seq {stored_seq} says it is seq {}", parsed.seq))
                 }
-                Some(parsed) if parsed.prev != prev => {
-                    Some("its link to the previous record does not match".to_owned())
-                }
-                Some(parsed) if !parsed.intact => Some("its content does not match its hash (edited)".to_owned()),
-                Some(parsed) => {
-                    prev = parsed.hash;
-                    None
-                }
+                Some(parsed) => walk.check(&parsed),
             };
-            if let Some(problem) = problem {
+            if let Err(problem) = checked {
                 broken = Some((stored_seq, problem));
                 break;
             }
-            expected += 1;
         }
-        verdicts.push(ChainVerdict { instance, records: expected - 1 - after, last_seq: expected - 1, broken });
+        let walked = match broken {
+            Some(broken) => Err(broken),
+            None => walk.finish().map_err(|problem| (anchor_seq, problem)),
+        };
+        let verdict = match walked {
+            Ok(Walked { records, last_seq, removed }) => {
+                ChainVerdict { instance, records, last_seq, removed, broken: None }
+            }
+            Err(broken) => ChainVerdict { instance, records: 0, last_seq: 0, removed: 0, broken: Some(broken) },
+        };
+        verdicts.push(verdict);
     }
     Ok(verdicts)
 }
@@ -245,6 +240,6 @@ fn connect(url: &str) -> Result<postgres::Client, String> {
     config.connect_timeout(Duration::from_secs(5));
     let mut client =
         config.connect(NoTls).map_err(|e| format!("audit log: cannot connect to PostgreSQL: {}", described(&e)))?;
-    client.batch_execute(SCHEMA).map_err(|e| format!("audit log: {}", described(&e)))?;
+    migrate(&mut client).map_err(|e| format!("audit log: {e}"))?;
     Ok(client)
 }

@@ -343,65 +343,135 @@ pub fn read_lines(dir: &Path) -> Result<Vec<(String, Record)>, String> {
 /// The result of verifying the chain.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Intact {
-        records: u64,
-        last_seq: u64,
-    },
+    /// Every record present checks out. `removed` records (seq 1 to `removed`) are no longer
+    /// present, removed by retention: they cannot be checked, and the chain is verified from its
+    /// anchor, which is taken as given.
+    Intact { records: u64, last_seq: u64, removed: u64 },
     /// The first record that breaks the chain, and how.
-    Broken {
-        segment: PathBuf,
-        line: usize,
-        seq: Option<u64>,
-        problem: String,
-    },
+    Broken { segment: PathBuf, line: usize, seq: Option<u64>, problem: String },
 }
 
-/// Walks the whole chain from the anchor (or the start) and names the first bad record.
+/// Walks a chain's records in order and checks each, whatever the anchor says: its seq follows
+/// the one before, its link is the previous record's hash, its content matches its own hash. The
+/// first record present links to the anchor when it follows it (or to the start of the log);
+/// records at or below the anchor's seq that are still present (retention stopped between
+/// writing the anchor and removing their segment, or a forged anchor) are checked like any
+/// other, and the one at the anchor's seq must have the anchor's hash. An anchor beyond the last
+/// record present is a break in itself: retention never removes the records being written.
+/// Shared by the segment files' [`verify`] and PostgreSQL's.
+pub(crate) struct ChainWalk {
+    anchor: Anchor,
+    /// The seq and hash of the last record checked.
+    last: Option<(u64, String)>,
+    first_seq: Option<u64>,
+    records: u64,
+}
+
+/// What a [`ChainWalk`] checked.
+pub(crate) struct Walked {
+    pub records: u64,
+    pub last_seq: u64,
+    /// Records before the first one present (seq 1 to `removed`), which cannot be checked.
+    pub removed: u64,
+}
+
+impl ChainWalk {
+    pub(crate) fn new(anchor: Option<Anchor>) -> ChainWalk {
+        let anchor = anchor.unwrap_or(Anchor { seq: 0, hash: GENESIS.into() });
+        ChainWalk { anchor, last: None, first_seq: None, records: 0 }
+    }
+
+    /// Checks the next record present; the problem, when it breaks the chain.
+    pub(crate) fn check(&mut self, line: &Line) -> Result<(), String> {
+        let anchored = self.anchor.seq > 0;
+        let (expected, prev) = match &self.last {
+            Some((seq, hash)) => (seq + 1, Some(hash.as_str())),
+            // A record the anchor says was removed: its link to the records before it, which
+            // are gone, cannot be checked (but for the very first).
+            None if anchored && line.seq <= self.anchor.seq => (line.seq, (line.seq == 1).then_some(GENESIS)),
+            None => (self.anchor.seq + 1, Some(self.anchor.hash.as_str())),
+        };
+        if line.seq != expected {
+            return Err(if line.seq > expected {
+                format!("record {expected} is missing (deleted, or records reordered)")
+            } else {
+                format!("seq {} comes after {} (inserted, or records reordered)", line.seq, expected - 1)
+            });
+        }
+        if prev.is_some_and(|prev| prev != line.prev) {
+            return Err(if self.last.is_none() && anchored {
+                format!(
+                    "its link to the anchor (the last record removed by retention, seq {}) does not match \
+                     (the anchor was changed, or records before it)",
+                    self.anchor.seq
+                )
+            } else {
+                "its link to the previous record does not match (a record before it was changed, removed or inserted)"
+                    .to_owned()
+            });
+        }
+        if !line.intact {
+            return Err("its content does not match its hash (edited)".to_owned());
+        }
+        if anchored && line.seq == self.anchor.seq && line.hash != self.anchor.hash {
+            return Err(format!(
+                "the anchor names seq {} with another hash than this record's (the anchor or the record was changed)",
+                self.anchor.seq
+            ));
+        }
+        self.first_seq.get_or_insert(line.seq);
+        self.last = Some((line.seq, line.hash.clone()));
+        self.records += 1;
+        Ok(())
+    }
+
+    /// What was checked, once every record present has been; the problem when the anchor claims
+    /// records that are not there.
+    pub(crate) fn finish(self) -> Result<Walked, String> {
+        let Some((last_seq, _)) = self.last else {
+            return Ok(Walked { records: 0, last_seq: self.anchor.seq, removed: self.anchor.seq });
+        };
+        if last_seq < self.anchor.seq {
+            return Err(format!(
+                "the anchor says records up to seq {} were removed by retention, but the records present end at \
+                 seq {last_seq}: retention never removes the newest records (a forged anchor?)",
+                self.anchor.seq
+            ));
+        }
+        let removed = self.first_seq.map_or(0, |first| first - 1);
+        Ok(Walked { records: self.records, last_seq, removed })
+    }
+}
+
+/// Walks the whole chain from the first record present and names the first bad record; see
+/// [`ChainWalk`] for what is checked, and [`Verdict::Intact`] for what cannot be.
 pub fn verify(dir: &Path) -> Result<Verdict, String> {
-    let anchor = read_anchor(dir).map_err(|e| e.to_string())?.unwrap_or(Anchor { seq: 0, hash: GENESIS.into() });
-    let anchor_seq = anchor.seq;
-    let (mut expected_seq, mut prev) = (anchor.seq + 1, anchor.hash);
-    let mut records = 0;
+    let mut walk = ChainWalk::new(read_anchor(dir).map_err(|e| e.to_string())?);
     for path in segments(dir).map_err(|e| e.to_string())? {
         let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         for (i, line) in text.split_inclusive('\n').enumerate() {
-            let broken = |seq: Option<u64>, problem: &str| Verdict::Broken {
+            let broken = |seq: Option<u64>, problem: String| Verdict::Broken {
                 segment: path.clone(),
                 line: i + 1,
                 seq,
-                problem: problem.to_owned(),
+                problem,
             };
             if !line.ends_with('\n') {
-                return Ok(broken(None, "the record is torn (no end of line)"));
+                return Ok(broken(None, "the record is torn (no end of line)".to_owned()));
             }
             let Some(parsed) = parse_line(line.trim_end_matches('\n')) else {
-                return Ok(broken(None, "the line is not an audit record"));
+                return Ok(broken(None, "the line is not an audit record".to_owned()));
             };
-            // A crash between writing the anchor and removing the pruned segment leaves records
-            // the anchor already covers; they are not part of the chain any more.
-            if records == 0 && parsed.seq < expected_seq && expected_seq > 1 && parsed.seq <= anchor_seq {
-                continue;
+            if let Err(problem) = walk.check(&parsed) {
+                return Ok(broken(Some(parsed.seq), problem));
             }
-            if parsed.seq != expected_seq {
-                let what = if parsed.seq > expected_seq {
-                    format!("record {expected_seq} is missing (deleted, or records reordered)")
-                } else {
-                    format!("seq {} comes after {} (inserted, or records reordered)", parsed.seq, expected_seq - 1)
-                };
-                return Ok(broken(Some(parsed.seq), &what));
-            }
-            if parsed.prev != prev {
-                return Ok(broken(Some(parsed.seq), "its link to the previous record does not match (a record before it was changed, removed or inserted)"));
-            }
-            if !parsed.intact {
-                return Ok(broken(Some(parsed.seq), "its content does not match its hash (edited)"));
-            }
-            prev = parsed.hash;
-            expected_seq += 1;
-            records += 1;
         }
     }
-    Ok(Verdict::Intact { records, last_seq: expected_seq - 1 })
+    let anchor_seq = walk.anchor.seq;
+    Ok(match walk.finish() {
+        Ok(Walked { records, last_seq, removed }) => Verdict::Intact { records, last_seq, removed },
+        Err(problem) => Verdict::Broken { segment: dir.join("anchor.json"), line: 1, seq: Some(anchor_seq), problem },
+    })
 }
 
 /// Removes the segments whose every record is older than `cutoff`, recording the last removed
@@ -461,7 +531,10 @@ mod tests {
         let remaining = read_lines(dir.path()).unwrap();
         assert!(remaining.iter().all(|(line, _)| parse_line(line).unwrap().seq > anchor.seq));
         assert!(remaining.iter().filter(|(_, r)| r.time().to_rfc3339().starts_with("2026")).count() == 10);
-        assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 20 - anchor.seq, last_seq: 20 });
+        assert_eq!(
+            verify(dir.path()).unwrap(),
+            Verdict::Intact { records: 20 - anchor.seq, last_seq: 20, removed: anchor.seq }
+        );
         // The log goes on after pruning, from where it was.
         assert_eq!(log.append(checkpoint("2026-02-01T00:00:00Z")).await.unwrap(), 21);
     }
@@ -477,7 +550,7 @@ mod tests {
         }
         let log = open(dir.path(), 1, AuditMetrics::detached()).unwrap();
         assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 3);
-        assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 3, last_seq: 3 });
+        assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 3, last_seq: 3, removed: 0 });
     }
 
     #[tokio::test]
@@ -494,7 +567,7 @@ mod tests {
         fs::write(&segment, bytes).unwrap();
         let log = open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
         assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 2);
-        assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 2, last_seq: 2 });
+        assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 2, last_seq: 2, removed: 0 });
     }
 
     #[tokio::test]
@@ -525,6 +598,6 @@ mod tests {
         }
         let log = open(dir.path(), 1 << 20, AuditMetrics::detached()).unwrap();
         assert_eq!(log.append(checkpoint("2026-01-01T00:00:00Z")).await.unwrap(), 3);
-        assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 3, last_seq: 3 });
+        assert_eq!(verify(dir.path()).unwrap(), Verdict::Intact { records: 3, last_seq: 3, removed: 0 });
     }
 }

@@ -457,11 +457,12 @@ async fn load_application(state: &Arc<State>, id: &str) -> Result<Application, E
     blocking(state, move |s| s.application(&id)).await?.ok_or_else(|| not_found("no application with this id"))
 }
 
-/// `GET /v1/applications/{id}`.
+/// `GET /v1/applications/{id}`: to anyone but its applicant and its dataset's owner, an
+/// application reads exactly like one that does not exist.
 pub async fn application(state: &Arc<State>, actor: Actor, id: &str) -> Result<Response<Body>, Error> {
     let a = load_application(state, id).await?;
     if !sees_application(state, &actor, &a) {
-        return Err(wrong_role("applications are seen by their applicant and the dataset's owner"));
+        return Err(not_found("no application with this id"));
     }
     Ok(json(StatusCode::OK, &application_view(state, &a)))
 }
@@ -499,11 +500,15 @@ pub struct ApproveRequest {
     quota: Quota,
 }
 
-/// The actor for deciding an application: the dataset's owner (or the operators).
+/// The application an owner (or the operators) decides. Users never decide, whatever the id; to
+/// another department's owner, an application reads exactly like one that does not exist.
 async fn decider(state: &Arc<State>, actor: &Actor, id: &str) -> Result<Application, Error> {
+    if actor.is_user() {
+        return Err(wrong_role("applications are decided by the dataset's owner"));
+    }
     let a = load_application(state, id).await?;
     if !owns_dataset(state, actor, &a.dataset) {
-        return Err(wrong_role("applications are decided by the dataset's owner"));
+        return Err(not_found("no application with this id"));
     }
     Ok(a)
 }
@@ -569,16 +574,24 @@ pub async fn reject(
 // ---- Agreements ----------------------------------------------------------------------------
 
 /// `POST .../agreements/{id}/{suspend|resume|revoke}`: effective on the holder's next request
-/// and on its answers in flight.
+/// and on its answers in flight. Users never change agreements, whatever the id; an owner that
+/// answers for none of an agreement's datasets finds it exactly as missing as an unknown id (as
+/// `GET /v1/agreements/{id}` does).
 pub async fn change_agreement(
     state: &Arc<State>,
     actor: Actor,
     id: &str,
     action: AgreementAction,
 ) -> Result<Response<Body>, Error> {
+    if actor.is_user() {
+        return Err(wrong_role("agreements are changed by the owner of every dataset they cover, or the operators"));
+    }
     let wanted = id.to_owned();
     let agreement =
         blocking(state, move |s| s.agreement(&wanted)).await?.ok_or_else(|| not_found("no agreement with this id"))?;
+    if !agreement.datasets.iter().any(|t| owns_dataset(state, &actor, &t.dataset)) {
+        return Err(not_found("no agreement with this id"));
+    }
     if !agreement.datasets.iter().all(|t| owns_dataset(state, &actor, &t.dataset)) {
         return Err(wrong_role("agreements are changed by the owner of every dataset they cover, or the operators"));
     }

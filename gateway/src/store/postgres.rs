@@ -1,8 +1,12 @@
 //! The store on PostgreSQL, for several gateway instances sharing one state.
 //!
-//! The schema is the SQLite store's, version for version, in PostgreSQL's dialect; the applied
-//! version is kept in `kaifang_schema`, and migrations run under an advisory lock so instances
-//! starting together apply each one once. Connections come from a pool (r2d2).
+//! The schema is the SQLite store's, version for version, in PostgreSQL's dialect, followed by
+//! the audit log's tables (the embedded audit log is segment files, not SQLite). The applied
+//! version is kept in `kaifang_schema`, and [`migrate`] applies the versions under an advisory
+//! lock so instances starting together apply each one once: every table of the database, the
+//! store's and the audit log's, is made there and nowhere else, because PostgreSQL's
+//! `CREATE TABLE IF NOT EXISTS` run by several sessions at once can fail on its catalog's unique
+//! indexes. Connections come from a pool (r2d2).
 //!
 //! Every change counts itself in `kaifang_changes` and is announced with `NOTIFY
 //! kaifang_changes`, both in its own transaction. The key cache reads the count on every keyed
@@ -26,7 +30,8 @@ use super::{
 /// The notification channel changes are announced on.
 pub const CHANNEL: &str = "kaifang_changes";
 
-/// Schema versions, in order; the same versions as the SQLite store's.
+/// Schema versions, in order: 1 to 4 are the SQLite store's, 5 the audit log's. Never edit one
+/// that has shipped; add the next.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE principals (
@@ -104,6 +109,24 @@ CREATE INDEX notifications_pending ON notifications(pending, next_attempt_at);
 CREATE TABLE kaifang_changes (count BIGINT NOT NULL);
 INSERT INTO kaifang_changes (count) VALUES (0);
 "#,
+    // The audit log (`crate::audit::postgres`): the records, and per instance the last record
+    // removed by retention, which its chain's verification starts from. `IF NOT EXISTS` for
+    // databases whose audit log made these tables itself, before they were a version here; under
+    // the migration lock it is safe.
+    r#"
+CREATE TABLE IF NOT EXISTS audit_records (
+    instance TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    time TIMESTAMPTZ NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (instance, seq)
+);
+CREATE TABLE IF NOT EXISTS audit_anchors (
+    instance TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+"#,
 ];
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -169,40 +192,12 @@ impl PgStore {
             .build(manager)
             .map_err(|e| backend(format!("cannot connect to PostgreSQL: {e}")))?;
         let store = PgStore { pool };
-        store.migrate()?;
+        migrate(&mut *store.conn()?)?;
         Ok(store)
     }
 
     fn conn(&self) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
         self.pool.get().map_err(|e| backend(format!("no PostgreSQL connection: {e}")))
-    }
-
-    fn migrate(&self) -> StoreResult<()> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        // One instance at a time; the lock ends with the transaction.
-        tx.execute("SELECT pg_advisory_xact_lock(7201)", &[])?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS kaifang_schema (version INTEGER NOT NULL)")?;
-        let current: i64 = match tx.query_opt("SELECT version FROM kaifang_schema", &[])? {
-            Some(row) => i64::from(row.get::<_, i32>(0)),
-            None => {
-                tx.execute("INSERT INTO kaifang_schema (version) VALUES (0)", &[])?;
-                0
-            }
-        };
-        let current = usize::try_from(current).unwrap_or(usize::MAX);
-        if current > MIGRATIONS.len() {
-            return Err(backend(format!(
-                "the store is at schema version {current}, newer than this kaifang ({}); upgrade kaifang",
-                MIGRATIONS.len()
-            )));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-            tx.batch_execute(sql)?;
-            tx.execute("UPDATE kaifang_schema SET version = $1", &[&((i + 1) as i32)])?;
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     fn documents<T: serde::de::DeserializeOwned>(
@@ -235,6 +230,37 @@ impl PgStore {
         tx.commit()?;
         Ok(out)
     }
+}
+
+/// Brings the database's schema, the store's and the audit log's tables, up to this kaifang's
+/// version, in one transaction under an advisory lock: instances starting together wait for one
+/// another here, and each version is applied once. The store and the audit log both open through
+/// it, whichever comes first.
+pub fn migrate(client: &mut postgres::Client) -> StoreResult<()> {
+    let mut tx = client.transaction()?;
+    // One instance at a time; the lock ends with the transaction.
+    tx.execute("SELECT pg_advisory_xact_lock(7201)", &[])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS kaifang_schema (version INTEGER NOT NULL)")?;
+    let current: i64 = match tx.query_opt("SELECT version FROM kaifang_schema", &[])? {
+        Some(row) => i64::from(row.get::<_, i32>(0)),
+        None => {
+            tx.execute("INSERT INTO kaifang_schema (version) VALUES (0)", &[])?;
+            0
+        }
+    };
+    let current = usize::try_from(current).unwrap_or(usize::MAX);
+    if current > MIGRATIONS.len() {
+        return Err(backend(format!(
+            "the store is at schema version {current}, newer than this kaifang ({}); upgrade kaifang",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.batch_execute(sql)?;
+        tx.execute("UPDATE kaifang_schema SET version = $1", &[&((i + 1) as i32)])?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn key_row(row: &postgres::Row) -> StoreResult<KeyRecord> {
