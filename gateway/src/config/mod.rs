@@ -1003,12 +1003,27 @@ mod tests {
     fn the_shipped_calendar_counts_working_days_as_published() {
         let config = load(Origin::Embedded, Path::new("kaifang.toml")).unwrap();
         let c = &config.calendar;
-        assert_eq!(c.years().collect::<Vec<_>>(), [2025, 2026]);
+        assert_eq!(c.official_years().collect::<Vec<_>>(), [2025, 2026]);
         let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
         // Counted by hand in policy::calendar's tests: across Spring Festival and National Day.
-        assert_eq!(c.working_days_after(d("2025-01-24"), 10).unwrap(), d("2025-02-13"));
-        assert_eq!(c.working_days_after(d("2026-02-11"), 10).unwrap(), d("2026-03-03"));
-        assert_eq!(c.working_days_after(d("2026-09-18"), 10).unwrap(), d("2026-10-09"));
+        assert_eq!(c.working_days_after(d("2025-01-24"), 10).unwrap().date, d("2025-02-13"));
+        assert_eq!(c.working_days_after(d("2026-02-11"), 10).unwrap().date, d("2026-03-03"));
+        assert_eq!(c.working_days_after(d("2026-09-18"), 10).unwrap().date, d("2026-10-09"));
+    }
+
+    #[test]
+    fn every_statutory_day_is_a_holiday_in_the_shipped_calendar() {
+        // The statutory rule (lunar dates and Qingming computed) gives the statutory days of the
+        // published 2025 and 2026 arrangements, so counting a year on it never works a day the
+        // law gives off.
+        let config = load(Origin::Embedded, Path::new("kaifang.toml")).unwrap();
+        for year in config.calendar.official() {
+            assert_eq!(year.statutory_days_worked(), vec![], "{}", year.year);
+            let statutory = policy::statutory::arrangement(year.year).unwrap().statutory;
+            for holiday in statutory {
+                assert!(year.holidays.contains(&holiday.date), "{holiday:?} is not a holiday in {}", year.year);
+            }
+        }
     }
 
     #[test]

@@ -398,7 +398,7 @@ pub async fn apply(state: &Arc<State>, actor: Actor, req: Request<Incoming>) -> 
         return Err(Error::bad_request("bad_body", format!("columns: `{unknown}` is not a field of this dataset")));
     }
     let submitted_at = Utc::now();
-    let due_by = Application::due_date(&state.config.calendar, local_date(state, submitted_at)).map_err(|e| {
+    let due = Application::due_date(&state.config.calendar, local_date(state, submitted_at)).map_err(|e| {
         Error::new(
             Kind::Unavailable,
             "calendar_not_covered",
@@ -415,7 +415,9 @@ pub async fn apply(state: &Arc<State>, actor: Actor, req: Request<Incoming>) -> 
         columns: body.columns,
         status: ApplicationStatus::Submitted,
         submitted_at,
-        due_by,
+        due_by: due.date,
+        due_by_provisional: due.is_provisional(),
+        due_by_provisional_years: due.provisional_years,
         decided_at: None,
         decided_by: None,
         reason: None,
