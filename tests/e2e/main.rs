@@ -5,6 +5,7 @@
 
 mod agreements;
 mod audit;
+mod calendar;
 mod catalog;
 mod cluster;
 mod config;
