@@ -262,19 +262,25 @@ fn check_config(file: &Path) -> Result<(), String> {
 }
 
 fn check_calendar(file: &Path) -> Result<(), String> {
+    use std::fmt::Write as _;
     let (calendar, warnings) = config::load_calendar_file(file).map_err(|e| e.to_string())?;
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
     let official: Vec<i32> = calendar.official_years().collect();
     let provisional: Vec<i32> = calendar.provisional_years().collect();
-    println!("{}: ok", file.display());
-    println!("official: {}", year_runs(&official));
-    println!("provisional (statutory holidays, days given back, no make-up working days): {}", year_runs(&provisional));
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: ok", file.display());
+    let _ = writeln!(out, "official: {}", year_runs(&official));
+    let _ = writeln!(
+        out,
+        "provisional (statutory holidays, days given back, no make-up working days): {}",
+        year_runs(&provisional)
+    );
     let last_official = official.last().copied().unwrap_or(i32::MIN);
     if let Some(&next) = provisional.iter().find(|&&y| y > last_official).or(provisional.first()) {
         let arrangement = policy::statutory::arrangement(next).map_err(|e| e.to_string())?;
-        println!("{next}, until its arrangement is added, has these days off (and weekends):");
+        let _ = writeln!(out, "{next}, until its arrangement is added, has these days off (and weekends):");
         let mut days: Vec<(chrono::NaiveDate, String)> =
             arrangement.statutory.iter().map(|h| (h.date, h.festival.to_string())).collect();
         days.extend(arrangement.given_back.iter().map(|h| (h.date, format!("{}, given back", h.festival))));
@@ -286,10 +292,14 @@ fn check_calendar(file: &Path) -> Result<(), String> {
             }
         });
         for (date, what) in days {
-            println!("  {} {}  {what}", date, date.format("%a"));
+            let _ = writeln!(out, "  {} {}  {what}", date, date.format("%a"));
         }
     }
-    Ok(())
+    // Read through `head` and the like: a reader that stops early is not an error.
+    match std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write the listing: {e}")),
+        _ => Ok(()),
+    }
 }
 
 /// Years as runs: `2025, 2027-2100`; `none` when there are none.
