@@ -385,13 +385,21 @@ impl State {
                 .map_err(|e| vec![e])?;
         self.limiter
             .set_defaults(DefaultRates { anonymous: config.limits.anonymous_rate, key: config.limits.key_rate });
-        let reloaded = Reloaded {
+        let mut reloaded = Reloaded {
             datasets: live.catalog.entries().count(),
             agreements: config.agreements.len(),
             applications_recounted,
             restart_required,
         };
+        let calendar = live.calendar.clone();
         self.live.store(Arc::new(live));
+        // And those submitted on the old calendar while the first count ran.
+        let (store, offset) = (self.store.clone(), platform_offset(started));
+        match tokio::task::spawn_blocking(move || recount_due_days(store.as_ref(), &calendar, offset)).await {
+            Ok(Ok(n)) => reloaded.applications_recounted += n,
+            Ok(Err(e)) => tracing::warn!(error = %e, "due days not counted again after the reload"),
+            Err(e) => tracing::warn!(error = %e, "due-day count task failed"),
+        }
         for (certs, key) in new_certs {
             certs.install(key);
         }
