@@ -4,6 +4,7 @@
 //! one per concern:
 //! - [`config`]: TOML configuration and catalog, checked with file/line/field errors;
 //! - [`state`]: the catalog, store, caches and limiters every request reads;
+//! - [`clock`]: the workflows' clock (settable in test builds);
 //! - [`store`]: principals, keys, agreements and quota usage (SQLite by default);
 //! - [`auth`]: API keys, issued and verified through caches;
 //! - [`ratelimit`]: rate limits and daily quotas;
@@ -26,6 +27,7 @@ pub mod audit;
 pub mod auth;
 pub mod background;
 pub mod call;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod demo;

@@ -1,4 +1,5 @@
-//! The `kaifang` command line: `serve`, `check-config`, `demo-data`, `keys`.
+//! The `kaifang` command line: `serve`, `check-config`, `calendar check`, `demo-data`, `keys`,
+//! `audit`, `webhooks`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,6 +100,11 @@ enum Command {
         /// Configuration file (TOML).
         file: PathBuf,
     },
+    /// The working-day calendar file application deadlines are counted on.
+    Calendar {
+        #[command(subcommand)]
+        action: CalendarAction,
+    },
     /// Write the demo datasets with N rows each (deterministic: same N, same bytes).
     DemoData {
         /// Rows per dataset.
@@ -128,6 +134,17 @@ enum Command {
         action: WebhooksAction,
         #[command(flatten)]
         place: Place,
+    },
+}
+
+#[derive(Subcommand)]
+enum CalendarAction {
+    /// Check a calendar file; list the years it covers officially and those counted
+    /// provisionally on the statutory holidays, with the next provisional year's days off.
+    /// Every error is printed as `file:line: field: message`; exit 1 on error.
+    Check {
+        /// Calendar file (TOML, `[[years]]`).
+        file: PathBuf,
     },
 }
 
@@ -199,6 +216,7 @@ fn main() -> ExitCode {
             serve(place, Listeners { http, flight, admin, instance })
         }
         Command::CheckConfig { file } => check_config(&file),
+        Command::Calendar { action: CalendarAction::Check { file } } => check_calendar(&file),
         Command::DemoData { rows, out } => {
             load(Origin::Embedded, Path::new("kaifang.toml")).and_then(|c| kaifang::demo::write_all(&c, rows, &out))
         }
@@ -241,6 +259,64 @@ fn check_config(file: &Path) -> Result<(), String> {
     }
     println!("{}: ok, {} datasets, {} agreements", file.display(), c.datasets.len(), c.agreements.len());
     Ok(())
+}
+
+fn check_calendar(file: &Path) -> Result<(), String> {
+    use std::fmt::Write as _;
+    let (calendar, warnings) = config::load_calendar_file(file).map_err(|e| e.to_string())?;
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    let official: Vec<i32> = calendar.official_years().collect();
+    let provisional: Vec<i32> = calendar.provisional_years().collect();
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: ok", file.display());
+    let _ = writeln!(out, "official: {}", year_runs(&official));
+    let _ = writeln!(
+        out,
+        "provisional (statutory holidays, days given back, no make-up working days): {}",
+        year_runs(&provisional)
+    );
+    let last_official = official.last().copied().unwrap_or(i32::MIN);
+    if let Some(&next) = provisional.iter().find(|&&y| y > last_official).or(provisional.first()) {
+        let arrangement = policy::statutory::arrangement(next).map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "{next}, until its arrangement is added, has these days off (and weekends):");
+        let mut days: Vec<(chrono::NaiveDate, String)> =
+            arrangement.statutory.iter().map(|h| (h.date, h.festival.to_string())).collect();
+        days.extend(arrangement.given_back.iter().map(|h| (h.date, format!("{}, given back", h.festival))));
+        days.sort();
+        days.dedup_by(|b, a| {
+            a.0 == b.0 && {
+                a.1 = format!("{}; {}", a.1, b.1);
+                true
+            }
+        });
+        for (date, what) in days {
+            let _ = writeln!(out, "  {} {}  {what}", date, date.format("%a"));
+        }
+    }
+    // Read through `head` and the like: a reader that stops early is not an error.
+    match std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write the listing: {e}")),
+        _ => Ok(()),
+    }
+}
+
+/// Years as runs: `2025, 2027-2100`; `none` when there are none.
+fn year_runs(years: &[i32]) -> String {
+    let mut runs: Vec<(i32, i32)> = Vec::new();
+    for &year in years {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == year => *last = year,
+            _ => runs.push((year, year)),
+        }
+    }
+    if runs.is_empty() {
+        return "none".into();
+    }
+    let shown: Vec<String> =
+        runs.iter().map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+    shown.join(", ")
 }
 
 fn keys(action: KeysAction, place: &Place) -> Result<(), String> {

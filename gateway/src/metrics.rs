@@ -102,6 +102,9 @@ pub struct Metrics {
     pub applications: IntGaugeVec,
     /// Submitted applications past their due day, set at each scrape.
     pub applications_overdue: IntGauge,
+    /// Submitted applications whose due day was counted on the statutory holidays of a year not
+    /// yet in the calendar file, set at each scrape.
+    pub applications_due_provisionally: IntGauge,
     /// Objections by state (`open`, `resolved`), set at each scrape.
     pub objections: IntGaugeVec,
     /// Webhook delivery attempts by result (`delivered`, `retried`, `abandoned`).
@@ -328,6 +331,13 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(applications_overdue.clone())).expect("registered once");
+        let applications_due_provisionally = IntGauge::new(
+            "kaifang_applications_due_provisionally",
+            "Submitted applications whose due day is provisional: counted on the statutory holidays of a year the \
+             calendar file does not have yet.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(applications_due_provisionally.clone())).expect("registered once");
         let objections =
             int_gauge(&r, "kaifang_objections", "Objections to published data by state (open, resolved).", &["state"]);
         for state in policy::ObjectionStatus::ALL {
@@ -380,6 +390,7 @@ impl Metrics {
             audit: AuditMetrics { commit_seconds: commit, queue_depth, records, failures },
             applications,
             applications_overdue,
+            applications_due_provisionally,
             objections,
             webhook_deliveries,
             backend_up,

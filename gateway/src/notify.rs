@@ -210,7 +210,7 @@ async fn remind(state: &Arc<State>) {
             if application.reminded || application.status != policy::ApplicationStatus::Submitted {
                 continue;
             }
-            let Ok(left) = state.config.calendar.working_days_between(today, application.due_by) else { continue };
+            let Ok(left) = live.calendar.working_days_between(today, application.due_by) else { continue };
             if left > within {
                 continue;
             }
@@ -226,7 +226,7 @@ async fn remind(state: &Arc<State>) {
                 &entry.dataset.owner,
                 "deadline_approaching",
                 json!({ "application": application.id, "dataset": application.dataset, "due_by": application.due_by,
-                        "working_days_left": left.max(0) }),
+                        "due_by_provisional": application.due_by_provisional, "working_days_left": left.max(0) }),
             )
             .map_err(|e| e.to_string())?;
             count += 1;

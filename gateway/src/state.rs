@@ -11,6 +11,7 @@ use rand::RngCore;
 
 use crate::audit::Audit;
 use crate::auth::Keys;
+use crate::clock::Clock;
 use crate::config::{Config, DatasetConfig, Limits, TlsConfig};
 use crate::metrics::Metrics;
 use crate::ratelimit::{DefaultRates, Limiter};
@@ -104,8 +105,9 @@ pub struct Cuts {
     pub ended_agreements: HashSet<String>,
 }
 
-/// What a reload changes: the catalog, the limits and the masks' secret. A request takes the
-/// current one when it starts and keeps it to its end, so a reload never changes a call halfway.
+/// What a reload changes: the catalog, the limits, the masks' secret and the working-day
+/// calendar. A request takes the current one when it starts and keeps it to its end, so a
+/// reload never changes a call halfway.
 pub struct Live {
     pub catalog: Catalog,
     /// The catalog as the configuration declares it, before the platform's publications.
@@ -115,6 +117,8 @@ pub struct Live {
     pub hash_key: Arc<[u8]>,
     /// How long audit records are kept.
     pub retention_days: u32,
+    /// The working days applications' deadlines are counted in.
+    pub calendar: Arc<policy::Calendar>,
 }
 
 impl Live {
@@ -129,6 +133,7 @@ impl Live {
             limits: config.limits.clone(),
             hash_key,
             retention_days: config.audit.retention_days,
+            calendar: Arc::new(config.calendar.clone()),
         })
     }
 
@@ -146,6 +151,9 @@ pub type ConfigSource = Box<dyn Fn() -> Result<Config, Vec<String>> + Send + Syn
 pub struct Reloaded {
     pub datasets: usize,
     pub agreements: usize,
+    /// Undecided applications whose provisional due day was counted again on the reloaded
+    /// calendar (an official year added, say).
+    pub applications_recounted: usize,
     /// Settings that changed but take effect only at the next start (listen addresses, the
     /// data directory, server limits, upstream client settings, audit segment size, the quota
     /// time zone).
@@ -202,6 +210,8 @@ pub struct State {
     pub webhook_secret: String,
     /// The rate limits and quotas shared with the other instances, in a cluster.
     pub shared: Option<Arc<SharedLimits>>,
+    /// The workflows' clock.
+    pub clock: Clock,
 }
 
 /// Where the audit log of a data directory lives.
@@ -229,6 +239,10 @@ impl State {
             }
         };
         store_declared(store.as_ref(), &config)?;
+        let recounted = recount_due_days(store.as_ref(), &config.calendar, platform_offset(&config))?;
+        if recounted > 0 {
+            tracing::info!(applications = recounted, "provisional due days counted again on the calendar");
+        }
         let overlay = Overlay::load(store.as_ref())?;
         let live = Live::new(&config, &overlay)?;
         let (cuts, _) = tokio::sync::watch::channel(Cuts::default());
@@ -237,7 +251,7 @@ impl State {
             Ok(token) if !token.is_empty() => token,
             _ => secret_file(&config.data_dir.join("admin.token"))?,
         };
-        let offset = FixedOffset::east_opt(config.limits.quota_utc_offset_hours * 3600).expect("checked when loading");
+        let offset = platform_offset(&config);
         let limiter =
             Limiter::new(DefaultRates { anonymous: config.limits.anonymous_rate, key: config.limits.key_rate }, offset);
         let metrics = Metrics::new();
@@ -271,6 +285,7 @@ impl State {
             )?)),
         };
         let webhook_secret = crate::notify::signing_secret(&config)?;
+        let clock = Clock::from_env()?;
         Ok(State {
             live: arc_swap::ArcSwap::from_pointee(live),
             source: None,
@@ -289,6 +304,7 @@ impl State {
             notifications_waiting: tokio::sync::Notify::new(),
             webhook_secret,
             shared,
+            clock,
         })
     }
 
@@ -328,7 +344,6 @@ impl State {
         differs("upstream", format!("{:?}", config.upstream) != format!("{:?}", started.upstream));
         differs("audit.segment_bytes", config.audit.segment_bytes != started.audit.segment_bytes);
         differs("webhooks", format!("{:?}", config.webhooks) != format!("{:?}", started.webhooks));
-        differs("calendar", config.calendar != started.calendar);
         differs("cluster", format!("{:?}", config.cluster) != format!("{:?}", started.cluster));
         // A listener's TLS can change certificates, not turn on or off or change its client CA.
         let tls_shape = |t: &Option<TlsConfig>| t.as_ref().map(|t| t.client_ca.clone());
@@ -363,20 +378,42 @@ impl State {
             .map_err(|e| vec![format!("reload task failed: {e}")])?
             .map_err(|e| vec![e])?;
         let live = Live::new(&config, &overlay).map_err(|e| vec![e])?;
+        // Applications counted provisionally are counted again on the new calendar before it
+        // answers: an application seen after the reload has its final due day.
+        let (store, calendar, offset) = (self.store.clone(), live.calendar.clone(), platform_offset(started));
+        let applications_recounted =
+            tokio::task::spawn_blocking(move || recount_due_days(store.as_ref(), &calendar, offset))
+                .await
+                .map_err(|e| vec![format!("reload task failed: {e}")])?
+                .map_err(|e| vec![e])?;
         self.limiter
             .set_defaults(DefaultRates { anonymous: config.limits.anonymous_rate, key: config.limits.key_rate });
-        let reloaded = Reloaded {
+        let mut reloaded = Reloaded {
             datasets: live.catalog.entries().count(),
             agreements: config.agreements.len(),
+            applications_recounted,
             restart_required,
         };
+        let calendar = live.calendar.clone();
         self.live.store(Arc::new(live));
+        // And those submitted on the old calendar while the first count ran.
+        let (store, offset) = (self.store.clone(), platform_offset(started));
+        match tokio::task::spawn_blocking(move || recount_due_days(store.as_ref(), &calendar, offset)).await {
+            Ok(Ok(n)) => reloaded.applications_recounted += n,
+            Ok(Err(e)) => tracing::warn!(error = %e, "due days not counted again after the reload"),
+            Err(e) => tracing::warn!(error = %e, "due-day count task failed"),
+        }
         for (certs, key) in new_certs {
             certs.install(key);
         }
         // Agreements and principals may have changed in the store: the next request reads them.
         self.keys.invalidate();
-        tracing::info!(datasets = reloaded.datasets, restart_required = ?reloaded.restart_required, "configuration reloaded");
+        tracing::info!(
+            datasets = reloaded.datasets,
+            applications_recounted = reloaded.applications_recounted,
+            restart_required = ?reloaded.restart_required,
+            "configuration reloaded"
+        );
         Ok(reloaded)
     }
 }
@@ -398,6 +435,7 @@ impl State {
             limits: current.limits.clone(),
             hash_key: current.hash_key.clone(),
             retention_days: current.retention_days,
+            calendar: current.calendar.clone(),
         };
         let withdrawn: HashSet<String> = overlay.withdrawals.iter().map(|w| w.dataset.clone()).collect();
         self.live.store(Arc::new(live));
@@ -439,6 +477,39 @@ impl State {
             }
         });
     }
+}
+
+/// The platform's time zone, in which application deadlines and daily quotas are counted.
+pub fn platform_offset(config: &Config) -> FixedOffset {
+    FixedOffset::east_opt(config.limits.quota_utc_offset_hours * 3600).expect("checked when loading")
+}
+
+/// Counts again, on `calendar`, the due day of every undecided application whose due day was
+/// counted provisionally ([`policy::Application::recount`]); how many changed. Each is
+/// replaced only if still stored as read, so a decision made meanwhile (here or on another
+/// instance) wins. One the calendar cannot count (a year past its reach) keeps its day.
+pub fn recount_due_days(store: &dyn Store, calendar: &policy::Calendar, offset: FixedOffset) -> Result<usize, String> {
+    let applications = store.applications().map_err(|e| format!("cannot read the applications: {e}"))?;
+    let mut recounted = 0;
+    for application in applications {
+        let mut counted = application.clone();
+        let submitted = application.submitted_at.with_timezone(&offset).date_naive();
+        match counted.recount(calendar, submitted) {
+            Ok(false) => {}
+            Ok(true) => {
+                let replaced = store
+                    .replace_application(&application, &counted)
+                    .map_err(|e| format!("application `{}`: {e}", application.id))?;
+                if replaced {
+                    tracing::info!(application = %application.id, was = %application.due_by, due_by = %counted.due_by,
+                        provisional = counted.due_by_provisional, "due day counted again");
+                    recounted += 1;
+                }
+            }
+            Err(e) => tracing::warn!(application = %application.id, error = %e, "due day not counted again"),
+        }
+    }
+    Ok(recounted)
 }
 
 /// Writes the principals and agreements declared in the configuration to the store. The terms

@@ -25,10 +25,11 @@ pub mod catalog;
 pub mod decision;
 pub mod filter;
 pub mod mask;
+pub mod statutory;
 pub mod workflow;
 
 pub use agreement::{Agreement, AgreementStatus, DatasetTerms, Principal, Quota, Rate, Role, TermsError};
-pub use calendar::{Calendar, CalendarError, Year};
+pub use calendar::{Calendar, CalendarError, Counted, Year};
 pub use catalog::{Dataset, DatasetId, Field, FieldType, Format, OpenType, Sensitivity, UpdateFrequency};
 pub use decision::{decide, listed, recorded, Caller, Grant, Limit, Operation, Refusal, Scope};
 pub use filter::{Expr, FilterError};

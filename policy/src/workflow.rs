@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::agreement::{AgreementStatus, Principal, Role};
-use crate::calendar::{Calendar, CalendarError};
+use crate::calendar::{Calendar, CalendarError, Counted};
 use crate::catalog::DatasetId;
 
 /// Working days an owner has to answer an application.
@@ -57,6 +57,13 @@ pub struct Application {
     /// The last day the owner may answer on: [`ANSWER_WITHIN_WORKING_DAYS`] working days after
     /// the day of submission, in the platform's time zone.
     pub due_by: NaiveDate,
+    /// Whether `due_by` was counted on the statutory holidays alone for a year whose official
+    /// arrangement is not published yet; it is counted again when it is.
+    #[serde(default)]
+    pub due_by_provisional: bool,
+    /// The years `due_by` was counted provisionally in; empty when it is not provisional.
+    #[serde(default)]
+    pub due_by_provisional_years: Vec<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,9 +153,35 @@ pub fn contact(given: Option<&str>, anonymous: bool) -> Result<Option<String>, C
 
 impl Application {
     /// The day an application submitted at `submitted` (a date in the platform's time zone) is
-    /// due by.
-    pub fn due_date(calendar: &Calendar, submitted: NaiveDate) -> Result<NaiveDate, CalendarError> {
+    /// due by, and the years counted provisionally on the way.
+    pub fn due_date(calendar: &Calendar, submitted: NaiveDate) -> Result<Counted, CalendarError> {
         calendar.working_days_after(submitted, ANSWER_WITHIN_WORKING_DAYS)
+    }
+
+    /// Sets `due_by` and says whether and where it is provisional.
+    pub fn set_due(&mut self, due: Counted) {
+        self.due_by = due.date;
+        self.due_by_provisional = due.is_provisional();
+        self.due_by_provisional_years = due.provisional_years;
+    }
+
+    /// Counts the due day of an undecided application again, on `calendar`, if it was
+    /// counted provisionally; `submitted` is the day of submission in the platform's time zone.
+    /// Whether anything changed. A reminder already sent named the old day, so a moved due
+    /// day is reminded of again.
+    pub fn recount(&mut self, calendar: &Calendar, submitted: NaiveDate) -> Result<bool, CalendarError> {
+        if self.status != ApplicationStatus::Submitted || !self.due_by_provisional {
+            return Ok(false);
+        }
+        let due = Self::due_date(calendar, submitted)?;
+        if due.date == self.due_by && due.provisional_years == self.due_by_provisional_years {
+            return Ok(false);
+        }
+        if due.date != self.due_by {
+            self.reminded = false;
+        }
+        self.set_due(due);
+        Ok(true)
     }
 
     /// Whether the owner has let the deadline pass without answering, on `today` (a date in the
@@ -288,6 +321,8 @@ mod tests {
             status: ApplicationStatus::Submitted,
             submitted_at: DateTime::UNIX_EPOCH,
             due_by: NaiveDate::from_ymd_opt(2026, 10, 14).unwrap(),
+            due_by_provisional: false,
+            due_by_provisional_years: vec![],
             decided_at: None,
             decided_by: None,
             reason: None,
@@ -315,6 +350,42 @@ mod tests {
         assert!(a.overdue(due.succ_opt().unwrap()));
         a.reject("owner", Utc::now(), "out of scope").unwrap();
         assert!(!a.overdue(due.succ_opt().unwrap()), "answered applications are never overdue");
+    }
+
+    #[test]
+    fn a_provisional_due_day_is_counted_again_once_the_year_is_published() {
+        use crate::calendar::Year;
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let submitted = d("2026-12-28");
+        let published_2026 = Year { year: 2026, ..Year::default() };
+        let before = Calendar::new([published_2026.clone()]).unwrap();
+        let mut a = application();
+        a.set_due(Application::due_date(&before, submitted).unwrap());
+        a.reminded = true;
+        assert_eq!(
+            (a.due_by, a.due_by_provisional, a.due_by_provisional_years.clone()),
+            (d("2027-01-12"), true, vec![2027])
+        );
+        assert_eq!(a.recount(&before, submitted), Ok(false), "nothing new to count on");
+        assert!(a.reminded);
+
+        // 2027 published with 1 to 4 January off.
+        let holidays = d("2027-01-01").iter_days().take(4).collect();
+        let after = Calendar::new([published_2026, Year { year: 2027, holidays, ..Year::default() }]).unwrap();
+        assert_eq!(a.recount(&after, submitted), Ok(true));
+        assert_eq!(
+            (a.due_by, a.due_by_provisional, a.due_by_provisional_years.clone()),
+            (d("2027-01-13"), false, vec![])
+        );
+        assert!(!a.reminded, "the owner is reminded of the new day");
+        assert_eq!(a.recount(&after, submitted), Ok(false), "an official due day stays as counted");
+
+        // A decided application keeps the day it was decided against.
+        let mut decided = application();
+        decided.set_due(Application::due_date(&before, submitted).unwrap());
+        decided.reject("owner", Utc::now(), "out of scope").unwrap();
+        assert_eq!(decided.recount(&after, submitted), Ok(false));
+        assert_eq!(decided.due_by, d("2027-01-12"));
     }
 
     #[test]

@@ -178,6 +178,14 @@ async fn health_readiness_and_openapi_answer() {
     // Every JSON answer's schema comes from the code's types: the refusal body is one of them.
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
     assert!(doc["components"]["schemas"]["ApplicationView"].is_object());
+    // Whether an application's due day is provisional, and in which years, is documented.
+    let application = &doc["components"]["schemas"]["Application"];
+    for field in ["due_by", "due_by_provisional", "due_by_provisional_years"] {
+        assert!(application["properties"][field].is_object(), "Application lacks {field}: {application}");
+    }
+    assert_eq!(application["properties"]["due_by_provisional"]["type"], "boolean", "{application}");
+    let reloaded = &admin["components"]["schemas"]["Reloaded"]["properties"]["applications_recounted"];
+    assert!(reloaded.is_object(), "Reloaded lacks applications_recounted");
     assert!(doc["paths"]["/v1/datasets/{id}/rows"]["get"]["responses"]["429"].is_object());
     let r = client().post(g.url("/v1/catalog")).send().await.unwrap();
     assert_eq!(r.status(), 405);

@@ -22,6 +22,8 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     /// The operator token, when given by environment rather than generated into the data dir.
     token: Option<String>,
+    /// The time the workflows' clock started at (`KAIFANG_TEST_NOW`), if set.
+    clock: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -41,6 +43,13 @@ impl Gateway {
             &["serve", "--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()],
             data_dir.to_owned(),
         )
+    }
+
+    /// A gateway on `config` whose workflows' clock starts at `now` (RFC 3339): applications
+    /// are submitted, and their deadlines judged, as on that day.
+    pub fn with_clock(config: &Path, data_dir: &Path, now: &str) -> Gateway {
+        let args = ["serve", "--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()];
+        Gateway::spawn_full(&args, data_dir.to_owned(), None, Some(now.to_owned()))
     }
 
     /// One instance of a cluster on `config`: its name, the operator token all instances share.
@@ -63,10 +72,17 @@ impl Gateway {
     }
 
     fn spawn_with(args: &[&str], data_dir: PathBuf, token: Option<String>) -> Gateway {
+        Gateway::spawn_full(args, data_dir, token, None)
+    }
+
+    fn spawn_full(args: &[&str], data_dir: PathBuf, token: Option<String>, clock: Option<String>) -> Gateway {
         let listeners = ["--http", "127.0.0.1:0", "--flight", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
         let mut command = Command::new(BIN);
         if let Some(token) = &token {
             command.env("KAIFANG_ADMIN_TOKEN", token);
+        }
+        if let Some(now) = &clock {
+            command.env("KAIFANG_TEST_NOW", now);
         }
         let mut child = command
             .args(args.iter().copied().chain(listeners))
@@ -105,6 +121,7 @@ impl Gateway {
             flight: format!("http://{flight}"),
             data_dir,
             token,
+            clock,
             _dir: None,
         }
     }
@@ -150,11 +167,22 @@ impl Gateway {
     }
 
     /// Starts the gateway again on the same data directory (after [`Gateway::kill`]).
-    pub fn restart(mut self) -> Gateway {
+    pub fn restart(self) -> Gateway {
+        let clock = self.clock.clone();
+        self.restart_with_clock(clock)
+    }
+
+    /// Starts the gateway again on the same data directory, its workflows' clock starting at
+    /// `now` (RFC 3339).
+    pub fn restart_at(self, now: &str) -> Gateway {
+        self.restart_with_clock(Some(now.to_owned()))
+    }
+
+    fn restart_with_clock(mut self, clock: Option<String>) -> Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let mut again = Gateway::spawn_with(&args, self.data_dir.clone(), self.token.clone());
+        let mut again = Gateway::spawn_full(&args, self.data_dir.clone(), self.token.clone(), clock);
         again._dir = self._dir.take();
         again
     }

@@ -6,6 +6,7 @@
 mod abuse;
 mod agreements;
 mod audit;
+mod calendar;
 mod catalog;
 mod cluster;
 mod config;

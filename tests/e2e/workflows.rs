@@ -112,7 +112,7 @@ fn licences_draft(fields: &Value) -> Value {
     })
 }
 
-fn application(dataset: &str) -> Value {
+pub fn application(dataset: &str) -> Value {
     json!({"dataset": dataset, "purpose": "Supplier due diligence", "scenario": "Internal procurement checks",
            "security_measures": "Encrypted storage, access by two named staff", "columns": ["uscc", "name", "legal_rep_mobile"]})
 }
@@ -328,11 +328,12 @@ async fn owner_drafts_operator_publishes_user_applies_owner_approves_and_a_resta
 
 #[tokio::test]
 async fn overdue_applications_are_flagged_and_counted_and_an_uncovered_year_is_refused() {
-    // A calendar that covers only 2025: today cannot be counted from.
+    // On 28 December 2100 the 10 working days reach into 2101, which neither the calendar file
+    // nor the statutory rule (2025 to 2100) covers: refused, not guessed.
     let (_dir, config, data_dir) = platform("");
     std::fs::write(config.parent().unwrap().join("calendar/cn.toml"), "[[years]]\nyear = 2025\nholidays = []\n")
         .unwrap();
-    let g = Gateway::with_config(&config, &data_dir);
+    let g = Gateway::with_clock(&config, &data_dir, "2100-12-28T02:00:00Z");
     let acme = principal(&g, "acme", "user", None).await;
     let (status, answer) =
         call(&g, Method::POST, "/v1/applications", Some(&acme), Some(application("enterprises"))).await;

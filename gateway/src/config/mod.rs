@@ -773,7 +773,8 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     let calendar = match &calendar_file {
         None => policy::Calendar::default(),
         Some(file) => match read_file(origin, &base.join(file)) {
-            Ok(file) => load_calendar(&file, &mut errors),
+            // The statutory-day warnings are `kaifang calendar check`'s to show.
+            Ok(file) => load_calendar(&file, &mut errors, &mut Vec::new()),
             Err(mut e) => {
                 e.line = files[0].document.line_of(&[PathSegment::Key("calendar".into())]).unwrap_or(0);
                 e.field = "calendar".into();
@@ -964,21 +965,44 @@ struct YearConfig {
     make_up_workdays: Vec<String>,
 }
 
-/// The working-day calendar in `file`: `[[years]]` of holidays and make-up working days.
-fn load_calendar(file: &LoadedFile, errors: &mut Vec<ConfigError>) -> policy::Calendar {
+/// The working-day calendar in `file`: `[[years]]` of holidays and make-up working days. Each
+/// problem is reported on the line of the entry it is about. A statutory holiday that a year
+/// makes a working day is a warning: published arrangements never do, so it is most likely a
+/// date mistyped or left out.
+fn load_calendar(
+    file: &LoadedFile,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> policy::Calendar {
     use PathSegment::{Index, Key};
-    let mut years = Vec::new();
+    for key in file.document.top_level_keys() {
+        if key != "years" {
+            errors.push(ConfigError {
+                file: file.path.clone(),
+                line: file.document.line_of(&[Key(key.clone())]).unwrap_or(1),
+                message: "a calendar file has only [[years]]".into(),
+                field: key,
+            });
+        }
+    }
+    let mut years: Vec<policy::Year> = Vec::new();
     for (i, year) in file.document.deserialize_array::<YearConfig>(&file.path, "years", errors) {
+        // Where each day was listed, to point at the entry a problem is about.
+        let mut listed_at: HashMap<chrono::NaiveDate, Vec<PathSegment>> = HashMap::new();
         let mut days = |field: &str, items: &[String]| -> std::collections::BTreeSet<chrono::NaiveDate> {
             let mut out = std::collections::BTreeSet::new();
             for (j, item) in items.iter().enumerate() {
+                let at = vec![Key("years".into()), Index(i), Key(field.into()), Index(j)];
                 let (first, last) = item.split_once('/').unwrap_or((item, item));
                 match (first.trim().parse::<chrono::NaiveDate>(), last.trim().parse::<chrono::NaiveDate>()) {
                     (Ok(first), Ok(last)) if first <= last => {
-                        out.extend(first.iter_days().take_while(|d| *d <= last));
+                        for day in first.iter_days().take_while(|d| *d <= last) {
+                            listed_at.entry(day).or_insert_with(|| at.clone());
+                            out.insert(day);
+                        }
                     }
                     _ => errors.push(file.error_at(
-                        &[Key("years".into()), Index(i), Key(field.into()), Index(j)],
+                        &at,
                         format!("`{item}` is not a date (YYYY-MM-DD) or a run of dates (YYYY-MM-DD/YYYY-MM-DD)"),
                     )),
                 }
@@ -987,12 +1011,40 @@ fn load_calendar(file: &LoadedFile, errors: &mut Vec<ConfigError>) -> policy::Ca
         };
         let holidays = days("holidays", &year.holidays);
         let make_up_workdays = days("make_up_workdays", &year.make_up_workdays);
-        years.push(policy::Year { year: year.year, holidays, make_up_workdays });
+        let year = policy::Year { year: year.year, holidays, make_up_workdays };
+        let year_at = [Key("years".into()), Index(i), Key("year".into())];
+        if let Err(e) = year.check() {
+            let at = e.date().and_then(|d| listed_at.get(&d)).map_or(&year_at[..], |at| &at[..]);
+            errors.push(file.error_at(at, e.to_string()));
+        } else if years.iter().any(|y| y.year == year.year) {
+            errors.push(file.error_at(&year_at, policy::CalendarError::DuplicateYear(year.year).to_string()));
+        } else {
+            for worked in year.statutory_days_worked() {
+                let message =
+                    format!("{} ({}) is a statutory holiday but a working day here", worked.date, worked.festival);
+                warnings.push(file.error_at(&year_at, message));
+            }
+            years.push(year);
+        }
     }
     policy::Calendar::new(years).unwrap_or_else(|e| {
         errors.push(file.error_at(&[Key("years".into())], e.to_string()));
         policy::Calendar::default()
     })
+}
+
+/// The working-day calendar file at `path` on its own, as `kaifang calendar check` reads it,
+/// with its warnings.
+pub fn load_calendar_file(path: &Path) -> Result<(policy::Calendar, Vec<ConfigError>), ConfigErrors> {
+    let file = read_file(Origin::Files, path).map_err(|e| ConfigErrors(vec![e]))?;
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let calendar = load_calendar(&file, &mut errors, &mut warnings);
+    if errors.is_empty() {
+        Ok((calendar, warnings))
+    } else {
+        errors.sort_by_key(|e| e.line);
+        Err(ConfigErrors(errors))
+    }
 }
 
 fn read_file(origin: Origin, path: &Path) -> Result<LoadedFile, ConfigError> {
@@ -1030,12 +1082,27 @@ mod tests {
     fn the_shipped_calendar_counts_working_days_as_published() {
         let config = load(Origin::Embedded, Path::new("kaifang.toml")).unwrap();
         let c = &config.calendar;
-        assert_eq!(c.years().collect::<Vec<_>>(), [2025, 2026]);
+        assert_eq!(c.official_years().collect::<Vec<_>>(), [2025, 2026]);
         let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
         // Counted by hand in policy::calendar's tests: across Spring Festival and National Day.
-        assert_eq!(c.working_days_after(d("2025-01-24"), 10).unwrap(), d("2025-02-13"));
-        assert_eq!(c.working_days_after(d("2026-02-11"), 10).unwrap(), d("2026-03-03"));
-        assert_eq!(c.working_days_after(d("2026-09-18"), 10).unwrap(), d("2026-10-09"));
+        assert_eq!(c.working_days_after(d("2025-01-24"), 10).unwrap().date, d("2025-02-13"));
+        assert_eq!(c.working_days_after(d("2026-02-11"), 10).unwrap().date, d("2026-03-03"));
+        assert_eq!(c.working_days_after(d("2026-09-18"), 10).unwrap().date, d("2026-10-09"));
+    }
+
+    #[test]
+    fn every_statutory_day_is_a_holiday_in_the_shipped_calendar() {
+        // The statutory rule (lunar dates and Qingming computed) gives the statutory days of the
+        // published 2025 and 2026 arrangements, so counting a year on it never works a day the
+        // law gives off.
+        let config = load(Origin::Embedded, Path::new("kaifang.toml")).unwrap();
+        for year in config.calendar.official() {
+            assert_eq!(year.statutory_days_worked(), vec![], "{}", year.year);
+            let statutory = policy::statutory::arrangement(year.year).unwrap().statutory;
+            for holiday in statutory {
+                assert!(year.holidays.contains(&holiday.date), "{holiday:?} is not a holiday in {}", year.year);
+            }
+        }
     }
 
     #[test]

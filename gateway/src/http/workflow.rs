@@ -94,14 +94,13 @@ pub async fn actor(state: &Arc<State>, headers: &hyper::HeaderMap) -> Result<Act
     principal(state, headers).await?.map(Actor::Principal).ok_or_else(key_required)
 }
 
-/// Today in the platform's time zone (the one daily quotas count in).
+/// Today on the workflows' clock, in the platform's time zone (the one daily quotas count in).
 pub fn today(state: &State) -> NaiveDate {
-    local_date(state, Utc::now())
+    local_date(state, state.clock.now())
 }
 
 fn local_date(state: &State, at: DateTime<Utc>) -> NaiveDate {
-    let offset = chrono::FixedOffset::east_opt(state.config.limits.quota_utc_offset_hours * 3600).expect("checked");
-    at.with_timezone(&offset).date_naive()
+    at.with_timezone(&crate::state::platform_offset(&state.config)).date_naive()
 }
 
 fn text(field: &str, value: &str) -> Result<String, Error> {
@@ -397,8 +396,8 @@ pub async fn apply(state: &Arc<State>, actor: Actor, req: Request<Incoming>) -> 
     if let Some(unknown) = body.columns.iter().find(|c| entry.dataset.field(c).is_none()) {
         return Err(Error::bad_request("bad_body", format!("columns: `{unknown}` is not a field of this dataset")));
     }
-    let submitted_at = Utc::now();
-    let due_by = Application::due_date(&state.config.calendar, local_date(state, submitted_at)).map_err(|e| {
+    let submitted_at = state.clock.now();
+    let due = Application::due_date(&live.calendar, local_date(state, submitted_at)).map_err(|e| {
         Error::new(
             Kind::Unavailable,
             "calendar_not_covered",
@@ -415,7 +414,9 @@ pub async fn apply(state: &Arc<State>, actor: Actor, req: Request<Incoming>) -> 
         columns: body.columns,
         status: ApplicationStatus::Submitted,
         submitted_at,
-        due_by,
+        due_by: due.date,
+        due_by_provisional: due.is_provisional(),
+        due_by_provisional_years: due.provisional_years,
         decided_at: None,
         decided_by: None,
         reason: None,
@@ -430,7 +431,7 @@ pub async fn apply(state: &Arc<State>, actor: Actor, req: Request<Incoming>) -> 
             &owner,
             "application_submitted",
             json!({ "application": stored.id, "dataset": stored.dataset, "applicant": stored.applicant,
-                    "due_by": stored.due_by }),
+                    "due_by": stored.due_by, "due_by_provisional": stored.due_by_provisional }),
         )
     })
     .await?;
@@ -543,7 +544,7 @@ pub async fn approve(
         quota: terms.quota,
     };
     checked_terms(state, &agreement)?;
-    application.approve(&actor.id(), now, agreement.id.clone()).map_err(transition)?;
+    application.approve(&actor.id(), state.clock.now(), agreement.id.clone()).map_err(transition)?;
     let (after, ag) = (application.clone(), agreement.clone());
     blocking(state, move |s| s.decide_application(&before, &after, Some(&ag))).await?;
     state.keys.invalidate();
@@ -565,7 +566,7 @@ pub async fn reject(
         return Err(Error::bad_request("bad_body", format!("reason: at most {MAX_TEXT_CHARS} characters")));
     }
     let before = application.clone();
-    application.reject(&actor.id(), Utc::now(), &body.reason).map_err(transition)?;
+    application.reject(&actor.id(), state.clock.now(), &body.reason).map_err(transition)?;
     let after = application.clone();
     blocking(state, move |s| s.decide_application(&before, &after, None)).await?;
     Ok(json(StatusCode::OK, &application_view(state, &application)))
@@ -746,6 +747,8 @@ pub fn count_for_metrics(state: &State) -> Result<(), StoreError> {
         state.metrics.applications.with_label_values(&[status.as_str()]).set(n as i64);
     }
     state.metrics.applications_overdue.set(applications.iter().filter(|a| a.overdue(today)).count() as i64);
+    let provisional = applications.iter().filter(|a| a.status == ApplicationStatus::Submitted && a.due_by_provisional);
+    state.metrics.applications_due_provisionally.set(provisional.count() as i64);
     let objections = state.store.objections()?;
     for status in ObjectionStatus::ALL {
         let n = objections.iter().filter(|o| o.status == status).count();
