@@ -229,6 +229,11 @@ impl State {
     pub fn open(config: Config) -> Result<State, String> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+        // Each department's folder for the files of its drafts is there for it to fill.
+        for folder in config.sources.departments.values() {
+            let folder = config.data_dir.join(folder);
+            std::fs::create_dir_all(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+        }
         let store: Arc<dyn Store> = match &config.cluster {
             None => Arc::new(
                 SqliteStore::open(&config.data_dir)

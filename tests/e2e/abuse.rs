@@ -100,7 +100,10 @@ async fn refusals_before_the_call_proper_are_recorded_too() {
     flight.add_header("authorization", &format!("Bearer {key}")).unwrap();
     flight.add_header("x-request-id", "bad-ticket").unwrap();
     let ticket = arrow_flight::Ticket::new(r#"{"dataset": "enterprises", "rows": 5}"#);
-    let refused = flight.do_get(ticket).await.err().expect("refused");
+    let refused = match flight.do_get(ticket).await {
+        Ok(_) => panic!("served"),
+        Err(e) => e,
+    };
     assert!(refused.to_string().contains("bad_command"), "{refused}");
 
     let log = records(&g, "dataset=enterprises").await;
@@ -146,4 +149,129 @@ async fn a_conditional_caller_is_shown_a_dataset_version_that_does_not_tell_the_
     let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
     std::fs::File::options().write(true).open(&file).unwrap().set_modified(modified + Duration::from_secs(1)).unwrap();
     assert_ne!(version("/v1/datasets/enterprises/rows?limit=2", "later").await, shown);
+}
+
+/// A draft of an unconditional dataset of the market department on `source`.
+fn market_draft(source: Value) -> Value {
+    serde_json::json!({
+        "title": "Published from a draft", "description": "A test entry.", "open_type": "unconditional",
+        "format": "csv", "update_frequency": "daily", "license": "CC-BY-4.0", "keywords": [],
+        "source": source, "fields": [{"name": "line", "type": "string"}],
+    })
+}
+
+#[tokio::test]
+async fn owners_drafts_cannot_serve_the_gateways_files_files_through_links_or_internal_urls_nor_change_after_review() {
+    use crate::workflows::{call, platform, principal, MARKET};
+    use reqwest::Method;
+    let (_dir, config, data_dir) = platform("");
+    let g = Gateway::with_config(&config, &data_dir);
+    let market = principal(&g, "market", "owner", Some(MARKET)).await;
+    let folder = data_dir.join("sources/market");
+    std::os::unix::fs::symlink("/etc/passwd", folder.join("passwd.csv")).unwrap();
+    std::os::unix::fs::symlink(data_dir.join("demo/subsistence-allowance.csv"), folder.join("allowance.csv")).unwrap();
+    std::os::unix::fs::symlink(&data_dir, folder.join("data")).unwrap();
+    let segment = std::fs::read_dir(data_dir.join("audit")).unwrap().next().unwrap().unwrap().file_name();
+    let admin = g.admin.trim_start_matches("http://").to_owned();
+    let own = g.base.trim_start_matches("http://").to_owned();
+    let refused = [
+        serde_json::json!({"file": "admin.token"}),
+        serde_json::json!({"file": "mask-hash.key"}),
+        serde_json::json!({"file": "kaifang.db"}),
+        serde_json::json!({"file": format!("audit/{}", segment.to_str().unwrap())}),
+        serde_json::json!({"file": "demo/subsistence-allowance.csv"}),
+        serde_json::json!({"file": "sources/market/passwd.csv"}),
+        serde_json::json!({"file": "sources/market/allowance.csv"}),
+        serde_json::json!({"file": "sources/market/data/admin.token"}),
+        serde_json::json!({"url": format!("http://{admin}/metrics")}),
+        serde_json::json!({"url": format!("http://{own}/v1/datasets/air-quality/download")}),
+        serde_json::json!({"url": "http://169.254.169.254/latest/meta-data"}),
+    ];
+    for source in refused {
+        let (status, answer) =
+            call(&g, Method::PUT, "/v1/datasets/leak/draft", Some(&market), Some(market_draft(source.clone()))).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("source_not_allowed")), "{source}: {answer}");
+    }
+    let (_, drafts) = g.admin(Method::GET, "/admin/drafts", None).await;
+    assert_eq!(drafts["drafts"], serde_json::json!([]), "nothing was drafted");
+
+    // A file in the folder is drafted; the operator reviews revision 1; the owner then swaps
+    // the source: the publication of what was reviewed is refused, and nothing is published.
+    std::fs::write(folder.join("lines.csv"), "line\nfirst\nsecond\n").unwrap();
+    let good = market_draft(serde_json::json!({"file": "sources/market/lines.csv"}));
+    let (status, written) = call(&g, Method::PUT, "/v1/datasets/lines/draft", Some(&market), Some(good)).await;
+    assert_eq!(status, 200, "{written}");
+    let reviewed = written["draft_version"].as_u64().unwrap();
+    std::fs::write(folder.join("other.csv"), "line\nswapped\n").unwrap();
+    let swapped = market_draft(serde_json::json!({"file": "sources/market/other.csv"}));
+    let (status, rewritten) = call(&g, Method::PUT, "/v1/datasets/lines/draft", Some(&market), Some(swapped)).await;
+    assert_eq!(status, 200);
+    assert_eq!(rewritten["draft_version"].as_u64(), Some(reviewed + 1));
+    let review = serde_json::json!({"draft_version": reviewed});
+    let (status, answer) = g.admin(Method::POST, "/admin/datasets/lines/publish", Some(review)).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("draft_changed")), "{answer}");
+    assert_eq!(call(&g, Method::GET, "/v1/datasets/lines", None, None).await.0, 404);
+    let (status, answer) = g.admin(Method::POST, "/admin/datasets/lines/publish", None).await;
+    assert_eq!(status, 400, "a publication names the revision reviewed: {answer}");
+
+    // A file that is not there when drafted is checked again when published: by then a link
+    // out of the folder is refused.
+    let later = market_draft(serde_json::json!({"file": "sources/market/later.csv"}));
+    let (status, written) = call(&g, Method::PUT, "/v1/datasets/later/draft", Some(&market), Some(later)).await;
+    assert_eq!(status, 200, "{written}");
+    std::os::unix::fs::symlink(data_dir.join("admin.token"), folder.join("later.csv")).unwrap();
+    let review = serde_json::json!({"draft_version": written["draft_version"]});
+    let (status, answer) = g.admin(Method::POST, "/admin/datasets/later/publish", Some(review)).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("source_not_allowed")), "{answer}");
+    assert_eq!(call(&g, Method::GET, "/v1/datasets/later/download", None, None).await.0, 404);
+
+    // What was reviewed is published.
+    let review = serde_json::json!({"draft_version": reviewed + 1});
+    assert_eq!(g.admin(Method::POST, "/admin/datasets/lines/publish", Some(review)).await.0, 200);
+    let body = client().get(g.url("/v1/datasets/lines/download")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "line\nswapped\n");
+}
+
+#[tokio::test]
+async fn a_non_open_dataset_answers_every_workflow_endpoint_exactly_like_an_unknown_id() {
+    use crate::workflows::{application, call, platform, principal, TRANSPORT};
+    use reqwest::Method;
+    let (_dir, config, data_dir) = platform("");
+    let g = Gateway::with_config(&config, &data_dir);
+    let transport = principal(&g, "transport", "owner", Some(TRANSPORT)).await;
+    let user = principal(&g, "someone", "user", None).await;
+    let draft = market_draft(serde_json::json!({"url": "http://data.example/x.csv"}));
+    for key in [None, Some(user.as_str()), Some(transport.as_str())] {
+        for (method, path, body) in [
+            (Method::PUT, "/v1/datasets/ID/draft", Some(serde_json::json!({}))),
+            (Method::PUT, "/v1/datasets/ID/draft", Some(draft.clone())),
+            (Method::GET, "/v1/datasets/ID/draft", None),
+            (Method::GET, "/v1/datasets/ID", None),
+            (
+                Method::POST,
+                "/v1/datasets/ID/objections",
+                Some(serde_json::json!({"description": "wrong", "contact": "a@b.c"})),
+            ),
+            (Method::POST, "/v1/datasets/ID/withdraw", Some(serde_json::json!({"reason": "leak"}))),
+            (Method::POST, "/v1/datasets/ID/reopen", None),
+            (Method::GET, "/v1/datasets/ID/rows", None),
+            (Method::POST, "/v1/applications", Some(application("ID"))),
+            (
+                Method::POST,
+                "/v1/reports",
+                Some(serde_json::json!({"dataset": "ID", "description": "misuse", "contact": "a@b.c"})),
+            ),
+        ] {
+            let mut answers = Vec::new();
+            for id in ["subsistence-allowance", "no-such-dataset"] {
+                let body = body
+                    .as_ref()
+                    .map(|b| serde_json::from_str(&b.to_string().replace("\"ID\"", &format!("\"{id}\""))).unwrap());
+                let (status, answer) = call(&g, method.clone(), &path.replace("ID", id), key, body).await;
+                let answer = answer.to_string().replace(id, "ID");
+                answers.push((status, answer));
+            }
+            assert_eq!(answers[0], answers[1], "{method} {path} with {key:?}");
+        }
+    }
 }

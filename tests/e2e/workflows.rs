@@ -38,6 +38,9 @@ pub fn platform(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The market department's folder for the files of its drafts, as the shipped [sources] says.
+    std::fs::create_dir_all(data_dir.join("sources/market")).unwrap();
+    std::fs::copy(data_dir.join("demo/enterprises.arrow"), data_dir.join("sources/market/licences.arrow")).unwrap();
     (dir, config, data_dir)
 }
 
@@ -107,7 +110,7 @@ fn licences_draft(fields: &Value) -> Value {
     json!({
         "title": "Business licences", "description": "Licences issued, with the holder's representative.",
         "open_type": "conditional", "format": "arrow_ipc", "update_frequency": "daily",
-        "license": "Agreement", "keywords": ["licence"], "source": {"file": "demo/enterprises.arrow"},
+        "license": "Agreement", "keywords": ["licence"], "source": {"file": "sources/market/licences.arrow"},
         "fields": fields,
     })
 }
@@ -162,12 +165,13 @@ async fn owner_drafts_operator_publishes_user_applies_owner_approves_and_a_resta
     let (status, _) = call(&g, Method::GET, "/v1/datasets/licences", None, None).await;
     assert_eq!(status, 404, "drafts are not served");
     assert_eq!(call(&g, Method::GET, "/v1/datasets/licences/draft", Some(&market), None).await.0, 200);
-    assert_eq!(call(&g, Method::GET, "/v1/datasets/licences/draft", Some(&transport), None).await.0, 403);
-    assert_eq!(call(&g, Method::GET, "/v1/datasets/licences/draft", Some(&acme), None).await.0, 403);
+    // Another department's draft reads like none.
+    assert_eq!(call(&g, Method::GET, "/v1/datasets/licences/draft", Some(&transport), None).await.0, 404);
+    assert_eq!(call(&g, Method::GET, "/v1/datasets/licences/draft", Some(&acme), None).await.0, 404);
     // Another owner cannot take over the draft either.
     assert_eq!(
         call(&g, Method::PUT, "/v1/datasets/licences/draft", Some(&transport), Some(draft.clone())).await.0,
-        403
+        409
     );
     let mut broken = draft.clone();
     broken["source"] = json!({"file": "../../etc/passwd"});
@@ -175,11 +179,18 @@ async fn owner_drafts_operator_publishes_user_applies_owner_approves_and_a_resta
     assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("bad_entry")), "{answer}");
     let (_, drafts) = g.admin(Method::GET, "/admin/drafts", None).await;
     assert_eq!(drafts["drafts"].as_array().unwrap().len(), 1);
-    assert_eq!(drafts["drafts"][0]["entry"]["source"]["file"], "demo/enterprises.arrow", "the bad one changed nothing");
+    assert_eq!(
+        drafts["drafts"][0]["entry"]["source"]["file"], "sources/market/licences.arrow",
+        "the bad one changed nothing"
+    );
+    let reviewed = drafts["drafts"][0]["draft_version"].clone();
+    assert_eq!(reviewed, written["draft_version"]);
 
-    // The operator publishes: listed and described from the next request, version 1, updated now.
+    // The operator publishes the revision reviewed: listed and described from the next request,
+    // version 1, updated now.
     let published_at = chrono::Utc::now();
-    let (status, published) = g.admin(Method::POST, "/admin/datasets/licences/publish", None).await;
+    let review = json!({"draft_version": reviewed});
+    let (status, published) = g.admin(Method::POST, "/admin/datasets/licences/publish", Some(review.clone())).await;
     assert_eq!(status, 200, "{published}");
     let (status, meta) = call(&g, Method::GET, "/v1/datasets/licences", None, None).await;
     assert_eq!(status, 200, "{meta}");
@@ -189,7 +200,11 @@ async fn owner_drafts_operator_publishes_user_applies_owner_approves_and_a_resta
     assert!((updated - published_at).num_seconds().abs() < 30, "{updated} vs {published_at}");
     let (_, catalog) = call(&g, Method::GET, "/v1/catalog?q=licence", None, None).await;
     assert_eq!(catalog["datasets"][0]["id"], "licences", "{catalog}");
-    assert_eq!(g.admin(Method::POST, "/admin/datasets/licences/publish", None).await.0, 404, "nothing left to publish");
+    assert_eq!(
+        g.admin(Method::POST, "/admin/datasets/licences/publish", Some(review)).await.0,
+        404,
+        "nothing left to publish"
+    );
 
     // A user applies; the due date is 10 working days on (weekends only in this calendar).
     let submitted_on = today_in_china();
@@ -313,10 +328,12 @@ async fn owner_drafts_operator_publishes_user_applies_owner_approves_and_a_resta
     // The owner drafts a change; publishing it makes version 2 and moves last_updated on.
     let mut change = draft.clone();
     change["title"] = json!("Business licences (with 2026 renewals)");
-    assert_eq!(call(&g, Method::PUT, "/v1/datasets/licences/draft", Some(&market), Some(change)).await.0, 200);
+    let (status, changed) = call(&g, Method::PUT, "/v1/datasets/licences/draft", Some(&market), Some(change)).await;
+    assert_eq!(status, 200);
     let (_, meta) = call(&g, Method::GET, "/v1/datasets/licences", None, None).await;
     assert_eq!(meta["title"], "Business licences", "the published entry stays until the change is published");
-    assert_eq!(g.admin(Method::POST, "/admin/datasets/licences/publish", None).await.0, 200);
+    let review = json!({"draft_version": changed["draft_version"]});
+    assert_eq!(g.admin(Method::POST, "/admin/datasets/licences/publish", Some(review)).await.0, 200);
     let (_, meta) = call(&g, Method::GET, "/v1/datasets/licences", None, None).await;
     assert_eq!(
         (meta["version"].as_u64(), meta["title"].as_str()),

@@ -76,6 +76,7 @@ pub struct Config {
     /// Working days (public holidays and make-up days), from the file `calendar` names.
     pub calendar: policy::Calendar,
     pub webhooks: WebhooksConfig,
+    pub sources: SourcesConfig,
     /// Several instances sharing one state; none for the embedded default.
     pub cluster: Option<ClusterConfig>,
 }
@@ -115,6 +116,25 @@ impl ClusterConfig {
     fn prefix() -> String {
         "kaifang".into()
     }
+}
+
+/// Where the sources of catalog drafts may be. Owners write drafts through the API, so a
+/// draft's source is checked against this before it is stored and again when it is published:
+/// a file must lie (links followed) inside its department's folder, and a URL must name an
+/// origin on the allow-list. Entries declared in the configuration files are the operators' own
+/// and are not bound by this.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// Department (as in datasets' `owner`) to its folder inside the data directory, where the
+    /// files of its drafts must lie; a department without one can draft URL sources only.
+    #[serde(default)]
+    pub departments: std::collections::BTreeMap<String, PathBuf>,
+    /// Origins (`host` or `host:port`) a draft's URL source may name. Nothing else is fetched
+    /// for a draft: not loopback, link-local or private addresses, nor the gateway itself,
+    /// unless listed here.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// Owners' notifications: where each department wants to hear of new applications, new
@@ -549,8 +569,9 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// The keys the main file may have at its top level.
-const TOP_LEVEL_KEYS: [&str; 16] = [
+const TOP_LEVEL_KEYS: [&str; 17] = [
     "data_dir",
+    "sources",
     "cluster",
     "webhooks",
     "calendar",
@@ -638,6 +659,22 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     let calendar_file: Option<PathBuf> = main.document.deserialize_key(&main.path, "calendar", &mut errors);
     let webhooks: WebhooksConfig =
         main.document.deserialize_key(&main.path, "webhooks", &mut errors).unwrap_or_default();
+    let sources: SourcesConfig = main.document.deserialize_key(&main.path, "sources", &mut errors).unwrap_or_default();
+    for (department, folder) in &sources.departments {
+        let inside = !folder.as_os_str().is_empty()
+            && folder.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+            && !folder.starts_with("audit");
+        if !inside {
+            let path = [PathSegment::Key("sources".into()), PathSegment::Key("departments".into())];
+            let mut e = main.error_at(
+                &path,
+                "a folder inside the data directory (relative, without `..`, not the data directory itself nor its audit log)"
+                    .into(),
+            );
+            e.field = format!("sources.departments.{department}");
+            errors.push(e);
+        }
+    }
     let cluster: Option<ClusterConfig> = main.document.deserialize_key(&main.path, "cluster", &mut errors);
     if let Some(cluster) = &cluster {
         let key = |name: &str| [PathSegment::Key("cluster".into()), PathSegment::Key(name.into())];
@@ -885,6 +922,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             datasets,
             calendar,
             webhooks,
+            sources,
             cluster,
         })
     } else {

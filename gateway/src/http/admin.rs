@@ -120,7 +120,7 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
                 .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
             Ok(r)
         }
-        (&Method::POST, ["admin", "datasets", id, "publish"]) => workflow::publish(state, id).await,
+        (&Method::POST, ["admin", "datasets", id, "publish"]) => workflow::publish(state, id, req).await,
         (&Method::POST, ["admin", "datasets", id, "withdraw"]) => {
             let id = id.to_string();
             workflow::withdraw(state, Actor::Operator, &id, req).await

@@ -173,6 +173,8 @@ pub struct ObjectionList {
 pub struct DraftView {
     /// `draft`.
     pub status: String,
+    /// The draft's revision, one more on every write; publication names the one reviewed.
+    pub draft_version: u64,
     pub entry: DatasetConfig,
     pub written_by: String,
     pub written_at: DateTime<Utc>,
@@ -345,7 +347,8 @@ mod paths {
     use crate::http::admin::{AgreementRequest, KeyRequest, PrincipalRequest};
     use crate::http::routes::{FeedbackRequest, ReportRequest};
     use crate::http::workflow::{
-        ApplicationRequest, ApproveRequest, DraftRequest, ObjectionRequest, ReasonRequest, ResolveRequest,
+        ApplicationRequest, ApproveRequest, DraftRequest, ObjectionRequest, PublishRequest, ReasonRequest,
+        ResolveRequest,
     };
     use policy::Principal;
 
@@ -581,7 +584,7 @@ mod paths {
     fn drafts() {}
 
     #[utoipa::path(post, path = "/admin/datasets/{id}/publish", tag = "catalog", params(("id" = String, Path, example = "enterprises")),
-        responses((status = 200, body = Published)))]
+        request_body = PublishRequest, responses((status = 200, body = Published)))]
     fn publish() {}
 
     #[utoipa::path(post, path = "/admin/datasets/{id}/withdraw", tag = "catalog", params(("id" = String, Path, example = "enterprises")),

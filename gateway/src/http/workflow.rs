@@ -179,16 +179,24 @@ pub async fn put_draft(
         Actor::Operator => None,
         Actor::Principal(_) => return Err(wrong_role("catalog entries are written by their owners")),
     };
+    // A dataset the caller may not see (non-open, another department's) and a draft of another
+    // department answer exactly as an unknown id would, so ids and owners cannot be probed. The
+    // owner of a catalog entry may always draft its change; a stranger's draft of the same id
+    // gives way to it.
     let live = state.live();
-    if let Some(existing) = live.catalog.get(&id) {
-        if !actor.owns(&existing.dataset.owner) {
-            return Err(wrong_role(format!("`{id}` belongs to {}", existing.dataset.owner)));
-        }
+    let existing = live.catalog.get(&id).map(|e| &e.dataset);
+    let owns_entry = existing.is_some_and(|d| actor.owns(&d.owner));
+    if let Some(dataset) = existing.filter(|d| policy::listed(d) && !owns_entry) {
+        return Err(wrong_role(format!("`{id}` belongs to {}", dataset.owner)));
     }
     let draft_id = id.to_string();
     if let Some(draft) = blocking(state, move |s| s.draft(&draft_id)).await? {
-        if !actor.owns(&draft.entry.owner) {
-            return Err(wrong_role(format!("`{id}` is being drafted by {}", draft.entry.owner)));
+        if !actor.owns(&draft.entry.owner) && !owns_entry {
+            return Err(Error::new(
+                Kind::Conflict,
+                "id_taken",
+                format!("`{id}` cannot be drafted now; choose another id or ask the operators"),
+            ));
         }
     }
     let body: DraftRequest = read_json(req).await?;
@@ -218,15 +226,82 @@ pub async fn put_draft(
     if !problems.is_empty() {
         return Err(Error::bad_request("bad_entry", problems.join("; ")));
     }
-    let record = EntryRecord { entry, by: actor.id(), at: Utc::now(), version: 0 };
+    draft_source(state, &entry, Kind::BadRequest)?;
+    let mut record = EntryRecord { entry, by: actor.id(), at: Utc::now(), version: 0 };
     let stored = record.clone();
-    blocking(state, move |s| s.put_draft(&stored)).await?;
+    record.version = blocking(state, move |s| s.put_draft(&stored)).await?;
     Ok(json(StatusCode::OK, &draft_view(&record)))
+}
+
+/// Whether a draft's source is one drafts may have ([`crate::config::SourcesConfig`]): a file
+/// inside its department's folder, links followed (a file not there yet passes until the
+/// draft is published), or a URL on an allowed origin. Refused with `kind`: 400 when the draft
+/// is written, 409 when it is published.
+fn draft_source(state: &State, entry: &DatasetConfig, kind: Kind) -> Result<(), Error> {
+    let refused = |message: String| Error::new(kind, "source_not_allowed", message);
+    let sources = &state.config.sources;
+    match &entry.source {
+        SourceConfig::File(path) => {
+            let Some(folder) = sources.departments.get(&entry.owner) else {
+                return Err(refused(format!(
+                    "source.file: {} has no folder for the files of its drafts ([sources] departments); ask the operators",
+                    entry.owner
+                )));
+            };
+            if !path.starts_with(folder) {
+                return Err(refused(format!(
+                    "source.file: `{}` is not in {}'s folder `{}`",
+                    path.display(),
+                    entry.owner,
+                    folder.display()
+                )));
+            }
+            let data_dir = &state.config.data_dir;
+            let file = match std::fs::canonicalize(data_dir.join(path)) {
+                Ok(file) => file,
+                Err(_) if kind == Kind::BadRequest => return Ok(()),
+                Err(_) => {
+                    return Err(Error::new(
+                        Kind::Conflict,
+                        "source_missing",
+                        format!("the draft's file `{}` is not in the data directory", path.display()),
+                    ))
+                }
+            };
+            let root = std::fs::canonicalize(data_dir.join(folder)).ok();
+            if !root.is_some_and(|root| file.starts_with(root)) || !file.is_file() {
+                return Err(refused(format!(
+                    "source.file: `{}` leads outside {}'s folder `{}` (links are followed), or is not a file",
+                    path.display(),
+                    entry.owner,
+                    folder.display()
+                )));
+            }
+            Ok(())
+        }
+        SourceConfig::Url(url) => {
+            let uri: hyper::Uri = url.parse().map_err(|_| refused(format!("source.url: `{url}` is not a URL")))?;
+            let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+            let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+            let allowed = sources.allowed_origins.iter().any(|o| {
+                let o = o.to_ascii_lowercase();
+                o == host.to_ascii_lowercase() || o == format!("{}:{port}", host.to_ascii_lowercase())
+            });
+            if allowed {
+                Ok(())
+            } else {
+                Err(refused(format!(
+                    "source.url: `{host}:{port}` is not an origin drafts may name ([sources] allowed_origins)"
+                )))
+            }
+        }
+    }
 }
 
 fn draft_view(record: &EntryRecord) -> api::DraftView {
     api::DraftView {
         status: "draft".into(),
+        draft_version: record.version,
         entry: record.entry.clone(),
         written_by: record.by.clone(),
         written_at: record.at,
@@ -236,11 +311,11 @@ fn draft_view(record: &EntryRecord) -> api::DraftView {
 /// `GET /v1/datasets/{id}/draft`.
 pub async fn get_draft(state: &Arc<State>, actor: Actor, id: &str) -> Result<Response<Body>, Error> {
     let wanted = id.to_owned();
-    let draft =
-        blocking(state, move |s| s.draft(&wanted)).await?.ok_or_else(|| not_found("no draft of this dataset"))?;
-    if !actor.owns(&draft.entry.owner) {
-        return Err(wrong_role("drafts are seen by their owner and the operators"));
-    }
+    // Another department's draft reads exactly like none.
+    let draft = blocking(state, move |s| s.draft(&wanted))
+        .await?
+        .filter(|d| actor.owns(&d.entry.owner))
+        .ok_or_else(|| not_found("no draft of this dataset"))?;
     Ok(json(StatusCode::OK, &draft_view(&draft)))
 }
 
@@ -252,22 +327,31 @@ pub async fn drafts(state: &Arc<State>) -> Result<Response<Body>, Error> {
 
 /// `POST /admin/datasets/{id}/publish`: the operators' review passed; the draft is served from
 /// the next request, with its version one more and `last_updated` now.
-pub async fn publish(state: &Arc<State>, id: &str) -> Result<Response<Body>, Error> {
+pub async fn publish(state: &Arc<State>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let wanted = id.to_owned();
     let draft =
         blocking(state, move |s| s.draft(&wanted)).await?.ok_or_else(|| not_found("no draft of this dataset"))?;
-    if let SourceConfig::File(path) = &draft.entry.source {
-        if !state.config.data_dir.join(path).is_file() {
+    let body: PublishRequest = read_json(req).await?;
+    if draft.version != body.draft_version {
+        return Err(draft_changed(id, draft.version, body.draft_version));
+    }
+    if let Some(existing) = state.live().catalog.get(&draft.entry.id) {
+        if existing.dataset.owner != draft.entry.owner {
             return Err(Error::new(
                 Kind::Conflict,
-                "source_missing",
-                format!("the draft's file `{}` is not in the data directory", path.display()),
+                "id_taken",
+                format!(
+                    "`{id}` is a dataset of {}; the draft of {} cannot replace it",
+                    existing.dataset.owner, draft.entry.owner
+                ),
             ));
         }
     }
+    draft_source(state, &draft.entry, Kind::Conflict)?;
     let version = state.live().catalog.get(&draft.entry.id).map_or(0, |e| e.version) + 1;
     let id = id.to_owned();
-    let published = blocking(state, move |s| s.publish(&id, "operator", Utc::now(), version)).await?;
+    let reviewed = body.draft_version;
+    let published = blocking(state, move |s| s.publish(&id, "operator", Utc::now(), version, reviewed)).await?;
     state.refresh_catalog().await?;
     tracing::info!(dataset = %published.entry.id, version, "catalog entry published");
     Ok(json(
@@ -280,6 +364,23 @@ pub async fn publish(state: &Arc<State>, id: &str) -> Result<Response<Body>, Err
             entry: published.entry,
         },
     ))
+}
+
+/// The review a publication rests on.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The revision of the draft that was reviewed (`draft_version` in the draft): publication
+    /// fails with 409 if the draft changed since.
+    draft_version: u64,
+}
+
+fn draft_changed(id: &str, now: u64, reviewed: u64) -> Error {
+    Error::new(
+        Kind::Conflict,
+        "draft_changed",
+        format!("the draft of `{id}` is at revision {now}, not {reviewed}: it changed after it was reviewed; review it again"),
+    )
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -58,7 +58,8 @@ pub struct EntryRecord {
     /// The principal that wrote it.
     pub by: String,
     pub at: DateTime<Utc>,
-    /// For published entries: the catalog version, one more on every publication.
+    /// For published entries: the catalog version, one more on every publication; for drafts,
+    /// the draft's revision, one more on every write.
     #[serde(default)]
     pub version: u64,
 }
@@ -157,13 +158,15 @@ pub trait Store: Send + Sync {
     /// The feedback on one agreement, oldest first.
     fn feedback(&self, agreement: &str) -> StoreResult<Vec<Feedback>>;
 
-    /// Writes (or replaces) an owner's draft of a catalog entry.
-    fn put_draft(&self, draft: &EntryRecord) -> StoreResult<()>;
+    /// Writes (or replaces) an owner's draft of a catalog entry, as the next revision of the
+    /// draft of that id (1 for a new one), which it returns; `draft.version` is ignored.
+    fn put_draft(&self, draft: &EntryRecord) -> StoreResult<u64>;
     fn draft(&self, id: &str) -> StoreResult<Option<EntryRecord>>;
     fn drafts(&self) -> StoreResult<Vec<EntryRecord>>;
     /// Publishes the draft of `id` as `version`, in one transaction: the draft becomes the
-    /// published entry and is removed. `NotFound` if there is no draft.
-    fn publish(&self, id: &str, by: &str, at: DateTime<Utc>, version: u64) -> StoreResult<EntryRecord>;
+    /// published entry and is removed. `NotFound` if there is no draft, `Conflict` if the draft
+    /// is no longer at revision `reviewed` (it changed after it was reviewed).
+    fn publish(&self, id: &str, by: &str, at: DateTime<Utc>, version: u64, reviewed: u64) -> StoreResult<EntryRecord>;
     /// The published entries written through the platform (declared ones are in the config).
     fn published(&self) -> StoreResult<Vec<EntryRecord>>;
 

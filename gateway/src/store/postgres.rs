@@ -478,12 +478,24 @@ impl Store for PgStore {
             .collect())
     }
 
-    fn put_draft(&self, draft: &EntryRecord) -> StoreResult<()> {
-        self.conn()?.execute(
-            "INSERT INTO catalog_drafts (id, record) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET record = excluded.record",
-            &[&draft.entry.id.as_str(), &json(draft)?],
-        )?;
-        Ok(())
+    fn put_draft(&self, draft: &EntryRecord) -> StoreResult<u64> {
+        self.changing("catalog", |tx| {
+            let id = draft.entry.id.as_str();
+            // Two writers of one id take turns, so that each write is a revision of its own.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext('catalog_drafts'), hashtext($1))", &[&id])?;
+            let before = tx.query_opt("SELECT record FROM catalog_drafts WHERE id = $1", &[&id])?;
+            let before = match before {
+                Some(row) => parse::<EntryRecord>(row.get::<_, &str>(0))?.version,
+                None => 0,
+            };
+            let mut record = draft.clone();
+            record.version = before + 1;
+            tx.execute(
+                "INSERT INTO catalog_drafts (id, record) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+                &[&id, &json(&record)?],
+            )?;
+            Ok(record.version)
+        })
     }
 
     fn draft(&self, id: &str) -> StoreResult<Option<EntryRecord>> {
@@ -494,13 +506,19 @@ impl Store for PgStore {
         self.documents("SELECT record FROM catalog_drafts ORDER BY id", &[])
     }
 
-    fn publish(&self, id: &str, by: &str, at: DateTime<Utc>, version: u64) -> StoreResult<EntryRecord> {
+    fn publish(&self, id: &str, by: &str, at: DateTime<Utc>, version: u64, reviewed: u64) -> StoreResult<EntryRecord> {
         self.changing("catalog", |tx| {
             let row = tx.query_opt("SELECT record FROM catalog_drafts WHERE id = $1 FOR UPDATE", &[&id])?;
             let Some(row) = row else {
                 return Err(StoreError::NotFound(format!("no draft of `{id}` to publish")));
             };
             let mut record: EntryRecord = parse(row.get::<_, &str>(0))?;
+            if record.version != reviewed {
+                return Err(StoreError::Conflict(format!(
+                    "the draft of `{id}` is at revision {}, not {reviewed}: it changed after it was reviewed",
+                    record.version
+                )));
+            }
             record.entry.last_updated = at;
             record.by = by.to_owned();
             record.at = at;

@@ -370,14 +370,19 @@ impl Store for SqliteStore {
         })
     }
 
-    fn put_draft(&self, draft: &EntryRecord) -> StoreResult<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT OR REPLACE INTO catalog_drafts (id, record) VALUES (?1, ?2)",
-                params![draft.entry.id.as_str(), document(draft)?],
-            )
-            .map(|_| ())
-        })
+    fn put_draft(&self, draft: &EntryRecord) -> StoreResult<u64> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+        let tx = conn.unchecked_transaction()?;
+        let id = draft.entry.id.as_str();
+        let before: Vec<EntryRecord> = documents(&tx, "SELECT record FROM catalog_drafts WHERE id = ?1", [id])?;
+        let mut record = draft.clone();
+        record.version = before.first().map_or(0, |d| d.version) + 1;
+        tx.execute(
+            "INSERT OR REPLACE INTO catalog_drafts (id, record) VALUES (?1, ?2)",
+            params![id, document(&record)?],
+        )?;
+        tx.commit()?;
+        Ok(record.version)
     }
 
     fn draft(&self, id: &str) -> StoreResult<Option<EntryRecord>> {
@@ -388,13 +393,19 @@ impl Store for SqliteStore {
         self.with(|c| documents(c, "SELECT record FROM catalog_drafts ORDER BY id", []))
     }
 
-    fn publish(&self, id: &str, by: &str, at: DateTime<Utc>, version: u64) -> StoreResult<EntryRecord> {
+    fn publish(&self, id: &str, by: &str, at: DateTime<Utc>, version: u64, reviewed: u64) -> StoreResult<EntryRecord> {
         let conn = self.conn.lock().map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
         let tx = conn.unchecked_transaction()?;
         let mut drafts: Vec<EntryRecord> = documents(&tx, "SELECT record FROM catalog_drafts WHERE id = ?1", [id])?;
         let Some(mut record) = drafts.pop() else {
             return Err(StoreError::NotFound(format!("no draft of `{id}` to publish")));
         };
+        if record.version != reviewed {
+            return Err(StoreError::Conflict(format!(
+                "the draft of `{id}` is at revision {}, not {reviewed}: it changed after it was reviewed",
+                record.version
+            )));
+        }
         record.entry.last_updated = at;
         record.by = by.to_owned();
         record.at = at;
