@@ -347,6 +347,7 @@ impl State {
         differs("admin.listen", config.admin.listen != started.admin.listen);
         differs("server", format!("{:?}", config.server) != format!("{:?}", started.server));
         differs("upstream", format!("{:?}", config.upstream) != format!("{:?}", started.upstream));
+        differs("sources", format!("{:?}", config.sources) != format!("{:?}", started.sources));
         differs("audit.segment_bytes", config.audit.segment_bytes != started.audit.segment_bytes);
         differs("webhooks", format!("{:?}", config.webhooks) != format!("{:?}", started.webhooks));
         differs("cluster", format!("{:?}", config.cluster) != format!("{:?}", started.cluster));
