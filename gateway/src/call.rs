@@ -295,7 +295,24 @@ pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Resu
     let plan = Plan::new(&call.entry.config, &grant, query, live.limits.max_sort_rows, live.hash_key.clone())?;
     let opening = Instant::now();
     let context = live.source_context(&state.config.data_dir, &state.upstream);
-    let batches = source::open_batches(&call.entry.config, &context, plan.read.clone()).await;
+    let decoded = state.decoded.get(call.entry, &context).await;
+    let in_memory = matches!(decoded, Ok(Some(_)));
+    let batches = match decoded {
+        Ok(Some(decoded)) => {
+            let names: Vec<String> = call.entry.config.fields.iter().map(|f| f.name.clone()).collect();
+            let filter = query.filter.as_ref();
+            decoded.read(
+                &plan.read,
+                grant.scope.row_filter.as_ref(),
+                filter,
+                &grant.scope.masks,
+                &names,
+                context.batch_rows,
+            )
+        }
+        Ok(None) => source::open_batches(&call.entry.config, &context, plan.read.clone()).await,
+        Err(e) => Err(e),
+    };
     call.timing.add_source(opening.elapsed());
     let batches = batches?;
     let source: BatchStream = Box::pin(timed(batches.stream, call.timing.clone(), Timing::add_source));
@@ -306,7 +323,7 @@ pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Resu
     let mut rest = meter_rows(rows, budget.clone(), call.quota_refusals("rows_per_day")).fuse();
     let first = rest.next().await.transpose()?;
     let rest = Box::pin(rest);
-    Ok(Started { schema, version: batches.version, first, rest, admission, budget })
+    Ok(Started { schema, version: batches.version, first, rest, admission, budget, in_memory })
 }
 
 /// A query whose source is open and whose first batch is in hand.
@@ -319,6 +336,8 @@ pub struct Started {
     pub rest: BatchStream,
     pub admission: Admission,
     pub budget: Option<Budget>,
+    /// Read from the decoded-data cache: the whole answer can be had at once.
+    pub in_memory: bool,
 }
 
 /// Admits a call under `limit` or refuses it: 429 (`ResourceExhausted` on Flight) naming the

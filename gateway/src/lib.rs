@@ -26,6 +26,7 @@ pub mod answers;
 pub mod audit;
 pub mod auth;
 pub mod background;
+pub mod cache;
 pub mod call;
 pub mod clock;
 pub mod config;

@@ -95,8 +95,14 @@ pub struct Metrics {
     pub idle_closes: IntCounterVec,
     /// Failures talking to upstream origins, by kind.
     pub upstream_errors: IntCounterVec,
-    /// Lookups in the key and agreement caches, by cache and result (`hit`, `miss`).
+    /// Lookups in the key, agreement and decoded-data caches, by cache and result (`hit`, `miss`).
     pub cache_lookups: IntCounterVec,
+    /// Bytes of decoded data (and indexes) the decoded-data cache holds.
+    pub decoded_bytes: IntGauge,
+    /// Decoded datasets evicted to make room.
+    pub decoded_evictions: IntCounter,
+    /// Time to decode a dataset version into the cache.
+    pub decode_seconds: Histogram,
     pub audit: AuditMetrics,
     /// Applications by state (`submitted`, `approved`, `rejected`), set at each scrape.
     pub applications: IntGaugeVec,
@@ -239,6 +245,27 @@ impl Metrics {
                 stalled_answers.with_label_values(&[listener, place]);
             }
         }
+        let decoded_bytes = IntGauge::new(
+            "kaifang_decoded_cache_bytes",
+            "Bytes of decoded data and indexes held by the decoded-data cache ([cache] max_bytes).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(decoded_bytes.clone())).expect("registered once");
+        let decoded_evictions = IntCounter::new(
+            "kaifang_decoded_cache_evictions_total",
+            "Decoded datasets evicted from the cache to make room.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(decoded_evictions.clone())).expect("registered once");
+        let decode_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "kaifang_decoded_cache_decode_seconds",
+                "Time to decode a dataset version into the cache.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        r.register(Box::new(decode_seconds.clone())).expect("registered once");
         let idle_closes = counter(
             &r,
             "kaifang_idle_connections_closed_total",
@@ -311,7 +338,7 @@ impl Metrics {
         for kind in ["connect", "timeout", "idle", "broken", "status"] {
             upstream_errors.with_label_values(&[kind]);
         }
-        for cache in ["keys", "agreements"] {
+        for cache in ["keys", "agreements", "decoded"] {
             for result in ["hit", "miss"] {
                 cache_lookups.with_label_values(&[cache, result]);
             }
@@ -387,6 +414,9 @@ impl Metrics {
             idle_closes,
             upstream_errors,
             cache_lookups,
+            decoded_bytes,
+            decoded_evictions,
+            decode_seconds,
             audit: AuditMetrics { commit_seconds: commit, queue_depth, records, failures },
             applications,
             applications_overdue,

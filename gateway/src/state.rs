@@ -198,6 +198,8 @@ pub struct State {
     pub limiter: Limiter,
     /// The data answers in flight and their memory budget.
     pub answers: crate::answers::Answers,
+    /// Datasets decoded in memory, with their indexes.
+    pub decoded: crate::cache::DecodedCache,
     /// The operator token the admin API asks for.
     pub admin_token: String,
     pub audit: Audit,
@@ -299,6 +301,7 @@ impl State {
             certs,
             keys: Arc::new(Keys::new(store.clone(), metrics.cache_lookups.clone())),
             answers: crate::answers::Answers::new(&config.server, &metrics),
+            decoded: crate::cache::DecodedCache::new(&config.cache, &metrics),
             store,
             limiter,
             admin_token,

@@ -24,6 +24,11 @@ fn site_with_big_csv(settings: &str, rows: usize) -> Site {
         text.push_str(&format!("{i},name-{i:08}-padding-padding,{}.25\n", i % 977));
     }
     std::fs::write(site.data_dir.join("big.csv"), text).unwrap();
+    // Read from the file on every call: the answers stream from a reader, which is what stalls.
+    let config = std::fs::read_to_string(&site.config)
+        .unwrap()
+        .replace("source = { file = \"big.csv\" }", "source = { file = \"big.csv\" }\ncache = \"never\"");
+    std::fs::write(&site.config, config).unwrap();
     site
 }
 

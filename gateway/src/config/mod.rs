@@ -77,6 +77,7 @@ pub struct Config {
     pub calendar: policy::Calendar,
     pub webhooks: WebhooksConfig,
     pub sources: SourcesConfig,
+    pub cache: CacheConfig,
     /// Several instances sharing one state; none for the embedded default.
     pub cluster: Option<ClusterConfig>,
 }
@@ -479,6 +480,41 @@ pub struct DatasetConfig {
     pub source: SourceConfig,
     /// The fields, in the order they appear in the data.
     pub fields: Vec<Field>,
+    /// Whether the decoded data is kept in memory: `auto` (when it fits in `[cache] max_bytes`,
+    /// the most used first), `always` or `never`.
+    #[serde(default)]
+    pub cache: CachePolicy,
+    /// Columns to index in the decoded data: `=`, `in`, `<`, `<=`, `>`, `>=` on them (and `and`
+    /// of those) find their rows without a scan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index: Vec<String>,
+}
+
+/// Whether a dataset's decoded data is kept in memory ([`crate::cache`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CachePolicy {
+    /// When it fits, the most used first.
+    #[default]
+    Auto,
+    /// Always, evicting others if need be.
+    Always,
+    /// Never: every call reads the source.
+    Never,
+}
+
+/// The decoded-data cache.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory the decoded data of all datasets may take, in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { max_bytes: 1 << 30 }
+    }
 }
 
 /// Where a dataset's bytes come from.
@@ -569,9 +605,10 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// The keys the main file may have at its top level.
-const TOP_LEVEL_KEYS: [&str; 17] = [
+const TOP_LEVEL_KEYS: [&str; 18] = [
     "data_dir",
     "sources",
+    "cache",
     "cluster",
     "webhooks",
     "calendar",
@@ -660,6 +697,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     let webhooks: WebhooksConfig =
         main.document.deserialize_key(&main.path, "webhooks", &mut errors).unwrap_or_default();
     let sources: SourcesConfig = main.document.deserialize_key(&main.path, "sources", &mut errors).unwrap_or_default();
+    let cache: CacheConfig = main.document.deserialize_key(&main.path, "cache", &mut errors).unwrap_or_default();
     for (department, folder) in &sources.departments {
         let inside = !folder.as_os_str().is_empty()
             && folder.components().all(|c| matches!(c, std::path::Component::Normal(_)))
@@ -923,6 +961,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             calendar,
             webhooks,
             sources,
+            cache,
             cluster,
         })
     } else {
@@ -963,6 +1002,13 @@ fn check_dataset(dataset: &DatasetConfig, problem: &mut impl FnMut(&[PathSegment
                 &[Key("fields".into()), Index(i), Key("name".into())],
                 format!("field `{}` is declared twice", field.name),
             );
+        }
+    }
+    for (i, column) in dataset.index.iter().enumerate() {
+        if !dataset.fields.iter().any(|f| &f.name == column) {
+            problem(&[Key("index".into()), Index(i)], format!("no field `{column}` to index"));
+        } else if dataset.index[..i].contains(column) {
+            problem(&[Key("index".into()), Index(i)], format!("`{column}` is indexed twice"));
         }
     }
     match &dataset.source {

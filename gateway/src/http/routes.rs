@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::StreamExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, USER_AGENT};
+use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode};
 use policy::{decide, Caller, OpenType, Operation};
 
@@ -29,6 +29,39 @@ use crate::state::{CatalogEntry, Live, State};
 
 /// Rows in a preview.
 pub const PREVIEW_ROWS: usize = 20;
+
+/// Answers up to this size are encoded whole and sent with `Content-Length`.
+const SMALL_ANSWER_BYTES: usize = 1 << 20;
+
+/// An encoded answer: whole, or streaming (the pieces read so far, then the rest).
+enum Answer {
+    Whole(Bytes),
+    Streamed(source::ByteStream),
+}
+
+/// Reads `body` until it ends or passes `limit` bytes (with 0, streams at once). An error before
+/// then is the call's error: nothing has been sent.
+async fn whole_if_small(mut body: source::ByteStream, limit: usize) -> Result<Answer, Error> {
+    if limit == 0 {
+        return Ok(Answer::Streamed(body));
+    }
+    let mut pieces = Vec::new();
+    let mut size = 0;
+    while let Some(piece) = body.next().await {
+        let piece = piece?;
+        size += piece.len();
+        pieces.push(piece);
+        if size > limit {
+            let read = futures_util::stream::iter(pieces.into_iter().map(Ok));
+            return Ok(Answer::Streamed(Box::pin(read.chain(body))));
+        }
+    }
+    let mut whole = bytes::BytesMut::with_capacity(size);
+    for piece in pieces {
+        whole.extend_from_slice(&piece);
+    }
+    Ok(Answer::Whole(whole.freeze()))
+}
 
 /// Query parameters that carry secrets and must never be in a URL.
 const KEY_PARAMETERS: [&str; 5] = ["key", "api_key", "apikey", "access_token", "token"];
@@ -506,13 +539,24 @@ async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, Strin
     let started = start(call, Operation::Rows, &query).await?;
     let mut response = Response::new(response::full(""));
     started_headers(call, &started, &mut response);
-    let Started { schema, first, rest, budget, .. } = started;
+    let Started { schema, first, rest, budget, in_memory, .. } = started;
+    // A small answer from memory is encoded whole and sent with its length (some clients,
+    // polars' URL readers among them, take nothing else). Answers from a source stream as it
+    // reads, and one under a byte quota streams so the quota is counted as it is sent.
+    let whole = in_memory && budget.is_none();
     let body = call::meter_bytes(
         encode_stream(format.encoder(&schema)?, first, rest),
         budget,
         Bytes::len,
         call.quota_refusals("bytes_per_day"),
     );
+    let body = match whole_if_small(body, if whole { SMALL_ANSWER_BYTES } else { 0 }).await? {
+        Answer::Whole(bytes) => {
+            response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            Box::pin(futures_util::stream::iter([Ok(bytes)])) as source::ByteStream
+        }
+        Answer::Streamed(body) => body,
+    };
     *response.body_mut() = response::streamed(body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));

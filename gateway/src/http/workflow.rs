@@ -221,6 +221,8 @@ pub async fn put_draft(
         keywords: body.keywords,
         source: body.source,
         fields: body.fields,
+        cache: Default::default(),
+        index: Vec::new(),
     };
     let problems = crate::config::entry_problems(&entry);
     if !problems.is_empty() {

@@ -30,7 +30,7 @@ use arrow::record_batch::RecordBatch;
 use futures_util::StreamExt;
 use policy::{FilterError, Grant, Mask};
 
-pub use predicate::Predicate;
+pub use predicate::{literal_array, Predicate};
 pub use query::{OrderKey, Query};
 
 use crate::config::DatasetConfig;

@@ -110,6 +110,16 @@ fn compare(array: &dyn Array, op: CmpOp, value: &dyn Datum) -> Result<BooleanArr
 }
 
 /// The literal as a scalar of the column's type.
+/// A filter literal as a one-value array of `data_type`, as comparisons on a column of that
+/// type take it.
+pub fn literal_array(
+    data_type: &DataType,
+    literal: &Literal,
+    column: &policy::filter::Column,
+) -> Result<arrow::array::ArrayRef, Error> {
+    Ok(arrow::array::make_array(scalar(data_type, literal, column)?.get().0.to_data()))
+}
+
 fn scalar(
     data_type: &DataType,
     literal: &Literal,

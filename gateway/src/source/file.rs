@@ -29,8 +29,18 @@ pub struct FileInfo {
 }
 
 impl FileInfo {
+    /// What `stat` tells of the file at `path`, without opening it.
+    pub fn of_path(path: &Path) -> Result<FileInfo, Error> {
+        let meta =
+            std::fs::metadata(path).map_err(|e| Error::source(format!("the dataset's file cannot be opened: {e}")))?;
+        FileInfo::of_metadata(&meta).map_err(|e| Error::source(format!("the dataset's file cannot be read: {e}")))
+    }
+
     fn of(file: &File) -> std::io::Result<FileInfo> {
-        let meta = file.metadata()?;
+        FileInfo::of_metadata(&file.metadata()?)
+    }
+
+    fn of_metadata(meta: &std::fs::Metadata) -> std::io::Result<FileInfo> {
         let modified = meta.modified()?;
         let nanos = modified.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         Ok(FileInfo { len: meta.len(), modified, version: format!("{nanos:x}-{:x}", meta.len()) })

@@ -1,0 +1,317 @@
+//! The decoded-data cache: datasets held in memory as Arrow record batches, decoded once per
+//! version and shared by every call on every protocol, with the indexes their entries declare.
+//!
+//! A call on a file dataset looks its data up by (dataset, catalog version, file version: length
+//! and modification time, read with one `stat`): a changed file or a new publication is a new
+//! key, so it is never answered from the old data once the change is seen, while a call that
+//! started on the old data keeps it (the decoded data is shared by `Arc`). The entries are
+//! bounded by `[cache] max_bytes`, weighed by their bytes, and the most used are kept (moka's
+//! TinyLFU); a dataset whose entry says `cache = "never"`, an upstream origin, or a file larger
+//! than the whole cache (under `cache = "auto"`) is read from its source on every call instead.
+//! Concurrent first calls on a version decode it once.
+//!
+//! An index on a column is the column's non-null values sorted, with their row numbers: a
+//! comparison (`=`, `in`, `<`, `<=`, `>`, `>=`, and `and`/`or` of them) becomes a binary search
+//! and the rows found, in O(log n + k). Indexes only narrow the rows read: the pipeline still
+//! applies the agreement's row filter, its masks and the caller's whole filter to exactly those
+//! rows. A caller's comparison on a masked column is evaluated on masked values, so it never
+//! uses the index, which holds raw values; the agreement's own row filter, on raw values, does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{make_comparator, Array, ArrayRef, UInt32Array};
+use arrow::compute::{concat_batches, sort_to_indices, take, take_record_batch, SortOptions};
+use arrow::record_batch::RecordBatch;
+use dashmap::DashMap;
+use futures_util::TryStreamExt;
+use policy::filter::{CmpOp, Expr};
+use policy::Mask;
+use prometheus::{Histogram, IntCounter, IntGauge};
+
+use crate::config::{CacheConfig, CachePolicy, SourceConfig};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::pipeline::literal_array;
+use crate::source::{arrow_schema, file, BatchStream, Batches, SourceContext};
+use crate::state::CatalogEntry;
+
+/// The cache is weighed in KiB, so that any entry's weight fits moka's `u32`.
+const UNIT: u64 = 1024;
+
+/// Dataset id, catalog version, file version.
+type Key = (String, u64, String);
+
+/// One version of a dataset, decoded, with its indexes.
+pub struct Decoded {
+    /// Every declared field, in declared order and types.
+    batch: RecordBatch,
+    /// Indexes by the position of their field.
+    indexes: HashMap<usize, Index>,
+    bytes: u64,
+    version: String,
+}
+
+/// A column's non-null values in order, and the row each came from.
+struct Index {
+    sorted: ArrayRef,
+    rows: UInt32Array,
+}
+
+/// The decoded data of every cached dataset.
+pub struct DecodedCache {
+    entries: moka::future::Cache<Key, Arc<Decoded>>,
+    max_bytes: u64,
+    /// The key each dataset was last cached under, so a new version gives the old one's memory
+    /// back at once.
+    current: DashMap<String, Key>,
+    /// Versions found too large to keep, or that failed to decode, so they are not decoded again
+    /// on every call: they are read from the source as it streams.
+    not_kept: DashMap<String, Key>,
+    hits: IntCounter,
+    misses: IntCounter,
+    decode_seconds: Histogram,
+    held: IntGauge,
+}
+
+impl DecodedCache {
+    pub fn new(config: &CacheConfig, metrics: &Metrics) -> DecodedCache {
+        let held = metrics.decoded_bytes.clone();
+        let evictions = metrics.decoded_evictions.clone();
+        let entries = moka::future::Cache::builder()
+            .max_capacity(config.max_bytes / UNIT)
+            .weigher(|_: &Key, d: &Arc<Decoded>| u32::try_from(d.bytes.div_ceil(UNIT)).unwrap_or(u32::MAX))
+            .eviction_listener(move |_, d: Arc<Decoded>, cause| {
+                held.sub(d.bytes as i64);
+                if cause.was_evicted() {
+                    evictions.inc();
+                }
+            })
+            .build();
+        DecodedCache {
+            entries,
+            max_bytes: config.max_bytes,
+            current: DashMap::new(),
+            not_kept: DashMap::new(),
+            hits: metrics.cache_lookups.with_label_values(&["decoded", "hit"]),
+            misses: metrics.cache_lookups.with_label_values(&["decoded", "miss"]),
+            decode_seconds: metrics.decode_seconds.clone(),
+            held: metrics.decoded_bytes.clone(),
+        }
+    }
+
+    /// The dataset's data as its file is now: from memory, or decoded now and kept. `None` when
+    /// the dataset is read from its source instead.
+    pub async fn get(&self, entry: &CatalogEntry, ctx: &SourceContext<'_>) -> Result<Option<Arc<Decoded>>, Error> {
+        let config = &entry.config;
+        let SourceConfig::File(path) = &config.source else { return Ok(None) };
+        if config.cache == CachePolicy::Never {
+            return Ok(None);
+        }
+        let path = ctx.data_dir.join(path);
+        let info = file::FileInfo::of_path(&path)?;
+        if config.cache == CachePolicy::Auto && info.len > self.max_bytes {
+            return Ok(None);
+        }
+        let key: Key = (config.id.to_string(), entry.version, info.version);
+        if let Some(decoded) = self.entries.get(&key).await {
+            self.hits.inc();
+            return Ok(Some(decoded));
+        }
+        if self.not_kept.get(&key.0).is_some_and(|k| *k == key) {
+            return Ok(None);
+        }
+        self.misses.inc();
+        let decoded = match self.entries.try_get_with(key.clone(), self.decode(entry, ctx, path, key.2.clone())).await {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                // A file that cannot be decoded whole is served as it streams, so that what can
+                // be read reaches the caller before the failure does, as for any source.
+                tracing::warn!(dataset = %key.0, error = %e, "dataset not decoded into the cache; read from its source");
+                self.not_kept.insert(key.0.clone(), key);
+                return Ok(None);
+            }
+        };
+        if decoded.bytes > self.max_bytes {
+            // Served this once; the entry leaves at once, and the version is not decoded again.
+            self.entries.invalidate(&key).await;
+            self.not_kept.insert(key.0.clone(), key);
+            return Ok(Some(decoded));
+        }
+        if let Some(old) = self.current.insert(key.0.clone(), key.clone()).filter(|old| *old != key) {
+            self.entries.invalidate(&old).await;
+        }
+        Ok(Some(decoded))
+    }
+
+    async fn decode(
+        &self,
+        entry: &CatalogEntry,
+        ctx: &SourceContext<'_>,
+        path: std::path::PathBuf,
+        version: String,
+    ) -> Result<Arc<Decoded>, Error> {
+        let started = Instant::now();
+        let config = &entry.config;
+        let schema = arrow_schema(&config.fields);
+        let all = (0..config.fields.len()).collect();
+        let read = file::open_batches(path, config.format, schema.clone(), all, schema.clone(), ctx.batch_rows).await?;
+        let batches: Vec<RecordBatch> = read.stream.try_collect().await?;
+        let indexed: Vec<usize> =
+            config.index.iter().filter_map(|name| config.fields.iter().position(|f| &f.name == name)).collect();
+        let decoded = tokio::task::spawn_blocking(move || -> Result<Decoded, Error> {
+            let batch = concat_batches(&schema, &batches)?;
+            drop(batches);
+            let mut indexes = HashMap::new();
+            for i in indexed {
+                let column = batch.column(i);
+                // Nulls first, then skipped: a comparison with null is never true.
+                let order = sort_to_indices(column, Some(SortOptions { descending: false, nulls_first: true }), None)?;
+                let rows = order.slice(column.null_count(), order.len() - column.null_count());
+                let sorted = take(column, &rows, None)?;
+                indexes.insert(i, Index { sorted, rows });
+            }
+            let bytes = (batch.get_array_memory_size()
+                + indexes
+                    .values()
+                    .map(|x| x.sorted.get_array_memory_size() + x.rows.get_array_memory_size())
+                    .sum::<usize>()) as u64;
+            Ok(Decoded { batch, indexes, bytes, version })
+        })
+        .await
+        .map_err(|e| Error::internal(format!("decoding task failed: {e}")))??;
+        self.decode_seconds.observe(started.elapsed().as_secs_f64());
+        // What this returns is what the cache holds, until its eviction gives the bytes back.
+        self.held.add(decoded.bytes as i64);
+        tracing::info!(dataset = %config.id, rows = decoded.batch.num_rows(), bytes = decoded.bytes, "dataset decoded into the cache");
+        let decoded = Arc::new(decoded);
+        Ok(decoded)
+    }
+}
+
+impl Decoded {
+    /// The batches a call reads: the columns at `projection`, in slices of `batch_rows`, of the
+    /// rows the indexes leave for the grant's row filter (`scope`) and the caller's `filter`
+    /// (on columns without a mask only), or of every row.
+    pub fn read(
+        self: &Arc<Self>,
+        projection: &[usize],
+        scope: Option<&Expr>,
+        filter: Option<&Expr>,
+        masks: &BTreeMap<String, Mask>,
+        names: &[String],
+        batch_rows: usize,
+    ) -> Result<Batches, Error> {
+        let index_of = |column: &str, raw: bool| {
+            let i = names.iter().position(|n| n == column)?;
+            (raw || !masks.contains_key(column)).then_some(i)
+        };
+        let scope_rows = scope.and_then(|e| self.candidates(e, &|c| index_of(c, true)));
+        let filter_rows = filter.and_then(|e| self.candidates(e, &|c| index_of(c, false)));
+        let rows = match (scope_rows, filter_rows) {
+            (Some(a), Some(b)) => Some(intersect(&a, &b)),
+            (a, b) => a.or(b),
+        };
+        let projected = self.batch.project(projection)?;
+        let batch = match rows {
+            Some(rows) => take_record_batch(&projected, &UInt32Array::from(rows))?,
+            None => projected,
+        };
+        let total = batch.num_rows();
+        let step = batch_rows.max(1);
+        let slices = (0..total).step_by(step).map(move |offset| Ok(batch.slice(offset, step.min(total - offset))));
+        let stream: BatchStream = Box::pin(futures_util::stream::iter(slices));
+        Ok(Batches { version: Some(self.version.clone()), stream })
+    }
+
+    /// The rows (ascending) that may match `expr`, if the indexes can tell; `None` means every
+    /// row must be read. `column` gives the field position of a column whose index may be used.
+    fn candidates(&self, expr: &Expr, column: &dyn Fn(&str) -> Option<usize>) -> Option<Vec<u32>> {
+        let indexed = |name: &str| column(name).and_then(|i| self.indexes.get(&i).map(|x| (i, x)));
+        let found = match expr {
+            Expr::Compare { column: c, op, value } if *op != CmpOp::NotEq => {
+                let (i, index) = indexed(&c.name)?;
+                let literal = literal_array(self.batch.schema().field(i).data_type(), value, c).ok()?;
+                let mut rows = index.range(*op, &literal)?;
+                rows.sort_unstable();
+                rows
+            }
+            Expr::In { column: c, values, negated: false } => {
+                let (i, index) = indexed(&c.name)?;
+                let mut rows = Vec::new();
+                for value in values {
+                    let literal = literal_array(self.batch.schema().field(i).data_type(), value, c).ok()?;
+                    rows.extend(index.range(CmpOp::Eq, &literal)?);
+                }
+                rows.sort_unstable();
+                rows.dedup();
+                rows
+            }
+            Expr::And(a, b) => match (self.candidates(a, column), self.candidates(b, column)) {
+                (Some(a), Some(b)) => intersect(&a, &b),
+                (a, b) => a.or(b)?,
+            },
+            Expr::Or(a, b) => {
+                let (a, b) = (self.candidates(a, column)?, self.candidates(b, column)?);
+                let mut rows = [a, b].concat();
+                rows.sort_unstable();
+                rows.dedup();
+                rows
+            }
+            _ => return None,
+        };
+        // Past a quarter of the rows, reading them all is as quick as gathering them.
+        (found.len() <= self.batch.num_rows() / 4 + 1).then_some(found)
+    }
+}
+
+impl Index {
+    /// The rows whose value stands in `op` to `literal` (a one-value array of the column's type).
+    fn range(&self, op: CmpOp, literal: &ArrayRef) -> Option<Vec<u32>> {
+        let compare = make_comparator(&self.sorted, literal, SortOptions::default()).ok()?;
+        let n = self.sorted.len();
+        let first_not_less = partition_point(n, |i| compare(i, 0).is_lt());
+        let first_greater = partition_point(n, |i| compare(i, 0).is_le());
+        let range = match op {
+            CmpOp::Eq => first_not_less..first_greater,
+            CmpOp::Lt => 0..first_not_less,
+            CmpOp::LtEq => 0..first_greater,
+            CmpOp::Gt => first_greater..n,
+            CmpOp::GtEq => first_not_less..n,
+            CmpOp::NotEq => return None,
+        };
+        Some(self.rows.values()[range].to_vec())
+    }
+}
+
+/// The first position in `0..n` where `before` turns false (it is true, then false).
+fn partition_point(n: usize, before: impl Fn(usize) -> bool) -> usize {
+    let (mut low, mut high) = (0, n);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if before(mid) {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    low
+}
+
+/// The rows in both ascending lists.
+fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
