@@ -142,6 +142,8 @@ impl DecodedCache {
         if let Some(old) = self.current.insert(key.0.clone(), key.clone()).filter(|old| *old != key) {
             self.entries.invalidate(&old).await;
         }
+        // Evict now what the new entry pushed past the bound, rather than at some later call.
+        self.entries.run_pending_tasks().await;
         Ok(Some(decoded))
     }
 

@@ -6,6 +6,7 @@
 mod abuse;
 mod agreements;
 mod audit;
+mod cache;
 mod calendar;
 mod catalog;
 mod cluster;
