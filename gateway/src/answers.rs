@@ -47,6 +47,8 @@ pub struct Answers(Arc<Inner>);
 
 struct Inner {
     budget: Arc<Semaphore>,
+    /// The budget's size, in units.
+    capacity: usize,
     per_client: DashMap<IpAddr, usize>,
     max_per_client: usize,
     wait: Duration,
@@ -62,6 +64,7 @@ impl Answers {
         let units = (server.answer_memory_bytes / UNIT).min(Semaphore::MAX_PERMITS as u64) as usize;
         Answers(Arc::new(Inner {
             budget: Arc::new(Semaphore::new(units)),
+            capacity: units,
             per_client: DashMap::new(),
             max_per_client: server.max_answers_per_client,
             wait: Duration::from_millis(server.answer_wait_ms),
@@ -114,6 +117,53 @@ impl Answers {
         inner.in_flight.inc();
         inner.reserved.add(ANSWER_RESERVE_BYTES as i64);
         Ok(AnswerSlot { answers: self.0.clone(), client, protocol, _permit: permit })
+    }
+}
+
+impl Answers {
+    /// Reserves `bytes` of the budget for work outside an answer's own buffers (decoding a
+    /// dataset into the cache), waiting up to `answer_wait_ms`; 503 `overloaded` past it. More
+    /// than the whole budget is refused at once.
+    pub async fn reserve(&self, bytes: u64, what: &'static str) -> Result<Reservation, Error> {
+        let inner = &self.0;
+        let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        if units as usize > inner.capacity {
+            return Err(Error::new(
+                Kind::Unavailable,
+                "exceeds_memory_budget",
+                format!("{bytes} bytes is more than the whole memory budget"),
+            ));
+        }
+        let permit = match inner.budget.clone().try_acquire_many_owned(units) {
+            Ok(permit) => Some(permit),
+            Err(_) => tokio::time::timeout(inner.wait, inner.budget.clone().acquire_many_owned(units))
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        let Some(permit) = permit else {
+            inner.refusals.with_label_values(&[what, "memory_budget"]).inc();
+            return Err(retry_later(Error::new(
+                Kind::Unavailable,
+                "overloaded",
+                "the gateway's memory budget for work in flight is full; retry shortly",
+            )));
+        };
+        inner.reserved.add(bytes as i64);
+        Ok(Reservation { _permit: permit, bytes, reserved: inner.reserved.clone() })
+    }
+}
+
+/// Bytes of the budget held by work in flight, given back when dropped.
+pub struct Reservation {
+    _permit: OwnedSemaphorePermit,
+    bytes: u64,
+    reserved: IntGauge,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.reserved.sub(self.bytes as i64);
     }
 }
 

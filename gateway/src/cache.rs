@@ -30,6 +30,7 @@ use policy::filter::{CmpOp, Expr};
 use policy::Mask;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
+use crate::answers::Answers;
 use crate::config::{CacheConfig, CachePolicy, SourceConfig};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -103,7 +104,12 @@ impl DecodedCache {
 
     /// The dataset's data as its file is now: from memory, or decoded now and kept. `None` when
     /// the dataset is read from its source instead.
-    pub async fn get(&self, entry: &CatalogEntry, ctx: &SourceContext<'_>) -> Result<Option<Arc<Decoded>>, Error> {
+    pub async fn get(
+        &self,
+        entry: &CatalogEntry,
+        ctx: &SourceContext<'_>,
+        answers: &Answers,
+    ) -> Result<Option<Arc<Decoded>>, Error> {
         let config = &entry.config;
         let SourceConfig::File(path) = &config.source else { return Ok(None) };
         if config.cache == CachePolicy::Never {
@@ -123,8 +129,11 @@ impl DecodedCache {
             return Ok(None);
         }
         self.misses.inc();
-        let decoded = match self.entries.try_get_with(key.clone(), self.decode(entry, ctx, path, key.2.clone())).await {
+        let decoding = self.decode(entry, ctx, answers, path, key.2.clone());
+        let decoded = match self.entries.try_get_with(key.clone(), decoding).await {
             Ok(decoded) => decoded,
+            // No room to decode now: the call is refused, and a later one decodes.
+            Err(e) if e.code == "overloaded" => return Err((*e).clone()),
             Err(e) => {
                 // A file that cannot be decoded whole is served as it streams, so that what can
                 // be read reaches the caller before the failure does, as for any source.
@@ -151,6 +160,7 @@ impl DecodedCache {
         &self,
         entry: &CatalogEntry,
         ctx: &SourceContext<'_>,
+        answers: &Answers,
         path: std::path::PathBuf,
         version: String,
     ) -> Result<Arc<Decoded>, Error> {
@@ -158,8 +168,16 @@ impl DecodedCache {
         let config = &entry.config;
         let schema = arrow_schema(&config.fields);
         let all = (0..config.fields.len()).collect();
-        let read = file::open_batches(path, config.format, schema.clone(), all, schema.clone(), ctx.batch_rows).await?;
-        let batches: Vec<RecordBatch> = read.stream.try_collect().await?;
+        let mut read =
+            file::open_batches(path, config.format, schema.clone(), all, schema.clone(), ctx.batch_rows).await?;
+        // What is decoded is reserved in the memory budget of work in flight, twice (the batches,
+        // then the one batch they are joined into), until the cache holds it.
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut reserved = Vec::new();
+        while let Some(batch) = read.stream.try_next().await? {
+            reserved.push(answers.reserve(2 * batch.get_array_memory_size() as u64, "cache").await?);
+            batches.push(batch);
+        }
         let indexed: Vec<usize> =
             config.index.iter().filter_map(|name| config.fields.iter().position(|f| &f.name == name)).collect();
         let decoded = tokio::task::spawn_blocking(move || -> Result<Decoded, Error> {
@@ -183,6 +201,7 @@ impl DecodedCache {
         })
         .await
         .map_err(|e| Error::internal(format!("decoding task failed: {e}")))??;
+        drop(reserved);
         self.decode_seconds.observe(started.elapsed().as_secs_f64());
         // What this returns is what the cache holds, until its eviction gives the bytes back.
         self.held.add(decoded.bytes as i64);

@@ -295,7 +295,7 @@ pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Resu
     let plan = Plan::new(&call.entry.config, &grant, query, live.limits.max_sort_rows, live.hash_key.clone())?;
     let opening = Instant::now();
     let context = live.source_context(&state.config.data_dir, &state.upstream);
-    let decoded = state.decoded.get(call.entry, &context).await;
+    let decoded = state.decoded.get(call.entry, &context, &state.answers).await;
     let in_memory = matches!(decoded, Ok(Some(_)));
     let batches = match decoded {
         Ok(Some(decoded)) => {

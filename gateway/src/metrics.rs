@@ -226,7 +226,7 @@ impl Metrics {
         let overload_refusals = counter(
             &r,
             "kaifang_overload_refusals_total",
-            "Data calls refused for want of room: memory_budget (503, the answer memory budget stayed full), client_answers (429, the client has too many answers in flight).",
+            "Data calls refused for want of room: memory_budget (503, the memory budget stayed full; protocol cache: a dataset could not be decoded into the cache), client_answers (429, the client has too many answers in flight).",
             &["protocol", "reason"],
         );
         for protocol in ["http", "flight"] {
@@ -234,6 +234,7 @@ impl Metrics {
                 overload_refusals.with_label_values(&[protocol, reason]);
             }
         }
+        overload_refusals.with_label_values(&["cache", "memory_budget"]);
         let stalled_answers = counter(
             &r,
             "kaifang_stalled_answers_cut_total",
