@@ -295,7 +295,7 @@ pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Resu
     let plan = Plan::new(&call.entry.config, &grant, query, live.limits.max_sort_rows, live.hash_key.clone())?;
     let opening = Instant::now();
     let context = live.source_context(&state.config.data_dir, &state.upstream);
-    let batches = source::open_batches(&call.entry.config, &context, plan.read.clone()).await;
+    let batches = source::open_batches(&call.entry.config, &context, plan.read.clone(), plan.pushdown()).await;
     call.timing.add_source(opening.elapsed());
     let batches = batches?;
     let source: BatchStream = Box::pin(timed(batches.stream, call.timing.clone(), Timing::add_source));

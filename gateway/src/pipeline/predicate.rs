@@ -41,12 +41,14 @@ impl Predicate {
         Ok(match expr {
             Expr::Compare { column: c, op, value } => {
                 let i = column(c)?;
-                Predicate::Compare { column: i, op: *op, value: scalar(schema.field(i).data_type(), value, c)? }
+                Predicate::Compare { column: i, op: *op, value: literal_scalar(schema.field(i).data_type(), value, c)? }
             }
             Expr::In { column: c, values, negated } => {
                 let i = column(c)?;
-                let values =
-                    values.iter().map(|v| scalar(schema.field(i).data_type(), v, c)).collect::<Result<_, _>>()?;
+                let values = values
+                    .iter()
+                    .map(|v| literal_scalar(schema.field(i).data_type(), v, c))
+                    .collect::<Result<_, _>>()?;
                 Predicate::In { column: i, values, negated: *negated }
             }
             Expr::Like { column: c, pattern, negated } => {
@@ -109,8 +111,8 @@ fn compare(array: &dyn Array, op: CmpOp, value: &dyn Datum) -> Result<BooleanArr
     }
 }
 
-/// The literal as a scalar of the column's type.
-fn scalar(
+/// The literal as a scalar of the column's type; `column` names the column in errors.
+pub fn literal_scalar(
     data_type: &DataType,
     literal: &Literal,
     column: &policy::filter::Column,
