@@ -17,6 +17,7 @@ mod metrics;
 mod operations;
 mod origin;
 mod overload;
+mod pushdown;
 mod reports;
 mod rows;
 mod tls;
