@@ -225,7 +225,7 @@ impl ColumnStats {
             // NaN sorts above every value but is left out of the maximum.
             CmpOp::Gt | CmpOp::GtEq if floating => None,
             CmpOp::Eq => cmp::lt_eq(&self.min, value)
-                .and_then(|low| Ok(arrow::compute::and_kleene(&low, &cmp::gt_eq(&self.max, value)?)?))
+                .and_then(|low| arrow::compute::and_kleene(&low, &cmp::gt_eq(&self.max, value)?))
                 .ok(),
             CmpOp::Lt => cmp::lt(&self.min, value).ok(),
             CmpOp::LtEq => cmp::lt_eq(&self.min, value).ok(),
