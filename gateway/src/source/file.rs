@@ -165,13 +165,21 @@ where
         }
         match reader.next() {
             Some(batch) => {
-                let mut batch = conform(&batch?, &schema)?;
-                if let Some(left) = left.as_mut() {
-                    let rows = batch.num_rows().min(*left);
-                    *left -= rows;
-                    batch = batch.slice(0, rows);
+                // Cut to bounded slices before the rows needed are taken: a few rows sliced from
+                // a large batch still report the whole batch's memory.
+                let mut slices = Vec::new();
+                bounded_slices(conform(&batch?, &schema)?, &mut slices);
+                for slice in slices {
+                    match left.as_mut() {
+                        Some(0) => break,
+                        Some(left) => {
+                            let rows = slice.num_rows().min(*left);
+                            *left -= rows;
+                            out.push(slice.slice(0, rows));
+                        }
+                        None => out.push(slice),
+                    }
                 }
-                bounded_slices(batch, out);
                 Ok(left != Some(0))
             }
             None => Ok(false),
