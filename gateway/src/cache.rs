@@ -168,8 +168,14 @@ impl DecodedCache {
         let config = &entry.config;
         let schema = arrow_schema(&config.fields);
         let all = (0..config.fields.len()).collect();
-        let mut read =
-            file::open_batches(path, config.format, schema.clone(), all, schema.clone(), ctx.batch_rows).await?;
+        let whole = file::Reading {
+            declared: schema.clone(),
+            projection: all,
+            schema: schema.clone(),
+            batch_rows: ctx.batch_rows,
+            pushdown: Default::default(),
+        };
+        let mut read = file::open_batches(path, config.format, whole).await?;
         // What is decoded is reserved in the memory budget of work in flight, twice (the batches,
         // then the one batch they are joined into), until the cache holds it.
         let mut batches: Vec<RecordBatch> = Vec::new();

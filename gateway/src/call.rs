@@ -310,7 +310,7 @@ pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Resu
                 context.batch_rows,
             )
         }
-        Ok(None) => source::open_batches(&call.entry.config, &context, plan.read.clone()).await,
+        Ok(None) => source::open_batches(&call.entry.config, &context, plan.read.clone(), plan.pushdown()).await,
         Err(e) => Err(e),
     };
     call.timing.add_source(opening.elapsed());

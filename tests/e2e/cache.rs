@@ -11,13 +11,6 @@ use crate::fixture::{client, copy_shipped_config, get_json, Gateway, Site, BIN};
 const FIELDS: &str =
     r#"[{ name = "k", type = "int64" }, { name = "s", type = "string" }, { name = "x", type = "float64" }]"#;
 
-/// Sets entry settings (`cache = ...`, `index = [...]`) on the dataset whose source is `file`.
-fn with_entry_settings(site: &Site, file: &str, settings: &str) {
-    let source = format!("source = {{ file = \"{file}\" }}");
-    let text = std::fs::read_to_string(&site.config).unwrap().replace(&source, &format!("{source}\n{settings}"));
-    std::fs::write(&site.config, text).unwrap();
-}
-
 async fn metric(g: &Gateway, name: &str) -> f64 {
     let text = client().get(format!("{}/metrics", g.admin)).send().await.unwrap().text().await.unwrap();
     text.lines().filter(|l| l.starts_with(name)).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum()
@@ -88,8 +81,8 @@ async fn an_index_lookup_returns_exactly_the_rows_a_full_scan_returns() {
         "[limits]\nanonymous_rate = { per_second = 100000, burst = 100000 }\n",
         &[("indexed", "csv", "data.csv", FIELDS), ("scanned", "csv", "copy.csv", FIELDS)],
     );
-    with_entry_settings(&site, "data.csv", "index = [\"k\", \"s\", \"x\"]");
-    with_entry_settings(&site, "copy.csv", "cache = \"never\"");
+    site.set_entry("data.csv", "index = [\"k\", \"s\", \"x\"]");
+    site.set_entry("copy.csv", "cache = \"never\"");
     let mut rng = rand::rngs::StdRng::seed_from_u64(15);
     let mut text = String::from("k,s,x\n");
     for _ in 0..3000 {

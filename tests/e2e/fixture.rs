@@ -376,6 +376,14 @@ impl Site {
     pub fn start(&self) -> Gateway {
         Gateway::with_config(&self.config, &self.data_dir)
     }
+
+    /// Adds entry settings (`cache = "never"`, `index = [...]`) to the dataset read from `file`.
+    pub fn set_entry(&self, file: &str, settings: &str) {
+        let source = format!("source = {{ file = \"{file}\" }}");
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(&source), "no dataset reads {file}");
+        std::fs::write(&self.config, text.replace(&source, &format!("{source}\n{settings}"))).unwrap();
+    }
 }
 
 /// The shipped configuration (`kaifang.toml` with its catalog and calendar files) copied into

@@ -18,6 +18,7 @@ mod metrics;
 mod operations;
 mod origin;
 mod overload;
+mod pushdown;
 mod reports;
 mod rows;
 mod tls;

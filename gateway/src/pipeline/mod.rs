@@ -15,6 +15,12 @@
 //! order on a masked column is evaluated on the masked values, so `legal_rep_mobile like
 //! '1381%'` matches nothing once the mobile is masked to `138****5678`, and ordering by a hash
 //! orders by the hash: neither can reveal what the mask hides.
+//!
+//! What the source may leave unread is the plan's [`Pushdown`]: the agreement's row filter and
+//! the parts (`and` terms) of the caller's filter that read no masked column, which hold on raw
+//! values exactly as they do here, and `offset + limit` when nothing filters or orders. A term
+//! on a masked column is never handed down: it holds on masked values, and judging raw data by
+//! it could drop rows the masked values let through.
 
 mod mask;
 mod predicate;
@@ -30,12 +36,12 @@ use arrow::record_batch::RecordBatch;
 use futures_util::StreamExt;
 use policy::{FilterError, Grant, Mask};
 
-pub use predicate::{literal_array, Predicate};
+pub use predicate::{literal_array, literal_scalar, Predicate};
 pub use query::{OrderKey, Query};
 
 use crate::config::DatasetConfig;
 use crate::error::{Error, Kind};
-use crate::source::{arrow_schema, arrow_type, BatchStream};
+use crate::source::{arrow_schema, arrow_type, BatchStream, Pushdown};
 
 /// How one request reads a dataset.
 pub struct Plan {
@@ -60,6 +66,7 @@ pub struct Plan {
     offset: usize,
     limit: Option<usize>,
     max_sort_rows: usize,
+    pushdown: Pushdown,
 }
 
 impl Plan {
@@ -159,6 +166,17 @@ impl Plan {
             .iter()
             .map(|k| (masked_schema.index_of(&k.column).expect("order columns are read"), k.descending))
             .collect();
+        let mut filters: Vec<policy::Expr> = scope.row_filter.iter().cloned().collect();
+        if let Some(filter) = &query.filter {
+            filters.extend(
+                conjuncts(filter)
+                    .into_iter()
+                    .filter(|term| term.columns().iter().all(|c| !scope.masks.contains_key(*c)))
+                    .cloned(),
+            );
+        }
+        let unfiltered = scope.row_filter.is_none() && query.filter.is_none();
+        let rows = query.limit.filter(|_| unfiltered && query.order.is_empty()).map(|l| l.saturating_add(query.offset));
         Ok(Plan {
             read,
             masked_schema,
@@ -172,7 +190,13 @@ impl Plan {
             offset: query.offset,
             limit: query.limit,
             max_sort_rows,
+            pushdown: Pushdown { filters, rows },
         })
+    }
+
+    /// What the source may leave unread for this plan.
+    pub fn pushdown(&self) -> Pushdown {
+        self.pushdown.clone()
     }
 
     /// The grant's filter, the masks, and the caller's filter, on one batch.
@@ -194,6 +218,18 @@ impl Plan {
             Some(p) => filter_record_batch(&batch, &p.evaluate(&batch)?)?,
             None => batch,
         })
+    }
+}
+
+/// The terms of `filter`'s top-level `and`s: each holds for every row the whole filter keeps.
+fn conjuncts(filter: &policy::Expr) -> Vec<&policy::Expr> {
+    match filter {
+        policy::Expr::And(a, b) => {
+            let mut terms = conjuncts(a);
+            terms.extend(conjuncts(b));
+            terms
+        }
+        other => vec![other],
     }
 }
 

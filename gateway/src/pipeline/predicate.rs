@@ -41,12 +41,14 @@ impl Predicate {
         Ok(match expr {
             Expr::Compare { column: c, op, value } => {
                 let i = column(c)?;
-                Predicate::Compare { column: i, op: *op, value: scalar(schema.field(i).data_type(), value, c)? }
+                Predicate::Compare { column: i, op: *op, value: literal_scalar(schema.field(i).data_type(), value, c)? }
             }
             Expr::In { column: c, values, negated } => {
                 let i = column(c)?;
-                let values =
-                    values.iter().map(|v| scalar(schema.field(i).data_type(), v, c)).collect::<Result<_, _>>()?;
+                let values = values
+                    .iter()
+                    .map(|v| literal_scalar(schema.field(i).data_type(), v, c))
+                    .collect::<Result<_, _>>()?;
                 Predicate::In { column: i, values, negated: *negated }
             }
             Expr::Like { column: c, pattern, negated } => {
@@ -109,7 +111,6 @@ fn compare(array: &dyn Array, op: CmpOp, value: &dyn Datum) -> Result<BooleanArr
     }
 }
 
-/// The literal as a scalar of the column's type.
 /// A filter literal as a one-value array of `data_type`, as comparisons on a column of that
 /// type take it.
 pub fn literal_array(
@@ -117,10 +118,11 @@ pub fn literal_array(
     literal: &Literal,
     column: &policy::filter::Column,
 ) -> Result<arrow::array::ArrayRef, Error> {
-    Ok(arrow::array::make_array(scalar(data_type, literal, column)?.get().0.to_data()))
+    Ok(arrow::array::make_array(literal_scalar(data_type, literal, column)?.get().0.to_data()))
 }
 
-fn scalar(
+/// The literal as a scalar of the column's type; `column` names the column in errors.
+pub fn literal_scalar(
     data_type: &DataType,
     literal: &Literal,
     column: &policy::filter::Column,

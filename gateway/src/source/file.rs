@@ -8,12 +8,10 @@ use std::time::SystemTime;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::BytesMut;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use policy::Format;
 
 use super::decode::Decoder;
-use super::{bounded_slices, conform, pulled, BatchStream, Batches, ByteStream, MAX_STEP_BYTES};
+use super::{bounded_slices, conform, pulled, BatchStream, Batches, ByteStream, Pushdown, MAX_STEP_BYTES};
 use crate::error::Error;
 
 /// Bytes read from a file per read call.
@@ -53,41 +51,47 @@ fn open(path: &Path) -> Result<(File, FileInfo), Error> {
     Ok((file, info))
 }
 
+/// What to read of a file.
+pub struct Reading {
+    /// The catalog's schema of the whole dataset.
+    pub declared: SchemaRef,
+    /// Indices into `declared` of the columns to read, in the order wanted.
+    pub projection: Vec<usize>,
+    /// `declared` at `projection`: the schema of the batches yielded.
+    pub schema: SchemaRef,
+    /// Rows per batch at most.
+    pub batch_rows: usize,
+    /// What may be left unread.
+    pub pushdown: Pushdown,
+}
+
 /// Opens a file for reading batches; the file is opened here so that a missing or unreadable
 /// file is an error before any response is sent.
-pub async fn open_batches(
-    path: PathBuf,
-    format: Format,
-    declared: SchemaRef,
-    projection: Vec<usize>,
-    schema: SchemaRef,
-    batch_rows: usize,
-) -> Result<Batches, Error> {
+pub async fn open_batches(path: PathBuf, format: Format, read: Reading) -> Result<Batches, Error> {
     // Opening reads the file's footer (Parquet, Arrow), so it is blocking work too.
     tokio::task::spawn_blocking(move || {
         let (file, info) = open(&path)?;
-        let stream = batch_reader(file, format, declared, projection, schema, batch_rows)?;
+        let stream = batch_reader(file, format, read)?;
         Ok(Batches { version: Some(info.version), stream })
     })
     .await
     .map_err(|e| Error::internal(format!("file task failed: {e}")))?
 }
 
-/// The batches of an open file, read as they are asked for.
-fn batch_reader(
-    file: File,
-    format: Format,
-    declared: SchemaRef,
-    projection: Vec<usize>,
-    schema: SchemaRef,
-    batch_rows: usize,
-) -> Result<BatchStream, Error> {
+/// The batches of an open file, read as they are asked for, and no further than the rows
+/// `read.pushdown` needs.
+fn batch_reader(file: File, format: Format, read: Reading) -> Result<BatchStream, Error> {
+    let Reading { declared, projection, schema, batch_rows, pushdown } = read;
     Ok(match format {
         Format::Csv | Format::Ndjson => {
             let mut decoder = None;
             let mut file = file;
             let mut buf = vec![0u8; READ_CHUNK];
+            let mut left = pushdown.rows;
             pulled(move |out: &mut Vec<RecordBatch>| loop {
+                if left == Some(0) {
+                    return Ok(false);
+                }
                 let n = file
                     .read(&mut buf)
                     .map_err(|e| Error::source(format!("reading the dataset's file failed: {e}")))?;
@@ -100,36 +104,37 @@ fn batch_reader(
                     None => {
                         let lines = read.iter().filter(|b| **b == b'\n').count().max(1);
                         let rows = (MAX_STEP_BYTES * lines / read.len().max(1)).clamp(1, batch_rows);
+                        // A first batch of just the rows needed ends the reading early.
+                        let rows = left.map_or(rows, |left| rows.min(left));
                         decoder.insert(Decoder::new(format, declared.clone(), projection.clone(), rows)?)
                     }
                 };
-                let mut emit = |batch| {
+                let mut emit = |batch: RecordBatch| {
+                    let batch = match left.as_mut() {
+                        Some(left) => {
+                            let rows = batch.num_rows().min(*left);
+                            *left -= rows;
+                            batch.slice(0, rows)
+                        }
+                        None => batch,
+                    };
                     out.push(batch);
-                    true
+                    left != Some(0)
                 };
                 if n == 0 {
                     decoder.finish(&mut emit)?;
                     return Ok(false);
                 }
-                decoder.feed(read, &mut emit)?;
+                if !decoder.feed(read, &mut emit)? {
+                    return Ok(false);
+                }
                 if !out.is_empty() {
                     return Ok(true);
                 }
             })
         }
         Format::Parquet => {
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| Error::source(format!("the Parquet file cannot be read: {e}")))?;
-            let file_schema = builder.schema().clone();
-            let roots: Vec<usize> =
-                schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
-            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-            let reader = builder
-                .with_projection(mask)
-                .with_batch_size(batch_rows)
-                .build()
-                .map_err(|e| Error::source(format!("the Parquet file cannot be read: {e}")))?;
-            batches_of(reader, schema)
+            super::parquet::batches(file, &Reading { declared, projection, schema, batch_rows, pushdown })?
         }
         Format::ArrowIpc => {
             let mut file = file;
@@ -143,29 +148,52 @@ fn batch_reader(
                 let projection: Vec<usize> =
                     schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
                 reader.seek(SeekFrom::Start(0)).map_err(|e| Error::source(e.to_string()))?;
+                // The file reader seeks to each batch by the footer's offsets, so reading stops
+                // with the last batch the answer needs.
                 batches_of(
                     arrow::ipc::reader::FileReaderBuilder::new().with_projection(projection).build(reader)?,
                     schema,
+                    pushdown.rows,
                 )
             } else {
-                batches_of(arrow::ipc::reader::StreamReader::try_new(reader, None)?, schema)
+                batches_of(arrow::ipc::reader::StreamReader::try_new(reader, None)?, schema, pushdown.rows)
             }
         }
     })
 }
 
 /// Batches from a reader that yields them one at a time, conformed to `schema` and cut to
-/// bounded slices.
-fn batches_of<R>(mut reader: R, schema: SchemaRef) -> BatchStream
+/// bounded slices; no batch is read once `rows` rows are (when given).
+pub(super) fn batches_of<R>(mut reader: R, schema: SchemaRef, rows: Option<usize>) -> BatchStream
 where
     R: Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send + 'static,
 {
-    pulled(move |out: &mut Vec<RecordBatch>| match reader.next() {
-        Some(batch) => {
-            bounded_slices(conform(&batch?, &schema)?, out);
-            Ok(true)
+    let mut left = rows;
+    pulled(move |out: &mut Vec<RecordBatch>| {
+        if left == Some(0) {
+            return Ok(false);
         }
-        None => Ok(false),
+        match reader.next() {
+            Some(batch) => {
+                // Cut to bounded slices before the rows needed are taken: a few rows sliced from
+                // a large batch still report the whole batch's memory.
+                let mut slices = Vec::new();
+                bounded_slices(conform(&batch?, &schema)?, &mut slices);
+                for slice in slices {
+                    match left.as_mut() {
+                        Some(0) => break,
+                        Some(left) => {
+                            let rows = slice.num_rows().min(*left);
+                            *left -= rows;
+                            out.push(slice.slice(0, rows));
+                        }
+                        None => out.push(slice),
+                    }
+                }
+                Ok(left != Some(0))
+            }
+            None => Ok(false),
+        }
     })
 }
 

@@ -11,9 +11,15 @@
 //! state waits in the stream, and a client that goes away drops it. Steps are bounded in bytes
 //! ([`MAX_STEP_BYTES`]), whatever the width of a row. A failure midway reaches the consumer as
 //! an `Err` item, never as a silent end.
+//!
+//! A query's [`Pushdown`] lets a file source read less than the whole file: Parquet row groups
+//! and pages whose statistics prove that no row can pass are skipped ([`parquet`]), and every
+//! file format stops reading once the rows an answer can use are read. What a source yields is
+//! still filtered in full by the pipeline: pushdown only ever leaves out rows no answer holds.
 
 pub mod decode;
 pub mod file;
+pub mod parquet;
 pub mod upstream;
 
 use std::future::Future;
@@ -68,6 +74,18 @@ pub struct Batches {
     pub stream: BatchStream,
 }
 
+/// What a query lets a source leave unread; [`Pushdown::default`] reads everything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pushdown {
+    /// Conditions every row of the answer meets, on the source's raw values: the agreement's
+    /// row filter, and those parts of the caller's filter that read no masked column. A source
+    /// may skip data that statistics prove fails one of them, and nothing else.
+    pub filters: Vec<policy::Expr>,
+    /// Rows, counted from the start of the data in source order, past which no row is used:
+    /// `offset + limit` of a query without filter or order.
+    pub rows: Option<usize>,
+}
+
 /// What reading a source needs besides the dataset itself.
 pub struct SourceContext<'a> {
     pub data_dir: &'a std::path::Path,
@@ -76,18 +94,20 @@ pub struct SourceContext<'a> {
 }
 
 /// Opens the dataset for reading the declared columns at `projection` (indices into the
-/// declared fields, in the order wanted).
+/// declared fields, in the order wanted), leaving unread what `pushdown` allows.
 pub async fn open_batches(
     dataset: &DatasetConfig,
     ctx: &SourceContext<'_>,
     projection: Vec<usize>,
+    pushdown: Pushdown,
 ) -> Result<Batches, Error> {
     let declared = arrow_schema(&dataset.fields);
     let schema = Arc::new(declared.project(&projection)?);
     match &dataset.source {
         SourceConfig::File(path) => {
             let path = ctx.data_dir.join(path);
-            file::open_batches(path, dataset.format, declared, projection, schema, ctx.batch_rows).await
+            let read = file::Reading { declared, projection, schema, batch_rows: ctx.batch_rows, pushdown };
+            file::open_batches(path, dataset.format, read).await
         }
         SourceConfig::Url(url) => {
             let response = ctx.upstream.request(&hyper::Method::GET, url, &hyper::HeaderMap::new()).await?;
