@@ -35,7 +35,7 @@ use crate::config::{CacheConfig, CachePolicy, SourceConfig};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::pipeline::literal_array;
-use crate::source::{arrow_schema, file, BatchStream, Batches, SourceContext};
+use crate::source::{arrow_schema, file, slice_bytes, BatchStream, Batches, SourceContext};
 use crate::state::CatalogEntry;
 
 /// The cache is weighed in KiB, so that any entry's weight fits moka's `u32`.
@@ -181,7 +181,7 @@ impl DecodedCache {
         let mut batches: Vec<RecordBatch> = Vec::new();
         let mut reserved = Vec::new();
         while let Some(batch) = read.stream.try_next().await? {
-            reserved.push(answers.reserve(2 * batch.get_array_memory_size() as u64, "cache").await?);
+            reserved.push(answers.reserve(2 * slice_bytes(&batch) as u64, "cache").await?);
             batches.push(batch);
         }
         let indexed: Vec<usize> =

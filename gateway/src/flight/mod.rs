@@ -24,7 +24,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow::record_batch::RecordBatch;
@@ -164,16 +163,12 @@ pub fn status(e: &Error) -> Status {
 /// Cuts a batch into slices of at most about `max` bytes of data each.
 ///
 /// arrow-flight's encoder sizes a batch by `get_buffer_memory_size`, which counts the whole
-/// allocation a sliced array points into; the columns of a batch read from an Arrow IPC file
-/// all point into one allocation, so it would cut such a batch into ten times too many
-/// messages. This counts the bytes of the slice itself; the encoder, given slices that fit,
-/// sends each as one message.
+/// allocation a sliced array points into, so it would cut a slice of an Arrow IPC file's batch
+/// into ten times too many messages. This counts the bytes of the slice itself
+/// ([`crate::source::slice_bytes`]); the encoder, given slices that fit, sends each as one
+/// message.
 pub fn message_slices(batch: &RecordBatch, max: usize) -> Vec<RecordBatch> {
-    let bytes: usize = batch
-        .columns()
-        .iter()
-        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_buffer_memory_size()))
-        .sum();
+    let bytes = crate::source::slice_bytes(batch);
     let rows = batch.num_rows();
     let pieces = bytes.div_ceil(max.max(1)).clamp(1, rows.max(1));
     let per_piece = rows.div_ceil(pieces).max(1);

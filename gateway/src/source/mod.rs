@@ -247,7 +247,7 @@ impl<T: Send + 'static, S: FnMut(&mut Vec<T>) -> Result<bool, Error> + Send + 's
 /// at once is bounded in bytes whatever the width of a row.
 pub fn bounded_slices(batch: RecordBatch, out: &mut Vec<RecordBatch>) {
     let rows = batch.num_rows();
-    let bytes = batch.get_array_memory_size();
+    let bytes = slice_bytes(&batch);
     if bytes <= MAX_STEP_BYTES || rows <= 1 {
         out.push(batch);
         return;
@@ -259,4 +259,15 @@ pub fn bounded_slices(batch: RecordBatch, out: &mut Vec<RecordBatch>) {
         out.push(batch.slice(offset, len));
         offset += len;
     }
+}
+
+/// The bytes of a batch's own rows. `get_array_memory_size` counts the whole allocation a sliced
+/// array points into, and the columns of a batch read from an Arrow IPC file all point into one
+/// allocation: counted that way, each slice of a batch would weigh as much as the batch.
+pub fn slice_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_buffer_memory_size()))
+        .sum()
 }
