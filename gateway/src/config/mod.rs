@@ -1288,6 +1288,35 @@ fields = [{ name = "a", type = "int64" }]
     }
 
     #[test]
+    fn an_index_on_an_unknown_or_repeated_column_is_refused_with_its_line() {
+        let text = r#"
+[[datasets]]
+id = "ok"
+title = "T"
+owner = "O"
+open_type = "unconditional"
+format = "csv"
+update_frequency = "daily"
+last_updated = "2025-01-01T00:00:00Z"
+license = "CC-BY-4.0"
+source = { file = "a.csv" }
+index = ["a", "nope", "a"]
+fields = [{ name = "a", type = "int64" }]
+"#;
+        let errors = load_text(text).unwrap_err().0;
+        let summary: Vec<(usize, &str, &str)> =
+            errors.iter().map(|e| (e.line, e.field.as_str(), e.message.as_str())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (13, "datasets[0].index[1]", "no field `nope` to index"),
+                (13, "datasets[0].index[2]", "`a` is indexed twice"),
+            ]
+        );
+        assert!(load_text(&text.replace(r#"["a", "nope", "a"]"#, r#"["a"]"#)).is_ok());
+    }
+
+    #[test]
     fn syntax_errors_name_the_line() {
         let errors = load_text("[http]\nlisten = \n").unwrap_err().0;
         assert_eq!(errors.len(), 1);
