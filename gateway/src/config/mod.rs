@@ -1309,8 +1309,8 @@ fields = [{ name = "a", type = "int64" }]
         assert_eq!(
             summary,
             vec![
-                (13, "datasets[0].index[1]", "no field `nope` to index"),
-                (13, "datasets[0].index[2]", "`a` is indexed twice"),
+                (12, "datasets[0].index[1]", "no field `nope` to index"),
+                (12, "datasets[0].index[2]", "`a` is indexed twice"),
             ]
         );
         assert!(load_text(&text.replace(r#"["a", "nope", "a"]"#, r#"["a"]"#)).is_ok());
