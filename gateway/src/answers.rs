@@ -97,33 +97,20 @@ impl Answers {
             *count += 1;
         }
         // From here the client's count is given back by the slot, or below.
-        let units = (ANSWER_RESERVE_BYTES / UNIT) as u32;
-        let permit = match inner.budget.clone().try_acquire_many_owned(units) {
-            Ok(permit) => Some(permit),
-            Err(_) => tokio::time::timeout(inner.wait, inner.budget.clone().acquire_many_owned(units))
-                .await
-                .ok()
-                .and_then(Result::ok),
-        };
-        let Some(permit) = permit else {
-            release_client(&inner.per_client, client);
-            inner.refusals.with_label_values(&[protocol, "memory_budget"]).inc();
-            return Err(retry_later(Error::new(
-                Kind::Unavailable,
-                "overloaded",
-                "the gateway is answering as many calls as its memory budget allows; retry shortly",
-            )));
+        let reservation = match self.reserve(ANSWER_RESERVE_BYTES, protocol).await {
+            Ok(reservation) => reservation,
+            Err(e) => {
+                release_client(&inner.per_client, client);
+                return Err(e);
+            }
         };
         inner.in_flight.inc();
-        inner.reserved.add(ANSWER_RESERVE_BYTES as i64);
-        Ok(AnswerSlot { answers: self.0.clone(), client, protocol, _permit: permit })
+        Ok(AnswerSlot { answers: self.0.clone(), client, protocol, _reservation: reservation })
     }
-}
 
-impl Answers {
-    /// Reserves `bytes` of the budget for work outside an answer's own buffers (decoding a
-    /// dataset into the cache), waiting up to `answer_wait_ms`; 503 `overloaded` past it. More
-    /// than the whole budget is refused at once.
+    /// Reserves `bytes` of the budget (an answer's buffers, or a dataset being decoded into the
+    /// cache), waiting up to `answer_wait_ms`; 503 `overloaded` past it, counted under `what`.
+    /// More than the whole budget is refused at once.
     pub async fn reserve(&self, bytes: u64, what: &'static str) -> Result<Reservation, Error> {
         let inner = &self.0;
         let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
@@ -184,14 +171,13 @@ pub struct AnswerSlot {
     answers: Arc<Inner>,
     client: IpAddr,
     protocol: &'static str,
-    _permit: OwnedSemaphorePermit,
+    _reservation: Reservation,
 }
 
 impl Drop for AnswerSlot {
     fn drop(&mut self) {
         release_client(&self.answers.per_client, self.client);
         self.answers.in_flight.dec();
-        self.answers.reserved.sub(ANSWER_RESERVE_BYTES as i64);
     }
 }
 
