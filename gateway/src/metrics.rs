@@ -130,6 +130,16 @@ impl Default for Metrics {
     }
 }
 
+/// A metric of one series, registered.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry.register(Box::new(metric.clone())).expect("registered once");
@@ -211,18 +221,20 @@ impl Metrics {
         let active_streams =
             int_gauge(&r, "kaifang_active_streams", "Data answers being streamed now, by protocol.", &["protocol"]);
         let connections = int_gauge(&r, "kaifang_connections", "Connections open now, by listener.", &["listener"]);
-        let answers_in_flight = IntGauge::new(
-            "kaifang_answers_in_flight",
-            "Data answers in flight now, each holding its reservation in the answer memory budget.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(answers_in_flight.clone())).expect("registered once");
-        let answer_memory_reserved = IntGauge::new(
-            "kaifang_answer_memory_reserved_bytes",
-            "Bytes of the answer memory budget ([server] answer_memory_bytes) reserved now.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(answer_memory_reserved.clone())).expect("registered once");
+        let answers_in_flight = registered(
+            &r,
+            IntGauge::new(
+                "kaifang_answers_in_flight",
+                "Data answers in flight now, each holding its reservation in the answer memory budget.",
+            ),
+        );
+        let answer_memory_reserved = registered(
+            &r,
+            IntGauge::new(
+                "kaifang_answer_memory_reserved_bytes",
+                "Bytes of the answer memory budget ([server] answer_memory_bytes) reserved now.",
+            ),
+        );
         let overload_refusals = counter(
             &r,
             "kaifang_overload_refusals_total",
@@ -246,27 +258,30 @@ impl Metrics {
                 stalled_answers.with_label_values(&[listener, place]);
             }
         }
-        let decoded_bytes = IntGauge::new(
-            "kaifang_decoded_cache_bytes",
-            "Bytes of decoded data and indexes held by the decoded-data cache ([cache] max_bytes).",
-        )
-        .expect("valid metric");
-        r.register(Box::new(decoded_bytes.clone())).expect("registered once");
-        let decoded_evictions = IntCounter::new(
-            "kaifang_decoded_cache_evictions_total",
-            "Decoded datasets evicted from the cache to make room.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(decoded_evictions.clone())).expect("registered once");
-        let decode_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "kaifang_decoded_cache_decode_seconds",
-                "Time to decode a dataset version into the cache.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        r.register(Box::new(decode_seconds.clone())).expect("registered once");
+        let decoded_bytes = registered(
+            &r,
+            IntGauge::new(
+                "kaifang_decoded_cache_bytes",
+                "Bytes of decoded data and indexes held by the decoded-data cache ([cache] max_bytes).",
+            ),
+        );
+        let decoded_evictions = registered(
+            &r,
+            IntCounter::new(
+                "kaifang_decoded_cache_evictions_total",
+                "Decoded datasets evicted from the cache to make room.",
+            ),
+        );
+        let decode_seconds = registered(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "kaifang_decoded_cache_decode_seconds",
+                    "Time to decode a dataset version into the cache.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+            ),
+        );
         let idle_closes = counter(
             &r,
             "kaifang_idle_connections_closed_total",
@@ -353,19 +368,21 @@ impl Metrics {
         for state in policy::ApplicationStatus::ALL {
             applications.with_label_values(&[state.as_str()]).set(0);
         }
-        let applications_overdue = IntGauge::new(
-            "kaifang_applications_overdue",
-            "Submitted applications whose owner has not answered by the due day (10 working days).",
-        )
-        .expect("valid metric");
-        r.register(Box::new(applications_overdue.clone())).expect("registered once");
-        let applications_due_provisionally = IntGauge::new(
-            "kaifang_applications_due_provisionally",
-            "Submitted applications whose due day is provisional: counted on the statutory holidays of a year the \
+        let applications_overdue = registered(
+            &r,
+            IntGauge::new(
+                "kaifang_applications_overdue",
+                "Submitted applications whose owner has not answered by the due day (10 working days).",
+            ),
+        );
+        let applications_due_provisionally = registered(
+            &r,
+            IntGauge::new(
+                "kaifang_applications_due_provisionally",
+                "Submitted applications whose due day is provisional: counted on the statutory holidays of a year the \
              calendar file does not have yet.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(applications_due_provisionally.clone())).expect("registered once");
+            ),
+        );
         let objections =
             int_gauge(&r, "kaifang_objections", "Objections to published data by state (open, resolved).", &["state"]);
         for state in policy::ObjectionStatus::ALL {
@@ -389,12 +406,13 @@ impl Metrics {
         for backend in ["store", "audit", "limiter"] {
             backend_up.with_label_values(&[backend]).set(0);
         }
-        let limiter_fallbacks = IntCounter::new(
-            "kaifang_limiter_fallbacks_total",
-            "Calls decided by the local fallback because the shared limiter (Redis) could not be reached.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(limiter_fallbacks.clone())).expect("registered once");
+        let limiter_fallbacks = registered(
+            &r,
+            IntCounter::new(
+                "kaifang_limiter_fallbacks_total",
+                "Calls decided by the local fallback because the shared limiter (Redis) could not be reached.",
+            ),
+        );
         let build =
             int_gauge(&r, "kaifang_build_info", "The running build: 1, labelled with its version.", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
