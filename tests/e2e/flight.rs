@@ -445,6 +445,10 @@ async fn big_batches_are_split_under_the_message_limit_and_a_stalled_client_hold
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::write(&site.config, demo_catalog_config(&std::fs::read_to_string(&site.config).unwrap())).unwrap();
+    // Both read from their files on every call: how file batches leave as messages, and what a
+    // stalled client lets the reader do, are what is tested.
+    site.set_entry("demo/bus-arrivals.csv", "cache = \"never\"");
+    site.set_entry("demo/enterprises.arrow", "cache = \"never\"");
     let g = Gateway::with_config(&site.config, &site.data_dir);
     let mut raw = FlightServiceClient::new(channel(&g).await).max_decoding_message_size(4 << 20);
 
