@@ -52,6 +52,8 @@ pub struct Decoded {
     indexes: HashMap<usize, Index>,
     bytes: u64,
     version: String,
+    /// The declared fields' names, by position.
+    names: Vec<String>,
 }
 
 /// A column's non-null values in order, and the row each came from.
@@ -184,6 +186,7 @@ impl DecodedCache {
             reserved.push(answers.reserve(2 * slice_bytes(&batch) as u64, "cache").await?);
             batches.push(batch);
         }
+        let names: Vec<String> = config.fields.iter().map(|f| f.name.clone()).collect();
         let indexed: Vec<usize> =
             config.index.iter().filter_map(|name| config.fields.iter().position(|f| &f.name == name)).collect();
         let decoded = tokio::task::spawn_blocking(move || -> Result<Decoded, Error> {
@@ -203,7 +206,7 @@ impl DecodedCache {
                     .values()
                     .map(|x| x.sorted.get_array_memory_size() + x.rows.get_array_memory_size())
                     .sum::<usize>()) as u64;
-            Ok(Decoded { batch, indexes, bytes, version })
+            Ok(Decoded { batch, indexes, bytes, version, names })
         })
         .await
         .map_err(|e| Error::internal(format!("decoding task failed: {e}")))??;
@@ -227,11 +230,10 @@ impl Decoded {
         scope: Option<&Expr>,
         filter: Option<&Expr>,
         masks: &BTreeMap<String, Mask>,
-        names: &[String],
         batch_rows: usize,
     ) -> Result<Batches, Error> {
         let index_of = |column: &str, raw: bool| {
-            let i = names.iter().position(|n| n == column)?;
+            let i = self.names.iter().position(|n| n == column)?;
             (raw || !masks.contains_key(column)).then_some(i)
         };
         let scope_rows = scope.and_then(|e| self.candidates(e, &|c| index_of(c, true)));

@@ -299,16 +299,8 @@ pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Resu
     let in_memory = matches!(decoded, Ok(Some(_)));
     let batches = match decoded {
         Ok(Some(decoded)) => {
-            let names: Vec<String> = call.entry.config.fields.iter().map(|f| f.name.clone()).collect();
-            let filter = query.filter.as_ref();
-            decoded.read(
-                &plan.read,
-                grant.scope.row_filter.as_ref(),
-                filter,
-                &grant.scope.masks,
-                &names,
-                context.batch_rows,
-            )
+            let scope = grant.scope.row_filter.as_ref();
+            decoded.read(&plan.read, scope, query.filter.as_ref(), &grant.scope.masks, context.batch_rows)
         }
         Ok(None) => source::open_batches(&call.entry.config, &context, plan.read.clone(), plan.pushdown()).await,
         Err(e) => Err(e),

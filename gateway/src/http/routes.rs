@@ -39,12 +39,9 @@ enum Answer {
     Streamed(source::ByteStream),
 }
 
-/// Reads `body` until it ends or passes `limit` bytes (with 0, streams at once). An error before
-/// then is the call's error: nothing has been sent.
+/// Reads `body` until it ends or passes `limit` bytes. An error before then is the call's error:
+/// nothing has been sent.
 async fn whole_if_small(mut body: source::ByteStream, limit: usize) -> Result<Answer, Error> {
-    if limit == 0 {
-        return Ok(Answer::Streamed(body));
-    }
     let mut pieces = Vec::new();
     let mut size = 0;
     while let Some(piece) = body.next().await {
@@ -550,12 +547,16 @@ async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, Strin
         Bytes::len,
         call.quota_refusals("bytes_per_day"),
     );
-    let body = match whole_if_small(body, if whole { SMALL_ANSWER_BYTES } else { 0 }).await? {
-        Answer::Whole(bytes) => {
-            response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            Box::pin(futures_util::stream::iter([Ok(bytes)])) as source::ByteStream
+    let body = if whole {
+        match whole_if_small(body, SMALL_ANSWER_BYTES).await? {
+            Answer::Whole(bytes) => {
+                response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                Box::pin(futures_util::stream::iter([Ok(bytes)]))
+            }
+            Answer::Streamed(body) => body,
         }
-        Answer::Streamed(body) => body,
+    } else {
+        body
     };
     *response.body_mut() = response::streamed(body);
     let headers = response.headers_mut();
