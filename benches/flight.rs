@@ -2,7 +2,7 @@
 //! same file's batches, in one run.
 //!
 //! The dataset is the demo's enterprises file (Arrow IPC, ten columns, batches of 65,536 rows) at
-//! `ROWS` rows, served five ways:
+//! `ROWS` rows, served eight ways:
 //! - `bare`: a minimal arrow-flight server (below, in this file) reading the file batch by batch
 //!   on a blocking thread and encoding with `FlightDataEncoder` at the same 2 MiB message size,
 //!   leaving the cutting of batches to the encoder;
@@ -12,10 +12,15 @@
 //! - `unconditional`: kaifang, the file catalogued as unconditionally open;
 //! - `conditional`: kaifang, conditionally open, under an agreement covering every row and
 //!   column with no masks: decision, admission, audit records and quota metering;
-//! - `masked`: as `conditional`, with three masks (`keep_first(1)`, `cn_id_card`, `cn_mobile`).
+//! - `masked`: as `conditional`, with three masks (`keep_first(1)`, `cn_id_card`, `cn_mobile`);
+//! - `pyarrow`: a bare pyarrow Flight server holding the file's table in memory
+//!   (`benches/flight_pyarrow.py`, run by the Python in `PYTHON`; skipped, and said so, when
+//!   `PYTHON` is not set);
+//! - `open-cached` and `masked-cached`: kaifang as `unconditional` and `masked`, with the
+//!   dataset held decoded in memory (`cache = "always"`), as the pyarrow peer holds it.
 //!
 //! Servers take turns on one core (`SERVER_CPU`, one runtime worker each), the client on
-//! the other; each figure is the median of `RUNS` full reads, the four taken in turn. Run with
+//! the other; each figure is the median of `RUNS` full reads, the cases taken in turn. Run with
 //! `benches/flight.sh` (which pins the client); `ROWS` defaults to 10,000,000 and `RUNS` to 5.
 //! `flight get ADDRESS TICKET` (with `KAIFANG_KEY` for a key) times one read on its own.
 
@@ -133,11 +138,13 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// The enterprises catalog entry under `id` with `open_type`.
-fn entry(market: &str, id: &str, open_type: &str) -> String {
+/// The enterprises catalog entry under `id` with `open_type`, held decoded in memory if `cached`.
+fn entry(market: &str, id: &str, open_type: &str, cached: bool) -> String {
+    let source = "source = { file = \"demo/enterprises.arrow\" }";
     market
         .replace("id = \"enterprises\"", &format!("id = \"{id}\""))
         .replace("open_type = \"conditional\"", &format!("open_type = \"{open_type}\""))
+        .replace(source, &if cached { format!("{source}\ncache = \"always\"") } else { source.to_owned() })
 }
 
 fn site(work: &Path, rows: usize) -> PathBuf {
@@ -160,9 +167,14 @@ quota = { requests_per_day = 100000000, rows_per_day = 1000000000000, bytes_per_
 anonymous_rate = {{ per_second = 100000, burst = 100000 }}
 key_rate = {{ per_second = 100000, burst = 100000 }}
 
+[cache]
+max_bytes = 17179869184
+
 {open}
 {plain}
 {masked}
+{open_cached}
+{masked_cached}
 
 [[principals]]
 id = "bench"
@@ -179,12 +191,18 @@ datasets = [{{ dataset = "enterprises-plain", {every} }}]
 id = "bench-masked"
 principal = "bench"
 {terms}
-datasets = [{{ dataset = "enterprises", {every}, masks = {{ legal_rep_name = "keep_first(1)", legal_rep_id_card = "cn_id_card", legal_rep_mobile = "cn_mobile" }} }}]
+datasets = [
+    {{ dataset = "enterprises", {every}, masks = {{ {masks} }} }},
+    {{ dataset = "enterprises-masked-cached", {every}, masks = {{ {masks} }} }},
+]
 "#,
         data = data.display(),
-        open = entry(&market, "enterprises-open", "unconditional"),
-        plain = entry(&market, "enterprises-plain", "conditional"),
+        open = entry(&market, "enterprises-open", "unconditional", false),
+        plain = entry(&market, "enterprises-plain", "conditional", false),
         masked = market,
+        open_cached = entry(&market, "enterprises-open-cached", "unconditional", true),
+        masked_cached = entry(&market, "enterprises-masked-cached", "conditional", true),
+        masks = r#"legal_rep_name = "keep_first(1)", legal_rep_id_card = "cn_id_card", legal_rep_mobile = "cn_mobile""#,
     );
     let path = work.join("kaifang.toml");
     std::fs::write(&path, config).unwrap();
@@ -225,13 +243,23 @@ fn compare() {
         ],
         "kaifang: flight listening on ",
     );
-    let cases: [(&str, &str, &str, Option<&str>); 5] = [
+    let python = std::env::var("PYTHON").ok().filter(|p| !p.is_empty());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/flight_pyarrow.py");
+    let pyarrow_server =
+        python.as_deref().map(|python| start(python, &[script, file.to_str().unwrap()], "pyarrow listening on "));
+    let mut cases: Vec<(&str, &str, &str, Option<&str>)> = vec![
         ("bare", &bare_server.address, "enterprises", None),
         ("bare-sliced", &sliced_server.address, "enterprises", None),
         ("unconditional", &gateway.address, "enterprises-open", None),
         ("conditional", &gateway.address, "enterprises-plain", Some(&key)),
         ("masked", &gateway.address, "enterprises", Some(&key)),
+        ("open-cached", &gateway.address, "enterprises-open-cached", None),
+        ("masked-cached", &gateway.address, "enterprises-masked-cached", Some(&key)),
     ];
+    match &pyarrow_server {
+        Some(server) => cases.push(("pyarrow", &server.address, "enterprises", None)),
+        None => eprintln!("PYTHON is not set: the pyarrow peer is not run (benches/flight.sh sets it)"),
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut sizes = vec![(0u64, 0u64); cases.len()];
@@ -257,19 +285,23 @@ fn compare() {
         "DoGet of {rows} rows (enterprises, Arrow IPC file of {file_mib:.0} MiB), median of {runs} runs, server on one core"
     );
     let bare = median(seconds[0].clone());
+    let pyarrow = pyarrow_server.as_ref().map(|_| median(seconds[cases.len() - 1].clone()));
     for (i, (name, ..)) in cases.iter().enumerate() {
         let s = median(seconds[i].clone());
         let (bytes, rows) = sizes[i];
+        let over_pyarrow = pyarrow.map(|p| format!("  {:.2}x pyarrow", p / s)).unwrap_or_default();
         println!(
-            "{name:<14} {s:7.3} s  {:6.2} GB/s  {:6.1} Mrows/s  ({} MB sent)  {:.2}x bare",
+            "{name:<14} {s:7.3} s  {:6.2} GB/s  {:6.1} Mrows/s  ({} MB sent)  {:.2}x bare{over_pyarrow}",
             bytes as f64 / s / 1e9,
             rows as f64 / s / 1e6,
             bytes / 1_000_000,
             bare / s,
         );
     }
+    let pyarrow_rss =
+        pyarrow_server.as_ref().map(|p| format!(", pyarrow {:.0} MiB", peak_rss_mib(p.child.id()))).unwrap_or_default();
     println!(
-        "peak RSS: bare {:.0} MiB, bare-sliced {:.0} MiB, kaifang {:.0} MiB",
+        "peak RSS: bare {:.0} MiB, bare-sliced {:.0} MiB, kaifang {:.0} MiB{pyarrow_rss}",
         peak_rss_mib(bare_server.child.id()),
         peak_rss_mib(sliced_server.child.id()),
         peak_rss_mib(gateway.child.id())

@@ -114,11 +114,40 @@ impl Keys {
         };
         let (id, secret) =
             presented.strip_prefix("kf_").and_then(|rest| rest.split_once('_')).ok_or_else(unknown_key)?;
+        if let Some(known) = self.resolve_cached(id, secret) {
+            return known;
+        }
         let (id, secret) = (id.to_owned(), secret.to_owned());
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.resolve(&id, &secret))
             .await
             .map_err(|e| Error::internal(format!("key lookup task failed: {e}")))?
+    }
+
+    /// The caller a key makes when everything needed is cached and the store's change counter
+    /// can be read at once: no blocking thread, no store read. `None` sends the lookup the slow
+    /// way ([`Keys::resolve`]), which reads what is missing.
+    fn resolve_cached(&self, id: &str, secret: &str) -> Option<Result<Caller, Error>> {
+        let changes = match self.store.change_counter_now()? {
+            Ok(changes) => changes,
+            Err(_) => return None,
+        };
+        if self.seen_changes.load(Ordering::Acquire) != changes {
+            return None;
+        }
+        let record = self.records.get(id)?;
+        let Some(record) = record.filter(|r| r.revoked_at.is_none()) else {
+            self.lookups.with_label_values(&["keys", "hit"]).inc();
+            return Some(Err(unknown_key()));
+        };
+        if !secret_matches(&record, secret) {
+            self.lookups.with_label_values(&["keys", "hit"]).inc();
+            return Some(Err(unknown_key()));
+        }
+        let agreements = self.agreements.get(&record.principal)?;
+        self.lookups.with_label_values(&["keys", "hit"]).inc();
+        self.lookups.with_label_values(&["agreements", "hit"]).inc();
+        Some(Ok(key_caller(&record, agreements)))
     }
 
     fn resolve(&self, id: &str, secret: &str) -> Result<Caller, Error> {
@@ -141,8 +170,7 @@ impl Keys {
             }
         };
         let record = record.filter(|r| r.revoked_at.is_none()).ok_or_else(unknown_key)?;
-        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        if !bool::from(presented.ct_eq(&record.secret_sha256)) {
+        if !secret_matches(&record, secret) {
             return Err(unknown_key());
         }
         let agreements = match self.agreements.get(&record.principal) {
@@ -165,6 +193,16 @@ impl Keys {
             self.seen_changes.store(after, Ordering::Release);
             self.drop_cached();
         }
-        Ok(Caller::Key { key_id: record.id.clone(), principal: record.principal.clone(), agreements })
+        Ok(key_caller(&record, agreements))
     }
+}
+
+/// Whether `secret` is the one `record` was issued with, compared in constant time.
+fn secret_matches(record: &KeyRecord, secret: &str) -> bool {
+    let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    bool::from(presented.ct_eq(&record.secret_sha256))
+}
+
+fn key_caller(record: &KeyRecord, agreements: Arc<[Agreement]>) -> Caller {
+    Caller::Key { key_id: record.id.clone(), principal: record.principal.clone(), agreements }
 }

@@ -144,6 +144,16 @@ impl<'a> Call<'a> {
         cuttable(body, self.state, self.entry.dataset.id.to_string(), self.agreement.get().cloned())
     }
 
+    /// Refuses the answer if its dataset was withdrawn or its agreement ended since the call
+    /// began: for an answer sent whole, which has no stream to cut.
+    pub fn cut_now(&self) -> Result<(), Error> {
+        let cuts = self.state.cuts.borrow();
+        match cut_by(&cuts, self.entry.dataset.id.as_str(), self.agreement.get().map(String::as_str)) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Notes the columns and filter of a planned query, and counts the rows it yields.
     fn planned(&self, columns: Vec<String>, filter: Option<String>, batches: BatchStream) -> BatchStream {
         let mut audit = self.audit.lock().expect("audit lock");
@@ -163,6 +173,26 @@ impl<'a> Call<'a> {
     /// and returns the guard that writes its completion. Fails (503, `Unavailable` on Flight)
     /// when the record cannot be written: the answer is then dropped unsent.
     pub async fn intent(&self, recorder: &Recorder<'_>, version: Option<String>) -> Result<CallGuard, Error> {
+        let (info, rows) = self.recorded(recorder)?;
+        self.state.audit.intent(info, version, rows).await
+    }
+
+    /// Records this granted call, whose answer of `bytes` bytes is whole in hand, as served:
+    /// its intent and completion are durable before any of it is sent. Fails as
+    /// [`Call::intent`] does; the answer is then dropped unsent.
+    pub async fn served_whole(
+        &self,
+        recorder: &Recorder<'_>,
+        version: Option<String>,
+        bytes: u64,
+        status: u16,
+    ) -> Result<(), Error> {
+        let (info, rows) = self.recorded(recorder)?;
+        self.state.audit.served_whole(info, version, rows.load(Ordering::Relaxed), bytes, status).await
+    }
+
+    /// What the records of this granted call say, and the counter of its rows.
+    fn recorded(&self, recorder: &Recorder<'_>) -> Result<(CallInfo, Arc<AtomicU64>), Error> {
         let granted = self
             .audit
             .lock()
@@ -198,7 +228,7 @@ impl<'a> Call<'a> {
             client: self.client.to_string(),
             user_agent: recorder.user_agent.clone(),
         };
-        self.state.audit.intent(info, version, granted.rows).await
+        Ok((info, granted.rows))
     }
 }
 
@@ -457,7 +487,8 @@ fn refused(state: &State, protocol: &'static str, denied: Denied, now: chrono::D
     error
 }
 
-fn quota_spent(which: &str, left: u64) -> Error {
+/// The refusal of an answer that the daily quota `which`, with `left` left, does not cover.
+pub fn quota_spent(which: &str, left: u64) -> Error {
     Error::new(
         Kind::TooManyRequests,
         "quota_exhausted",
@@ -513,6 +544,20 @@ pub fn meter_bytes<T: Send + 'static>(
     }))
 }
 
+/// The error that ends an answer on `dataset` under `agreement` (if any) now that `cuts` are
+/// in force, if one does.
+fn cut_by(cuts: &Cuts, dataset: &str, agreement: Option<&str>) -> Option<Error> {
+    if cuts.withdrawn.contains(dataset) {
+        return Some(Error::new(Kind::Gone, "dataset_withdrawn", "the dataset was withdrawn during the answer"));
+    }
+    let ended = agreement.filter(|a| cuts.ended_agreements.contains(*a))?;
+    Some(Error::new(
+        Kind::Forbidden,
+        "agreement_ended",
+        format!("agreement `{ended}` was suspended or revoked during the answer"),
+    ))
+}
+
 /// Ends an answer within moments of its dataset being withdrawn or its agreement being
 /// suspended or revoked. The stream waits on [`State::cuts`] beside its data, so a change is
 /// seen at once even while the source sends nothing; the answer then breaks off with the error
@@ -523,18 +568,7 @@ pub fn cuttable<T: Send + 'static>(
     dataset: String,
     agreement: Option<String>,
 ) -> Pieces<T> {
-    let cut = move |cuts: &Cuts| -> Option<Error> {
-        if cuts.withdrawn.contains(&dataset) {
-            return Some(Error::new(Kind::Gone, "dataset_withdrawn", "the dataset was withdrawn during the answer"));
-        }
-        let ended = agreement.as_ref().filter(|a| cuts.ended_agreements.contains(*a))?;
-        Some(Error::new(
-            Kind::Forbidden,
-            "agreement_ended",
-            format!("agreement `{ended}` was suspended or revoked during the answer"),
-        ))
-    };
-    let cut = Arc::new(cut);
+    let cut = Arc::new(move |cuts: &Cuts| cut_by(cuts, &dataset, agreement.as_deref()));
     let cuts = state.cuts.subscribe();
     Box::pin(futures_util::stream::unfold(
         (body, cuts, true, false),

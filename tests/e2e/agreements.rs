@@ -445,7 +445,38 @@ async fn daily_quotas_refuse_once_spent_naming_the_quota() {
     let body: Value = r.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("rows_per_day"), "{body}");
 
-    // Bytes: counted as the body streams; a body passing the quota breaks off.
+    // Bytes: a small answer from memory is counted whole before it is sent, so one past the
+    // quota is refused cleanly and spends nothing.
+    let (key, _) =
+        holder(&g, "gamma", fast, json!({"requests_per_day": 100, "rows_per_day": 1_000_000, "bytes_per_day": 2_000}))
+            .await;
+    assert_eq!(get(&rows(1), &key).await.status(), 200);
+    let r = get(&rows(1000), &key).await;
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("bytes_per_day"), "{body}");
+    assert_eq!(get(&rows(1), &key).await.status(), 200, "the refused answer spent nothing");
+}
+
+#[tokio::test]
+async fn a_streamed_answer_passing_the_byte_quota_breaks_off() {
+    // Read from the file, not from memory: the answer streams and is counted as it is sent.
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixture::copy_shipped_config(dir.path());
+    let market = dir.path().join("catalog/market.toml");
+    let source = "source = { file = \"demo/enterprises.arrow\" }";
+    let text = std::fs::read_to_string(&market).unwrap().replace(source, &format!("{source}\ncache = \"never\""));
+    assert!(text.contains("cache = \"never\""));
+    std::fs::write(&market, text).unwrap();
+    let data_dir = dir.path().join("data");
+    let out = std::process::Command::new(BIN)
+        .args(["demo-data", "--rows", "2000", "--out", data_dir.join("demo").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let g = Gateway::with_config(&config, &data_dir);
+    let fast = json!({"per_second": 100, "burst": 100});
+    let rows = |n: usize| g.url(&format!("/v1/datasets/enterprises/rows?limit={n}"));
     let (key, _) =
         holder(&g, "gamma", fast, json!({"requests_per_day": 100, "rows_per_day": 1_000_000, "bytes_per_day": 2_000}))
             .await;

@@ -470,3 +470,33 @@ async fn unconditional_traffic_is_counted_in_metrics_not_recorded() {
     assert_eq!(bytes, (sent + error_bytes) as f64, "every body byte sent is counted");
     assert!(records(&g, "dataset=bus-arrivals").await.is_empty());
 }
+
+/// A small answer from memory is recorded whole: its intent and its completion are committed
+/// together, next to each other in the chain, before the answer (sent with its length) leaves.
+#[tokio::test]
+async fn a_whole_answer_is_recorded_as_one_intent_and_completion_pair() {
+    let g = Gateway::demo();
+    let key = g.demo_key();
+    let r = client()
+        .get(g.url("/v1/datasets/enterprises/rows?limit=3&columns=uscc,legal_rep_mobile"))
+        .header("x-request-id", "whole-1")
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("transfer-encoding").is_none());
+    let length: u64 = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    assert_eq!(r.bytes().await.unwrap().len() as u64, length);
+    let log = records(&g, "dataset=enterprises").await;
+    let set = &log["whole-1"];
+    assert_eq!(kinds(set), vec!["intent", "completion"]);
+    let (intent, completion) = (&set[0], &set[1]);
+    let seq = intent["seq"].as_u64().unwrap();
+    assert_eq!(completion["seq"].as_u64(), Some(seq + 1), "the pair is adjacent in the chain");
+    assert_eq!(completion["intent_seq"].as_u64(), Some(seq));
+    assert_eq!((completion["rows"].as_u64(), completion["bytes"].as_u64()), (Some(3), Some(length)));
+    assert_eq!(completion["outcome"], "complete");
+    let (ok, report) = verify(&g.data_dir);
+    assert!(ok, "{report}");
+}

@@ -139,6 +139,14 @@ pub struct AuditError(pub String);
 /// Where audit records go. `append` resolves once the record is durable.
 pub trait AuditSink: Send + Sync {
     fn append(&self, record: Record) -> Pin<Box<dyn Future<Output = Result<u64, AuditError>> + Send>>;
+    /// Appends the intent and the completion of a call answered whole, one right after the
+    /// other in the chain, the completion naming the intent's seq; resolves with the intent's
+    /// seq once both are durable.
+    fn append_served(
+        &self,
+        intent: Record,
+        completion: Record,
+    ) -> Pin<Box<dyn Future<Output = Result<u64, AuditError>> + Send>>;
     /// Whether the last write succeeded; `Err` names the failure.
     fn health(&self) -> Result<(), String>;
 }
@@ -223,21 +231,7 @@ impl Audit {
         dataset_version: Option<String>,
         rows: Arc<AtomicU64>,
     ) -> Result<CallGuard, Error> {
-        let record = Record::Intent {
-            request_id: call.request_id.clone(),
-            time: Utc::now(),
-            key_id: call.key_id.clone(),
-            principal: call.principal.clone(),
-            agreement: call.agreement.clone(),
-            dataset: call.dataset.clone(),
-            dataset_version,
-            operation: call.operation.clone(),
-            columns: call.columns.clone(),
-            filter: call.filter.clone(),
-            masks: call.masks.clone(),
-            client: call.client.clone(),
-            user_agent: call.user_agent.clone(),
-        };
+        let record = intent_record(&call, dataset_version);
         let intent_seq = self.sink.append(record).await.map_err(unavailable)?;
         Ok(CallGuard {
             audit: self.clone(),
@@ -248,6 +242,49 @@ impl Audit {
             bytes: Arc::new(AtomicU64::new(0)),
             done: false,
         })
+    }
+
+    /// Records a call whose answer is whole in hand (`rows` rows in `bytes` bytes, sent with
+    /// `status`): its intent and its completion, committed together before any of it is sent.
+    /// Fails (503) when they cannot be made durable: the answer must then not be sent.
+    pub async fn served_whole(
+        &self,
+        call: CallInfo,
+        dataset_version: Option<String>,
+        rows: u64,
+        bytes: u64,
+        status: u16,
+    ) -> Result<(), Error> {
+        let intent = intent_record(&call, dataset_version);
+        let guard = CallGuard {
+            audit: self.clone(),
+            call,
+            intent_seq: 0,
+            started: Instant::now(),
+            rows: Arc::new(AtomicU64::new(rows)),
+            bytes: Arc::new(AtomicU64::new(bytes)),
+            done: true,
+        };
+        let completion = guard.record(status, Outcome::Complete);
+        self.sink.append_served(intent, completion).await.map(|_| ()).map_err(unavailable)
+    }
+}
+
+fn intent_record(call: &CallInfo, dataset_version: Option<String>) -> Record {
+    Record::Intent {
+        request_id: call.request_id.clone(),
+        time: Utc::now(),
+        key_id: call.key_id.clone(),
+        principal: call.principal.clone(),
+        agreement: call.agreement.clone(),
+        dataset: call.dataset.clone(),
+        dataset_version,
+        operation: call.operation.clone(),
+        columns: call.columns.clone(),
+        filter: call.filter.clone(),
+        masks: call.masks.clone(),
+        client: call.client.clone(),
+        user_agent: call.user_agent.clone(),
     }
 }
 

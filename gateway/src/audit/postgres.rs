@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use postgres::NoTls;
 
-use super::segments::{encode, parse_line, Anchor, ChainWalk, GroupCommit, Job, Walked, GENESIS};
+use super::segments::{chain, parse_line, Anchor, ChainWalk, Chained, GroupCommit, Job, Walked, GENESIS};
 use super::{AuditError, Record};
 use crate::metrics::AuditMetrics;
 use crate::store::postgres::{described, migrate};
@@ -64,26 +64,25 @@ pub fn open(url: &str, instance: &str, metrics: AuditMetrics) -> Result<GroupCom
 }
 
 impl Writer {
-    fn commit(&mut self, batch: Vec<Job>) {
-        let (mut seq, mut prev) = (self.seq, self.prev.clone());
-        let mut rows = Vec::with_capacity(batch.len());
-        for job in &batch {
-            seq += 1;
-            let (line, hash) = encode(seq, &prev, &job.record);
-            let line = String::from_utf8(line).expect("records are UTF-8");
-            rows.push((seq, job.record.time(), line.trim_end().to_owned()));
-            prev = hash;
-        }
+    fn commit(&mut self, mut batch: Vec<Job>) {
+        let Chained { lines, firsts, seq, prev } = chain(&mut batch, self.seq, self.prev.clone());
+        let rows: Vec<_> = lines
+            .into_iter()
+            .map(|(seq, time, line)| {
+                let line = String::from_utf8(line).expect("records are UTF-8");
+                (seq, time, line.trim_end().to_owned())
+            })
+            .collect();
         let started = std::time::Instant::now();
         let written = self.write(&rows);
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         match written {
             Ok(()) => {
-                self.metrics.records.inc_by(batch.len() as u64);
+                self.metrics.records.inc_by(rows.len() as u64);
                 self.seq = seq;
                 self.prev = prev;
                 *self.health.lock().expect("health lock") = Ok(());
-                for (job, (seq, _, _)) in batch.into_iter().zip(rows) {
+                for (job, seq) in batch.into_iter().zip(firsts) {
                     let _ = job.done.send(Ok(seq));
                 }
             }

@@ -44,10 +44,42 @@ pub struct Anchor {
     pub hash: String,
 }
 
-/// A record waiting for a writer thread, and where its seq (or the failure) goes.
+/// A record waiting for a writer thread, and where its seq (or the failure) goes. A record may
+/// bring the completion of the call it starts: the two are committed together, one after the
+/// other, the completion naming the record's seq as its `intent_seq`.
 pub(crate) struct Job {
     pub record: Record,
+    pub completion: Option<Record>,
     pub done: tokio::sync::oneshot::Sender<Result<u64, AuditError>>,
+}
+
+/// A batch's records as stored: their lines in order, with the seq and time of each, the seq of
+/// each job's first record, and where the chain stands after them.
+pub(crate) struct Chained {
+    pub lines: Vec<(u64, DateTime<Utc>, Vec<u8>)>,
+    pub firsts: Vec<u64>,
+    pub seq: u64,
+    pub prev: String,
+}
+
+/// Numbers and links the records of `batch` after `seq` and `prev`.
+pub(crate) fn chain(batch: &mut [Job], mut seq: u64, mut prev: String) -> Chained {
+    let mut lines = Vec::with_capacity(batch.len());
+    let mut firsts = Vec::with_capacity(batch.len());
+    for job in batch.iter_mut() {
+        let first = seq + 1;
+        firsts.push(first);
+        if let Some(Record::Completion { intent_seq, .. }) = job.completion.as_mut() {
+            *intent_seq = first;
+        }
+        for record in std::iter::once(&job.record).chain(job.completion.as_ref()) {
+            seq += 1;
+            let (line, hash) = encode(seq, &prev, record);
+            lines.push((seq, record.time(), line));
+            prev = hash;
+        }
+    }
+    Chained { lines, firsts, seq, prev }
 }
 
 /// The callers' side of an audit log whose records one writer thread commits in groups: the
@@ -75,7 +107,7 @@ impl GroupCommit {
             .spawn(move || {
                 while let Ok(first) = jobs.recv() {
                     let mut batch = vec![first];
-                    batch.extend(jobs.try_iter().take(BATCH - 1));
+                    gather(&jobs, &mut batch);
                     waiting.sub(batch.len() as i64);
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(batch))).is_err() {
                         *failed.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -88,15 +120,54 @@ impl GroupCommit {
     }
 }
 
+/// Takes the records waiting behind the first of a batch. Between takes the writer yields its
+/// core once: where the callers' threads share it (a gateway on one core), they get to hand
+/// over the records of the calls they have in hand, and the batch grows instead of being
+/// committed with the first record alone; where a core is free, the yield returns at once.
+/// Stops when a yield brought nothing new or the batch is full.
+fn gather(jobs: &std::sync::mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    batch.extend(jobs.try_iter().take(BATCH - batch.len()));
+    while batch.len() < BATCH {
+        std::thread::yield_now();
+        let before = batch.len();
+        batch.extend(jobs.try_iter().take(BATCH - batch.len()));
+        if batch.len() == before {
+            return;
+        }
+    }
+}
+
 impl AuditSink for GroupCommit {
-    /// Hands `record` to the writer thread and resolves once it is durable. A full queue (the
-    /// writer is behind) is waited on off the runtime's threads.
     fn append(&self, record: Record) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
+        self.queued(record, None)
+    }
+
+    fn append_served(
+        &self,
+        intent: Record,
+        completion: Record,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
+        self.queued(intent, Some(completion))
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.health.lock().expect("health lock").clone()
+    }
+}
+
+impl GroupCommit {
+    /// Hands `record` (and the completion it brings) to the writer thread and resolves once it
+    /// is durable. A full queue (the writer is behind) is waited on off the runtime's threads.
+    fn queued(
+        &self,
+        record: Record,
+        completion: Option<Record>,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<u64, AuditError>> + Send>> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let queue = self.queue.clone();
         let waiting = self.metrics.queue_depth.clone();
         Box::pin(async move {
-            let job = Job { record, done };
+            let job = Job { record, completion, done };
             waiting.inc();
             let sent = match queue.try_send(job) {
                 Ok(()) => Ok(()),
@@ -111,10 +182,6 @@ impl AuditSink for GroupCommit {
             sent.map_err(|()| AuditError("the audit writer has stopped".into()))?;
             answer.await.map_err(|_| AuditError("the audit writer has stopped".into()))?
         })
-    }
-
-    fn health(&self) -> Result<(), String> {
-        self.health.lock().expect("health lock").clone()
     }
 }
 
@@ -263,28 +330,23 @@ impl Writer {
     }
 
     /// Writes and syncs a batch, then answers its callers.
-    fn commit(&mut self, batch: Vec<Job>) {
-        let mut bytes = Vec::with_capacity(batch.len() * 512);
-        let (mut seq, mut prev) = (self.seq, self.prev.clone());
-        let mut seqs = Vec::with_capacity(batch.len());
-        for job in &batch {
-            seq += 1;
-            let (line, hash) = encode(seq, &prev, &job.record);
-            bytes.extend_from_slice(&line);
-            prev = hash;
-            seqs.push(seq);
+    fn commit(&mut self, mut batch: Vec<Job>) {
+        let Chained { lines, firsts, seq, prev } = chain(&mut batch, self.seq, self.prev.clone());
+        let mut bytes = Vec::with_capacity(lines.iter().map(|(_, _, line)| line.len()).sum());
+        for (_, _, line) in &lines {
+            bytes.extend_from_slice(line);
         }
         let started = std::time::Instant::now();
         let written = self.file.write_all(&bytes).and_then(|()| self.file.sync_data());
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         match written {
             Ok(()) => {
-                self.metrics.records.inc_by(batch.len() as u64);
+                self.metrics.records.inc_by(lines.len() as u64);
                 self.seq = seq;
                 self.prev = prev;
                 self.len += bytes.len() as u64;
                 *self.health.lock().expect("health lock") = Ok(());
-                for (job, seq) in batch.into_iter().zip(seqs) {
+                for (job, seq) in batch.into_iter().zip(firsts) {
                     let _ = job.done.send(Ok(seq));
                 }
                 if self.len >= self.segment_bytes {

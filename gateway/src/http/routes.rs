@@ -264,10 +264,16 @@ async fn data_call(
                         Operation::Preview => preview(&call, &params).await,
                         Operation::Download => download(&call, &req, &params).await,
                     };
-                    let served = served.map(|response| {
+                    let served = served.and_then(|response| {
+                        if response.extensions().get::<Whole>().is_some() {
+                            // Recorded (conditional data) and sent in one piece: a cut seen
+                            // before then refuses it; there is no stream to cut later.
+                            call.cut_now()?;
+                            return Ok(response);
+                        }
                         let (parts, body) = response.into_parts();
                         let body = call.cuttable(Box::pin(http_body_util::BodyExt::into_data_stream(body)));
-                        Response::from_parts(parts, response::streamed(body))
+                        Ok(Response::from_parts(parts, response::streamed(body)))
                     });
                     match recorder {
                         Some(recorder) => audited(&call, served, recorder).await,
@@ -329,10 +335,15 @@ async fn audited(
         Some(DatasetVersion(version)) => Some(version.clone()),
         None => response.headers().get("x-dataset-version").and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
-    // Nothing has been sent yet: the response (and the source behind it) is dropped if the
-    // intent cannot be made durable.
-    let guard = call.intent(&recorder, version).await?;
     let status = response.status().as_u16();
+    // Nothing has been sent yet: the response (and the source behind it) is dropped if its
+    // records cannot be made durable.
+    if let Some(Whole(bytes)) = response.extensions().get::<Whole>() {
+        let bytes = bytes.len() as u64;
+        call.served_whole(&recorder, version, bytes, status).await?;
+        return Ok(response);
+    }
+    let guard = call.intent(&recorder, version).await?;
     let (parts, body) = response.into_parts();
     let body: source::ByteStream = Box::pin(http_body_util::BodyExt::into_data_stream(body));
     Ok(Response::from_parts(parts, response::streamed(audit::audited(body, guard, status, Bytes::len))))
@@ -519,6 +530,11 @@ fn started_headers(call: &Call<'_>, started: &Started, response: &mut Response<B
 #[derive(Clone)]
 struct DatasetVersion(String);
 
+/// The body of a response answered whole: it is recorded and sent in one piece, with no stream
+/// to cut or to hold back the end of.
+#[derive(Clone)]
+struct Whole(Bytes);
+
 async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, String)]) -> Result<Response<Body>, Error> {
     only(params, &["columns", "filter", "order", "limit", "offset", "format"])?;
     let format = match param(params, "format") {
@@ -538,25 +554,28 @@ async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, Strin
     started_headers(call, &started, &mut response);
     let Started { schema, first, rest, budget, in_memory, .. } = started;
     // A small answer from memory is encoded whole and sent with its length (some clients,
-    // polars' URL readers among them, take nothing else). Answers from a source stream as it
-    // reads, and one under a byte quota streams so the quota is counted as it is sent.
-    let whole = in_memory && budget.is_none();
-    let body = call::meter_bytes(
-        encode_stream(format.encoder(&schema)?, first, rest),
-        budget,
-        Bytes::len,
-        call.quota_refusals("bytes_per_day"),
-    );
-    let body = if whole {
+    // polars' URL readers among them, take nothing else); under a byte quota it is counted
+    // whole before anything is sent, so one past the quota is refused cleanly. Answers from a
+    // source stream as they are read, counted as they are sent.
+    let body = encode_stream(format.encoder(&schema)?, first, rest);
+    let refused = call.quota_refusals("bytes_per_day");
+    let body = if in_memory {
         match whole_if_small(body, SMALL_ANSWER_BYTES).await? {
             Answer::Whole(bytes) => {
+                if let Some(budget) = &budget {
+                    budget.take_bytes(bytes.len() as u64).map_err(|left| {
+                        refused.inc();
+                        call::quota_spent("bytes_per_day", left)
+                    })?;
+                }
                 response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                response.extensions_mut().insert(Whole(bytes.clone()));
                 Box::pin(futures_util::stream::iter([Ok(bytes)]))
             }
-            Answer::Streamed(body) => body,
+            Answer::Streamed(body) => call::meter_bytes(body, budget, Bytes::len, refused),
         }
     } else {
-        body
+        call::meter_bytes(body, budget, Bytes::len, refused)
     };
     *response.body_mut() = response::streamed(body);
     let headers = response.headers_mut();

@@ -127,6 +127,12 @@ pub trait Store: Send + Sync {
     /// A number that changes whenever another process commits a change, so caches can be
     /// dropped on the next request after a `kaifang keys revoke` run elsewhere.
     fn change_counter(&self) -> StoreResult<i64>;
+    /// The change counter when it can be read at once, without waiting for a connection or
+    /// the network; `None` when reading it might block (the caller then asks on a blocking
+    /// thread).
+    fn change_counter_now(&self) -> Option<StoreResult<i64>> {
+        None
+    }
 
     fn put_principal(&self, principal: &Principal, declared: bool) -> StoreResult<()>;
     fn principal(&self, id: &str) -> StoreResult<Option<Principal>>;

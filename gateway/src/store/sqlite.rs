@@ -245,6 +245,14 @@ impl Store for SqliteStore {
         self.with(|c| c.pragma_query_value(None, "data_version", |r| r.get(0)))
     }
 
+    /// `PRAGMA data_version` reads the WAL index in shared memory: it takes no lock that
+    /// another process holds for long. Only a connection busy on this process's behalf makes
+    /// it wait, and then this answers `None`.
+    fn change_counter_now(&self) -> Option<StoreResult<i64>> {
+        let conn = self.conn.try_lock().ok()?;
+        Some(conn.pragma_query_value(None, "data_version", |r| r.get(0)).map_err(StoreError::from))
+    }
+
     fn put_principal(&self, p: &Principal, declared: bool) -> StoreResult<()> {
         self.with(|c| {
             c.execute(
