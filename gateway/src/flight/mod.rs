@@ -18,6 +18,7 @@
 //!   through HTTP/2 flow control instead of growing a buffer.
 
 mod command;
+mod wire;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -28,8 +29,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
     HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
@@ -55,7 +55,7 @@ use crate::config::SourceConfig;
 use crate::error::{Error, Kind};
 use crate::metrics::Timing;
 use crate::pipeline::Plan;
-use crate::source::{file, Pieces};
+use crate::source::{file, BatchStream, Pieces};
 use crate::state::{CatalogEntry, State};
 
 /// Largest `FlightData` message the encoder aims for: half the 4 MiB gRPC default of common
@@ -103,7 +103,7 @@ pub async fn serve(
             }
         })
         .buffer_unordered(64);
-    let service = FlightServiceServer::new(Service { state });
+    let service = wire::Routes::new(Service { state });
     let (draining, drain) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(limits.http2_keep_alive_seconds)))
@@ -185,9 +185,9 @@ pub fn encoder(schema: SchemaRef) -> FlightDataEncoderBuilder {
         .with_max_flight_data_size(usize::MAX)
 }
 
-/// Bytes a message puts on the wire (its IPC header, body and application metadata).
-fn wire_size(message: &FlightData) -> usize {
-    message.data_header.len() + message.data_body.len() + message.app_metadata.len()
+/// Bytes a message puts on the wire (its IPC header and body).
+fn wire_size(message: &wire::Message) -> usize {
+    message.wire_size()
 }
 
 /// Who is calling, from where, under which request id.
@@ -309,7 +309,7 @@ impl Service {
         context: &Context,
         command: &Command,
         timing: Timing,
-    ) -> Result<(Pieces<FlightData>, AnswerSlot), Error> {
+    ) -> Result<(Pieces<wire::Message>, AnswerSlot), Error> {
         let state = &self.state;
         let live = state.live();
         let entry = call::lookup(&live, &command.dataset)?;
@@ -338,17 +338,31 @@ impl Service {
             (Err(e), None) => return Err(e),
         };
         let call::Started { schema, version, first, rest, budget, .. } = started;
-        let batches = stream::iter(first.map(Ok)).chain(rest).flat_map(|batch| match batch {
-            Ok(batch) => stream::iter(message_slices(&batch, MAX_MESSAGE_BYTES).into_iter().map(Ok)).left_stream(),
-            Err(e) => stream::iter([Err(FlightError::ExternalError(Box::new(e)))]).right_stream(),
-        });
-        let messages = encoder(schema).build(batches).map_err(|e| match e {
-            FlightError::ExternalError(e) => match e.downcast::<Error>() {
-                Ok(e) => *e,
-                Err(e) => Error::internal(format!("flight encoding: {e}")),
-            },
-            e => Error::internal(format!("flight encoding: {e}")),
-        });
+        let encoder = wire::Encoder::new(&schema).map_err(|e| Error::internal(format!("flight encoding: {e}")))?;
+        let batches: BatchStream = Box::pin(stream::iter(first.map(Ok)).chain(rest));
+        let messages = stream::unfold((batches, Some(encoder)), |(mut batches, mut encoder)| async move {
+            let encoded = match (batches.next().await, encoder.as_mut()) {
+                (_, None) => return None,
+                (Some(Ok(batch)), Some(encoder)) => message_slices(&batch, MAX_MESSAGE_BYTES)
+                    .iter()
+                    .map(|slice| encoder.batch(slice))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|m| m.into_iter().flatten().collect()),
+                (Some(Err(e)), Some(_)) => {
+                    return Some((stream::iter(vec![Err(e)]), (batches, None)));
+                }
+                (None, Some(_)) => encoder.take().expect("matched above").finish(),
+            };
+            let messages: Vec<Result<wire::Message, Error>> = match encoded {
+                Ok(messages) => messages.into_iter().map(Ok).collect(),
+                Err(e) => {
+                    encoder = None;
+                    vec![Err(Error::internal(format!("flight encoding: {e}")))]
+                }
+            };
+            Some((stream::iter(messages), (batches, encoder)))
+        })
+        .flatten();
         let messages = call::meter_bytes(Box::pin(messages), budget, wire_size, call.quota_refusals("bytes_per_day"));
         let messages = call.cuttable(messages);
         let Some(recorder) = recorder else { return Ok((messages, slot)) };
@@ -373,6 +387,52 @@ impl Service {
 }
 
 impl Service {
+    /// `DoGet`: the answer's messages, counted, observed and held to the answer memory budget.
+    async fn get_messages(&self, request: Request<Ticket>) -> Result<Response<Messages<wire::Message>>, Status> {
+        let context = Context::of("DoGet", &request);
+        let command = Command::from_ticket(request.get_ref());
+        let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
+        let timing = Timing::default();
+        let outcome = match &command {
+            Ok(command) => self.get(&context, command, timing.clone()).instrument(context.span.clone()).await,
+            Err(e) => Err(self.refused_ticket(&context, request.get_ref(), e.clone()).await),
+        };
+        // Counted by the outcome at the start, and observed as the stream ends (an error answer
+        // as this function returns); calls on unknown ids are not counted per dataset.
+        let live = self.state.live();
+        let counted = dataset.as_deref().and_then(|d| call::lookup(&live, d).ok()).map(|entry| {
+            let status = outcome.as_ref().err().map_or(200, |e| crate::http::status(e.kind).as_u16());
+            let metrics = &self.state.metrics;
+            let bytes = metrics.data_call("flight", &entry.dataset, status);
+            (bytes, Observer::new(metrics, "flight", entry.dataset.open_type.as_str(), context.started, timing))
+        });
+        let (bytes, observer) = counted.unzip();
+        let span = context.span.clone();
+        let outcome = outcome.map(|(messages, slot)| {
+            let messages = match observer {
+                Some(observer) => call::observed(messages, observer),
+                None => messages,
+            };
+            let mut messages = slot.answer(messages);
+            let messages = stream::poll_fn(move |cx| {
+                let _in_request = span.enter();
+                messages.poll_next_unpin(cx)
+            });
+            messages
+                .map(move |message| {
+                    if let (Ok(m), Some(bytes)) = (&message, &bytes) {
+                        bytes.inc_by(wire_size(m) as u64);
+                    }
+                    message.map_err(|e| {
+                        tracing::warn!(error = %e, "flight stream aborted");
+                        status(&e)
+                    })
+                })
+                .boxed()
+        });
+        context.answer(outcome, dataset.as_deref())
+    }
+
     /// The refusal of a `DoGet` whose ticket is not a valid command: recorded when the ticket
     /// still names a dataset whose calls are (a ticket that names none cannot be told apart
     /// from noise, and concerns no dataset).
@@ -552,49 +612,11 @@ impl FlightService for Service {
         .await
     }
 
+    /// `DoGet` through tonic's codec. The listener serves `DoGet` framed by [`wire::Routes`]
+    /// instead; this answers the same messages for a server built on the generated service.
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let context = Context::of("DoGet", &request);
-        let command = Command::from_ticket(request.get_ref());
-        let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
-        let timing = Timing::default();
-        let outcome = match &command {
-            Ok(command) => self.get(&context, command, timing.clone()).instrument(context.span.clone()).await,
-            Err(e) => Err(self.refused_ticket(&context, request.get_ref(), e.clone()).await),
-        };
-        // Counted by the outcome at the start, and observed as the stream ends (an error answer
-        // as this function returns); calls on unknown ids are not counted per dataset.
-        let live = self.state.live();
-        let counted = dataset.as_deref().and_then(|d| call::lookup(&live, d).ok()).map(|entry| {
-            let status = outcome.as_ref().err().map_or(200, |e| crate::http::status(e.kind).as_u16());
-            let metrics = &self.state.metrics;
-            let bytes = metrics.data_call("flight", &entry.dataset, status);
-            (bytes, Observer::new(metrics, "flight", entry.dataset.open_type.as_str(), context.started, timing))
-        });
-        let (bytes, observer) = counted.unzip();
-        let span = context.span.clone();
-        let outcome = outcome.map(|(messages, slot)| {
-            let messages = match observer {
-                Some(observer) => call::observed(messages, observer),
-                None => messages,
-            };
-            let mut messages = slot.answer(messages);
-            let messages = stream::poll_fn(move |cx| {
-                let _in_request = span.enter();
-                messages.poll_next_unpin(cx)
-            });
-            messages
-                .map(move |message| {
-                    if let (Ok(m), Some(bytes)) = (&message, &bytes) {
-                        bytes.inc_by(wire_size(m) as u64);
-                    }
-                    message.map_err(|e| {
-                        tracing::warn!(error = %e, "flight stream aborted");
-                        status(&e)
-                    })
-                })
-                .boxed()
-        });
-        context.answer(outcome, dataset.as_deref())
+        let response = self.get_messages(request).await?;
+        Ok(response.map(|messages| messages.map_ok(wire::Message::into_flight_data).boxed()))
     }
 
     async fn do_put(&self, _: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
