@@ -462,18 +462,7 @@ async fn daily_quotas_refuse_once_spent_naming_the_quota() {
 async fn a_streamed_answer_passing_the_byte_quota_breaks_off() {
     // Read from the file, not from memory: the answer streams and is counted as it is sent.
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::fixture::copy_shipped_config(dir.path());
-    let market = dir.path().join("catalog/market.toml");
-    let source = "source = { file = \"demo/enterprises.arrow\" }";
-    let text = std::fs::read_to_string(&market).unwrap().replace(source, &format!("{source}\ncache = \"never\""));
-    assert!(text.contains("cache = \"never\""));
-    std::fs::write(&market, text).unwrap();
-    let data_dir = dir.path().join("data");
-    let out = std::process::Command::new(BIN)
-        .args(["demo-data", "--rows", "2000", "--out", data_dir.join("demo").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (config, data_dir) = crate::fixture::demo_with_enterprises(dir.path(), "cache = \"never\"");
     let g = Gateway::with_config(&config, &data_dir);
     let fast = json!({"per_second": 100, "burst": 100});
     let rows = |n: usize| g.url(&format!("/v1/datasets/enterprises/rows?limit={n}"));

@@ -118,20 +118,8 @@ async fn an_index_lookup_returns_exactly_the_rows_a_full_scan_returns() {
 #[tokio::test]
 async fn an_index_on_a_masked_column_never_finds_rows_by_the_value_the_mask_hides() {
     let dir = tempfile::tempdir().unwrap();
-    let config = copy_shipped_config(dir.path());
-    let market = dir.path().join("catalog/market.toml");
-    let text = std::fs::read_to_string(&market).unwrap().replace(
-        "source = { file = \"demo/enterprises.arrow\" }",
-        "source = { file = \"demo/enterprises.arrow\" }\nindex = [\"legal_rep_mobile\", \"district\"]",
-    );
-    assert!(text.contains("index = [\"legal_rep_mobile\""));
-    std::fs::write(&market, text).unwrap();
-    let data_dir = dir.path().join("data");
-    let out = std::process::Command::new(BIN)
-        .args(["demo-data", "--rows", "2000", "--out", data_dir.join("demo").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (config, data_dir) =
+        crate::fixture::demo_with_enterprises(dir.path(), "index = [\"legal_rep_mobile\", \"district\"]");
     let g = Gateway::with_config(&config, &data_dir);
     let (status, issued) =
         g.admin(reqwest::Method::POST, "/admin/keys", Some(serde_json::json!({"principal": "demo-analytics"}))).await;

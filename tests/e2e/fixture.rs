@@ -401,3 +401,21 @@ pub fn copy_shipped_config(dir: &Path) -> PathBuf {
     std::fs::copy(format!("{root}/kaifang.toml"), &config).unwrap();
     config
 }
+
+/// The shipped configuration in `dir` with `settings` added to the enterprises entry, and its
+/// demo data at 2,000 rows: returns the paths of `kaifang.toml` and of the data directory.
+pub fn demo_with_enterprises(dir: &Path, settings: &str) -> (PathBuf, PathBuf) {
+    let config = copy_shipped_config(dir);
+    let market = dir.join("catalog/market.toml");
+    let source = "source = { file = \"demo/enterprises.arrow\" }";
+    let text = std::fs::read_to_string(&market).unwrap();
+    assert!(text.contains(source), "the enterprises entry reads its shipped file");
+    std::fs::write(&market, text.replace(source, &format!("{source}\n{settings}"))).unwrap();
+    let data_dir = dir.join("data");
+    let out = Command::new(BIN)
+        .args(["demo-data", "--rows", "2000", "--out", data_dir.join("demo").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (config, data_dir)
+}
