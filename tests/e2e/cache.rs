@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::fixture::{client, copy_shipped_config, get_json, Gateway, Site, BIN};
+use crate::fixture::{client, get_json, Gateway, Site};
 
 const FIELDS: &str =
     r#"[{ name = "k", type = "int64" }, { name = "s", type = "string" }, { name = "x", type = "float64" }]"#;
