@@ -539,33 +539,93 @@ pub fn store_declared(store: &dyn Store, config: &Config) -> Result<(), String> 
 }
 
 /// Reads a secret from `path`, or makes a random one and writes it there, readable by the owner
-/// only.
+/// only. Processes starting together on one data directory (the instances of a cluster) all end
+/// up with the same secret: the file is created once, whole, by whichever gets there first, and
+/// the others read it.
 pub fn secret_file(path: &Path) -> Result<String, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    // `None`: no such file; `Some("")`: a file with no secret in it (emptied by hand).
+    let read = || match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let found = read()?;
+    if let Some(secret) = found.as_ref().filter(|s| !s.is_empty()) {
+        return Ok(secret.clone());
     }
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret = hex::encode(bytes);
-    write_private(path, &secret).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(secret)
+    let written = match found {
+        None => create_private(path, &secret),
+        Some(_) => write_private(path, &secret),
+    };
+    match written {
+        Ok(()) => Ok(secret),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read()?
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("{} was emptied by another process", path.display())),
+        Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+    }
+}
+
+/// Creates `path` holding `text` (mode 0600), whole or not at all, failing with `AlreadyExists`
+/// if it is there: written under a name of this writer's own, then linked into place, which
+/// never replaces a file another writer linked first.
+fn create_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let partial = path.with_extension(format!("partial-{}-{:016x}", std::process::id(), rand::rng().next_u64()));
+    let written = write_file(&partial, text).and_then(|()| std::fs::hard_link(&partial, path));
+    let _ = std::fs::remove_file(&partial);
+    written
 }
 
 /// Writes `text` to a new file readable and writable by its owner only (mode 0600), through a
 /// temporary name so a crash never leaves a half-written secret.
 pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
     let partial = path.with_extension("partial");
+    write_file(&partial, text)?;
+    std::fs::rename(&partial, path)
+}
+
+/// Writes `text` and a newline to `path` (mode 0600) and makes it durable.
+fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&partial)?;
+    let mut file = options.open(path)?;
     file.write_all(text.as_bytes())?;
     file.write_all(b"\n")?;
-    file.sync_all()?;
-    std::fs::rename(&partial, path)
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secret_file;
+
+    /// Writers starting together on one path (the instances of a cluster on one data directory)
+    /// all succeed and all get the secret the file holds.
+    #[test]
+    fn writers_racing_for_a_secret_file_all_get_the_one_written() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("webhook-signing.key");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let writers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        secret_file(&path)
+                    })
+                })
+                .collect();
+            let secrets: Vec<String> = writers.into_iter().map(|w| w.join().unwrap().unwrap()).collect();
+            let stored = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+            assert!(secrets.iter().all(|s| *s == stored), "{secrets:?} against {stored}");
+            let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(left.len(), 1, "no partial file is left: {left:?}");
+        }
+    }
 }
