@@ -144,6 +144,16 @@ impl<'a> Call<'a> {
         cuttable(body, self.state, self.entry.dataset.id.to_string(), self.agreement.get().cloned())
     }
 
+    /// Charges an answer of `bytes`, whole in hand and not yet sent, to the day's byte quota:
+    /// past the quota it is refused (and counted) and spends nothing.
+    pub fn charge_whole(&self, budget: Option<&Budget>, bytes: usize) -> Result<(), Error> {
+        let Some(budget) = budget else { return Ok(()) };
+        budget.take_bytes(bytes as u64).map_err(|left| {
+            self.quota_refusals("bytes_per_day").inc();
+            quota_spent("bytes_per_day", left)
+        })
+    }
+
     /// Refuses the answer if its dataset was withdrawn or its agreement ended since the call
     /// began: for an answer sent whole, which has no stream to cut.
     pub fn cut_now(&self) -> Result<(), Error> {
@@ -487,8 +497,7 @@ fn refused(state: &State, protocol: &'static str, denied: Denied, now: chrono::D
     error
 }
 
-/// The refusal of an answer that the daily quota `which`, with `left` left, does not cover.
-pub fn quota_spent(which: &str, left: u64) -> Error {
+fn quota_spent(which: &str, left: u64) -> Error {
     Error::new(
         Kind::TooManyRequests,
         "quota_exhausted",

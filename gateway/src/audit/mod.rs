@@ -256,17 +256,33 @@ impl Audit {
         status: u16,
     ) -> Result<(), Error> {
         let intent = intent_record(&call, dataset_version);
-        let guard = CallGuard {
-            audit: self.clone(),
-            call,
-            intent_seq: 0,
-            started: Instant::now(),
-            rows: Arc::new(AtomicU64::new(rows)),
-            bytes: Arc::new(AtomicU64::new(bytes)),
-            done: true,
-        };
-        let completion = guard.record(status, Outcome::Complete);
+        // Its `intent_seq` is the intent's, set as the two are chained.
+        let completion = completion_record(&call, 0, 0, rows, bytes, status, Outcome::Complete);
         self.sink.append_served(intent, completion).await.map(|_| ()).map_err(unavailable)
+    }
+}
+
+fn completion_record(
+    call: &CallInfo,
+    intent_seq: u64,
+    duration_ms: u64,
+    rows: u64,
+    bytes: u64,
+    status: u16,
+    outcome: Outcome,
+) -> Record {
+    Record::Completion {
+        request_id: call.request_id.clone(),
+        intent_seq,
+        time: Utc::now(),
+        principal: call.principal.clone(),
+        agreement: call.agreement.clone(),
+        dataset: call.dataset.clone(),
+        status,
+        rows,
+        bytes,
+        duration_ms,
+        outcome,
     }
 }
 
@@ -303,19 +319,9 @@ pub struct CallGuard {
 
 impl CallGuard {
     fn record(&self, status: u16, outcome: Outcome) -> Record {
-        Record::Completion {
-            request_id: self.call.request_id.clone(),
-            intent_seq: self.intent_seq,
-            time: Utc::now(),
-            principal: self.call.principal.clone(),
-            agreement: self.call.agreement.clone(),
-            dataset: self.call.dataset.clone(),
-            status,
-            rows: self.rows.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
-            duration_ms: self.started.elapsed().as_millis() as u64,
-            outcome,
-        }
+        let (rows, bytes) = (self.rows.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed));
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        completion_record(&self.call, self.intent_seq, duration_ms, rows, bytes, status, outcome)
     }
 
     /// Records the end of the call and waits until the record is durable.

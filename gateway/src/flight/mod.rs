@@ -55,7 +55,7 @@ use crate::config::SourceConfig;
 use crate::error::{Error, Kind};
 use crate::metrics::Timing;
 use crate::pipeline::Plan;
-use crate::source::{file, BatchStream, Pieces};
+use crate::source::{file, Pieces};
 use crate::state::{CatalogEntry, State};
 
 /// Largest `FlightData` message the encoder aims for: half the 4 MiB gRPC default of common
@@ -338,32 +338,8 @@ impl Service {
             (Err(e), None) => return Err(e),
         };
         let call::Started { schema, version, first, rest, budget, .. } = started;
-        let encoder = wire::Encoder::new(&schema).map_err(|e| Error::internal(format!("flight encoding: {e}")))?;
-        let batches: BatchStream = Box::pin(stream::iter(first.map(Ok)).chain(rest));
-        let messages = stream::unfold((batches, Some(encoder)), |(mut batches, mut encoder)| async move {
-            let encoded = match (batches.next().await, encoder.as_mut()) {
-                (_, None) => return None,
-                (Some(Ok(batch)), Some(encoder)) => message_slices(&batch, MAX_MESSAGE_BYTES)
-                    .iter()
-                    .map(|slice| encoder.batch(slice))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(|m| m.into_iter().flatten().collect()),
-                (Some(Err(e)), Some(_)) => {
-                    return Some((stream::iter(vec![Err(e)]), (batches, None)));
-                }
-                (None, Some(_)) => encoder.take().expect("matched above").finish(),
-            };
-            let messages: Vec<Result<wire::Message, Error>> = match encoded {
-                Ok(messages) => messages.into_iter().map(Ok).collect(),
-                Err(e) => {
-                    encoder = None;
-                    vec![Err(Error::internal(format!("flight encoding: {e}")))]
-                }
-            };
-            Some((stream::iter(messages), (batches, encoder)))
-        })
-        .flatten();
-        let messages = call::meter_bytes(Box::pin(messages), budget, wire_size, call.quota_refusals("bytes_per_day"));
+        let messages = wire::messages(&schema, Box::pin(stream::iter(first.map(Ok)).chain(rest)))?;
+        let messages = call::meter_bytes(messages, budget, wire_size, call.quota_refusals("bytes_per_day"));
         let messages = call.cuttable(messages);
         let Some(recorder) = recorder else { return Ok((messages, slot)) };
         // Nothing has been sent yet: the stream (and the source behind it) is dropped if the

@@ -30,7 +30,9 @@ use hyper::body::Frame;
 use tonic::server::NamedService;
 use tonic::Status;
 
-use super::Service;
+use super::{message_slices, Service, MAX_MESSAGE_BYTES};
+use crate::error::Error;
+use crate::source::{BatchStream, Pieces};
 
 /// The path of `DoGet`.
 const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
@@ -108,36 +110,67 @@ fn put_varint(buf: &mut BytesMut, mut n: usize) {
     buf.put_u8(n as u8);
 }
 
-/// Encodes a stream's batches into Flight messages: the schema with the first batch (or alone,
-/// for an answer of no rows), then each batch as one message.
-pub struct Encoder {
+/// The Flight messages of a stream of batches: the schema with the first batch (or alone, for
+/// an answer of no rows), then each batch cut to messages of at most [`MAX_MESSAGE_BYTES`] of
+/// data. A failed batch ends the stream with its error.
+pub fn messages(schema: &Schema, batches: BatchStream) -> Result<Pieces<Message>, Error> {
+    let encoder = Encoder::new(schema).map_err(encoding)?;
+    let messages = futures_util::stream::unfold(Some((batches, encoder)), |state| async move {
+        let (mut batches, mut encoder) = state?;
+        let (messages, state) = match batches.next().await {
+            Some(Ok(batch)) => match encoder.batch(&batch) {
+                Ok(messages) => (messages.into_iter().map(Ok).collect(), Some((batches, encoder))),
+                Err(e) => (vec![Err(encoding(e))], None),
+            },
+            Some(Err(e)) => (vec![Err(e)], None),
+            None => match encoder.finish() {
+                Ok(messages) => (messages.into_iter().map(Ok).collect(), None),
+                Err(e) => (vec![Err(encoding(e))], None),
+            },
+        };
+        Some((futures_util::stream::iter(messages), state))
+    });
+    Ok(Box::pin(messages.flatten()))
+}
+
+fn encoding(e: ArrowError) -> Error {
+    Error::internal(format!("flight encoding: {e}"))
+}
+
+/// Encodes batches into Flight messages.
+struct Encoder {
     inner: StreamEncoder,
     sent: bool,
 }
 
 impl Encoder {
-    pub fn new(schema: &Schema) -> Result<Encoder, ArrowError> {
+    fn new(schema: &Schema) -> Result<Encoder, ArrowError> {
         Ok(Encoder { inner: StreamEncoder::try_new(schema)?, sent: false })
     }
 
-    /// The messages of one batch (with the schema ahead of the first).
-    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<Message>, ArrowError> {
+    /// The messages of one batch, cut by [`message_slices`] (with the schema ahead of the
+    /// first).
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<Message>, ArrowError> {
         self.sent = true;
-        messages(self.inner.encode(batch)?)
+        let mut encoded = Vec::new();
+        for slice in message_slices(batch, MAX_MESSAGE_BYTES) {
+            encoded.extend(messages_of(self.inner.encode(&slice)?)?);
+        }
+        Ok(encoded)
     }
 
     /// The schema message, if no batch was encoded.
-    pub fn finish(self) -> Result<Vec<Message>, ArrowError> {
+    fn finish(self) -> Result<Vec<Message>, ArrowError> {
         if self.sent {
             return Ok(Vec::new());
         }
-        messages(self.inner.finish()?)
+        messages_of(self.inner.finish()?)
     }
 }
 
 /// Cuts an IPC stream, given as the buffers it is made of, into its messages; the end-of-stream
 /// marker is dropped (Flight ends a stream with the RPC).
-fn messages(buffers: Vec<Buffer>) -> Result<Vec<Message>, ArrowError> {
+fn messages_of(buffers: Vec<Buffer>) -> Result<Vec<Message>, ArrowError> {
     let mut rope = Rope { buffers, at: 0, offset: 0 };
     let mut messages = Vec::new();
     while rope.remaining() > 0 {
@@ -315,7 +348,7 @@ mod tests {
     }
 
     /// The messages, decoded by arrow's own Flight decoding, give back the batches, slices
-    /// included.
+    /// included; a batch of no rows sends nothing.
     #[test]
     fn messages_read_back_as_the_batches_they_encode() {
         let whole = batch(1000);
@@ -324,7 +357,7 @@ mod tests {
         for slice in [whole.slice(0, 10), whole.slice(10, 990), whole.slice(500, 0)] {
             messages.extend(encoder.batch(&slice).unwrap());
         }
-        assert_eq!(messages.len(), 4, "the schema, then one message per batch");
+        assert_eq!(messages.len(), 3, "the schema, then one message per batch with rows");
         let data: Vec<FlightData> = messages.into_iter().map(Message::into_flight_data).collect();
         let schema = Arc::new(Schema::try_from(&data[0]).unwrap());
         let dictionaries = std::collections::HashMap::new();
@@ -332,7 +365,23 @@ mod tests {
             .iter()
             .map(|d| arrow_flight::utils::flight_data_to_arrow_batch(d, schema.clone(), &dictionaries).unwrap())
             .collect();
-        assert_eq!(read, vec![whole.slice(0, 10), whole.slice(10, 990), whole.slice(500, 0)]);
+        assert_eq!(read, vec![whole.slice(0, 10), whole.slice(10, 990)]);
+    }
+
+    /// A failed batch ends the messages with its error; nothing after it is sent.
+    #[test]
+    fn a_failed_batch_ends_the_messages() {
+        let whole = batch(5);
+        let batches: BatchStream = Box::pin(futures_util::stream::iter(vec![
+            Ok(whole.clone()),
+            Err(Error::source("the file ended early")),
+            Ok(whole.clone()),
+        ]));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let sent: Vec<Result<Message, Error>> =
+            runtime.block_on(messages(&whole.schema(), batches).unwrap().collect::<Vec<_>>());
+        let kinds: Vec<&str> = sent.iter().map(|m| if m.is_ok() { "message" } else { "error" }).collect();
+        assert_eq!(kinds, ["message", "message", "error"], "the schema, the first batch, then the error");
     }
 
     /// An answer of no rows is its schema alone.

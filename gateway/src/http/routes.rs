@@ -264,16 +264,15 @@ async fn data_call(
                         Operation::Preview => preview(&call, &params).await,
                         Operation::Download => download(&call, &req, &params).await,
                     };
-                    let served = served.and_then(|response| {
+                    let served = served.map(|response| {
+                        // An answer sent whole has no stream to cut ([`rows`] checked for cuts
+                        // before charging it).
                         if response.extensions().get::<Whole>().is_some() {
-                            // Recorded (conditional data) and sent in one piece: a cut seen
-                            // before then refuses it; there is no stream to cut later.
-                            call.cut_now()?;
-                            return Ok(response);
+                            return response;
                         }
                         let (parts, body) = response.into_parts();
                         let body = call.cuttable(Box::pin(http_body_util::BodyExt::into_data_stream(body)));
-                        Ok(Response::from_parts(parts, response::streamed(body)))
+                        Response::from_parts(parts, response::streamed(body))
                     });
                     match recorder {
                         Some(recorder) => audited(&call, served, recorder).await,
@@ -339,8 +338,7 @@ async fn audited(
     // Nothing has been sent yet: the response (and the source behind it) is dropped if its
     // records cannot be made durable.
     if let Some(Whole(bytes)) = response.extensions().get::<Whole>() {
-        let bytes = bytes.len() as u64;
-        call.served_whole(&recorder, version, bytes, status).await?;
+        call.served_whole(&recorder, version, *bytes as u64, status).await?;
         return Ok(response);
     }
     let guard = call.intent(&recorder, version).await?;
@@ -530,10 +528,10 @@ fn started_headers(call: &Call<'_>, started: &Started, response: &mut Response<B
 #[derive(Clone)]
 struct DatasetVersion(String);
 
-/// The body of a response answered whole: it is recorded and sent in one piece, with no stream
-/// to cut or to hold back the end of.
-#[derive(Clone)]
-struct Whole(Bytes);
+/// Marks a response answered whole, of this many bytes: it is recorded and sent in one piece,
+/// with no stream to cut or to hold back the end of.
+#[derive(Clone, Copy)]
+struct Whole(usize);
 
 async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, String)]) -> Result<Response<Body>, Error> {
     only(params, &["columns", "filter", "order", "limit", "offset", "format"])?;
@@ -562,14 +560,11 @@ async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, Strin
     let body = if in_memory {
         match whole_if_small(body, SMALL_ANSWER_BYTES).await? {
             Answer::Whole(bytes) => {
-                if let Some(budget) = &budget {
-                    budget.take_bytes(bytes.len() as u64).map_err(|left| {
-                        refused.inc();
-                        call::quota_spent("bytes_per_day", left)
-                    })?;
-                }
+                // A withdrawal or an ended agreement seen by now refuses it before it is charged.
+                call.cut_now()?;
+                call.charge_whole(budget.as_ref(), bytes.len())?;
                 response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                response.extensions_mut().insert(Whole(bytes.clone()));
+                response.extensions_mut().insert(Whole(bytes.len()));
                 Box::pin(futures_util::stream::iter([Ok(bytes)]))
             }
             Answer::Streamed(body) => call::meter_bytes(body, budget, Bytes::len, refused),
@@ -599,18 +594,8 @@ async fn preview(call: &Call<'_>, params: &[(String, String)]) -> Result<Respons
         rows.extend_from_slice(&encoder.batch(b)?);
     }
     rows.extend_from_slice(&encoder.finish()?);
-    if let Some(budget) = &started.budget {
-        // Nothing is sent yet: a preview past the byte quota is refused whole.
-        budget.take_bytes(rows.len() as u64).map_err(|left| {
-            Error::new(
-                Kind::TooManyRequests,
-                "quota_exhausted",
-                format!(
-                    "the daily quota `bytes_per_day` of your agreement does not cover this preview ({left} left today)"
-                ),
-            )
-        })?;
-    }
+    // Nothing is sent yet: a preview past the byte quota is refused whole.
+    call.charge_whole(started.budget.as_ref(), rows.len())?;
     let rows: serde_json::Value =
         serde_json::from_slice(&rows).map_err(|e| Error::internal(format!("preview encoding: {e}")))?;
 
