@@ -249,3 +249,23 @@ async fn keys_in_the_query_string_are_refused_and_unknown_keys_rejected() {
     let r = client().get(g.url("/v1/datasets/bus-arrivals/rows")).header("x-api-key", "nope").send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// Refusals are the documented error body: the codes the document names are the codes sent,
+/// and an error carries no key the document does not describe.
+#[tokio::test]
+async fn refusals_are_the_documented_error_body() {
+    let g = Gateway::demo();
+    let (_, doc) = get_json(&g.url("/openapi.json")).await;
+    let detail = &doc["components"]["schemas"]["ErrorDetail"];
+    let described = detail["properties"]["code"]["description"].as_str().unwrap();
+    let (status, body) = get_json(&g.url("/v1/datasets/no-such-dataset")).await;
+    assert_eq!(status, 404);
+    let code = body["error"]["code"].as_str().unwrap();
+    assert!(described.contains(&format!("`{code}`")), "`{code}` is sent; the document names: {described}");
+    let (status, body) = get_json(&g.url("/v1/datasets/bus-arrivals/rows?filter=delay_seconds%20%3E")).await;
+    assert_eq!(status, 400);
+    for key in body["error"].as_object().unwrap().keys() {
+        assert!(detail["properties"][key.as_str()].is_object(), "`{key}` is not in the documented ErrorDetail");
+    }
+    assert!(body["error"]["position"].as_u64().is_some(), "{body}");
+}

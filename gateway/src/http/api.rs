@@ -23,9 +23,23 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+impl ErrorBody {
+    /// The body every refusal is answered with.
+    pub fn of(e: &crate::error::Error) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: e.code.to_owned(),
+                message: e.message.clone(),
+                position: e.position,
+                errors: None,
+            },
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable: `dataset_not_found`, `rate_limited`, `dataset_withdrawn` ...
+    /// Stable, machine-readable: `not_found`, `rate_limited`, `dataset_withdrawn` ...
     pub code: String,
     /// For people.
     pub message: String,

@@ -90,19 +90,7 @@ pub fn status(kind: Kind) -> StatusCode {
 
 /// `{"error": {"code": ..., "message": ...}}` with the kind's status.
 pub fn error(e: &Error) -> Response<Body> {
-    #[derive(Serialize)]
-    struct Envelope<'a> {
-        error: Detail<'a>,
-    }
-    #[derive(Serialize)]
-    struct Detail<'a> {
-        code: &'a str,
-        message: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        position: Option<usize>,
-    }
-    let mut response =
-        json(status(e.kind), &Envelope { error: Detail { code: e.code, message: &e.message, position: e.position } });
+    let mut response = json(status(e.kind), &super::api::ErrorBody::of(e));
     for (name, value) in &e.headers {
         if let Ok(value) = HeaderValue::from_str(value) {
             response.headers_mut().insert(*name, value);
