@@ -752,3 +752,30 @@ async fn holders_report_how_they_used_the_data_on_their_own_agreements_only() {
     let (_, again) = g.admin(Method::GET, "/admin/agreements/demo-enterprises/feedback", None).await;
     assert_eq!(again, body, "feedback survives a restart");
 }
+
+/// A preview is charged to `bytes_per_day` for the bytes it is sent as (the pretty-printed
+/// envelope), not for its rows alone: a quota one byte short of it refuses it, and spends
+/// nothing.
+#[tokio::test]
+async fn a_preview_is_charged_for_the_bytes_it_is_sent_as() {
+    let g = Gateway::demo();
+    let fast = json!({"per_second": 100, "burst": 100});
+    let preview = g.url("/v1/datasets/enterprises/preview");
+    let big = json!({"requests_per_day": 100, "rows_per_day": 1_000_000, "bytes_per_day": 1_000_000_000});
+    let (key, _) = holder(&g, "measure", fast.clone(), big).await;
+    let r = get(&preview, &key).await;
+    assert_eq!(r.status(), 200);
+    let length: u64 = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let sent = r.bytes().await.unwrap().len() as u64;
+    assert_eq!(sent, length);
+    let short = json!({"requests_per_day": 100, "rows_per_day": 1_000_000, "bytes_per_day": sent - 1});
+    let (key, _) = holder(&g, "short", fast.clone(), short).await;
+    let r = get(&preview, &key).await;
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("bytes_per_day"), "{body}");
+    let exact = json!({"requests_per_day": 100, "rows_per_day": 1_000_000, "bytes_per_day": sent});
+    let (key, _) = holder(&g, "exact", fast, exact).await;
+    assert_eq!(get(&preview, &key).await.status(), 200, "a quota of exactly its size covers it");
+    assert_eq!(get(&g.url("/v1/datasets/enterprises/rows?limit=1"), &key).await.status(), 429, "and is spent by it");
+}

@@ -62,7 +62,16 @@ pub fn in_span(body: Body, span: tracing::Span) -> Body {
 
 /// A JSON response.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let body = serde_json::to_vec_pretty(value).expect("response types serialize");
+    json_encoded(status, json_bytes(value))
+}
+
+/// The body [`json`] sends for `value`.
+pub fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(value).expect("response types serialize")
+}
+
+/// A JSON response of a body encoded by [`json_bytes`].
+pub fn json_encoded(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

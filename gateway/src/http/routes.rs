@@ -594,13 +594,18 @@ async fn preview(call: &Call<'_>, params: &[(String, String)]) -> Result<Respons
         rows.extend_from_slice(&encoder.batch(b)?);
     }
     rows.extend_from_slice(&encoder.finish()?);
-    // Nothing is sent yet: a preview past the byte quota is refused whole.
-    call.charge_whole(started.budget.as_ref(), rows.len())?;
     let rows: serde_json::Value =
         serde_json::from_slice(&rows).map_err(|e| Error::internal(format!("preview encoding: {e}")))?;
-
     let columns = started.schema.fields().iter().map(|f| f.name().clone()).collect();
-    let mut response = json(StatusCode::OK, &api::Preview { dataset: call.entry.dataset.id.clone(), columns, rows });
+    let body = response::json_bytes(&api::Preview { dataset: call.entry.dataset.id.clone(), columns, rows });
+    // Nothing is sent yet: the preview, as sent, is charged whole (past the byte quota it is
+    // refused) and answered whole.
+    call.cut_now()?;
+    call.charge_whole(started.budget.as_ref(), body.len())?;
+    let length = body.len();
+    let mut response = response::json_encoded(StatusCode::OK, body);
+    response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(length));
+    response.extensions_mut().insert(Whole(length));
     started_headers(call, &started, &mut response);
     Ok(response)
 }
