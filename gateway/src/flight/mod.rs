@@ -39,7 +39,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
-use policy::{decide, Caller, Operation};
+use policy::{decide, Caller, Grant, Operation};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
@@ -56,7 +56,7 @@ use crate::error::{Error, Kind};
 use crate::metrics::Timing;
 use crate::pipeline::Plan;
 use crate::source::{file, Pieces};
-use crate::state::{CatalogEntry, State};
+use crate::state::{CatalogEntry, Live, State};
 
 /// Largest `FlightData` message the encoder aims for: half the 4 MiB gRPC default of common
 /// clients, so that encoding overhead never pushes a message past it.
@@ -259,12 +259,23 @@ struct Service {
 impl Service {
     /// The schema and size of what `command` would return to `caller`, without reading data.
     async fn info(&self, caller: &Caller, command: &Command) -> Result<(FlightInfo, SchemaRef), Error> {
-        let state = &self.state;
-        let live = state.live();
+        let live = self.state.live();
         let entry = call::lookup(&live, &command.dataset)?;
         let grant = decide(caller, &entry.dataset, Operation::Rows, Utc::now())?;
+        self.info_under(&live, entry, &grant, command).await
+    }
+
+    /// The info of `command` on `entry` for a caller granted `grant`.
+    async fn info_under(
+        &self,
+        live: &Live,
+        entry: &CatalogEntry,
+        grant: &Grant,
+        command: &Command,
+    ) -> Result<(FlightInfo, SchemaRef), Error> {
+        let state = &self.state;
         let query = command.query()?;
-        let plan = Plan::new(&entry.config, &grant, &query, live.limits.max_sort_rows, live.hash_key.clone())?;
+        let plan = Plan::new(&entry.config, grant, &query, live.limits.max_sort_rows, live.hash_key.clone())?;
         let schema = plan.output_schema.clone();
         let mut info = FlightInfo::new()
             .try_with_schema(&schema)
@@ -556,11 +567,16 @@ impl FlightService for Service {
                 if !text.is_empty() && !entry.dataset.matches_text(&text) {
                     continue;
                 }
-                if decide(&caller, &entry.dataset, Operation::Rows, Utc::now()).is_err() {
-                    continue;
+                // Decided once: what is listed is what the decision granted.
+                let Ok(grant) = decide(&caller, &entry.dataset, Operation::Rows, Utc::now()) else { continue };
+                let command = Command::whole(entry.dataset.id.as_str());
+                match self.info_under(&live, entry, &grant, &command).await {
+                    Ok((info, _)) => infos.push(Ok(info)),
+                    // One entry that cannot be described does not hide the others.
+                    Err(e) => {
+                        tracing::warn!(dataset = %entry.dataset.id, error = %e, "dataset left out of ListFlights")
+                    }
                 }
-                let (info, _) = self.info(&caller, &Command::whole(entry.dataset.id.as_str())).await?;
-                infos.push(Ok(info));
             }
             Ok(stream::iter(infos).boxed())
         }
