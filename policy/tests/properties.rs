@@ -48,8 +48,10 @@ fn operation() -> impl Strategy<Value = Operation> {
     prop_oneof![Just(Operation::Rows), Just(Operation::Preview), Just(Operation::Download)]
 }
 
-/// An agreement on dataset `d` (or on another one) with a random column subset, masks, status
-/// and validity window around `now`.
+/// An agreement on dataset `d` (or on another one) with a random column subset, a mask on any
+/// column or none, status and validity window around `now`. Agreements whose terms
+/// [`Agreement::check`] refuses are generated too: the gateway never stores them, and the
+/// properties say so.
 fn agreement() -> impl Strategy<Value = Agreement> {
     (
         proptest::sample::subsequence(COLUMNS.to_vec(), 0..=COLUMNS.len()),
@@ -57,15 +59,12 @@ fn agreement() -> impl Strategy<Value = Agreement> {
         status(),
         -3i64..3,
         -3i64..3,
-        any::<bool>(),
+        proptest::option::of(proptest::sample::select(COLUMNS.to_vec())),
     )
         .prop_map(|(columns, on_d, status, from_days, until_days, masked)| {
             let now = now();
-            let masks: BTreeMap<String, Mask> = if masked {
-                columns.iter().take(1).map(|c| (c.to_string(), Mask::Redact)).collect()
-            } else {
-                BTreeMap::new()
-            };
+            // A mask on any column of the dataset: among the agreement's columns or not.
+            let masks: BTreeMap<String, Mask> = masked.map(|c| (c.to_string(), Mask::Redact)).into_iter().collect();
             Agreement {
                 id: "ag".into(),
                 principal: "p".into(),
@@ -107,8 +106,32 @@ proptest! {
     }
 
     #[test]
+    fn a_mask_outside_the_agreements_columns_is_refused_by_check(agreement in agreement()) {
+        let d = dataset(OpenType::Conditional);
+        let check = |a: &Agreement| a.check(|id| (id == &d.id).then_some(&d));
+        let terms = &agreement.datasets[0];
+        if terms.masks.keys().any(|m| !terms.columns.contains(m)) {
+            let refusal = check(&agreement).expect_err("a mask outside the columns is refused");
+            // Where the terms are otherwise sound, the mask is what is refused.
+            let mut without = agreement.clone();
+            without.datasets[0].masks.retain(|m, _| terms.columns.contains(m));
+            if check(&without).is_ok() {
+                prop_assert!(refusal.field.contains("masks."), "{}", refusal.field);
+            }
+        }
+    }
+
+    #[test]
     fn a_column_outside_the_agreement_never_appears_in_a_grant(caller in caller(), op in operation()) {
         let d = dataset(OpenType::Conditional);
+        // Only terms that check out are ever stored, so only those are decided on.
+        let caller = match caller {
+            Caller::Key { key_id, principal, agreements } => {
+                let checked = agreements.iter().filter(|a| a.check(|id| (id == &d.id).then_some(&d)).is_ok()).cloned();
+                Caller::Key { key_id, principal, agreements: checked.collect::<Vec<_>>().into() }
+            }
+            anonymous => anonymous,
+        };
         if let Ok(grant) = decide(&caller, &d, op, now()) {
             let Caller::Key { agreements, .. } = &caller else { panic!("anonymous callers get no conditional data") };
             let columns = grant.scope.columns.clone().expect("conditional grants name their columns");
