@@ -20,6 +20,7 @@ use policy::{decide, listed, Caller, DatasetId, Grant, Limit, Operation};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::audit::{self, CallGuard, CallInfo, Outcome, Record};
+use crate::config::Limits;
 use crate::error::{Error, Kind};
 use crate::metrics::{timed, Metrics, Timing};
 use crate::pipeline::{execute, Plan, Query};
@@ -128,7 +129,8 @@ impl<'a> Call<'a> {
     /// Asks the rules for a grant, then the limiter for admission.
     pub async fn grant(&self, operation: Operation) -> Result<(Grant, Admission, Option<Budget>), Error> {
         let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
-        let (admission, budget) = admit_under(self.state, &grant.limit, self.client, self.protocol).await?;
+        let (admission, budget) =
+            admit_under(self.state, &self.live.limits, &grant.limit, self.client, self.protocol).await?;
         if let Limit::Agreement { id, .. } = &grant.limit {
             let _ = self.agreement.set(id.clone());
         }
@@ -290,7 +292,9 @@ impl Recorder<'_> {
     /// kept as a count, and must not be able to fill the log (and so stop conditional data).
     pub async fn unserved(&self, caller: Option<&Caller>, error: Error, status: u16) -> Error {
         let client = self.client.to_string();
-        if let Err(limited) = admit_under(self.state, &Limit::Anonymous, self.client, self.protocol).await {
+        if let Err(limited) =
+            admit_under(self.state, &self.state.live().limits, &Limit::Anonymous, self.client, self.protocol).await
+        {
             self.state.audit.unrecorded_refusal(&client);
             return limited;
         }
@@ -374,9 +378,11 @@ pub struct Started {
 
 /// Admits a call under `limit` or refuses it: 429 (`ResourceExhausted` on Flight) naming the
 /// limit, with `Retry-After` and the `RateLimit` fields. In a cluster the limits are the ones
-/// shared in Redis; when Redis cannot be reached, [`OnFailure`] says what happens.
+/// shared in Redis; when Redis cannot be reached, [`OnFailure`] says what happens. `limits` are
+/// those of the live state the call started under.
 pub async fn admit_under(
     state: &State,
+    limits: &Limits,
     limit: &Limit,
     client: IpAddr,
     protocol: &'static str,
@@ -414,7 +420,6 @@ pub async fn admit_under(
             }
         }
         (Some(shared), _) => {
-            let limits = &state.live().limits;
             let rate = if matches!(limit, Limit::Anonymous) { limits.anonymous_rate } else { limits.key_rate };
             match shared.admit_default(limit, client, rate).await {
                 Ok(decided) => decided.map(|admission| (admission, None)),

@@ -182,7 +182,7 @@ pub async fn route(
                 None => policy::Limit::Anonymous,
                 Some(p) => policy::Limit::Key(p.id.clone()),
             };
-            call::admit_under(state, &limit, client, "http").await?;
+            call::admit_under(state, &state.live().limits, &limit, client, "http").await?;
             workflow::object(state, filer, &decoded(id), req).await
         }
         ["v1", "datasets", id, action @ ("withdraw" | "reopen")] => {
@@ -695,7 +695,7 @@ async fn report(state: &Arc<State>, req: Request<Incoming>, client: IpAddr) -> R
         Caller::Anonymous => (policy::Limit::Anonymous, None),
         Caller::Key { key_id, principal, .. } => (policy::Limit::Key(key_id.clone()), Some(principal.clone())),
     };
-    call::admit_under(state, &limit, client, "http").await?;
+    call::admit_under(state, &state.live().limits, &limit, client, "http").await?;
     let body: ReportRequest = read_object(req).await?;
     let description = body.description.trim().to_owned();
     if description.is_empty() || description.chars().count() > MAX_REPORT_CHARS {
