@@ -500,3 +500,43 @@ async fn a_whole_answer_is_recorded_as_one_intent_and_completion_pair() {
     let (ok, report) = verify(&g.data_dir);
     assert!(ok, "{report}");
 }
+
+/// A download of conditional data (an agreement on the whole dataset) is recorded with the
+/// version of the file it served, as rows are.
+#[tokio::test]
+async fn a_conditional_download_is_recorded_with_the_version_it_served() {
+    let g = Gateway::demo();
+    let (status, body) =
+        g.admin(Method::POST, "/admin/principals", Some(json!({"id": "whole", "name": "Whole", "role": "user"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, key) = g.admin(Method::POST, "/admin/keys", Some(json!({"principal": "whole"}))).await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    let every = [
+        "uscc",
+        "name",
+        "district",
+        "industry",
+        "registered_capital",
+        "established_on",
+        "status",
+        "legal_rep_name",
+        "legal_rep_id_card",
+        "legal_rep_mobile",
+    ];
+    let agreement = json!({
+        "principal": "whole", "dataset": "enterprises", "columns": every, "valid_until": "2099-01-01T00:00:00Z",
+        "rate": {"per_second": 10, "burst": 10},
+        "quota": {"requests_per_day": 10, "rows_per_day": 1_000_000, "bytes_per_day": 1_000_000_000},
+    });
+    let (status, body) = g.admin(Method::POST, "/admin/agreements", Some(agreement)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, bytes) = call(&g, "/v1/datasets/enterprises/download", Some(&key), "download-1").await;
+    assert_eq!(status, 200);
+    let set = &records(&g, "dataset=enterprises").await["download-1"];
+    assert_eq!(kinds(set), vec!["intent", "completion"]);
+    assert_eq!(set[0]["operation"], "download");
+    let version = set[0]["dataset_version"].as_str().expect("the intent names the version served");
+    let file = std::fs::metadata(g.data_dir.join("demo/enterprises.arrow")).unwrap();
+    assert!(version.contains(&format!("{:x}", file.len())), "{version} names the file's length");
+    assert_eq!(set[1]["bytes"], bytes as u64);
+}

@@ -13,7 +13,7 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use policy::Grant;
 
-use super::response::{self, Body};
+use super::response::{self, Body, DatasetVersion};
 use crate::config::SourceConfig;
 use crate::error::{Error, Kind};
 use crate::ratelimit::Budget;
@@ -65,6 +65,7 @@ async fn from_file(
         h.insert("x-dataset-version", value(&info.version));
         h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
+    response.extensions_mut().insert(DatasetVersion(info.version.clone()));
     if not_modified(headers, &etag, info.modified) {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(response);
@@ -132,8 +133,11 @@ async fn from_origin(
     if !h.contains_key(CONTENT_TYPE) {
         h.insert(CONTENT_TYPE, HeaderValue::from_static(entry.dataset.format.media_type()));
     }
-    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        h.insert("x-dataset-version", v);
+    if let Some(version) = version {
+        if let Ok(v) = HeaderValue::from_str(&version) {
+            h.insert("x-dataset-version", v);
+        }
+        response.extensions_mut().insert(DatasetVersion(version));
     }
     if req.method() != Method::HEAD && origin.status != StatusCode::NOT_MODIFIED {
         *response.body_mut() =

@@ -13,6 +13,11 @@ use crate::error::{Error, Kind};
 /// Every response body: whole, or streamed.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Error>;
 
+/// The content version of the data a response serves, for its audit record (the header a
+/// caller of conditional data sees is a digest of it).
+#[derive(Clone)]
+pub struct DatasetVersion(pub String);
+
 /// A whole body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()

@@ -15,7 +15,7 @@ use policy::{decide, Caller, OpenType, Operation};
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::response::{self, json, Body};
+use super::response::{self, json, Body, DatasetVersion};
 use super::{api, download, limits, workflow};
 use crate::answers::AnswerSlot;
 use crate::audit;
@@ -330,10 +330,7 @@ async fn audited(
             return Err(recorder.unserved(Some(call.caller), e, status).await);
         }
     };
-    let version = match response.extensions().get::<DatasetVersion>() {
-        Some(DatasetVersion(version)) => Some(version.clone()),
-        None => response.headers().get("x-dataset-version").and_then(|v| v.to_str().ok()).map(str::to_owned),
-    };
+    let version = response.extensions().get::<DatasetVersion>().map(|DatasetVersion(v)| v.clone());
     let status = response.status().as_u16();
     // Nothing has been sent yet: the response (and the source behind it) is dropped if its
     // records cannot be made durable.
@@ -523,10 +520,6 @@ fn started_headers(call: &Call<'_>, started: &Started, response: &mut Response<B
     }
     limits::rate_headers(response.headers_mut(), &started.admission);
 }
-
-/// The content version of the data a response serves, for its audit record.
-#[derive(Clone)]
-struct DatasetVersion(String);
 
 /// Marks a response answered whole, of this many bytes: it is recorded and sent in one piece,
 /// with no stream to cut or to hold back the end of.
