@@ -372,7 +372,10 @@ impl Metrics {
             &r,
             IntGauge::new(
                 "kaifang_applications_overdue",
-                "Submitted applications whose owner has not answered by the due day (10 working days).",
+                format!(
+                    "Submitted applications whose owner has not answered by the due day ({} working days).",
+                    policy::workflow::ANSWER_WITHIN_WORKING_DAYS
+                ),
             ),
         );
         let applications_due_provisionally = registered(

@@ -640,3 +640,16 @@ mod paths {
         responses((status = 200, body = Reloaded), (status = 422, body = ErrorBody)))]
     fn reload() {}
 }
+
+#[cfg(test)]
+mod tests {
+    /// The document's prose states limits the code keeps as constants: it must say what they are.
+    #[test]
+    fn the_document_states_the_limits_the_code_keeps() {
+        let document = super::data_document();
+        let preview = format!("Up to {} rows", super::super::routes::PREVIEW_ROWS);
+        assert!(document.contains(&preview), "the preview's description says `{preview}`");
+        let due = format!("due {} working days on", policy::workflow::ANSWER_WITHIN_WORKING_DAYS);
+        assert!(document.contains(&due), "the application's description says `{due}`");
+    }
+}

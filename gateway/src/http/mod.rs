@@ -36,8 +36,9 @@ use response::Body;
 use crate::connection::Tracked;
 use crate::state::State;
 
-/// How long a peer has to answer an HTTP/2 keep-alive ping.
-const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a peer has to answer an HTTP/2 keep-alive ping, on the data, admin and Flight
+/// listeners alike.
+pub(crate) const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Which API a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
