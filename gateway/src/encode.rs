@@ -59,9 +59,9 @@ impl OutputFormat {
             OutputFormat::Csv => Encoder::Csv { schema: schema.clone() },
             OutputFormat::Ndjson => Encoder::Ndjson,
             OutputFormat::Json => Encoder::Json { first: true },
-            OutputFormat::Arrow => {
-                Encoder::Arrow(Box::new(arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema)?))
-            }
+            OutputFormat::Arrow => Encoder::Arrow(Box::new(
+                arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema).map_err(encoding)?,
+            )),
         })
     }
 }
@@ -112,7 +112,7 @@ impl Encoder {
                 Bytes::from(lines)
             }
             Encoder::Arrow(w) => {
-                w.write(batch)?;
+                w.write(batch).map_err(encoding)?;
                 Bytes::from(std::mem::take(w.get_mut()))
             }
         })
@@ -124,7 +124,7 @@ impl Encoder {
             Encoder::Csv { .. } | Encoder::Ndjson => Bytes::new(),
             Encoder::Json { .. } => Bytes::from_static(b"]"),
             Encoder::Arrow(w) => {
-                w.finish()?;
+                w.finish().map_err(encoding)?;
                 Bytes::from(std::mem::take(w.get_mut()))
             }
         })
@@ -170,11 +170,16 @@ pub fn encode_stream(encoder: Encoder, first: Option<RecordBatch>, rest: BatchSt
     }))
 }
 
+/// A failure to encode an answer: the gateway's own (500), not the source's.
+fn encoding(e: arrow::error::ArrowError) -> Error {
+    Error::internal(format!("encoding the answer failed: {e}"))
+}
+
 fn csv_bytes(batch: &RecordBatch, header: bool) -> Result<Bytes, Error> {
     let mut out = Vec::with_capacity(batch.get_array_memory_size());
     {
         let mut writer = arrow::csv::WriterBuilder::new().with_header(header).build(&mut out);
-        writer.write(batch)?;
+        writer.write(batch).map_err(encoding)?;
     }
     Ok(Bytes::from(out))
 }
@@ -183,7 +188,28 @@ fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
     let mut writer = arrow::json::WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, arrow::json::writer::LineDelimited>(Vec::with_capacity(batch.get_array_memory_size()));
-    writer.write(batch)?;
-    writer.finish()?;
+    writer.write(batch).map_err(encoding)?;
+    writer.finish().map_err(encoding)?;
     Ok(writer.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, ListArray};
+    use arrow::datatypes::Int32Type;
+
+    use super::*;
+    use crate::error::Kind;
+
+    /// A batch an encoder cannot write is the gateway's failure, not the source's.
+    #[test]
+    fn an_encoding_failure_is_internal_not_a_source_failure() {
+        let lists: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![Some(vec![Some(1)])]));
+        let batch = RecordBatch::try_from_iter([("l", lists)]).unwrap();
+        let mut encoder = OutputFormat::Csv.encoder(&batch.schema()).unwrap();
+        let e = encoder.batch(&batch).expect_err("CSV has no lists");
+        assert_eq!((e.kind, e.code), (Kind::Internal, "internal"), "{e}");
+    }
 }
