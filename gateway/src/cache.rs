@@ -16,12 +16,17 @@
 //! applies the agreement's row filter, its masks and the caller's whole filter to exactly those
 //! rows. A caller's comparison on a masked column is evaluated on masked values, so it never
 //! uses the index, which holds raw values; the agreement's own row filter, on raw values, does.
+//!
+//! A comparison on a column without an index skips the blocks of rows whose summaries show
+//! they cannot match ([`zones`]), under the same rule for masked columns.
+
+mod zones;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{make_comparator, Array, ArrayRef, UInt32Array};
+use arrow::array::{make_comparator, Array, ArrayRef, BooleanArray, UInt32Array};
 use arrow::compute::{concat_batches, sort_to_indices, take, take_record_batch, SortOptions};
 use arrow::record_batch::RecordBatch;
 use dashmap::DashMap;
@@ -37,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::literal_array;
 use crate::source::{arrow_schema, file, slice_bytes, BatchStream, Batches, SourceContext};
 use crate::state::CatalogEntry;
+use zones::Zones;
 
 /// The cache is weighed in KiB, so that any entry's weight fits moka's `u32`.
 const UNIT: u64 = 1024;
@@ -54,6 +60,16 @@ pub struct Decoded {
     version: String,
     /// The declared fields' names, by position.
     names: Vec<String>,
+    /// Summaries of blocks of rows, for the columns without an index.
+    zones: Zones,
+    blocks: BlockCounters,
+}
+
+/// Blocks kept and skipped by reads.
+#[derive(Clone)]
+struct BlockCounters {
+    read: IntCounter,
+    skipped: IntCounter,
 }
 
 /// A column's non-null values in order, and the row each came from.
@@ -76,6 +92,7 @@ pub struct DecodedCache {
     misses: IntCounter,
     decode_seconds: Histogram,
     held: IntGauge,
+    blocks: BlockCounters,
 }
 
 impl DecodedCache {
@@ -101,6 +118,10 @@ impl DecodedCache {
             misses: metrics.cache_lookups.with_label_values(&["decoded", "miss"]),
             decode_seconds: metrics.decode_seconds.clone(),
             held: metrics.decoded_bytes.clone(),
+            blocks: BlockCounters {
+                read: metrics.decoded_blocks.with_label_values(&["read"]),
+                skipped: metrics.decoded_blocks.with_label_values(&["skipped"]),
+            },
         }
     }
 
@@ -189,6 +210,7 @@ impl DecodedCache {
         let names: Vec<String> = config.fields.iter().map(|f| f.name.clone()).collect();
         let indexed: Vec<usize> =
             config.index.iter().filter_map(|name| config.fields.iter().position(|f| &f.name == name)).collect();
+        let blocks = self.blocks.clone();
         let decoded = tokio::task::spawn_blocking(move || -> Result<Decoded, Error> {
             let batch = concat_batches(&schema, &batches)?;
             drop(batches);
@@ -201,12 +223,14 @@ impl DecodedCache {
                 let sorted = take(column, &rows, None)?;
                 indexes.insert(i, Index { sorted, rows });
             }
+            let zones = Zones::build(&batch, zones::BLOCK_ROWS);
             let bytes = (batch.get_array_memory_size()
+                + zones.bytes()
                 + indexes
                     .values()
                     .map(|x| x.sorted.get_array_memory_size() + x.rows.get_array_memory_size())
                     .sum::<usize>()) as u64;
-            Ok(Decoded { batch, indexes, bytes, version, names })
+            Ok(Decoded { batch, indexes, bytes, version, names, zones, blocks })
         })
         .await
         .map_err(|e| Error::internal(format!("decoding task failed: {e}")))??;
@@ -222,8 +246,8 @@ impl DecodedCache {
 
 impl Decoded {
     /// The batches a call reads: the columns at `projection`, in slices of `batch_rows`, of the
-    /// rows the indexes leave for the grant's row filter (`scope`) and the caller's `filter`
-    /// (on columns without a mask only), or of every row.
+    /// rows the indexes and block summaries leave for the grant's row filter (`scope`) and the
+    /// caller's `filter` (on columns without a mask only), or of every row.
     pub fn read(
         self: &Arc<Self>,
         projection: &[usize],
@@ -238,36 +262,62 @@ impl Decoded {
         };
         let scope_rows = scope.and_then(|e| self.candidates(e, &|c| index_of(c, true)));
         let filter_rows = filter.and_then(|e| self.candidates(e, &|c| index_of(c, false)));
-        let rows = match (scope_rows, filter_rows) {
-            (Some(a), Some(b)) => Some(intersect(&a, &b)),
+        let block_rows = self.zones.block_rows();
+        let selection = match (scope_rows, filter_rows) {
+            (Some(a), Some(b)) => Some(a.and(b, block_rows)),
             (a, b) => a.or(b),
         };
         let projected = self.batch.project(projection)?;
-        let batch = match rows {
-            Some(rows) => take_record_batch(&projected, &UInt32Array::from(rows))?,
-            None => projected,
-        };
-        let total = batch.num_rows();
         let step = batch_rows.max(1);
-        let slices = (0..total).step_by(step).map(move |offset| Ok(batch.slice(offset, step.min(total - offset))));
+        // Row ranges of `batch` to answer, each cut in slices of `step` rows.
+        let (batch, ranges): (RecordBatch, Vec<std::ops::Range<usize>>) = match selection {
+            None => (projected, std::iter::once(0..self.batch.num_rows()).collect()),
+            Some(Selection::Rows(rows)) => {
+                let batch = take_record_batch(&projected, &UInt32Array::from(rows))?;
+                let all = std::iter::once(0..batch.num_rows()).collect();
+                (batch, all)
+            }
+            Some(Selection::Blocks(blocks)) => {
+                let kept = blocks.true_count();
+                self.blocks.read.inc_by(kept as u64);
+                self.blocks.skipped.inc_by((blocks.len() - kept) as u64);
+                let total = projected.num_rows();
+                let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+                for b in (0..blocks.len()).filter(|&b| blocks.value(b)) {
+                    let (start, end) = (b * block_rows, ((b + 1) * block_rows).min(total));
+                    match ranges.last_mut() {
+                        Some(last) if last.end == start => last.end = end,
+                        _ => ranges.push(start..end),
+                    }
+                }
+                (projected, ranges)
+            }
+        };
+        let slices = ranges.into_iter().flat_map(move |range| {
+            let batch = batch.clone();
+            range.clone().step_by(step).map(move |offset| Ok(batch.slice(offset, step.min(range.end - offset))))
+        });
         let stream: BatchStream = Box::pin(futures_util::stream::iter(slices));
         Ok(Batches { version: Some(self.version.clone()), stream })
     }
 
-    /// The rows (ascending) that may match `expr`, if the indexes can tell; `None` means every
-    /// row must be read. `column` gives the field position of a column whose index may be used.
-    fn candidates(&self, expr: &Expr, column: &dyn Fn(&str) -> Option<usize>) -> Option<Vec<u32>> {
+    /// The rows that may match `expr`, if the indexes or the block summaries can tell; `None`
+    /// means every row must be read. `column` gives the field position of a column whose index
+    /// or summaries may be used.
+    fn candidates(&self, expr: &Expr, column: &dyn Fn(&str) -> Option<usize>) -> Option<Selection> {
         let indexed = |name: &str| column(name).and_then(|i| self.indexes.get(&i).map(|x| (i, x)));
+        let zoned = || self.zones.select(expr, &self.batch.schema(), column).map(Selection::Blocks);
+        let block_rows = self.zones.block_rows();
         let found = match expr {
             Expr::Compare { column: c, op, value } if *op != CmpOp::NotEq => {
-                let (i, index) = indexed(&c.name)?;
+                let Some((i, index)) = indexed(&c.name) else { return zoned() };
                 let literal = literal_array(self.batch.schema().field(i).data_type(), value, c).ok()?;
                 let mut rows = index.range(*op, &literal)?;
                 rows.sort_unstable();
-                rows
+                Selection::Rows(rows)
             }
             Expr::In { column: c, values, negated: false } => {
-                let (i, index) = indexed(&c.name)?;
+                let Some((i, index)) = indexed(&c.name) else { return zoned() };
                 let mut rows = Vec::new();
                 for value in values {
                     let literal = literal_array(self.batch.schema().field(i).data_type(), value, c).ok()?;
@@ -275,23 +325,65 @@ impl Decoded {
                 }
                 rows.sort_unstable();
                 rows.dedup();
-                rows
+                Selection::Rows(rows)
             }
             Expr::And(a, b) => match (self.candidates(a, column), self.candidates(b, column)) {
-                (Some(a), Some(b)) => intersect(&a, &b),
+                (Some(a), Some(b)) => a.and(b, block_rows),
                 (a, b) => a.or(b)?,
             },
-            Expr::Or(a, b) => {
-                let (a, b) = (self.candidates(a, column)?, self.candidates(b, column)?);
-                let mut rows = [a, b].concat();
-                rows.sort_unstable();
-                rows.dedup();
-                rows
-            }
+            Expr::Or(a, b) => self.candidates(a, column)?.or(self.candidates(b, column)?, block_rows),
             _ => return None,
         };
         // Past a quarter of the rows, reading them all is as quick as gathering them.
-        (found.len() <= self.batch.num_rows() / 4 + 1).then_some(found)
+        match found {
+            Selection::Rows(rows) if rows.len() > self.batch.num_rows() / 4 + 1 => None,
+            found => Some(found),
+        }
+    }
+}
+
+/// The rows a read may be limited to.
+enum Selection {
+    /// These rows, ascending.
+    Rows(Vec<u32>),
+    /// The rows of the blocks marked true.
+    Blocks(BooleanArray),
+}
+
+impl Selection {
+    /// The rows in both.
+    fn and(self, other: Selection, block_rows: usize) -> Selection {
+        match (self, other) {
+            (Selection::Rows(a), Selection::Rows(b)) => Selection::Rows(intersect(&a, &b)),
+            (Selection::Rows(rows), Selection::Blocks(blocks)) | (Selection::Blocks(blocks), Selection::Rows(rows)) => {
+                Selection::Rows(rows.into_iter().filter(|&r| blocks.value(r as usize / block_rows)).collect())
+            }
+            (Selection::Blocks(a), Selection::Blocks(b)) => Selection::Blocks(
+                a.iter().zip(b.iter()).map(|(a, b)| Some(a == Some(true) && b == Some(true))).collect(),
+            ),
+        }
+    }
+
+    /// The rows in either.
+    fn or(self, other: Selection, block_rows: usize) -> Selection {
+        match (self, other) {
+            (Selection::Rows(a), Selection::Rows(b)) => {
+                let mut rows = [a, b].concat();
+                rows.sort_unstable();
+                rows.dedup();
+                Selection::Rows(rows)
+            }
+            (Selection::Rows(rows), Selection::Blocks(blocks)) | (Selection::Blocks(blocks), Selection::Rows(rows)) => {
+                let mut kept: Vec<bool> = blocks.iter().map(|b| b == Some(true)).collect();
+                for r in rows {
+                    kept[r as usize / block_rows] = true;
+                }
+                Selection::Blocks(BooleanArray::from(kept))
+            }
+            (Selection::Blocks(a), Selection::Blocks(b)) => Selection::Blocks(
+                a.iter().zip(b.iter()).map(|(a, b)| Some(a == Some(true) || b == Some(true))).collect(),
+            ),
+        }
     }
 }
 

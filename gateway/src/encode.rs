@@ -176,7 +176,7 @@ fn encoding(e: arrow::error::ArrowError) -> Error {
 }
 
 fn csv_bytes(batch: &RecordBatch, header: bool) -> Result<Bytes, Error> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size());
+    let mut out = Vec::with_capacity(crate::source::slice_bytes(batch));
     {
         let mut writer = arrow::csv::WriterBuilder::new().with_header(header).build(&mut out);
         writer.write(batch).map_err(encoding)?;
@@ -187,7 +187,7 @@ fn csv_bytes(batch: &RecordBatch, header: bool) -> Result<Bytes, Error> {
 fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
     let mut writer = arrow::json::WriterBuilder::new()
         .with_explicit_nulls(true)
-        .build::<_, arrow::json::writer::LineDelimited>(Vec::with_capacity(batch.get_array_memory_size()));
+        .build::<_, arrow::json::writer::LineDelimited>(Vec::with_capacity(crate::source::slice_bytes(batch)));
     writer.write(batch).map_err(encoding)?;
     writer.finish().map_err(encoding)?;
     Ok(writer.into_inner())

@@ -103,6 +103,8 @@ pub struct Metrics {
     pub decoded_evictions: IntCounter,
     /// Time to decode a dataset version into the cache.
     pub decode_seconds: Histogram,
+    /// Blocks of cached rows a filtered read kept or skipped by their summaries.
+    pub decoded_blocks: IntCounterVec,
     pub audit: AuditMetrics,
     /// Applications by state (`submitted`, `approved`, `rejected`), set at each scrape.
     pub applications: IntGaugeVec,
@@ -282,6 +284,15 @@ impl Metrics {
                 .buckets(DURATION_BUCKETS.to_vec()),
             ),
         );
+        let decoded_blocks = counter(
+            &r,
+            "kaifang_decoded_cache_blocks_total",
+            "Blocks of cached rows that filtered reads kept (read) or skipped by their value ranges and filters (skipped).",
+            &["result"],
+        );
+        for result in ["read", "skipped"] {
+            decoded_blocks.with_label_values(&[result]);
+        }
         let idle_closes = counter(
             &r,
             "kaifang_idle_connections_closed_total",
@@ -439,6 +450,7 @@ impl Metrics {
             decoded_bytes,
             decoded_evictions,
             decode_seconds,
+            decoded_blocks,
             audit: AuditMetrics { commit_seconds: commit, queue_depth, records, failures },
             applications,
             applications_overdue,

@@ -110,8 +110,8 @@ impl Plan {
         let output: Vec<usize> = (0..read.len()).collect();
 
         // The caller's filter and order: visible columns only, checked against masked types.
-        let visible_fields = scope.visible_fields(&dataset.to_dataset());
         if let Some(filter) = &query.filter {
+            let visible_fields = scope.visible_fields(&dataset.to_dataset());
             for column in filter.columns() {
                 if field_index(column).is_none() {
                     let position = first_position(filter, column).unwrap_or(1);
@@ -151,9 +151,12 @@ impl Plan {
         let masked_fields: Vec<arrow::datatypes::Field> = read
             .iter()
             .map(|&i| {
+                // As the grant shows it: a masked column has its mask's type.
                 let field = &dataset.fields[i];
-                let field_type =
-                    visible_fields.iter().find(|f| f.name == field.name).map_or(field.field_type, |f| f.field_type);
+                let field_type = scope
+                    .masks
+                    .get(&field.name)
+                    .map_or(field.field_type, |m| m.output_type(field.field_type).unwrap_or(field.field_type));
                 arrow::datatypes::Field::new(&field.name, arrow_type(field_type), true)
             })
             .collect();
