@@ -26,7 +26,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{make_comparator, Array, ArrayRef, BooleanArray, UInt32Array};
+use arrow::array::{make_comparator, Array, ArrayRef, UInt32Array};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::{concat_batches, sort_to_indices, take, take_record_batch, SortOptions};
 use arrow::record_batch::RecordBatch;
 use dashmap::DashMap;
@@ -278,18 +279,13 @@ impl Decoded {
                 (batch, all)
             }
             Some(Selection::Blocks(blocks)) => {
-                let kept = blocks.true_count();
+                let kept = blocks.count_set_bits();
                 self.blocks.read.inc_by(kept as u64);
                 self.blocks.skipped.inc_by((blocks.len() - kept) as u64);
                 let total = projected.num_rows();
-                let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
-                for b in (0..blocks.len()).filter(|&b| blocks.value(b)) {
-                    let (start, end) = (b * block_rows, ((b + 1) * block_rows).min(total));
-                    match ranges.last_mut() {
-                        Some(last) if last.end == start => last.end = end,
-                        _ => ranges.push(start..end),
-                    }
-                }
+                // Runs of kept blocks, as row ranges.
+                let ranges =
+                    blocks.set_slices().map(|(start, end)| start * block_rows..(end * block_rows).min(total)).collect();
                 (projected, ranges)
             }
         };
@@ -346,8 +342,8 @@ impl Decoded {
 enum Selection {
     /// These rows, ascending.
     Rows(Vec<u32>),
-    /// The rows of the blocks marked true.
-    Blocks(BooleanArray),
+    /// The rows of the blocks set.
+    Blocks(BooleanBuffer),
 }
 
 impl Selection {
@@ -358,9 +354,7 @@ impl Selection {
             (Selection::Rows(rows), Selection::Blocks(blocks)) | (Selection::Blocks(blocks), Selection::Rows(rows)) => {
                 Selection::Rows(rows.into_iter().filter(|&r| blocks.value(r as usize / block_rows)).collect())
             }
-            (Selection::Blocks(a), Selection::Blocks(b)) => Selection::Blocks(
-                a.iter().zip(b.iter()).map(|(a, b)| Some(a == Some(true) && b == Some(true))).collect(),
-            ),
+            (Selection::Blocks(a), Selection::Blocks(b)) => Selection::Blocks(&a & &b),
         }
     }
 
@@ -374,15 +368,14 @@ impl Selection {
                 Selection::Rows(rows)
             }
             (Selection::Rows(rows), Selection::Blocks(blocks)) | (Selection::Blocks(blocks), Selection::Rows(rows)) => {
-                let mut kept: Vec<bool> = blocks.iter().map(|b| b == Some(true)).collect();
+                let mut kept = arrow::array::BooleanBufferBuilder::new(blocks.len());
+                kept.append_buffer(&blocks);
                 for r in rows {
-                    kept[r as usize / block_rows] = true;
+                    kept.set_bit(r as usize / block_rows, true);
                 }
-                Selection::Blocks(BooleanArray::from(kept))
+                Selection::Blocks(kept.finish())
             }
-            (Selection::Blocks(a), Selection::Blocks(b)) => Selection::Blocks(
-                a.iter().zip(b.iter()).map(|(a, b)| Some(a == Some(true) || b == Some(true))).collect(),
-            ),
+            (Selection::Blocks(a), Selection::Blocks(b)) => Selection::Blocks(&a | &b),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::agreement::{Agreement, AgreementStatus, Quota, Rate};
-use crate::catalog::{Dataset, DatasetId, Field, OpenType};
+use crate::catalog::{Dataset, DatasetId, Field, FieldType, OpenType};
 use crate::filter::Expr;
 use crate::mask::Mask;
 
@@ -80,11 +80,14 @@ impl Scope {
             .fields
             .iter()
             .filter(|f| self.allows_column(&f.name))
-            .map(|f| match self.masks.get(&f.name) {
-                Some(mask) => Field { field_type: mask.output_type(f.field_type).unwrap_or(f.field_type), ..f.clone() },
-                None => f.clone(),
-            })
+            .map(|f| Field { field_type: self.shown_type(&f.name, f.field_type), ..f.clone() })
             .collect()
+    }
+
+    /// The type column `name`, declared as `declared`, arrives as: its mask's output type when
+    /// masked.
+    pub fn shown_type(&self, name: &str, declared: FieldType) -> FieldType {
+        self.masks.get(name).map_or(declared, |mask| mask.output_type(declared).unwrap_or(declared))
     }
 }
 

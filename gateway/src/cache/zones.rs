@@ -12,9 +12,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{as_string_array, Array, ArrayRef, AsArray, BooleanArray, PrimitiveArray, StringArray};
+use arrow::array::{as_string_array, Array, ArrayRef, AsArray, PrimitiveArray, StringArray};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::kernels::cmp;
-use arrow::compute::{and, max, max_string, min, min_string, or};
+use arrow::compute::{and, max, max_string, min, min_string};
 use arrow::datatypes::{
     ArrowPrimitiveType, DataType, Date32Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType,
 };
@@ -73,10 +74,15 @@ impl Zones {
             .sum()
     }
 
-    /// The blocks that may hold a row for which `expr` is true (`true` at their position), or
+    /// The blocks that may hold a row for which `expr` is true (set at their position), or
     /// `None` when the summaries cannot tell. `column` gives the field position of a column
     /// whose summaries may be used; `schema` is the summarized batch's.
-    pub fn select(&self, expr: &Expr, schema: &Schema, column: &dyn Fn(&str) -> Option<usize>) -> Option<BooleanArray> {
+    pub fn select(
+        &self,
+        expr: &Expr,
+        schema: &Schema,
+        column: &dyn Fn(&str) -> Option<usize>,
+    ) -> Option<BooleanBuffer> {
         let summarized = |name: &str| {
             let i = column(name)?;
             Some((i, self.columns.get(i)?.as_ref()?))
@@ -89,18 +95,18 @@ impl Zones {
             }
             Expr::In { column: c, values, negated: false } => {
                 let (i, zones) = summarized(&c.name)?;
-                let mut found = BooleanArray::from(vec![false; self.blocks]);
+                let mut found = BooleanBuffer::new_unset(self.blocks);
                 for value in values {
                     let literal = literal_scalar(schema.field(i).data_type(), value, c).ok()?;
-                    found = or(&found, &zones.compare(CmpOp::Eq, literal.as_ref())?).ok()?;
+                    found = &found | &zones.compare(CmpOp::Eq, literal.as_ref())?;
                 }
                 Some(found)
             }
             Expr::And(a, b) => match (self.select(a, schema, column), self.select(b, schema, column)) {
-                (Some(a), Some(b)) => and(&a, &b).ok(),
+                (Some(a), Some(b)) => Some(&a & &b),
                 (a, b) => a.or(b),
             },
-            Expr::Or(a, b) => or(&self.select(a, schema, column)?, &self.select(b, schema, column)?).ok(),
+            Expr::Or(a, b) => Some(&self.select(a, schema, column)? | &self.select(b, schema, column)?),
             _ => None,
         }
     }
@@ -150,7 +156,7 @@ impl Column {
     }
 
     /// The blocks whose range (and, for `=`, filter) admits a value in `op` to `literal`.
-    fn compare(&self, op: CmpOp, literal: &dyn arrow::array::Datum) -> Option<BooleanArray> {
+    fn compare(&self, op: CmpOp, literal: &dyn arrow::array::Datum) -> Option<BooleanBuffer> {
         let found = match op {
             CmpOp::Eq => and(&cmp::lt_eq(&self.min, literal).ok()?, &cmp::gt_eq(&self.max, literal).ok()?).ok()?,
             CmpOp::Lt => cmp::lt(&self.min, literal).ok()?,
@@ -160,7 +166,10 @@ impl Column {
             CmpOp::NotEq => return None,
         };
         // A block without values (null bounds) holds no match.
-        let found: BooleanArray = found.iter().map(|b| Some(b == Some(true))).collect();
+        let found = match found.nulls() {
+            Some(valid) => found.values() & valid.inner(),
+            None => found.values().clone(),
+        };
         if op != CmpOp::Eq {
             return Some(found);
         }
@@ -172,7 +181,7 @@ impl Column {
             DataType::Utf8 => self.blooms[b].check(value.as_string::<i32>().value(0).as_bytes()),
             _ => true,
         };
-        Some(found.iter().enumerate().map(|(b, kept)| Some(kept == Some(true) && present(b))).collect())
+        Some(BooleanBuffer::collect_bool(found.len(), |b| found.value(b) && present(b)))
     }
 }
 

@@ -151,13 +151,12 @@ impl Plan {
         let masked_fields: Vec<arrow::datatypes::Field> = read
             .iter()
             .map(|&i| {
-                // As the grant shows it: a masked column has its mask's type.
                 let field = &dataset.fields[i];
-                let field_type = scope
-                    .masks
-                    .get(&field.name)
-                    .map_or(field.field_type, |m| m.output_type(field.field_type).unwrap_or(field.field_type));
-                arrow::datatypes::Field::new(&field.name, arrow_type(field_type), true)
+                arrow::datatypes::Field::new(
+                    &field.name,
+                    arrow_type(scope.shown_type(&field.name, field.field_type)),
+                    true,
+                )
             })
             .collect();
         let masked_schema = Arc::new(Schema::new(masked_fields));
