@@ -119,6 +119,18 @@ async fn refusals_before_the_call_proper_are_recorded_too() {
         assert_eq!(set[0]["status"], status, "{id}");
         assert_eq!(set[0]["operation"], operation, "{id}");
     }
+    // Both protocols count and time these refusals alike: the same call lifecycle runs them.
+    let samples = crate::metrics::samples(&crate::metrics::scrape(&g).await);
+    let value = |key: &str| crate::metrics::value(&samples, key);
+    for (protocol, refused) in [("http", 3.0), ("flight", 1.0)] {
+        let requests = format!(
+            "kaifang_requests_total{{dataset=\"enterprises\",open_type=\"conditional\",protocol=\"{protocol}\",status_class=\"4xx\"}}"
+        );
+        assert_eq!(value(&requests), refused, "{protocol}");
+        let timed =
+            format!("kaifang_request_duration_seconds_count{{open_type=\"conditional\",protocol=\"{protocol}\"}}");
+        assert_eq!(value(&timed), refused, "{protocol}");
+    }
 }
 
 #[tokio::test]

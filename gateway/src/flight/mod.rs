@@ -48,14 +48,12 @@ use tracing::Instrument;
 
 pub use command::Command;
 
-use crate::answers::AnswerSlot;
-use crate::audit;
-use crate::call::{self, start, Call, Observer, Recorder};
+use crate::call::lifecycle::{self, Body, FrontEnd, Reply};
+use crate::call::{self, start, Call};
 use crate::config::SourceConfig;
 use crate::error::{Error, Kind};
-use crate::metrics::Timing;
 use crate::pipeline::Plan;
-use crate::source::{file, Pieces};
+use crate::source::file;
 use crate::state::{CatalogEntry, Live, State};
 
 /// Largest `FlightData` message the encoder aims for: half the 4 MiB gRPC default of common
@@ -195,7 +193,6 @@ struct Context {
     rpc: &'static str,
     request_id: String,
     client: IpAddr,
-    user_agent: Option<String>,
     headers: http::HeaderMap,
     started: Instant,
     /// Every line logged for this call, its stream's included, carries its id.
@@ -212,7 +209,6 @@ impl Context {
             request_id,
             // Only a listener that is not TCP has no peer address; such a caller counts as one.
             client: request.remote_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip()),
-            user_agent: headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
             headers,
             started: Instant::now(),
         }
@@ -313,103 +309,81 @@ impl Service {
         .await;
         context.answer(outcome, dataset.as_deref())
     }
+}
 
-    /// `DoGet`: the query's batches as Flight messages, audited when the dataset's calls are.
-    async fn get(
-        &self,
-        context: &Context,
-        command: &Command,
-        timing: Timing,
-    ) -> Result<(Pieces<wire::Message>, AnswerSlot), Error> {
-        let state = &self.state;
-        let live = state.live();
-        let entry = call::lookup(&live, &command.dataset)?;
-        let recorder = policy::recorded(&entry.dataset).then(|| {
-            let user_agent = context.user_agent.as_deref();
-            Recorder::new(state, &context.request_id, entry, AUDIT_OPERATION, "flight", context.client, user_agent)
-        });
-        let slot = match (state.answers.admit(context.client, "flight").await, &recorder) {
-            (Ok(slot), _) => slot,
-            (Err(e), Some(recorder)) => return Err(unserved(recorder, None, e).await),
-            (Err(e), None) => return Err(e),
-        };
-        let caller = match (context.caller(state).await, &recorder) {
-            (Ok(caller), _) => caller,
-            (Err(e), Some(recorder)) => return Err(unserved(recorder, None, e).await),
-            (Err(e), None) => return Err(e),
-        };
-        let call = Call::new(state, &live, entry, &caller, context.client, "flight", timing);
-        let started = match (command.query(), &recorder) {
-            (Ok(query), _) => start(&call, Operation::Rows, &query).await,
-            (Err(e), _) => Err(e),
-        };
-        let started = match (started, &recorder) {
-            (Ok(started), _) => started,
-            (Err(e), Some(recorder)) => return Err(unserved(recorder, Some(&caller), e).await),
-            (Err(e), None) => return Err(e),
-        };
-        let call::Started { schema, version, first, rest, budget, .. } = started;
+/// A `DoGet`'s side of the call lifecycle: its ticket in, Flight messages out.
+struct Get<'a> {
+    context: &'a Context,
+    command: Result<Command, Error>,
+}
+
+impl FrontEnd for Get<'_> {
+    type Piece = wire::Message;
+    type Head = ();
+    /// Rendered as a status by [`Context::answer`].
+    type Refusal = Error;
+    const PROTOCOL: &'static str = "flight";
+
+    fn size(message: &wire::Message) -> usize {
+        message.wire_size()
+    }
+
+    /// A status has no body.
+    fn refuse(error: Error) -> (Error, usize) {
+        (error, 0)
+    }
+
+    fn operation(&self) -> &'static str {
+        AUDIT_OPERATION
+    }
+
+    fn headers(&self) -> &http::HeaderMap {
+        &self.context.headers
+    }
+
+    fn check(&mut self) -> Result<(), Error> {
+        self.command.as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
+    async fn answer(&mut self, call: &Call<'_>) -> Result<Reply<(), wire::Message>, Error> {
+        let command = self.command.as_ref().map_err(Clone::clone)?;
+        let started = start(call, Operation::Rows, &command.query()?).await?;
+        let call::Started { schema, version, first, rest, budget, granted, .. } = started;
         let messages = wire::messages(&schema, Box::pin(stream::iter(first.map(Ok)).chain(rest)))?;
         let messages = call::meter_bytes(messages, budget, wire_size, call.quota_refusals("bytes_per_day"));
-        let messages = call.cuttable(messages);
-        let Some(recorder) = recorder else { return Ok((messages, slot)) };
-        // Nothing has been sent yet: the stream (and the source behind it) is dropped if the
-        // intent cannot be made durable.
-        let guard = call.intent(&recorder, version).await?;
-        let messages = audit::audited(messages, guard, 200, wire_size);
-        // A source error may quote the data it choked on, which may be outside the caller's
-        // scope or under a mask; a gRPC status reaches the client whole, so it gets no details.
-        let dataset = recorder.dataset.clone();
-        let messages = Box::pin(messages.map_err(move |e| {
-            if e.kind == Kind::SourceFailed {
-                tracing::warn!(dataset = %dataset, error = %e, "conditional source failed mid-stream");
-                return Error::source(
-                    "the dataset's source could not be read; the platform's operators have the details",
-                );
-            }
-            e
-        }));
-        Ok((messages, slot))
+        Ok(Reply { head: (), body: Body::Streamed(messages), version, status: 200, granted })
     }
 }
 
 impl Service {
-    /// `DoGet`: the answer's messages, counted, observed and held to the answer memory budget.
+    /// `DoGet`, through the call lifecycle: the answer's messages, counted, observed, audited and
+    /// held to the answer memory budget. A ticket that is not a valid command is refused through
+    /// it too when it still names a dataset (recorded where the dataset's calls are); one that
+    /// names none cannot be told apart from noise, and concerns no dataset.
     async fn get_messages(&self, request: Request<Ticket>) -> Result<Response<Messages<wire::Message>>, Status> {
         let context = Context::of("DoGet", &request);
         let command = Command::from_ticket(request.get_ref());
-        let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
-        let timing = Timing::default();
-        let outcome = match &command {
-            Ok(command) => self.get(&context, command, timing.clone()).instrument(context.span.clone()).await,
-            Err(e) => Err(self.refused_ticket(&context, request.get_ref(), e.clone()).await),
+        let dataset = match &command {
+            Ok(command) => Some(command.dataset.clone()),
+            Err(_) => Command::dataset_named(request.get_ref()),
         };
-        // Counted by the outcome at the start, and observed as the stream ends (an error answer
-        // as this function returns); calls on unknown ids are not counted per dataset.
-        let live = self.state.live();
-        let counted = dataset.as_deref().and_then(|d| call::lookup(&live, d).ok()).map(|entry| {
-            let status = outcome.as_ref().err().map_or(200, |e| crate::http::status(e.kind).as_u16());
-            let metrics = &self.state.metrics;
-            let bytes = metrics.data_call("flight", &entry.dataset, status);
-            (bytes, Observer::new(metrics, "flight", entry.dataset.open_type.as_str(), context.started, timing))
-        });
-        let (bytes, observer) = counted.unzip();
+        let outcome = match (&dataset, command) {
+            (Some(dataset), command) => {
+                let get = Get { context: &context, command };
+                lifecycle::serve(&self.state, dataset, context.client, &context.request_id, get)
+                    .instrument(context.span.clone())
+                    .await
+            }
+            (None, command) => Err(command.err().unwrap_or_else(|| Error::internal("a command without a dataset"))),
+        };
         let span = context.span.clone();
-        let outcome = outcome.map(|(messages, slot)| {
-            let messages = match observer {
-                Some(observer) => call::observed(messages, observer),
-                None => messages,
-            };
-            let mut messages = slot.answer(messages);
+        let outcome = outcome.map(|((), mut messages)| {
             let messages = stream::poll_fn(move |cx| {
                 let _in_request = span.enter();
                 messages.poll_next_unpin(cx)
             });
             messages
-                .map(move |message| {
-                    if let (Ok(m), Some(bytes)) = (&message, &bytes) {
-                        bytes.inc_by(wire_size(m) as u64);
-                    }
+                .map(|message| {
                     message.map_err(|e| {
                         tracing::warn!(error = %e, "flight stream aborted");
                         status(&e)
@@ -419,35 +393,6 @@ impl Service {
         });
         context.answer(outcome, dataset.as_deref())
     }
-
-    /// The refusal of a `DoGet` whose ticket is not a valid command: recorded when the ticket
-    /// still names a dataset whose calls are (a ticket that names none cannot be told apart
-    /// from noise, and concerns no dataset).
-    async fn refused_ticket(&self, context: &Context, ticket: &Ticket, e: Error) -> Error {
-        let live = self.state.live();
-        let Some(entry) = Command::dataset_named(ticket).and_then(|d| call::lookup(&live, &d).ok()) else { return e };
-        if !policy::recorded(&entry.dataset) {
-            return e;
-        }
-        let user_agent = context.user_agent.as_deref();
-        let recorder = Recorder::new(
-            &self.state,
-            &context.request_id,
-            entry,
-            AUDIT_OPERATION,
-            "flight",
-            context.client,
-            user_agent,
-        );
-        let caller = context.caller(&self.state).await.ok();
-        unserved(&recorder, caller.as_ref(), e).await
-    }
-}
-
-/// Records a `DoGet` refused before any data, with the HTTP status its gRPC status stands for.
-async fn unserved(recorder: &Recorder<'_>, caller: Option<&Caller>, e: Error) -> Error {
-    let status = crate::http::status(e.kind).as_u16();
-    recorder.unserved(caller, e, status).await
 }
 
 /// What a `FlightInfo` tells of its dataset beyond the schema, as JSON (DCAT names where there

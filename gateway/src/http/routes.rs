@@ -8,18 +8,16 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::StreamExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
+use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use policy::{decide, Caller, OpenType, Operation};
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use super::response::{self, json, Body, DatasetVersion};
 use super::{api, download, limits, workflow};
-use crate::answers::AnswerSlot;
-use crate::audit;
-use crate::call::{self, start, Call, Observer, Recorder, Started};
+use crate::call::lifecycle::{self, FrontEnd, Reply};
+use crate::call::{self, start, Call, Started};
 use crate::encode::{encode_stream, OutputFormat};
 use crate::error::{Error, Kind};
 use crate::metrics::Timing;
@@ -223,9 +221,9 @@ pub async fn route(
     }
 }
 
-/// A data call: rows, preview or download of one dataset. Every refusal of a call on conditional
-/// data leaves its record, those before the call proper (a wrong method, a key in the URL, no
-/// room for the answer) included.
+/// A data call: rows, preview or download of one dataset, through the one call lifecycle
+/// ([`lifecycle::serve`]). Every refusal of a call on conditional data leaves its record, those
+/// before the call proper (a wrong method, a key in the URL, no room for the answer) included.
 async fn data_call(
     state: &Arc<State>,
     req: Request<Incoming>,
@@ -234,67 +232,66 @@ async fn data_call(
     raw_id: &str,
     operation: &str,
 ) -> Result<Response<Body>, Error> {
-    let live = state.live();
-    let entry = lookup(&live, raw_id)?;
-    let started = Instant::now();
+    let id = decoded_id(raw_id)?;
     let operation = match operation {
         "rows" => Operation::Rows,
         "preview" => Operation::Preview,
         _ => Operation::Download,
     };
-    let user_agent = req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok());
-    let recorder = policy::recorded(&entry.dataset)
-        .then(|| Recorder::new(state, request_id, entry, operation.as_str(), "http", client, user_agent));
-    let timing = Timing::default();
-    let admitted = async {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
+    let front = DataRequest { req, operation, params: Vec::new() };
+    match lifecycle::serve(state, &id, client, request_id, front).await {
+        Ok((head, body)) => Ok(Response::from_parts(head, response::streamed(body))),
+        Err(refusal) => Ok(refusal),
+    }
+}
+
+/// An HTTP data call's side of the lifecycle.
+struct DataRequest {
+    req: Request<Incoming>,
+    operation: Operation,
+    /// The query parameters, once checked.
+    params: Vec<(String, String)>,
+}
+
+impl FrontEnd for DataRequest {
+    type Piece = Bytes;
+    type Head = hyper::http::response::Parts;
+    type Refusal = Response<Body>;
+    const PROTOCOL: &'static str = "http";
+
+    fn size(piece: &Bytes) -> usize {
+        piece.len()
+    }
+
+    fn refuse(error: Error) -> (Response<Body>, usize) {
+        let response = response::error(&error);
+        let size = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0);
+        (response, size as usize)
+    }
+
+    fn operation(&self) -> &'static str {
+        self.operation.as_str()
+    }
+
+    fn headers(&self) -> &hyper::HeaderMap {
+        self.req.headers()
+    }
+
+    fn check(&mut self) -> Result<(), Error> {
+        if self.req.method() != Method::GET && self.req.method() != Method::HEAD {
             return Err(method_not_allowed("GET, HEAD"));
         }
-        let params = params(req.uri().query())?;
-        Ok((params, state.answers.admit(client, "http").await?))
+        self.params = params(self.req.uri().query())?;
+        Ok(())
     }
-    .await;
-    let (answered, slot) = match (admitted, &recorder) {
-        (Ok((params, slot)), _) => {
-            let answered = match (state.keys.caller(req.headers()).await, &recorder) {
-                (Ok(caller), _) => {
-                    let call = Call::new(state, &live, entry, &caller, client, "http", timing.clone());
-                    let served = match operation {
-                        Operation::Rows => rows(&call, &req, &params).await,
-                        Operation::Preview => preview(&call, &params).await,
-                        Operation::Download => download(&call, &req, &params).await,
-                    };
-                    let served = served.map(|response| {
-                        // An answer sent whole has no stream to cut ([`rows`] checked for cuts
-                        // before charging it).
-                        if response.extensions().get::<Whole>().is_some() {
-                            return response;
-                        }
-                        let (parts, body) = response.into_parts();
-                        let body = call.cuttable(Box::pin(http_body_util::BodyExt::into_data_stream(body)));
-                        Response::from_parts(parts, response::streamed(body))
-                    });
-                    match recorder {
-                        Some(recorder) => audited(&call, served, recorder).await,
-                        None => served,
-                    }
-                }
-                (Err(e), Some(recorder)) => {
-                    let status = response::status(e.kind).as_u16();
-                    Err(recorder.unserved(None, e, status).await)
-                }
-                (Err(e), None) => Err(e),
-            };
-            (answered, Some(slot))
+
+    async fn answer(&mut self, call: &Call<'_>) -> Result<Reply<Self::Head, Bytes>, Error> {
+        match self.operation {
+            Operation::Rows => rows(call, &self.req, &self.params).await,
+            Operation::Preview => preview(call, &self.params).await,
+            Operation::Download => download(call, &self.req, &self.params).await,
         }
-        (Err(e), Some(recorder)) => {
-            let status = response::status(e.kind).as_u16();
-            (Err(recorder.unserved(None, e, status).await), None)
-        }
-        (Err(e), None) => (Err(e), None),
-    };
-    let observer = Observer::new(&state.metrics, "http", entry.dataset.open_type.as_str(), started, timing);
-    Ok(counted(state, entry, answered, observer, slot))
+    }
 }
 
 fn no_route() -> Error {
@@ -310,82 +307,30 @@ fn method_not_allowed(allow: &'static str) -> Error {
 /// The dataset `raw_id` names, if it exists and is not non-open. A segment that is not a valid
 /// id once percent-decoded (`..`, `a%2Fb`) is simply not found: nothing is looked up by it.
 fn lookup<'a>(live: &'a Live, raw_id: &str) -> Result<&'a CatalogEntry, Error> {
-    let decoded = percent_encoding::percent_decode_str(raw_id).decode_utf8().map_err(|_| Error::dataset_not_found())?;
-    call::lookup(live, &decoded)
+    call::lookup(live, &decoded_id(raw_id)?)
 }
 
-/// The audit phase of an HTTP call on conditional data, which every such call passes. A call
-/// that produced a response is served only once its intent record is durable (503 if it cannot
-/// be), and its body is wrapped so its completion is durable before the client sees the end; a
-/// call that ended in an error before any data leaves one `unserved` record.
-async fn audited(
-    call: &Call<'_>,
-    served: Result<Response<Body>, Error>,
-    recorder: Recorder<'_>,
-) -> Result<Response<Body>, Error> {
-    let response = match served {
-        Ok(response) => response,
-        Err(e) => {
-            let status = response::status(e.kind).as_u16();
-            return Err(recorder.unserved(Some(call.caller), e, status).await);
-        }
-    };
-    let version = response.extensions().get::<DatasetVersion>().map(|DatasetVersion(v)| v.clone());
-    let status = response.status().as_u16();
-    // Nothing has been sent yet: the response (and the source behind it) is dropped if its
-    // records cannot be made durable.
-    if let Some(Whole(bytes)) = response.extensions().get::<Whole>() {
-        call.served_whole(&recorder, version, *bytes as u64, status).await?;
-        return Ok(response);
-    }
-    let guard = call.intent(&recorder, version).await?;
-    let (parts, body) = response.into_parts();
-    let body: source::ByteStream = Box::pin(http_body_util::BodyExt::into_data_stream(body));
-    Ok(Response::from_parts(parts, response::streamed(audit::audited(body, guard, status, Bytes::len))))
+fn decoded_id(raw_id: &str) -> Result<std::borrow::Cow<'_, str>, Error> {
+    percent_encoding::percent_decode_str(raw_id).decode_utf8().map_err(|_| Error::dataset_not_found())
 }
 
-/// Counts a data call and its body bytes in the metrics, and observes its duration as its body
-/// ends; the error, if any, becomes its response here so that its status is counted too.
-fn counted(
-    state: &State,
-    entry: &CatalogEntry,
-    answered: Result<Response<Body>, Error>,
-    observer: Observer,
-    slot: Option<AnswerSlot>,
-) -> Response<Body> {
-    let response = answered.unwrap_or_else(|e| response::error(&e));
-    let bytes = state.metrics.data_call("http", &entry.dataset, response.status().as_u16());
-    let (parts, body) = response.into_parts();
-    let body = http_body_util::BodyExt::into_data_stream(body).map(move |chunk| {
-        if let Ok(c) = &chunk {
-            bytes.inc_by(c.len() as u64);
-        }
-        chunk
-    });
-    let body = call::observed(Box::pin(body), observer);
-    let body = match slot {
-        Some(slot) => slot.answer(body),
-        None => body,
-    };
-    Response::from_parts(parts, response::streamed(body))
-}
-
-async fn download(
-    call: &Call<'_>,
-    req: &Request<Incoming>,
-    params: &[(String, String)],
-) -> Result<Response<Body>, Error> {
+async fn download(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, String)]) -> Result<HttpReply, Error> {
     only(params, &[])?;
-    let (grant, admission, budget) = call.grant(Operation::Download).await?;
+    let (granted, admission, budget) = call.grant(Operation::Download).await?;
     let refused = call.quota_refusals("bytes_per_day");
-    let response = download::serve(call.state, call.entry, &grant, req, budget, refused).await?;
+    let response = download::serve(call.state, call.entry, granted.grant(), req, budget, refused).await?;
     // A download's body is the source's bytes passing through: its time is the source's.
     let (mut parts, body) = response.into_parts();
     let body = http_body_util::BodyExt::into_data_stream(body);
     let body = crate::metrics::timed(body, call.timing.clone(), Timing::add_source);
     limits::rate_headers(&mut parts.headers, &admission);
-    Ok(Response::from_parts(parts, response::streamed(body)))
+    let version = parts.extensions.remove::<DatasetVersion>().map(|DatasetVersion(v)| v);
+    let status = parts.status.as_u16();
+    Ok(Reply { head: parts, body: lifecycle::Body::Streamed(Box::pin(body)), version, status, granted })
 }
+
+/// An HTTP data call's reply.
+type HttpReply = Reply<hyper::http::response::Parts, Bytes>;
 
 /// Decoded query parameters; a key in the query string is refused, since URLs end up in logs.
 fn params(query: Option<&str>) -> Result<Vec<(String, String)>, Error> {
@@ -509,24 +454,23 @@ fn describe(entry: &CatalogEntry, caller: &Caller, open_objections: &HashMap<Str
 }
 
 /// The dataset version and `RateLimit` fields of a started query. The audit record takes the
-/// version itself from the response's extensions: the caller of conditional data is shown only
-/// a digest of it ([`Call::shown_version`]).
-fn started_headers(call: &Call<'_>, started: &Started, response: &mut Response<Body>) {
+/// version itself from the started query: the caller of conditional data is shown only a
+/// digest of it ([`Call::shown_version`]).
+fn started_headers(call: &Call<'_>, started: &Started, headers: &mut hyper::HeaderMap) {
     if let Some(version) = &started.version {
         if let Ok(v) = HeaderValue::from_str(&call.shown_version(version)) {
-            response.headers_mut().insert("x-dataset-version", v);
+            headers.insert("x-dataset-version", v);
         }
-        response.extensions_mut().insert(DatasetVersion(version.clone()));
     }
-    limits::rate_headers(response.headers_mut(), &started.admission);
+    limits::rate_headers(headers, &started.admission);
 }
 
-/// Marks a response answered whole, of this many bytes: it is recorded and sent in one piece,
-/// with no stream to cut or to hold back the end of.
-#[derive(Clone, Copy)]
-struct Whole(usize);
+/// The head of a 200 answer.
+fn ok_head() -> hyper::http::response::Parts {
+    Response::new(()).into_parts().0
+}
 
-async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, String)]) -> Result<Response<Body>, Error> {
+async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, String)]) -> Result<HttpReply, Error> {
     only(params, &["columns", "filter", "order", "limit", "offset", "format"])?;
     let format = match param(params, "format") {
         Some(name) => OutputFormat::from_name(name).ok_or_else(|| {
@@ -541,9 +485,9 @@ async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, Strin
     };
     let query = Query::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let started = start(call, Operation::Rows, &query).await?;
-    let mut response = Response::new(response::full(""));
-    started_headers(call, &started, &mut response);
-    let Started { schema, first, rest, budget, in_memory, .. } = started;
+    let mut head = ok_head();
+    started_headers(call, &started, &mut head.headers);
+    let Started { schema, first, rest, budget, in_memory, granted, version, .. } = started;
     // A small answer from memory is encoded whole and sent with its length (some clients,
     // polars' URL readers among them, take nothing else); under a byte quota it is counted
     // whole before anything is sent, so one past the quota is refused cleanly. Answers from a
@@ -554,25 +498,22 @@ async fn rows(call: &Call<'_>, req: &Request<Incoming>, params: &[(String, Strin
         match whole_if_small(body, SMALL_ANSWER_BYTES).await? {
             Answer::Whole(bytes) => {
                 // A withdrawal or an ended agreement seen by now refuses it before it is charged.
-                call.cut_now()?;
+                call.cut_now(&granted)?;
                 call.charge_whole(budget.as_ref(), bytes.len())?;
-                response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                response.extensions_mut().insert(Whole(bytes.len()));
-                Box::pin(futures_util::stream::iter([Ok(bytes)]))
+                head.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                lifecycle::Body::Whole(bytes)
             }
-            Answer::Streamed(body) => call::meter_bytes(body, budget, Bytes::len, refused),
+            Answer::Streamed(body) => lifecycle::Body::Streamed(call::meter_bytes(body, budget, Bytes::len, refused)),
         }
     } else {
-        call::meter_bytes(body, budget, Bytes::len, refused)
+        lifecycle::Body::Streamed(call::meter_bytes(body, budget, Bytes::len, refused))
     };
-    *response.body_mut() = response::streamed(body);
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    head.headers.insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    head.headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(Reply { head, body, version, status: 200, granted })
 }
 
-async fn preview(call: &Call<'_>, params: &[(String, String)]) -> Result<Response<Body>, Error> {
+async fn preview(call: &Call<'_>, params: &[(String, String)]) -> Result<HttpReply, Error> {
     only(params, &["columns", "filter", "order"])?;
     let mut query = Query::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     query.limit = Some(PREVIEW_ROWS);
@@ -593,14 +534,14 @@ async fn preview(call: &Call<'_>, params: &[(String, String)]) -> Result<Respons
     let body = response::json_bytes(&api::Preview { dataset: call.entry.dataset.id.clone(), columns, rows });
     // Nothing is sent yet: the preview, as sent, is charged whole (past the byte quota it is
     // refused) and answered whole.
-    call.cut_now()?;
+    call.cut_now(&started.granted)?;
     call.charge_whole(started.budget.as_ref(), body.len())?;
-    let length = body.len();
-    let mut response = response::json_encoded(StatusCode::OK, body);
-    response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(length));
-    response.extensions_mut().insert(Whole(length));
-    started_headers(call, &started, &mut response);
-    Ok(response)
+    let mut head = ok_head();
+    head.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    head.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    started_headers(call, &started, &mut head.headers);
+    let Started { version, granted, .. } = started;
+    Ok(Reply { head, body: lifecycle::Body::Whole(Bytes::from(body)), version, status: 200, granted })
 }
 
 /// Readiness: the data directory and the store take writes, and every file source is there.

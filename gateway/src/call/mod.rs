@@ -2,14 +2,18 @@
 //! planned and metered stream of batches, and the call's audit records.
 //!
 //! The HTTP data API and the Arrow Flight service both go through here, so the rules exist
-//! once: [`policy::decide`] grants, [`admit`] applies the rate limit and daily quotas, [`start`]
-//! plans the query within the grant and opens the source, and a call on conditional data leaves
-//! its records through [`Recorder`] and [`Call::intent`]. What stays in each front end is the
-//! wire: parameters in, statuses and encodings out.
+//! once: [`lifecycle::serve`] drives the order of every data call (lookup, admission, caller,
+//! grant, audit intent, stream, completion, metrics); [`policy::decide`] grants,
+//! [`admit_under`] applies the rate limit and daily quotas, [`start`] plans the query within the
+//! grant and opens the source, and a call on conditional data leaves its records through
+//! [`Recorder`]. What stays in each front end is the wire ([`lifecycle::FrontEnd`]): the
+//! request in, encodings and statuses out.
+
+pub mod lifecycle;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
@@ -57,7 +61,9 @@ pub fn withdrawn(w: &Withdrawal) -> Error {
     )
 }
 
-/// One call on one dataset: who, from where, on what.
+/// One admitted call on one dataset: who, from where, on what. Only [`lifecycle::serve`] makes
+/// one, once the call is admitted and its caller known, so whatever starts a query from a
+/// `Call` runs admitted.
 pub struct Call<'a> {
     pub state: &'a State,
     /// The catalog and limits the call started under.
@@ -69,22 +75,35 @@ pub struct Call<'a> {
     pub protocol: &'static str,
     /// Where the call's time goes, for the metrics.
     pub timing: Timing,
-    /// What the audit record of a granted call says; filled in as the call is planned.
-    audit: Mutex<Option<Granted>>,
-    /// The agreement a granted call is under.
-    agreement: std::sync::OnceLock<String>,
 }
 
-/// What is known of a granted call, for its audit record.
-struct Granted {
+/// A granted call: its grant, and what its audit records say of it (the columns and filter as
+/// planned, the rows yielded). Only [`Call::grant`] and [`start`] make one, and an answer is
+/// handed to the wire only with it ([`lifecycle::Reply`]), so no answer leaves ungranted or, on
+/// conditional data, unrecorded.
+pub struct Granted {
     grant: Grant,
     columns: Vec<String>,
     filter: Option<String>,
     rows: Arc<AtomicU64>,
 }
 
+impl Granted {
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// The agreement the call is under, if any.
+    fn agreement(&self) -> Option<&str> {
+        match &self.grant.limit {
+            Limit::Agreement { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+}
+
 impl<'a> Call<'a> {
-    pub fn new(
+    fn new(
         state: &'a State,
         live: &'a Live,
         entry: &'a CatalogEntry,
@@ -93,17 +112,7 @@ impl<'a> Call<'a> {
         protocol: &'static str,
         timing: Timing,
     ) -> Call<'a> {
-        Call {
-            state,
-            live,
-            entry,
-            caller,
-            client,
-            protocol,
-            timing,
-            audit: Mutex::new(None),
-            agreement: std::sync::OnceLock::new(),
-        }
+        Call { state, live, entry, caller, client, protocol, timing }
     }
 
     /// The dataset version this call's caller is shown. For conditional data it is a keyed
@@ -127,23 +136,18 @@ impl<'a> Call<'a> {
     }
 
     /// Asks the rules for a grant, then the limiter for admission.
-    pub async fn grant(&self, operation: Operation) -> Result<(Grant, Admission, Option<Budget>), Error> {
+    pub async fn grant(&self, operation: Operation) -> Result<(Granted, Admission, Option<Budget>), Error> {
         let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
         let (admission, budget) =
             admit_under(self.state, &self.live.limits, &grant.limit, self.client, self.protocol).await?;
-        if let Limit::Agreement { id, .. } = &grant.limit {
-            let _ = self.agreement.set(id.clone());
-        }
         let columns = grant.scope.visible_fields(&self.entry.dataset).into_iter().map(|f| f.name).collect();
-        *self.audit.lock().expect("audit lock") =
-            Some(Granted { grant: grant.clone(), columns, filter: None, rows: Arc::new(AtomicU64::new(0)) });
-        Ok((grant, admission, budget))
+        Ok((Granted { grant, columns, filter: None, rows: Arc::new(AtomicU64::new(0)) }, admission, budget))
     }
 
     /// The answer's body, cut short if the dataset is withdrawn or the call's agreement ends
     /// while it streams.
-    pub fn cuttable<T: Send + 'static>(&self, body: Pieces<T>) -> Pieces<T> {
-        cuttable(body, self.state, self.entry.dataset.id.to_string(), self.agreement.get().cloned())
+    fn cuttable<T: Send + 'static>(&self, body: Pieces<T>, granted: &Granted) -> Pieces<T> {
+        cuttable(body, self.state, self.entry.dataset.id.to_string(), granted.agreement().map(str::to_owned))
     }
 
     /// Charges an answer of `bytes`, whole in hand and not yet sent, to the day's byte quota:
@@ -158,18 +162,22 @@ impl<'a> Call<'a> {
 
     /// Refuses the answer if its dataset was withdrawn or its agreement ended since the call
     /// began: for an answer sent whole, which has no stream to cut.
-    pub fn cut_now(&self) -> Result<(), Error> {
+    pub fn cut_now(&self, granted: &Granted) -> Result<(), Error> {
         let cuts = self.state.cuts.borrow();
-        match cut_by(&cuts, self.entry.dataset.id.as_str(), self.agreement.get().map(String::as_str)) {
+        match cut_by(&cuts, self.entry.dataset.id.as_str(), granted.agreement()) {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
     /// Notes the columns and filter of a planned query, and counts the rows it yields.
-    fn planned(&self, columns: Vec<String>, filter: Option<String>, batches: BatchStream) -> BatchStream {
-        let mut audit = self.audit.lock().expect("audit lock");
-        let Some(granted) = audit.as_mut() else { return batches };
+    fn planned(
+        &self,
+        granted: &mut Granted,
+        columns: Vec<String>,
+        filter: Option<String>,
+        batches: BatchStream,
+    ) -> BatchStream {
         granted.columns = columns;
         granted.filter = filter;
         let rows = granted.rows.clone();
@@ -184,33 +192,33 @@ impl<'a> Call<'a> {
     /// Makes the intent record of this granted call durable, before any of its data is sent,
     /// and returns the guard that writes its completion. Fails (503, `Unavailable` on Flight)
     /// when the record cannot be written: the answer is then dropped unsent.
-    pub async fn intent(&self, recorder: &Recorder<'_>, version: Option<String>) -> Result<CallGuard, Error> {
-        let (info, rows) = self.recorded(recorder)?;
+    async fn intent(
+        &self,
+        recorder: &Recorder<'_>,
+        granted: Granted,
+        version: Option<String>,
+    ) -> Result<CallGuard, Error> {
+        let (info, rows) = self.recorded(recorder, granted);
         self.state.audit.intent(info, version, rows).await
     }
 
     /// Records this granted call, whose answer of `bytes` bytes is whole in hand, as served:
     /// its intent and completion are durable before any of it is sent. Fails as
     /// [`Call::intent`] does; the answer is then dropped unsent.
-    pub async fn served_whole(
+    async fn served_whole(
         &self,
         recorder: &Recorder<'_>,
+        granted: Granted,
         version: Option<String>,
         bytes: u64,
         status: u16,
     ) -> Result<(), Error> {
-        let (info, rows) = self.recorded(recorder)?;
+        let (info, rows) = self.recorded(recorder, granted);
         self.state.audit.served_whole(info, version, rows.load(Ordering::Relaxed), bytes, status).await
     }
 
     /// What the records of this granted call say, and the counter of its rows.
-    fn recorded(&self, recorder: &Recorder<'_>) -> Result<(CallInfo, Arc<AtomicU64>), Error> {
-        let granted = self
-            .audit
-            .lock()
-            .expect("audit lock")
-            .take()
-            .ok_or_else(|| Error::internal("a conditional call was answered without a grant"))?;
+    fn recorded(&self, recorder: &Recorder<'_>, granted: Granted) -> (CallInfo, Arc<AtomicU64>) {
         let (key_id, principal) = match self.caller {
             Caller::Key { key_id, principal, .. } => (key_id.clone(), principal.clone()),
             Caller::Anonymous => (String::new(), String::new()),
@@ -240,7 +248,7 @@ impl<'a> Call<'a> {
             client: self.client.to_string(),
             user_agent: recorder.user_agent.clone(),
         };
-        Ok((info, granted.rows))
+        (info, granted.rows)
     }
 }
 
@@ -333,10 +341,11 @@ impl Recorder<'_> {
 /// Plans the query and opens the source, returning the first batch (if any) so that a source
 /// that fails at once is answered with a proper error instead of a broken stream.
 pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Result<Started, Error> {
-    let (grant, admission, budget) = call.grant(operation).await?;
+    let (mut granted, admission, budget) = call.grant(operation).await?;
+    let grant = &granted.grant;
     let state = call.state;
     let live = call.live;
-    let plan = Plan::new(&call.entry.config, &grant, query, live.limits.max_sort_rows, live.hash_key.clone())?;
+    let plan = Plan::new(&call.entry.config, grant, query, live.limits.max_sort_rows, live.hash_key.clone())?;
     let opening = Instant::now();
     let context = live.source_context(&state.config.data_dir, &state.upstream);
     let decoded = state.decoded.get(call.entry, &context, &state.answers).await;
@@ -354,12 +363,13 @@ pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Resu
     let source: BatchStream = Box::pin(timed(batches.stream, call.timing.clone(), Timing::add_source));
     let schema = plan.output_schema.clone();
     let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let rows = call.planned(columns, query.filter.as_ref().map(|f| f.to_string()), execute(plan, source));
+    let filter = query.filter.as_ref().map(|f| f.to_string());
+    let rows = call.planned(&mut granted, columns, filter, execute(plan, source));
     // Fused: an empty result ends at this first poll, and must not be polled again after it.
     let mut rest = meter_rows(rows, budget.clone(), call.quota_refusals("rows_per_day")).fuse();
     let first = rest.next().await.transpose()?;
     let rest = Box::pin(rest);
-    Ok(Started { schema, version: batches.version, first, rest, admission, budget, in_memory })
+    Ok(Started { schema, version: batches.version, first, rest, admission, budget, in_memory, granted })
 }
 
 /// A query whose source is open and whose first batch is in hand.
@@ -374,6 +384,7 @@ pub struct Started {
     pub budget: Option<Budget>,
     /// Read from the decoded-data cache: the whole answer can be had at once.
     pub in_memory: bool,
+    pub granted: Granted,
 }
 
 /// Admits a call under `limit` or refuses it: 429 (`ResourceExhausted` on Flight) naming the
