@@ -325,7 +325,7 @@ impl FrontEnd for Get<'_> {
     const PROTOCOL: &'static str = "flight";
 
     fn size(message: &wire::Message) -> usize {
-        message.wire_size()
+        wire_size(message)
     }
 
     /// A status has no body.

@@ -76,7 +76,7 @@ pub fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// A JSON response of a body encoded by [`json_bytes`].
-pub fn json_encoded(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+fn json_encoded(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
