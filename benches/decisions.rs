@@ -41,6 +41,7 @@ fn dataset(open_type: OpenType) -> Dataset {
         last_updated: DateTime::UNIX_EPOCH,
         license: "x".into(),
         keywords: vec![],
+        withdrawn: None,
     }
 }
 

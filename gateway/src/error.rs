@@ -88,6 +88,7 @@ impl From<policy::Refusal> for Error {
             Refusal::DownloadOutsideScope(_) => {
                 Error::new(Kind::Forbidden, "download_outside_scope", refusal.to_string())
             }
+            Refusal::Withdrawn { .. } => Error::new(Kind::Gone, "dataset_withdrawn", refusal.to_string()),
         }
     }
 }

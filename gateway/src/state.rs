@@ -30,8 +30,6 @@ pub struct CatalogEntry {
     /// The catalog version: 1 for an entry as declared in the configuration, one more on every
     /// publication through the platform.
     pub version: u64,
-    /// The withdrawal in force, if the dataset is withdrawn.
-    pub withdrawn: Option<Withdrawal>,
 }
 
 /// What the platform's workflows add to the declared catalog: entries published through it
@@ -58,16 +56,13 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(datasets: &[DatasetConfig], overlay: &Overlay) -> Catalog {
-        let mut entries: Vec<CatalogEntry> = datasets
-            .iter()
-            .map(|d| CatalogEntry { dataset: d.to_dataset(), config: d.clone(), version: 1, withdrawn: None })
-            .collect();
+        let mut entries: Vec<CatalogEntry> =
+            datasets.iter().map(|d| CatalogEntry { dataset: d.to_dataset(), config: d.clone(), version: 1 }).collect();
         for record in &overlay.published {
             let entry = CatalogEntry {
                 dataset: record.entry.to_dataset(),
                 config: record.entry.clone(),
                 version: record.version,
-                withdrawn: None,
             };
             match entries.iter_mut().find(|e| e.dataset.id == record.entry.id) {
                 Some(declared) => *declared = entry,
@@ -76,7 +71,8 @@ impl Catalog {
         }
         for withdrawal in &overlay.withdrawals {
             if let Some(entry) = entries.iter_mut().find(|e| e.dataset.id.as_str() == withdrawal.dataset) {
-                entry.withdrawn = Some(withdrawal.clone());
+                entry.dataset.withdrawn =
+                    Some(policy::Withdrawn { at: withdrawal.withdrawn_at, reason: withdrawal.reason.clone() });
             }
         }
         let by_id = entries.iter().enumerate().map(|(i, e)| (e.dataset.id.clone(), i)).collect();
@@ -91,9 +87,10 @@ impl Catalog {
         self.entries.iter()
     }
 
-    /// The entries anyone may see: open (not `non_open`) and not withdrawn.
+    /// The entries anyone may see and take: open (not `non_open`) and not withdrawn
+    /// ([`policy::listed`]).
     pub fn listed(&self) -> impl Iterator<Item = &CatalogEntry> {
-        self.entries.iter().filter(|e| policy::listed(&e.dataset) && e.withdrawn.is_none())
+        self.entries.iter().filter(|e| policy::listed(&e.dataset))
     }
 }
 

@@ -202,6 +202,7 @@ mod tests {
             last_updated: DateTime::UNIX_EPOCH,
             license: "x".into(),
             keywords: vec![],
+            withdrawn: None,
         }
     }
 

@@ -214,6 +214,17 @@ pub struct Dataset {
     pub last_updated: DateTime<Utc>,
     pub license: String,
     pub keywords: Vec<String>,
+    /// The withdrawal in force: a withdrawn dataset is neither listed nor served until it is
+    /// reopened ([`crate::listed`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<Withdrawn>,
+}
+
+/// Why and since when a dataset is withdrawn (a privacy leak found in it, say).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Withdrawn {
+    pub at: DateTime<Utc>,
+    pub reason: String,
 }
 
 impl Dataset {

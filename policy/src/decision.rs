@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::agreement::{Agreement, AgreementStatus, Quota, Rate};
-use crate::catalog::{Dataset, DatasetId, Field, FieldType, OpenType};
+use crate::catalog::{Dataset, DatasetId, Field, FieldType, OpenType, Withdrawn};
 use crate::filter::Expr;
 use crate::mask::Mask;
 
@@ -126,6 +126,9 @@ pub enum Refusal {
     /// The whole dataset was asked for, but the scope is narrower.
     #[error("the original file of `{0}` is not within your agreement's scope; query it through /v1/datasets/{0}/rows")]
     DownloadOutsideScope(DatasetId),
+    /// The dataset is withdrawn: not served, whoever asks, until it is reopened.
+    #[error("the dataset was withdrawn at {}: {}", .withdrawn.at.to_rfc3339(), .withdrawn.reason)]
+    Withdrawn { dataset: DatasetId, withdrawn: Withdrawn },
 }
 
 /// Whether calls on a dataset must leave audit records: every data call on conditionally open
@@ -134,13 +137,34 @@ pub fn recorded(dataset: &Dataset) -> bool {
     dataset.open_type == OpenType::Conditional
 }
 
-/// Whether a dataset appears in the catalog and has a metadata page at all.
-pub fn listed(dataset: &Dataset) -> bool {
+/// Whether a dataset is known to the public at all: every dataset but the non-open ones. A
+/// withdrawn dataset is known (its page answers that it was withdrawn, and its owner reopens it)
+/// but not [`listed`].
+pub fn known(dataset: &Dataset) -> bool {
     dataset.open_type != OpenType::NonOpen
+}
+
+/// Whether a dataset is in the public catalog and served, or why not: the one rule for the
+/// catalog's listing and for every data call ([`decide`] asks it first). Non-open datasets are
+/// not found; withdrawn ones are refused with their withdrawal.
+pub fn available(dataset: &Dataset) -> Result<(), Refusal> {
+    if !known(dataset) {
+        return Err(Refusal::NotFound);
+    }
+    match &dataset.withdrawn {
+        Some(withdrawn) => Err(Refusal::Withdrawn { dataset: dataset.id.clone(), withdrawn: withdrawn.clone() }),
+        None => Ok(()),
+    }
+}
+
+/// Whether a dataset appears in the catalog ([`available`]).
+pub fn listed(dataset: &Dataset) -> bool {
+    available(dataset).is_ok()
 }
 
 /// Decides whether `caller` may perform `operation` on `dataset` at `now`.
 pub fn decide(caller: &Caller, dataset: &Dataset, operation: Operation, now: DateTime<Utc>) -> Result<Grant, Refusal> {
+    available(dataset)?;
     let (scope, limit) = match (dataset.open_type, caller) {
         (OpenType::NonOpen, _) => return Err(Refusal::NotFound),
         (OpenType::Unconditional, Caller::Anonymous) => (Scope::whole(), Limit::Anonymous),
@@ -215,6 +239,7 @@ mod tests {
             last_updated: DateTime::UNIX_EPOCH,
             license: "CC-BY-4.0".into(),
             keywords: vec![],
+            withdrawn: None,
         }
     }
 

@@ -12,7 +12,7 @@
 //! #     id: "bus-arrivals".parse().unwrap(), title: "Bus arrivals".into(), description: String::new(),
 //! #     owner: "Transport Bureau".into(), open_type: OpenType::Unconditional, fields: vec![],
 //! #     format: policy::Format::Csv, update_frequency: policy::UpdateFrequency::Realtime,
-//! #     last_updated: chrono::DateTime::UNIX_EPOCH, license: "CC-BY-4.0".into(), keywords: vec![],
+//! #     last_updated: chrono::DateTime::UNIX_EPOCH, license: "CC-BY-4.0".into(), keywords: vec![], withdrawn: None,
 //! # };
 //! let grant = decide(&Caller::Anonymous, &dataset, Operation::Rows, chrono::Utc::now()).unwrap();
 //! assert!(grant.scope.is_whole_dataset(&dataset));
@@ -25,16 +25,17 @@ pub mod catalog;
 pub mod decision;
 pub mod filter;
 pub mod mask;
+pub mod permission;
 pub mod statutory;
 pub mod workflow;
 
 pub use agreement::{Agreement, AgreementStatus, DatasetTerms, Principal, Quota, Rate, Role, TermsError};
 pub use calendar::{Calendar, CalendarError, Counted, Year};
-pub use catalog::{Dataset, DatasetId, Field, FieldType, Format, OpenType, Sensitivity, UpdateFrequency};
-pub use decision::{decide, listed, recorded, Caller, Grant, Limit, Operation, Refusal, Scope};
+pub use catalog::{Dataset, DatasetId, Field, FieldType, Format, OpenType, Sensitivity, UpdateFrequency, Withdrawn};
+pub use decision::{available, decide, known, listed, recorded, Caller, Grant, Limit, Operation, Refusal, Scope};
 pub use filter::{Expr, FilterError};
 pub use mask::{Mask, MaskError};
+pub use permission::{authorize, Action, Actor, Denial, Permit, Resource};
 pub use workflow::{
-    may_act_for, AgreementAction, Application, ApplicationStatus, ContactError, Objection, ObjectionStatus,
-    TransitionError,
+    AgreementAction, Application, ApplicationStatus, ContactError, Objection, ObjectionStatus, TransitionError,
 };

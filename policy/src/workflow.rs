@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::agreement::{AgreementStatus, Principal, Role};
+use crate::agreement::AgreementStatus;
 use crate::calendar::{Calendar, CalendarError, Counted};
 use crate::catalog::DatasetId;
 
@@ -295,16 +295,6 @@ impl Objection {
     }
 }
 
-/// Whether `principal` may act as the owner of a dataset owned by `department`: an owner of
-/// that department, or an operator of the platform.
-pub fn may_act_for(principal: &Principal, department: &str) -> bool {
-    match principal.role {
-        Role::Operator => true,
-        Role::Owner => principal.department.as_deref() == Some(department),
-        Role::User => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,21 +376,6 @@ mod tests {
         decided.reject("owner", Utc::now(), "out of scope").unwrap();
         assert_eq!(decided.recount(&after, submitted), Ok(false));
         assert_eq!(decided.due_by, d("2027-01-12"));
-    }
-
-    #[test]
-    fn owners_act_for_their_own_department_and_operators_for_all() {
-        let p = |role, department: Option<&str>| Principal {
-            id: "p".into(),
-            name: "P".into(),
-            role,
-            department: department.map(str::to_owned),
-        };
-        assert!(may_act_for(&p(Role::Owner, Some("Transport Bureau")), "Transport Bureau"));
-        assert!(!may_act_for(&p(Role::Owner, Some("Market Regulation")), "Transport Bureau"));
-        assert!(!may_act_for(&p(Role::Owner, None), "Transport Bureau"));
-        assert!(may_act_for(&p(Role::Operator, None), "Transport Bureau"));
-        assert!(!may_act_for(&p(Role::User, Some("Transport Bureau")), "Transport Bureau"));
     }
 
     #[test]

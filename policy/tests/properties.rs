@@ -32,6 +32,7 @@ fn dataset(open_type: OpenType) -> Dataset {
         last_updated: DateTime::UNIX_EPOCH,
         license: "x".into(),
         keywords: vec![],
+        withdrawn: None,
     }
 }
 
@@ -99,7 +100,33 @@ fn caller() -> impl Strategy<Value = Caller> {
     ]
 }
 
+fn open_type() -> impl Strategy<Value = OpenType> {
+    prop_oneof![Just(OpenType::Unconditional), Just(OpenType::Conditional), Just(OpenType::NonOpen)]
+}
+
 proptest! {
+    /// Listing and serving are one rule: a dataset is granted to somebody only if it is listed,
+    /// and a withdrawn one is neither, whoever asks.
+    #[test]
+    fn a_withdrawn_dataset_is_neither_listed_nor_granted(
+        caller in caller(), op in operation(), open_type in open_type(), withdrawn in any::<bool>()
+    ) {
+        let mut d = dataset(open_type);
+        if withdrawn {
+            d.withdrawn = Some(policy::Withdrawn { at: now(), reason: "a privacy leak".into() });
+        }
+        let decided = decide(&caller, &d, op, now());
+        if decided.is_ok() {
+            prop_assert!(policy::listed(&d));
+        }
+        if withdrawn {
+            prop_assert!(!policy::listed(&d));
+            let refused_as_withdrawn = matches!(decided, Err(Refusal::Withdrawn { .. }));
+            let expected = if open_type == OpenType::NonOpen { decided == Err(Refusal::NotFound) } else { refused_as_withdrawn };
+            prop_assert!(expected, "{:?}", decided);
+        }
+    }
+
     #[test]
     fn a_non_open_dataset_is_never_granted(caller in caller(), op in operation()) {
         prop_assert_eq!(decide(&caller, &dataset(OpenType::NonOpen), op, now()), Err(Refusal::NotFound));

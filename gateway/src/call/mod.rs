@@ -20,7 +20,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::Utc;
 use futures_util::StreamExt;
-use policy::{decide, listed, Caller, DatasetId, Grant, Limit, Operation};
+use policy::{decide, Caller, DatasetId, Grant, Limit, Operation};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::audit::{self, CallGuard, CallInfo, Outcome, Record};
@@ -32,33 +32,21 @@ use crate::ratelimit::{Admission, Budget, Denied};
 use crate::shared_limits::OnFailure;
 use crate::source::{self, BatchStream, Pieces};
 use crate::state::{CatalogEntry, Cuts, Live, State};
-use crate::store::Withdrawal;
 
 /// The dataset `id` names, if it exists and is not non-open: unknown and non-open ids get the
 /// same answer, so non-open ids cannot be probed. A string that is not a valid id is simply not
 /// found: nothing is looked up by it.
 pub fn lookup<'a>(live: &'a Live, id: &str) -> Result<&'a CatalogEntry, Error> {
     let entry = lookup_any(live, id)?;
-    match &entry.withdrawn {
-        Some(w) => Err(withdrawn(w)),
-        None => Ok(entry),
-    }
+    policy::available(&entry.dataset)?;
+    Ok(entry)
 }
 
 /// The dataset `id` names, withdrawn or not, if it exists and is not non-open: for the workflows
 /// that act on withdrawn datasets (reopening, tracing).
 pub fn lookup_any<'a>(live: &'a Live, id: &str) -> Result<&'a CatalogEntry, Error> {
     let id: DatasetId = id.parse().map_err(|_| Error::dataset_not_found())?;
-    live.catalog.get(&id).filter(|e| listed(&e.dataset)).ok_or_else(Error::dataset_not_found)
-}
-
-/// The answer for a withdrawn dataset: 410 on HTTP, `FailedPrecondition` on Flight.
-pub fn withdrawn(w: &Withdrawal) -> Error {
-    Error::new(
-        Kind::Gone,
-        "dataset_withdrawn",
-        format!("the dataset was withdrawn at {}: {}", w.withdrawn_at.to_rfc3339(), w.reason),
-    )
+    live.catalog.get(&id).filter(|e| policy::known(&e.dataset)).ok_or_else(Error::dataset_not_found)
 }
 
 /// One admitted call on one dataset: who, from where, on what. Only [`lifecycle::serve`] makes

@@ -561,6 +561,7 @@ impl DatasetConfig {
             last_updated: self.last_updated,
             license: self.license.clone(),
             keywords: self.keywords.clone(),
+            withdrawn: None,
         }
     }
 }

@@ -19,12 +19,13 @@ use subtle::ConstantTimeEq;
 
 use super::api;
 use super::response::{json, Body};
-use super::workflow::{self, Actor};
+use super::workflow;
 use crate::audit;
 use crate::auth;
 use crate::error::{Error, Kind};
 use crate::state::State;
 use crate::store::{Store, StoreError};
+use policy::Actor;
 use policy::AgreementAction;
 
 /// Largest request body the admin API reads.
@@ -113,14 +114,16 @@ pub async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
             let action = AgreementAction::parse(action).expect("checked by the guard");
             workflow::change_agreement(state, Actor::Operator, id, action).await
         }
-        (&Method::GET, ["admin", "drafts"]) => workflow::drafts(state).await,
+        (&Method::GET, ["admin", "drafts"]) => workflow::drafts(state, &Actor::Operator).await,
         (&Method::GET, ["admin", "openapi.json"]) => {
             let mut r = Response::new(super::response::full(api::admin_document()));
             r.headers_mut()
                 .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
             Ok(r)
         }
-        (&Method::POST, ["admin", "datasets", id, "publish"]) => workflow::publish(state, id, req).await,
+        (&Method::POST, ["admin", "datasets", id, "publish"]) => {
+            workflow::publish(state, &Actor::Operator, id, req).await
+        }
         (&Method::POST, ["admin", "datasets", id, "withdraw"]) => {
             let id = id.to_string();
             workflow::withdraw(state, Actor::Operator, &id, req).await

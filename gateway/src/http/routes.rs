@@ -147,7 +147,7 @@ pub async fn route(
         ["v1", "objections", id] => {
             get_or_head()?;
             only(&params, &[])?;
-            let viewer = workflow::principal(state, req.headers()).await?.map(workflow::Actor::Principal);
+            let viewer = workflow::principal(state, req.headers()).await?.map(policy::Actor::Principal);
             workflow::objection(state, viewer, &decoded(id)).await
         }
         ["v1", "objections", id, "resolve"] => {
@@ -668,15 +668,12 @@ async fn agreements(
     headers: &hyper::HeaderMap,
     id: Option<String>,
 ) -> Result<Response<Body>, Error> {
-    let (principal, held) = holder(state, headers).await?;
-    // Owners see the agreements on their datasets; users their own.
-    let found = blocking_principal(state, principal).await?;
-    let held: Arc<[policy::Agreement]> = match found {
-        Some(p) if p.role != policy::Role::User => {
-            workflow::owned_agreements(state, &workflow::Actor::Principal(p)).await?.into()
-        }
-        _ => held,
-    };
+    let (principal, _) = holder(state, headers).await?;
+    let principal = blocking_principal(state, principal)
+        .await?
+        .ok_or_else(|| Error::new(Kind::Unauthenticated, "unknown_key", "the key's principal is gone"))?;
+    // Users read their own; owners those on their datasets (policy::authorize).
+    let held = workflow::readable_agreements(state, &policy::Actor::Principal(principal)).await?;
     let now = Utc::now();
     let shown = |a: &policy::Agreement| {
         let mut a = a.clone();

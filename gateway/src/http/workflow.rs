@@ -3,9 +3,9 @@
 //! publication, withdrawal and reopening, applications and their decisions, agreements'
 //! suspension and revocation, objections.
 //!
-//! Each action checks the actor's role and, for owners, that the dataset is their department's
-//! (`policy::may_act_for`) before it reads the body or touches the store, so a call by the wrong
-//! role is a 403 that changes nothing.
+//! Each action asks the rules ([`policy::authorize`]) whether the actor may do it, before it reads
+//! the body or changes the store, so a call by the wrong role is a 403 that changes nothing, and a
+//! record the actor may not know of answers exactly as a missing one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,8 +14,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use policy::{
-    Agreement, AgreementAction, AgreementStatus, Application, ApplicationStatus, DatasetId, DatasetTerms, Field,
-    Format, Mask, Objection, ObjectionStatus, OpenType, Principal, Quota, Rate, Role, TransitionError, UpdateFrequency,
+    authorize, Action, Actor, Agreement, AgreementAction, AgreementStatus, Application, ApplicationStatus, DatasetId,
+    DatasetTerms, Denial, Field, Format, Mask, Objection, ObjectionStatus, OpenType, Principal, Quota, Rate, Resource,
+    TransitionError, UpdateFrequency,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -33,43 +34,28 @@ use crate::store::{EntryRecord, StoreError, Withdrawal};
 /// Longest free text (purpose, reasons, descriptions) the workflows take.
 const MAX_TEXT_CHARS: usize = 4000;
 
-/// Who is acting: the operators (the admin token) or a principal (a key on the data port).
-pub enum Actor {
-    Operator,
-    Principal(Principal),
-}
-
-impl Actor {
-    /// The name recorded as having acted.
-    fn id(&self) -> String {
-        match self {
-            Actor::Operator => "operator".to_owned(),
-            Actor::Principal(p) => p.id.clone(),
-        }
-    }
-
-    /// Whether the actor may act as the owner of `department`'s datasets.
-    fn owns(&self, department: &str) -> bool {
-        match self {
-            Actor::Operator => true,
-            Actor::Principal(p) => policy::may_act_for(p, department),
-        }
-    }
-
-    fn is_user(&self) -> bool {
-        matches!(self, Actor::Principal(p) if p.role == Role::User)
-    }
-
-    fn principal_id(&self) -> Option<&str> {
-        match self {
-            Actor::Operator => None,
-            Actor::Principal(p) => Some(&p.id),
-        }
-    }
-}
-
 fn wrong_role(message: impl Into<String>) -> Error {
     Error::new(Kind::Forbidden, "wrong_role", message)
+}
+
+/// Asks the rules whether `actor` may do `action` on `resource`; a record the actor may not know
+/// of is answered as `missing`.
+fn permitted(actor: &Actor, action: Action, resource: Resource<'_>, missing: &str) -> Result<(), Error> {
+    match authorize(actor, action, resource) {
+        Ok(_) => Ok(()),
+        Err(Denial::Hidden) => Err(not_found(missing)),
+        Err(Denial::WrongRole(reason)) => Err(wrong_role(reason)),
+    }
+}
+
+/// Whether the rules let `actor` do `action` on `resource`.
+fn allows(actor: &Actor, action: Action, resource: Resource<'_>) -> bool {
+    authorize(actor, action, resource).is_ok()
+}
+
+/// The department owning `dataset`, withdrawn or not; `None` once it is not in the catalog.
+fn owner_of(state: &State, dataset: &DatasetId) -> Option<String> {
+    state.live().catalog.get(dataset).map(|e| e.dataset.owner.clone())
 }
 
 fn key_required() -> Error {
@@ -173,25 +159,22 @@ pub async fn put_draft(
 ) -> Result<Response<Body>, Error> {
     let id: DatasetId =
         id.parse().map_err(|e: policy::catalog::InvalidDatasetId| Error::bad_request("bad_id", e.to_string()))?;
-    let department = match &actor {
-        Actor::Principal(p) if p.role == Role::Owner => p.department.clone(),
-        Actor::Principal(p) if p.role == Role::Operator => None,
-        Actor::Operator => None,
-        Actor::Principal(_) => return Err(wrong_role("catalog entries are written by their owners")),
-    };
+    permitted(&actor, Action::WriteDraft, Resource::Workflow, "")?;
+    let department = actor.department().map(str::to_owned);
     // A dataset the caller may not see (non-open, another department's) and a draft of another
     // department answer exactly as an unknown id would, so ids and owners cannot be probed. The
     // owner of a catalog entry may always draft its change; a stranger's draft of the same id
     // gives way to it.
     let live = state.live();
     let existing = live.catalog.get(&id).map(|e| &e.dataset);
-    let owns_entry = existing.is_some_and(|d| actor.owns(&d.owner));
-    if let Some(dataset) = existing.filter(|d| policy::listed(d) && !owns_entry) {
-        return Err(wrong_role(format!("`{id}` belongs to {}", dataset.owner)));
+    let writes = |owner: &str| allows(&actor, Action::WriteDraft, Resource::Dataset { owner: Some(owner) });
+    let owns_entry = existing.is_some_and(|d| writes(&d.owner));
+    if let Some(dataset) = existing.filter(|d| policy::known(d)) {
+        permitted(&actor, Action::WriteDraft, Resource::Dataset { owner: Some(&dataset.owner) }, "")?;
     }
     let draft_id = id.to_string();
     if let Some(draft) = blocking(state, move |s| s.draft(&draft_id)).await? {
-        if !actor.owns(&draft.entry.owner) && !owns_entry {
+        if !writes(&draft.entry.owner) && !owns_entry {
             return Err(Error::new(
                 Kind::Conflict,
                 "id_taken",
@@ -229,7 +212,7 @@ pub async fn put_draft(
         return Err(Error::bad_request("bad_entry", problems.join("; ")));
     }
     draft_source(state, &entry, Kind::BadRequest)?;
-    let mut record = EntryRecord { entry, by: actor.id(), at: Utc::now(), version: 0 };
+    let mut record = EntryRecord { entry, by: actor.id().to_owned(), at: Utc::now(), version: 0 };
     let stored = record.clone();
     record.version = blocking(state, move |s| s.put_draft(&stored)).await?;
     Ok(json(StatusCode::OK, &draft_view(&record)))
@@ -316,20 +299,27 @@ pub async fn get_draft(state: &Arc<State>, actor: Actor, id: &str) -> Result<Res
     // Another department's draft reads exactly like none.
     let draft = blocking(state, move |s| s.draft(&wanted))
         .await?
-        .filter(|d| actor.owns(&d.entry.owner))
+        .filter(|d| allows(&actor, Action::ReadDraft, Resource::Dataset { owner: Some(&d.entry.owner) }))
         .ok_or_else(|| not_found("no draft of this dataset"))?;
     Ok(json(StatusCode::OK, &draft_view(&draft)))
 }
 
 /// `GET /admin/drafts`: every draft waiting for review.
-pub async fn drafts(state: &Arc<State>) -> Result<Response<Body>, Error> {
+pub async fn drafts(state: &Arc<State>, actor: &Actor) -> Result<Response<Body>, Error> {
+    permitted(actor, Action::ReadDraft, Resource::Workflow, "")?;
     let drafts = blocking(state, |s| s.drafts()).await?;
     Ok(json(StatusCode::OK, &api::DraftList { drafts: drafts.iter().map(draft_view).collect() }))
 }
 
 /// `POST /admin/datasets/{id}/publish`: the operators' review passed; the draft is served from
 /// the next request, with its version one more and `last_updated` now.
-pub async fn publish(state: &Arc<State>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn publish(
+    state: &Arc<State>,
+    actor: &Actor,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
+    permitted(actor, Action::Publish, Resource::Workflow, "")?;
     let wanted = id.to_owned();
     let draft =
         blocking(state, move |s| s.draft(&wanted)).await?.ok_or_else(|| not_found("no draft of this dataset"))?;
@@ -403,9 +393,7 @@ pub async fn withdraw(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let owner = call::lookup_any(&state.live(), id)?.dataset.owner.clone();
-    if !actor.owns(&owner) {
-        return Err(wrong_role(format!("only {owner} or the operators withdraw this dataset")));
-    }
+    permitted(&actor, Action::Withdraw, Resource::Dataset { owner: Some(&owner) }, "")?;
     let body: ReasonRequest = read_json(req).await?;
     let reason = text("reason", &body.reason).map_err(|_| {
         Error::bad_request(
@@ -416,7 +404,7 @@ pub async fn withdraw(
     let withdrawal = Withdrawal {
         dataset: id.to_owned(),
         withdrawn_at: Utc::now(),
-        withdrawn_by: actor.id(),
+        withdrawn_by: actor.id().to_owned(),
         reason,
         reopened_at: None,
         reopened_by: None,
@@ -431,10 +419,8 @@ pub async fn withdraw(
 /// `POST .../datasets/{id}/reopen`: serves a withdrawn dataset again.
 pub async fn reopen(state: &Arc<State>, actor: Actor, id: &str) -> Result<Response<Body>, Error> {
     let owner = call::lookup_any(&state.live(), id)?.dataset.owner.clone();
-    if !actor.owns(&owner) {
-        return Err(wrong_role(format!("only {owner} or the operators reopen this dataset")));
-    }
-    let (dataset, by) = (id.to_owned(), actor.id());
+    permitted(&actor, Action::Reopen, Resource::Dataset { owner: Some(&owner) }, "")?;
+    let (dataset, by) = (id.to_owned(), actor.id().to_owned());
     let reopened = blocking(state, move |s| s.reopen(&dataset, &by, Utc::now())).await?;
     state.refresh_catalog().await?;
     tracing::info!(dataset = id, "dataset reopened");
@@ -480,10 +466,8 @@ fn application_view(state: &State, a: &Application) -> api::ApplicationView {
 
 /// `POST /v1/applications`: a user applies for a conditionally open dataset.
 pub async fn apply(state: &Arc<State>, actor: Actor, req: Request<Incoming>) -> Result<Response<Body>, Error> {
-    let Actor::Principal(applicant) = actor else { return Err(wrong_role("users apply, with their own key")) };
-    if applicant.role != Role::User {
-        return Err(wrong_role("applications are made by users"));
-    }
+    permitted(&actor, Action::Apply, Resource::Workflow, "")?;
+    let Actor::Principal(applicant) = actor else { unreachable!("the rules let only users apply") };
     let body: ApplicationRequest = read_json(req).await?;
     let live = state.live();
     let entry = call::lookup(&live, &body.dataset)?;
@@ -541,14 +525,14 @@ pub async fn apply(state: &Arc<State>, actor: Actor, req: Request<Incoming>) -> 
     Ok(json(StatusCode::CREATED, &application_view(state, &application)))
 }
 
-/// Whether the actor may see an application: its applicant, its dataset's owner, the operators.
-fn sees_application(state: &State, actor: &Actor, a: &Application) -> bool {
-    actor.principal_id() == Some(a.applicant.as_str()) || owns_dataset(state, actor, &a.dataset)
+/// An application as the rules see it: its applicant and its dataset's owner.
+fn as_resource<'a>(a: &'a Application, owner: &'a Option<String>) -> Resource<'a> {
+    Resource::Application { applicant: &a.applicant, owner: owner.as_deref() }
 }
 
-/// Whether the actor acts for the owner of `dataset` (withdrawn or not).
-fn owns_dataset(state: &State, actor: &Actor, dataset: &DatasetId) -> bool {
-    matches!(actor, Actor::Operator) || state.live().catalog.get(dataset).is_some_and(|e| actor.owns(&e.dataset.owner))
+/// Whether the actor may see an application: its applicant, its dataset's owner, the operators.
+fn sees_application(state: &State, actor: &Actor, a: &Application) -> bool {
+    allows(actor, Action::ReadApplication, as_resource(a, &owner_of(state, &a.dataset)))
 }
 
 async fn load_objection(state: &Arc<State>, id: &str) -> Result<Objection, Error> {
@@ -607,13 +591,9 @@ pub struct ApproveRequest {
 /// The application an owner (or the operators) decides. Users never decide, whatever the id; to
 /// another department's owner, an application reads exactly like one that does not exist.
 async fn decider(state: &Arc<State>, actor: &Actor, id: &str) -> Result<Application, Error> {
-    if actor.is_user() {
-        return Err(wrong_role("applications are decided by the dataset's owner"));
-    }
+    permitted(actor, Action::Decide, Resource::Workflow, "")?;
     let a = load_application(state, id).await?;
-    if !owns_dataset(state, actor, &a.dataset) {
-        return Err(not_found("no application with this id"));
-    }
+    permitted(actor, Action::Decide, as_resource(&a, &owner_of(state, &a.dataset)), "no application with this id")?;
     Ok(a)
 }
 
@@ -647,7 +627,7 @@ pub async fn approve(
         quota: terms.quota,
     };
     checked_terms(state, &agreement)?;
-    application.approve(&actor.id(), state.clock.now(), agreement.id.clone()).map_err(transition)?;
+    application.approve(actor.id(), state.clock.now(), agreement.id.clone()).map_err(transition)?;
     let (after, ag) = (application.clone(), agreement.clone());
     blocking(state, move |s| s.decide_application(&before, &after, Some(&ag))).await?;
     state.keys.invalidate();
@@ -669,7 +649,7 @@ pub async fn reject(
         return Err(Error::bad_request("bad_body", format!("reason: at most {MAX_TEXT_CHARS} characters")));
     }
     let before = application.clone();
-    application.reject(&actor.id(), state.clock.now(), &body.reason).map_err(transition)?;
+    application.reject(actor.id(), state.clock.now(), &body.reason).map_err(transition)?;
     let after = application.clone();
     blocking(state, move |s| s.decide_application(&before, &after, None)).await?;
     Ok(json(StatusCode::OK, &application_view(state, &application)))
@@ -687,18 +667,14 @@ pub async fn change_agreement(
     id: &str,
     action: AgreementAction,
 ) -> Result<Response<Body>, Error> {
-    if actor.is_user() {
-        return Err(wrong_role("agreements are changed by the owner of every dataset they cover, or the operators"));
-    }
+    permitted(&actor, Action::ChangeAgreement, Resource::Workflow, "")?;
     let wanted = id.to_owned();
     let agreement =
         blocking(state, move |s| s.agreement(&wanted)).await?.ok_or_else(|| not_found("no agreement with this id"))?;
-    if !agreement.datasets.iter().any(|t| owns_dataset(state, &actor, &t.dataset)) {
-        return Err(not_found("no agreement with this id"));
-    }
-    if !agreement.datasets.iter().all(|t| owns_dataset(state, &actor, &t.dataset)) {
-        return Err(wrong_role("agreements are changed by the owner of every dataset they cover, or the operators"));
-    }
+    let owners = owners_of(state, &agreement);
+    let owners: Vec<Option<&str>> = owners.iter().map(Option::as_deref).collect();
+    let resource = Resource::Agreement { holder: &agreement.principal, owners: &owners };
+    permitted(&actor, Action::ChangeAgreement, resource, "no agreement with this id")?;
     let status = action.after(agreement.status).map_err(transition)?;
     let id = id.to_owned();
     let changed = blocking(state, move |s| {
@@ -713,10 +689,23 @@ pub async fn change_agreement(
     Ok(json(StatusCode::OK, &changed))
 }
 
-/// The agreements on the datasets an owner acts for (all of them for operators).
-pub async fn owned_agreements(state: &Arc<State>, actor: &Actor) -> Result<Vec<Agreement>, Error> {
+/// The owning departments of the datasets an agreement covers.
+fn owners_of(state: &State, agreement: &Agreement) -> Vec<Option<String>> {
+    agreement.datasets.iter().map(|t| owner_of(state, &t.dataset)).collect()
+}
+
+/// The agreements the actor may read: a user's own, those on the datasets an owner acts for, all
+/// of them for the operators.
+pub async fn readable_agreements(state: &Arc<State>, actor: &Actor) -> Result<Vec<Agreement>, Error> {
     let all = blocking(state, |s| s.agreements()).await?;
-    Ok(all.into_iter().filter(|a| a.datasets.iter().any(|t| owns_dataset(state, actor, &t.dataset))).collect())
+    Ok(all
+        .into_iter()
+        .filter(|a| {
+            let owners = owners_of(state, a);
+            let owners: Vec<Option<&str>> = owners.iter().map(Option::as_deref).collect();
+            allows(actor, Action::ReadAgreement, Resource::Agreement { holder: &a.principal, owners: &owners })
+        })
+        .collect())
 }
 
 // ---- Objections ----------------------------------------------------------------------------
@@ -773,7 +762,10 @@ pub async fn object(
 
 /// An objection as `viewer` may see it ([`Objection::seen_by`]).
 fn objection_view(state: &State, viewer: Option<&Actor>, o: &Objection) -> Objection {
-    o.seen_by(viewer.is_some_and(|v| owns_dataset(state, v, &o.dataset)), viewer.and_then(Actor::principal_id))
+    let owner = owner_of(state, &o.dataset);
+    let filer_seen =
+        viewer.is_some_and(|v| allows(v, Action::SeeObjectionFiler, Resource::Dataset { owner: owner.as_deref() }));
+    o.seen_by(filer_seen, viewer.and_then(Actor::principal_id))
 }
 
 /// `GET /v1/objections/{id}`: anyone may follow an objection.
@@ -790,9 +782,7 @@ pub async fn objections(
     status: Option<&str>,
     dataset: Option<&str>,
 ) -> Result<Response<Body>, Error> {
-    if actor.is_user() {
-        return Err(wrong_role("objection lists are for owners; follow your own at /v1/objections/{id}"));
-    }
+    permitted(&actor, Action::ListObjections, Resource::Workflow, "")?;
     let status =
         match status {
             None | Some("") => None,
@@ -805,7 +795,10 @@ pub async fn objections(
         .iter()
         .filter(|o| status.is_none_or(|s| o.status == s))
         .filter(|o| dataset.is_none_or(|d| d.is_empty() || o.dataset.as_str() == d))
-        .filter(|o| owns_dataset(state, &actor, &o.dataset))
+        .filter(|o| {
+            let owner = owner_of(state, &o.dataset);
+            allows(&actor, Action::ListObjections, Resource::Dataset { owner: owner.as_deref() })
+        })
         .map(|o| objection_view(state, Some(&actor), o))
         .collect();
     Ok(json(StatusCode::OK, &api::ObjectionList { objections }))
@@ -828,14 +821,13 @@ pub async fn resolve(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let mut o = load_objection(state, id).await?;
-    if !owns_dataset(state, &actor, &o.dataset) {
-        return Err(wrong_role("objections are resolved by the dataset's owner"));
-    }
+    let owner = owner_of(state, &o.dataset);
+    permitted(&actor, Action::Resolve, Resource::Dataset { owner: owner.as_deref() }, "no objection with this id")?;
     let body: ResolveRequest = read_json(req).await?;
     if body.response.chars().count() > MAX_TEXT_CHARS {
         return Err(Error::bad_request("bad_body", format!("response: at most {MAX_TEXT_CHARS} characters")));
     }
-    o.resolve(&actor.id(), Utc::now(), &body.response).map_err(transition)?;
+    o.resolve(actor.id(), Utc::now(), &body.response).map_err(transition)?;
     let stored = o.clone();
     blocking(state, move |s| s.put_objection(&stored)).await?;
     Ok(json(StatusCode::OK, &objection_view(state, Some(&actor), &o)))
