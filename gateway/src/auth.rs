@@ -151,7 +151,7 @@ impl Keys {
     }
 
     fn resolve(&self, id: &str, secret: &str) -> Result<Caller, Error> {
-        let store_error = |e: StoreError| Error::new(Kind::Unavailable, "store_unavailable", e.to_string());
+        let store_error = Error::from;
         let generation = self.generation.load(Ordering::Acquire);
         let changes = self.store.change_counter().map_err(store_error)?;
         if self.seen_changes.swap(changes, Ordering::AcqRel) != changes {

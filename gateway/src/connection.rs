@@ -36,6 +36,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::ServerConfig;
 use crate::metrics::ListenerMetrics;
 
+/// How long a peer has to answer an HTTP/2 keep-alive ping, on the data, admin and Flight
+/// listeners alike.
+pub const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// `last_change` before any request has started on the connection.
 const NEVER: u64 = 0;
 /// How long a connection past its deadline is kept when bytes came from the peer meanwhile.

@@ -35,6 +35,28 @@ pub enum Kind {
     Internal,
 }
 
+impl Kind {
+    /// The kind's HTTP status: the answer's on HTTP, and the status a call is counted under in
+    /// the metrics on every protocol.
+    pub fn status(self) -> u16 {
+        match self {
+            Kind::BadRequest => 400,
+            Kind::Unauthenticated => 401,
+            Kind::Forbidden => 403,
+            Kind::NotFound => 404,
+            Kind::Gone => 410,
+            Kind::MethodNotAllowed => 405,
+            Kind::RangeNotSatisfiable => 416,
+            Kind::Conflict => 409,
+            Kind::TooManyRequests => 429,
+            Kind::Unavailable => 503,
+            Kind::SourceFailed => 502,
+            Kind::SourceTimeout => 504,
+            Kind::Internal => 500,
+        }
+    }
+}
+
 /// An error with its kind, a stable machine-readable code and a message for people.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
@@ -89,6 +111,19 @@ impl From<policy::Refusal> for Error {
                 Error::new(Kind::Forbidden, "download_outside_scope", refusal.to_string())
             }
             Refusal::Withdrawn { .. } => Error::new(Kind::Gone, "dataset_withdrawn", refusal.to_string()),
+        }
+    }
+}
+
+/// The one mapping of store errors, the same on every router: a missing record is 404, a
+/// conflicting one 409, a store that cannot answer 503.
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Error {
+        use crate::store::StoreError;
+        match e {
+            StoreError::NotFound(m) => Error::new(Kind::NotFound, "not_found", m),
+            StoreError::Conflict(m) => Error::new(Kind::Conflict, "conflict", m),
+            StoreError::Backend(m) => Error::new(Kind::Unavailable, "store_unavailable", m),
         }
     }
 }

@@ -202,7 +202,7 @@ async fn deliver(state: &Arc<State>, client: &Client<HttpConnector, Full<Bytes>>
 async fn remind(state: &Arc<State>) {
     let state = state.clone();
     let reminded = tokio::task::spawn_blocking(move || -> Result<usize, String> {
-        let today = crate::http::workflow::today(&state);
+        let today = state.today();
         let within = i64::from(state.config.webhooks.remind_within_working_days);
         let live = state.live();
         let mut count = 0;

@@ -223,6 +223,29 @@ pub fn audit_dir(data_dir: &Path) -> std::path::PathBuf {
 pub const ADMIN_TOKEN_ENV: &str = "KAIFANG_ADMIN_TOKEN";
 
 impl State {
+    /// Today on the workflows' clock, in the platform's time zone (the one daily quotas count in).
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.local_date(self.clock.now())
+    }
+
+    /// The date of `at` in the platform's time zone.
+    pub fn local_date(&self, at: chrono::DateTime<chrono::Utc>) -> chrono::NaiveDate {
+        at.with_timezone(&platform_offset(&self.config)).date_naive()
+    }
+
+    /// Runs a store call off the runtime. A store error answers as its one conversion says, on
+    /// every router ([`crate::error::Error`]'s `From<StoreError>`).
+    pub async fn store_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, crate::error::Error> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| crate::error::Error::internal(format!("store task failed: {e}")))?
+            .map_err(crate::error::Error::from)
+    }
+
     /// Opens the store in the data directory, brings the declared principals and agreements
     /// into it, and loads (or makes) the secrets.
     pub fn open(config: Config) -> Result<State, String> {

@@ -269,3 +269,56 @@ async fn refusals_are_the_documented_error_body() {
     }
     assert!(body["error"]["position"].as_u64().is_some(), "{body}");
 }
+
+/// Both ports read a request one way: a wrong method is 405 with `Allow`, ids are
+/// percent-decoded, a repeated parameter counts as its last value, unknown parameters are refused,
+/// and a body must be a JSON object.
+#[tokio::test]
+async fn both_ports_read_requests_one_way() {
+    let g = Gateway::demo();
+    let admin = |method: reqwest::Method, path: &str| {
+        client().request(method, format!("{}{path}", g.admin)).bearer_auth(g.admin_token())
+    };
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "/admin/keys", "GET, HEAD, POST"),
+        (reqwest::Method::GET, "/admin/reload", "POST"),
+        (reqwest::Method::POST, "/admin/agreements/demo-enterprises", "GET, HEAD"),
+    ] {
+        let r = admin(method.clone(), path).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+    }
+    let r = client().put(g.url("/v1/catalog")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["allow"].to_str().unwrap()), (405, "GET, HEAD"));
+
+    // `%2D` is `-`: the id is the demo agreement's on both ports.
+    let r = admin(reqwest::Method::GET, "/admin/agreements/demo%2Denterprises").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(g.url("/v1/agreements/demo%2Denterprises")).bearer_auth(g.demo_key()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The last of a repeated parameter counts, on both ports.
+    let r = admin(reqwest::Method::GET, "/admin/applications?status=bogus&status=submitted").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, _) = get_json(&g.url("/v1/catalog?open_type=bogus&open_type=conditional")).await;
+    assert_eq!(status, 200);
+
+    // A typo is not silently ignored, on the admin lists too.
+    for path in ["/admin/applications?statu=submitted", "/admin/objections?datset=x", "/admin/keys?all=1"] {
+        let r = admin(reqwest::Method::GET, path).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unknown_parameter", "{path}");
+    }
+
+    // A JSON array is not taken for an object's fields in order, and nothing is made of it.
+    let r = admin(reqwest::Method::POST, "/admin/principals")
+        .json(&serde_json::json!(["array-principal", "Array", "user", null]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let (_, keys) =
+        g.admin(reqwest::Method::POST, "/admin/keys", Some(serde_json::json!({"principal": "array-principal"}))).await;
+    assert_ne!(keys["principal"], "array-principal", "no principal was made: {keys}");
+}

@@ -117,7 +117,7 @@ pub async fn serve<F: FrontEnd>(
     let (answered, slot) = answer(&place, &mut front, recorder.as_ref()).await;
     let status = match &answered {
         Ok((_, _, status)) => *status,
-        Err(e) => crate::http::status(e.kind).as_u16(),
+        Err(e) => e.kind.status(),
     };
     let bytes = state.metrics.data_call(F::PROTOCOL, &entry.dataset, status);
     // An error is observed here; an answer as it ends.
@@ -207,7 +207,7 @@ async fn sent<F: FrontEnd>(
 async fn unserved(recorder: Option<&Recorder<'_>>, caller: Option<&Caller>, error: Error) -> Error {
     match recorder {
         Some(recorder) => {
-            let status = crate::http::status(error.kind).as_u16();
+            let status = error.kind.status();
             recorder.unserved(caller, error, status).await
         }
         None => error,

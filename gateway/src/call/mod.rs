@@ -33,6 +33,19 @@ use crate::shared_limits::OnFailure;
 use crate::source::{self, BatchStream, Pieces};
 use crate::state::{CatalogEntry, Cuts, Live, State};
 
+/// The client's `X-Request-Id` when it is well-formed (1 to 128 characters of letters, digits,
+/// `-`, `_`, `.`), otherwise a new UUID.
+pub fn request_id(headers: &hyper::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        // A version 4 id from the thread's generator: no system call per request.
+        .map_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(), str::to_owned)
+}
+
 /// The dataset `id` names, if it exists and is not non-open: unknown and non-open ids get the
 /// same answer, so non-open ids cannot be probed. A string that is not a valid id is simply not
 /// found: nothing is looked up by it.

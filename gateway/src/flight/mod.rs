@@ -105,7 +105,7 @@ pub async fn serve(
     let (draining, drain) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(limits.http2_keep_alive_seconds)))
-        .http2_keepalive_timeout(Some(crate::http::HTTP2_PING_TIMEOUT))
+        .http2_keepalive_timeout(Some(crate::connection::HTTP2_PING_TIMEOUT))
         .max_concurrent_streams(Some(limits.http2_max_concurrent_streams))
         .http2_max_header_list_size(Some(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)))
         .layer(crate::connection::TrackLayer)
@@ -202,7 +202,7 @@ struct Context {
 impl Context {
     fn of<T>(rpc: &'static str, request: &Request<T>) -> Context {
         let headers = request.metadata().clone().into_headers();
-        let request_id = crate::http::request_id(&headers);
+        let request_id = crate::call::request_id(&headers);
         Context {
             rpc,
             span: tracing::info_span!("request", request_id = %request_id),

@@ -1,267 +1,15 @@
-//! The API's answers as types, and the OpenAPI documents made from them.
+//! The OpenAPI documents, made from the types the handlers answer with.
 //!
-//! Every JSON answer the handlers build is one of the types here (or a record type of the
+//! Every JSON answer a handler builds is a type of its domain's module (or a record type of the
 //! store or the rules), and the documents' schemas are derived from those same types, so the
 //! documents describe what is sent. The operations are listed in [`DataApi`] (the data port's
 //! `/openapi.json`) and [`AdminApi`] (the admin port's `/admin/openapi.json`).
 
-use chrono::{DateTime, Utc};
-use policy::{Agreement, Application, DatasetId, Field, Format, Objection, OpenType, UpdateFrequency};
-use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Response, ResponseBuilder};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
-use crate::audit::Recipient;
-use crate::config::DatasetConfig;
-use crate::state::Reloaded;
-use crate::store::{Feedback, KeyRecord, Notification, Report, Withdrawal};
-
-/// Every refusal: `{"error": {"code", "message"}}`, with the 1-based position of a bad filter.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-impl ErrorBody {
-    /// The body every refusal is answered with.
-    pub fn of(e: &crate::error::Error) -> ErrorBody {
-        ErrorBody {
-            error: ErrorDetail {
-                code: e.code.to_owned(),
-                message: e.message.clone(),
-                position: e.position,
-                errors: None,
-            },
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable, machine-readable: `not_found`, `rate_limited`, `dataset_withdrawn` ...
-    pub code: String,
-    /// For people.
-    pub message: String,
-    /// Where in a filter expression the problem is (1-based).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub position: Option<usize>,
-    /// Every problem of a configuration a reload refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Vec<String>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Health {
-    /// `ok`.
-    pub status: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Readiness {
-    /// `ready` or `not_ready`.
-    pub status: String,
-    pub checks: ReadinessChecks,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ReadinessChecks {
-    /// `writable`, or why not.
-    pub data_dir: String,
-    pub store: String,
-    pub audit: String,
-    /// `local` (one instance), `reachable`, or `unreachable: why` (the shared limiter).
-    pub limiter: String,
-    /// The listed datasets whose source files are missing.
-    pub missing_sources: Vec<String>,
-}
-
-/// Links from a catalog entry to its data.
-#[derive(Serialize, ToSchema)]
-pub struct DatasetLinks {
-    #[serde(rename = "self")]
-    pub this: String,
-    pub rows: String,
-    pub preview: String,
-    pub download: String,
-}
-
-/// A catalog entry's metadata; the names follow DCAT where it has one (title, description,
-/// publisher, keyword, modified, accrualPeriodicity, license).
-#[derive(Serialize, ToSchema)]
-pub struct DatasetSummary {
-    pub id: DatasetId,
-    pub title: String,
-    pub description: String,
-    /// The owning department.
-    pub owner: String,
-    pub open_type: OpenType,
-    pub format: Format,
-    pub update_frequency: UpdateFrequency,
-    pub last_updated: DateTime<Utc>,
-    /// The catalog version: one more on every publication.
-    pub version: u64,
-    /// Objections filed and not yet resolved.
-    pub open_objections: u64,
-    pub license: String,
-    pub keywords: Vec<String>,
-    pub links: DatasetLinks,
-}
-
-/// One column as Arrow types it.
-#[derive(Serialize, ToSchema)]
-pub struct SchemaField {
-    pub name: String,
-    pub arrow_type: String,
-    pub nullable: bool,
-}
-
-/// One dataset: its metadata, and the fields and schema the caller would receive.
-#[derive(Serialize, ToSchema)]
-pub struct DatasetDescription {
-    #[serde(flatten)]
-    pub summary: DatasetSummary,
-    pub fields: Vec<Field>,
-    pub schema: Vec<SchemaField>,
-    /// The media type of the original file.
-    pub media_type: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CatalogPage {
-    /// Matching entries on all pages.
-    pub total: usize,
-    pub page: usize,
-    pub per_page: usize,
-    pub datasets: Vec<DatasetSummary>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Preview {
-    pub dataset: DatasetId,
-    pub columns: Vec<String>,
-    /// Up to 20 rows, one object each, scoped and masked.
-    #[schema(value_type = Vec<Object>)]
-    pub rows: serde_json::Value,
-}
-
-/// What was filed, and when.
-#[derive(Serialize, ToSchema)]
-pub struct Receipt {
-    pub id: String,
-    pub received_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AgreementList {
-    pub agreements: Vec<Agreement>,
-}
-
-/// An application, and whether its owner has let the due day pass.
-#[derive(Serialize, ToSchema)]
-pub struct ApplicationView {
-    #[serde(flatten)]
-    pub application: Application,
-    pub overdue: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ApplicationList {
-    pub applications: Vec<ApplicationView>,
-}
-
-/// An approval: the application and the agreement made from it.
-#[derive(Serialize, ToSchema)]
-pub struct Approval {
-    pub application: ApplicationView,
-    pub agreement: Agreement,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ObjectionList {
-    pub objections: Vec<Objection>,
-}
-
-/// A draft catalog entry waiting for review.
-#[derive(Serialize, ToSchema)]
-pub struct DraftView {
-    /// `draft`.
-    pub status: String,
-    /// The draft's revision, one more on every write; publication names the one reviewed.
-    pub draft_version: u64,
-    pub entry: DatasetConfig,
-    pub written_by: String,
-    pub written_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DraftList {
-    pub drafts: Vec<DraftView>,
-}
-
-/// A publication: the entry as now served.
-#[derive(Serialize, ToSchema)]
-pub struct Published {
-    pub id: DatasetId,
-    /// `published`.
-    pub status: String,
-    pub version: u64,
-    pub last_updated: DateTime<Utc>,
-    pub entry: DatasetConfig,
-}
-
-/// A withdrawal, and where its trace report is.
-#[derive(Serialize, ToSchema)]
-pub struct WithdrawalView {
-    #[serde(flatten)]
-    pub withdrawal: Withdrawal,
-    /// The admin API path of the report of who received the dataset.
-    pub trace: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct IssuedKey {
-    pub id: String,
-    pub principal: String,
-    pub created_at: DateTime<Utc>,
-    /// The key itself: shown this once, stored only as its hash.
-    pub key: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct KeyList {
-    pub keys: Vec<KeyRecord>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct KeyRevoked {
-    pub id: String,
-    pub revoked_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct FeedbackList {
-    pub feedback: Vec<Feedback>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ReportList {
-    pub reports: Vec<Report>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct NotificationList {
-    pub notifications: Vec<Notification>,
-}
-
-/// Who received a dataset in a period.
-#[derive(Serialize, ToSchema)]
-pub struct Trace {
-    pub dataset: String,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub recipients: Vec<Recipient>,
-}
+use super::response::ErrorBody;
 
 /// Adds the security schemes, and the answers every operation may give: a refusal (4XX) and
 /// "cannot serve now" (503, e.g. the store or the audit log cannot take a write).
@@ -358,13 +106,20 @@ pub fn admin_document() -> &'static str {
 #[allow(dead_code)]
 mod paths {
     use super::*;
-    use crate::http::admin::{AgreementRequest, KeyRequest, PrincipalRequest};
-    use crate::http::routes::{FeedbackRequest, ReportRequest};
-    use crate::http::workflow::{
-        ApplicationRequest, ApproveRequest, DraftRequest, ObjectionRequest, PublishRequest, ReasonRequest,
-        ResolveRequest,
-    };
+    use crate::http::admin::{IssuedKey, KeyList, KeyRequest, KeyRevoked, NotificationList, PrincipalRequest, Trace};
+    use crate::http::agreements::{AgreementList, AgreementRequest, FeedbackList, FeedbackRequest};
+    use crate::http::applications::{ApplicationList, ApplicationRequest, ApplicationView, Approval, ApproveRequest};
+    use crate::http::catalog::{CatalogPage, DatasetDescription, WithdrawalView};
+    use crate::http::data::Preview;
+    use crate::http::drafts::{DraftList, DraftRequest, DraftView, PublishRequest, Published};
+    use crate::http::health::{Health, Readiness};
+    use crate::http::objections::{ObjectionList, ObjectionRequest, ResolveRequest};
+    use crate::http::reports::{Receipt, ReportList, ReportRequest};
+    use crate::http::workflow::ReasonRequest;
+    use crate::state::Reloaded;
+    use crate::store::Withdrawal;
     use policy::Principal;
+    use policy::{Agreement, Objection, OpenType};
 
     const RATE_HEADERS: &str = "Data answers carry X-Request-Id, X-Dataset-Version and, where a limit applies, \
         RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset; a 429 carries Retry-After.";
@@ -647,7 +402,7 @@ mod tests {
     #[test]
     fn the_document_states_the_limits_the_code_keeps() {
         let document = super::data_document();
-        let preview = format!("Up to {} rows", super::super::routes::PREVIEW_ROWS);
+        let preview = format!("Up to {} rows", super::super::data::PREVIEW_ROWS);
         assert!(document.contains(&preview), "the preview's description says `{preview}`");
         let due = format!("due {} working days on", policy::workflow::ANSWER_WITHIN_WORKING_DAYS);
         assert!(document.contains(&due), "the application's description says `{due}`");

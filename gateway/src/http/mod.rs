@@ -7,14 +7,21 @@
 //! `X-Request-Id` and is logged once with its status.
 
 mod admin;
+mod agreements;
 pub mod api;
+mod applications;
+mod catalog;
+mod data;
 mod download;
+mod drafts;
+mod health;
 mod limits;
+mod objections;
+mod reports;
+mod request;
 mod response;
 mod routes;
-pub mod workflow;
-
-pub use response::status;
+mod workflow;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,10 +42,6 @@ use response::Body;
 
 use crate::connection::Tracked;
 use crate::state::State;
-
-/// How long a peer has to answer an HTTP/2 keep-alive ping, on the data, admin and Flight
-/// listeners alike.
-pub(crate) const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Which API a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +77,7 @@ pub async fn serve(
         .max_send_buf_size(crate::source::MAX_STEP_BYTES / 4)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(limits.http2_keep_alive_seconds))
-        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+        .keep_alive_timeout(crate::connection::HTTP2_PING_TIMEOUT);
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -142,15 +145,15 @@ pub async fn serve(
 /// Every request's path through the gateway.
 async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let request_id = request_id(req.headers());
+    let request_id = crate::call::request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     // Every line logged for this request, its body's included, carries its id.
     let span = tracing::info_span!("request", request_id = %request_id);
     let routed = async {
         match api {
-            Api::Data => routes::route(&state, req, peer.ip(), &request_id).await,
-            Api::Admin => admin::route(&state, req).await,
+            Api::Data => routes::data(&state, req, peer.ip(), &request_id).await,
+            Api::Admin => routes::admin(&state, req).await,
         }
     }
     .instrument(span.clone())
@@ -173,17 +176,4 @@ async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Inco
         "request"
     );
     response.map(|body| response::in_span(body, span.clone()))
-}
-
-/// The client's `X-Request-Id` when it is well-formed (1 to 128 characters of letters, digits,
-/// `-`, `_`, `.`), otherwise a new UUID.
-pub fn request_id(headers: &hyper::HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        })
-        // A version 4 id from the thread's generator: no system call per request.
-        .map_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(), str::to_owned)
 }

@@ -7,6 +7,7 @@ use hyper::body::Frame;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::{Error, Kind};
 
@@ -85,26 +86,12 @@ fn json_encoded(status: StatusCode, body: Vec<u8>) -> Response<Body> {
 
 /// The HTTP status of each kind of error.
 pub fn status(kind: Kind) -> StatusCode {
-    match kind {
-        Kind::BadRequest => StatusCode::BAD_REQUEST,
-        Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Kind::Forbidden => StatusCode::FORBIDDEN,
-        Kind::NotFound => StatusCode::NOT_FOUND,
-        Kind::Gone => StatusCode::GONE,
-        Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        Kind::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
-        Kind::Conflict => StatusCode::CONFLICT,
-        Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Kind::SourceFailed => StatusCode::BAD_GATEWAY,
-        Kind::SourceTimeout => StatusCode::GATEWAY_TIMEOUT,
-        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(kind.status()).expect("every kind's status is a valid status code")
 }
 
 /// `{"error": {"code": ..., "message": ...}}` with the kind's status.
 pub fn error(e: &Error) -> Response<Body> {
-    let mut response = json(status(e.kind), &super::api::ErrorBody::of(e));
+    let mut response = json(status(e.kind), &ErrorBody::of(e));
     for (name, value) in &e.headers {
         if let Ok(value) = HeaderValue::from_str(value) {
             response.headers_mut().insert(*name, value);
@@ -117,4 +104,38 @@ pub fn error(e: &Error) -> Response<Body> {
         response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"kaifang\""));
     }
     response
+}
+
+/// Every refusal: `{"error": {"code", "message"}}`, with the 1-based position of a bad filter.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+impl ErrorBody {
+    /// The body every refusal is answered with.
+    pub fn of(e: &crate::error::Error) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: e.code.to_owned(),
+                message: e.message.clone(),
+                position: e.position,
+                errors: None,
+            },
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `not_found`, `rate_limited`, `dataset_withdrawn` ...
+    pub code: String,
+    /// For people.
+    pub message: String,
+    /// Where in a filter expression the problem is (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+    /// Every problem of a configuration a reload refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<String>>,
 }

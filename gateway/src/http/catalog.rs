@@ -1,0 +1,224 @@
+//! The public catalog: the listing, each dataset's page, and the withdrawal and reopening of a
+//! dataset (which take it out of both at once, and put it back).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use policy::{decide, Action, Actor, Caller, DatasetId, Field, Format, OpenType, Operation, Resource, UpdateFrequency};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::objections;
+use super::request::{self, Params};
+use super::response::{json, Body};
+use super::workflow::{permitted, text, ReasonRequest, MAX_TEXT_CHARS};
+use crate::call;
+use crate::error::Error;
+use crate::source::arrow_schema;
+use crate::state::{CatalogEntry, State};
+use crate::store::Withdrawal;
+
+/// Links from a catalog entry to its data.
+#[derive(Serialize, ToSchema)]
+pub struct DatasetLinks {
+    #[serde(rename = "self")]
+    pub this: String,
+    pub rows: String,
+    pub preview: String,
+    pub download: String,
+}
+
+/// A catalog entry's metadata; the names follow DCAT where it has one (title, description,
+/// publisher, keyword, modified, accrualPeriodicity, license).
+#[derive(Serialize, ToSchema)]
+pub struct DatasetSummary {
+    pub id: DatasetId,
+    pub title: String,
+    pub description: String,
+    /// The owning department.
+    pub owner: String,
+    pub open_type: OpenType,
+    pub format: Format,
+    pub update_frequency: UpdateFrequency,
+    pub last_updated: DateTime<Utc>,
+    /// The catalog version: one more on every publication.
+    pub version: u64,
+    /// Objections filed and not yet resolved.
+    pub open_objections: u64,
+    pub license: String,
+    pub keywords: Vec<String>,
+    pub links: DatasetLinks,
+}
+
+/// One column as Arrow types it.
+#[derive(Serialize, ToSchema)]
+pub struct SchemaField {
+    pub name: String,
+    pub arrow_type: String,
+    pub nullable: bool,
+}
+
+/// One dataset: its metadata, and the fields and schema the caller would receive.
+#[derive(Serialize, ToSchema)]
+pub struct DatasetDescription {
+    #[serde(flatten)]
+    pub summary: DatasetSummary,
+    pub fields: Vec<Field>,
+    pub schema: Vec<SchemaField>,
+    /// The media type of the original file.
+    pub media_type: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CatalogPage {
+    /// Matching entries on all pages.
+    pub total: usize,
+    pub page: usize,
+    pub per_page: usize,
+    pub datasets: Vec<DatasetSummary>,
+}
+
+/// A withdrawal, and where its trace report is.
+#[derive(Serialize, ToSchema)]
+pub struct WithdrawalView {
+    #[serde(flatten)]
+    pub withdrawal: Withdrawal,
+    /// The admin API path of the report of who received the dataset.
+    pub trace: String,
+}
+
+pub async fn catalog(state: &Arc<State>, params: &Params) -> Result<Response<Body>, Error> {
+    params.only(&["owner", "open_type", "q", "page", "per_page"])?;
+    let open_type = match params.given("open_type") {
+        None => None,
+        Some(t) => Some(t.parse::<OpenType>().map_err(|()| {
+            Error::bad_request("bad_parameter", format!("`open_type` is unconditional or conditional, not `{t}`"))
+        })?),
+    };
+    let owner = params.given("owner");
+    let text = params.get("q").filter(|q| !q.trim().is_empty());
+    let page = params.positive("page", 1)?;
+    let per_page = params.positive("per_page", 20)?;
+    let live = state.live();
+    if per_page > live.limits.max_per_page {
+        return Err(Error::bad_request("bad_parameter", format!("`per_page` is at most {}", live.limits.max_per_page)));
+    }
+    let matching: Vec<&CatalogEntry> = live
+        .catalog
+        .listed()
+        .filter(|e| open_type.is_none_or(|t| e.dataset.open_type == t))
+        .filter(|e| owner.is_none_or(|o| e.dataset.owner.eq_ignore_ascii_case(o)))
+        .filter(|e| text.is_none_or(|q| e.dataset.matches_text(q.trim())))
+        .collect();
+    let open = objections::open_objections(state).await?;
+    let datasets =
+        matching.iter().skip((page - 1).saturating_mul(per_page)).take(per_page).map(|e| summary(e, &open)).collect();
+    Ok(json(StatusCode::OK, &CatalogPage { total: matching.len(), page, per_page, datasets }))
+}
+
+/// A catalog entry's metadata as the API shows it; the names follow DCAT where it has one
+/// (title, description, publisher, keyword, modified, accrualPeriodicity, license).
+fn summary(entry: &CatalogEntry, open_objections: &HashMap<String, u64>) -> DatasetSummary {
+    let d = &entry.dataset;
+    let base = format!("/v1/datasets/{}", d.id);
+    DatasetSummary {
+        id: d.id.clone(),
+        title: d.title.clone(),
+        description: d.description.clone(),
+        owner: d.owner.clone(),
+        open_type: d.open_type,
+        format: d.format,
+        update_frequency: d.update_frequency,
+        last_updated: d.last_updated,
+        version: entry.version,
+        open_objections: open_objections.get(d.id.as_str()).copied().unwrap_or(0),
+        license: d.license.clone(),
+        keywords: d.keywords.clone(),
+        links: DatasetLinks {
+            rows: format!("{base}/rows"),
+            preview: format!("{base}/preview"),
+            download: format!("{base}/download"),
+            this: base,
+        },
+    }
+}
+
+/// A dataset's metadata. Fields and schema are those the caller would receive: under an
+/// agreement, its columns with masked types; otherwise every field, so that users can see what
+/// to apply for.
+/// `GET /v1/datasets/{id}`.
+pub async fn dataset(state: &Arc<State>, headers: &hyper::HeaderMap, id: &str) -> Result<Response<Body>, Error> {
+    let live = state.live();
+    let entry = call::lookup(&live, id)?;
+    let caller = state.keys.caller(headers).await?;
+    let open = objections::open_objections(state).await?;
+    Ok(json(StatusCode::OK, &describe(entry, &caller, &open)))
+}
+
+fn describe(entry: &CatalogEntry, caller: &Caller, open_objections: &HashMap<String, u64>) -> DatasetDescription {
+    let fields = match decide(caller, &entry.dataset, Operation::Rows, Utc::now()) {
+        Ok(grant) => grant.scope.visible_fields(&entry.dataset),
+        Err(_) => entry.dataset.fields.clone(),
+    };
+    let schema = arrow_schema(&fields)
+        .fields()
+        .iter()
+        .map(|f| SchemaField {
+            name: f.name().clone(),
+            arrow_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
+        .collect();
+    DatasetDescription {
+        summary: summary(entry, open_objections),
+        fields,
+        schema,
+        media_type: entry.dataset.format.media_type().to_owned(),
+    }
+}
+
+/// `POST .../datasets/{id}/withdraw`: stops serving the dataset at once, in-flight answers
+/// included; its recipients are in the trace report.
+pub async fn withdraw(
+    state: &Arc<State>,
+    actor: Actor,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
+    let owner = call::lookup_any(&state.live(), id)?.dataset.owner.clone();
+    permitted(&actor, Action::Withdraw, Resource::Dataset { owner: Some(&owner) }, "")?;
+    let body: ReasonRequest = request::read_json(req).await?;
+    let reason = text("reason", &body.reason).map_err(|_| {
+        Error::bad_request(
+            "reason_required",
+            format!("reason: say why it is withdrawn, in 1 to {MAX_TEXT_CHARS} characters"),
+        )
+    })?;
+    let withdrawal = Withdrawal {
+        dataset: id.to_owned(),
+        withdrawn_at: Utc::now(),
+        withdrawn_by: actor.id().to_owned(),
+        reason,
+        reopened_at: None,
+        reopened_by: None,
+    };
+    let stored = withdrawal.clone();
+    state.store_call(move |s| s.withdraw(&stored)).await?;
+    state.refresh_catalog().await?;
+    tracing::warn!(dataset = id, by = %withdrawal.withdrawn_by, reason = %withdrawal.reason, "dataset withdrawn");
+    Ok(json(StatusCode::OK, &WithdrawalView { withdrawal, trace: format!("/admin/datasets/{id}/trace") }))
+}
+
+/// `POST .../datasets/{id}/reopen`: serves a withdrawn dataset again.
+pub async fn reopen(state: &Arc<State>, actor: Actor, id: &str) -> Result<Response<Body>, Error> {
+    let owner = call::lookup_any(&state.live(), id)?.dataset.owner.clone();
+    permitted(&actor, Action::Reopen, Resource::Dataset { owner: Some(&owner) }, "")?;
+    let (dataset, by) = (id.to_owned(), actor.id().to_owned());
+    let reopened = state.store_call(move |s| s.reopen(&dataset, &by, Utc::now())).await?;
+    state.refresh_catalog().await?;
+    tracing::info!(dataset = id, "dataset reopened");
+    Ok(json(StatusCode::OK, &reopened))
+}
