@@ -1,8 +1,15 @@
-//! The gateway's one error type: what went wrong, in words a caller can act on, and which kind
-//! of failure it is. Each front end maps the kind to its wire status in one place
-//! (`http::response` for HTTP).
+//! The gateway's one error type: what went wrong, in words a caller can act on, which kind of
+//! failure it is, whose fault it is (the client's, an upstream source's or the gateway's own),
+//! and the error underneath, for the logs. Each front end maps the kind to its wire status in
+//! one place (`http::response` for HTTP, `flight::status` for Flight); each source of errors
+//! converts to it in one place (the `From` implementations below).
+//!
+//! [`StartupError`] is why the gateway could not start, by the part that failed.
 
 use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The kind of failure; each has one HTTP status and one stable `code` string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +64,61 @@ impl Kind {
     }
 }
 
-/// An error with its kind, a stable machine-readable code and a message for people.
+/// Whose fault a failure is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The request: it is malformed, unauthorized, outside its grant, or over its limits.
+    Client,
+    /// A dataset's source: a file that cannot be read, an origin that fails or does not answer.
+    Upstream,
+    /// The gateway itself: its store, its audit log, its memory budget, or a bug.
+    Gateway,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+            Side::Gateway => "gateway",
+        }
+    }
+}
+
+impl Kind {
+    /// Whose fault a failure of this kind is.
+    pub fn side(self) -> Side {
+        match self {
+            Kind::SourceFailed | Kind::SourceTimeout => Side::Upstream,
+            Kind::Unavailable | Kind::Internal => Side::Gateway,
+            Kind::BadRequest
+            | Kind::Unauthenticated
+            | Kind::Forbidden
+            | Kind::NotFound
+            | Kind::Gone
+            | Kind::MethodNotAllowed
+            | Kind::RangeNotSatisfiable
+            | Kind::Conflict
+            | Kind::TooManyRequests => Side::Client,
+        }
+    }
+}
+
+/// The error underneath a gateway error (a store's, an I/O error, an Arrow error), kept for the
+/// logs; callers are told the message, not the cause.
+#[derive(Clone, Debug)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Cause {}
+
+/// An error with its kind, a stable machine-readable code, a message for people and, where it
+/// came from another error, that error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
     pub kind: Kind,
@@ -67,11 +128,37 @@ pub struct Error {
     pub position: Option<usize>,
     /// Response fields that go with the error (`Retry-After`, `RateLimit`).
     pub headers: Vec<(&'static str, String)>,
+    /// The error underneath, if any.
+    pub cause: Option<Cause>,
 }
 
 impl Error {
     pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> Error {
-        Error { kind, code, message: message.into(), position: None, headers: Vec::new() }
+        Error { kind, code, message: message.into(), position: None, headers: Vec::new(), cause: None }
+    }
+
+    /// The same error, with the error underneath it kept for the logs.
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Error {
+        self.cause = Some(Cause(Arc::new(cause)));
+        self
+    }
+
+    /// Whose fault it is.
+    pub fn side(&self) -> Side {
+        self.kind.side()
+    }
+
+    /// Logs the error once, at the level its side calls for: the gateway's own failures are
+    /// errors, an upstream source's are warnings, a client's are debug lines (its status is in
+    /// the request's log line already).
+    pub fn log(&self) {
+        let cause = self.cause.as_ref().map(|c| c.0.to_string());
+        let (code, side) = (self.code, self.side().as_str());
+        match self.side() {
+            Side::Gateway => tracing::error!(code, side, cause, "{}", self.message),
+            Side::Upstream => tracing::warn!(code, side, cause, "{}", self.message),
+            Side::Client => tracing::debug!(code, side, cause, "{}", self.message),
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Error {
@@ -98,7 +185,11 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_ref().map(|c| &*c.0 as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<policy::Refusal> for Error {
     fn from(refusal: policy::Refusal) -> Error {
@@ -123,7 +214,7 @@ impl From<crate::store::StoreError> for Error {
         match e {
             StoreError::NotFound(m) => Error::new(Kind::NotFound, "not_found", m),
             StoreError::Conflict(m) => Error::new(Kind::Conflict, "conflict", m),
-            StoreError::Backend(m) => Error::new(Kind::Unavailable, "store_unavailable", m),
+            StoreError::Backend(ref m) => Error::new(Kind::Unavailable, "store_unavailable", m.clone()).caused_by(e),
         }
     }
 }
@@ -138,8 +229,100 @@ impl From<policy::FilterError> for Error {
     }
 }
 
+/// Arrow errors come from reading a dataset (the encoders' own failures are the gateway's, and
+/// are converted where the encoders are).
 impl From<arrow::error::ArrowError> for Error {
     fn from(e: arrow::error::ArrowError) -> Error {
-        Error::source(format!("reading the dataset failed: {e}"))
+        Error::source(format!("reading the dataset failed: {e}")).caused_by(e)
+    }
+}
+
+/// Why the gateway could not start, by the part of it that failed; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The configuration (file, command line or environment) is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// A directory of the data directory cannot be made.
+    #[error("cannot create {}: {source}", path.display())]
+    Directory {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state store cannot be opened, or what the configuration declares cannot be put in it.
+    #[error("{0}")]
+    Store(String),
+    /// The audit log cannot be opened.
+    #[error("{0}")]
+    Audit(String),
+    /// A secret (the operator token, the webhook signing secret) cannot be read or made.
+    #[error("{0}")]
+    Secret(String),
+    /// A listener's certificates or keys.
+    #[error("{0}")]
+    Tls(String),
+    /// The shared limiter of a cluster.
+    #[error("{0}")]
+    Limiter(String),
+    /// The embedded demo's data or key cannot be written.
+    #[error("{0}")]
+    Demo(String),
+    /// A listener's address cannot be taken.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime cannot be started.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use std::error::Error as _;
+
+    #[test]
+    fn each_kind_has_its_side() {
+        assert_eq!(Error::source("x").side(), Side::Upstream);
+        assert_eq!(Error::new(Kind::SourceTimeout, "source_timeout", "x").side(), Side::Upstream);
+        assert_eq!(Error::internal("x").side(), Side::Gateway);
+        assert_eq!(Error::new(Kind::Unavailable, "overloaded", "x").side(), Side::Gateway);
+        assert_eq!(Error::bad_request("bad_filter", "x").side(), Side::Client);
+        assert_eq!(Error::dataset_not_found().side(), Side::Client);
+    }
+
+    /// One conversion per source of errors, each keeping the error underneath for the logs
+    /// where there is one, and answering as the same kind on every router.
+    #[test]
+    fn conversions_keep_the_cause_and_map_one_way() {
+        let store = Error::from(StoreError::Backend("disk I/O error".into()));
+        assert_eq!((store.kind, store.code, store.side()), (Kind::Unavailable, "store_unavailable", Side::Gateway));
+        assert_eq!(store.source().map(|c| c.to_string()), Some("store failure: disk I/O error".to_owned()));
+        assert_eq!(Error::from(StoreError::NotFound("no agreement".into())).kind, Kind::NotFound);
+        assert_eq!(Error::from(StoreError::Conflict("taken".into())).kind, Kind::Conflict);
+        let arrow = Error::from(arrow::error::ArrowError::ParseError("bad row 3".into()));
+        assert_eq!((arrow.kind, arrow.side()), (Kind::SourceFailed, Side::Upstream));
+        assert!(arrow.source().is_some_and(|c| c.to_string().contains("bad row 3")));
+        assert!(Error::bad_request("bad_filter", "x").source().is_none());
+    }
+
+    #[test]
+    fn every_kind_has_an_http_status_of_its_class() {
+        for (kind, class) in [
+            (Kind::BadRequest, 4),
+            (Kind::Gone, 4),
+            (Kind::TooManyRequests, 4),
+            (Kind::SourceFailed, 5),
+            (Kind::Unavailable, 5),
+            (Kind::Internal, 5),
+        ] {
+            assert_eq!(kind.status() / 100, class, "{kind:?}");
+            assert_eq!(kind.side() == Side::Client, class == 4, "{kind:?}");
+        }
     }
 }

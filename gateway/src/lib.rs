@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod server;
 pub mod shared_limits;
 pub mod source;
 pub mod state;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use kaifang::config::{self, Config, Origin};
-use kaifang::http::Api;
+use kaifang::error::StartupError;
 use kaifang::state::State;
 use kaifang::store::sqlite::SqliteStore;
 
@@ -213,7 +213,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Serve { place, http, flight, admin, instance } => {
-            serve(place, Listeners { http, flight, admin, instance })
+            serve(place, Listeners { http, flight, admin, instance }).map_err(|e| e.to_string())
         }
         Command::CheckConfig { file } => check_config(&file),
         Command::Calendar { action: CalendarAction::Check { file } } => check_calendar(&file),
@@ -485,12 +485,13 @@ fn configure(place: &Place, listeners: &Listeners) -> Result<Config, String> {
     Ok(config)
 }
 
-fn serve(place: Place, listeners: Listeners) -> Result<(), String> {
-    let config = configure(&place, &listeners)?;
+fn serve(place: Place, listeners: Listeners) -> Result<(), StartupError> {
+    let config = configure(&place, &listeners).map_err(StartupError::Config)?;
     let embedded = place.config.is_none();
     if embedded {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
-        kaifang::demo::ensure(&config)?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartupError::Directory { path: config.data_dir.clone(), source })?;
+        kaifang::demo::ensure(&config).map_err(StartupError::Demo)?;
     }
     let source = {
         let place = place.clone();
@@ -498,72 +499,23 @@ fn serve(place: Place, listeners: Listeners) -> Result<(), String> {
     };
     let state = Arc::new(State::open(config)?.with_source(Box::new(source)));
     if embedded {
-        kaifang::demo::ensure_key(&state)?;
+        kaifang::demo::ensure_key(&state).map_err(StartupError::Demo)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(StartupError::Runtime)?;
     runtime.block_on(run(state))
 }
 
-async fn run(state: Arc<State>) -> Result<(), String> {
-    state.follow_changes()?;
-    let bind = |addr: SocketAddr| async move {
-        tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
-    };
-    let data = bind(state.config.http.listen).await?;
-    let flight = bind(state.config.flight.listen).await?;
-    let acceptor = |name: &str, certs: &Option<Arc<kaifang::tls::Certs>>, tls: &Option<config::TlsConfig>, alpn| match (
-        certs, tls,
-    ) {
-        (Some(certs), Some(tls)) => {
-            kaifang::tls::acceptor(certs.clone(), tls, alpn).map(Some).map_err(|e| format!("{name}.tls: {e}"))
-        }
-        _ => Ok(None),
-    };
-    let config = &state.config;
-    let data_tls = acceptor("http", &state.certs.http, &config.http.tls, kaifang::tls::HTTP_ALPN)?;
-    let flight_tls = acceptor("flight", &state.certs.flight, &config.flight.tls, kaifang::tls::GRPC_ALPN)?;
-    let admin_tls = acceptor("admin", &state.certs.admin, &config.admin.tls, kaifang::tls::HTTP_ALPN)?;
-    let admin = bind(state.config.admin.listen).await?;
-    let address = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
-    let (data_addr, flight_addr, admin_addr) = (address(&data)?, address(&flight)?, address(&admin)?);
-    tracing::info!(http = %data_addr, flight = %flight_addr, admin = %admin_addr, datasets = state.live().catalog.entries().count(), data_dir = %state.config.data_dir.display(), "serving");
+async fn run(state: Arc<State>) -> Result<(), StartupError> {
+    let running = kaifang::server::serve(state.clone()).await?;
+    let addrs = running.addrs;
     // Lines scripts and tests can wait for.
-    println!("kaifang: admin listening on {admin_addr}");
-    println!("kaifang: flight listening on {flight_addr}");
-    println!("kaifang: http listening on {data_addr}");
-
+    println!("kaifang: admin listening on {}", addrs.admin);
+    println!("kaifang: flight listening on {}", addrs.flight);
+    println!("kaifang: http listening on {}", addrs.http);
     ignore_file_size_signal();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-    let background = tokio::spawn(kaifang::background::run(state.clone(), stopped()));
-    let notifications = tokio::spawn(kaifang::notify::run(state.clone(), stopped()));
-    let servers = tokio::spawn({
-        let state = state.clone();
-        let stopped = stopped.clone();
-        async move {
-            tokio::join!(
-                kaifang::http::serve(data, state.clone(), Api::Data, data_tls, stopped()),
-                kaifang::flight::serve(flight, state.clone(), flight_tls, stopped()),
-                kaifang::http::serve(admin, state, Api::Admin, admin_tls, stopped()),
-            );
-        }
-    });
-    reload_on_hangup(state.clone());
+    reload_on_hangup(state);
     shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    let _ = servers.await;
-    let _ = background.await;
-    let _ = notifications.await;
-    // Behind every record written before it, so once it is durable they all are.
-    match state.audit.checkpoint("the gateway stopped".into()).await {
-        Ok(_) => tracing::info!("audit log synced; stopped"),
-        Err(e) => tracing::error!(error = %e, "the audit log could not be synced on the way out"),
-    }
+    running.shutdown().await;
     Ok(())
 }
 

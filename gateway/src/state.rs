@@ -13,6 +13,7 @@ use crate::audit::Audit;
 use crate::auth::Keys;
 use crate::clock::Clock;
 use crate::config::{Config, DatasetConfig, Limits, TlsConfig};
+use crate::error::StartupError;
 use crate::metrics::Metrics;
 use crate::ratelimit::{DefaultRates, Limiter};
 use crate::shared_limits::SharedLimits;
@@ -248,49 +249,55 @@ impl State {
 
     /// Opens the store in the data directory, brings the declared principals and agreements
     /// into it, and loads (or makes) the secrets.
-    pub fn open(config: Config) -> Result<State, String> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    pub fn open(config: Config) -> Result<State, StartupError> {
+        let directory = |path: &Path| {
+            std::fs::create_dir_all(path).map_err(|source| StartupError::Directory { path: path.to_owned(), source })
+        };
+        directory(&config.data_dir)?;
         // Each department's folder for the files of its drafts is there for it to fill.
         for folder in config.sources.departments.values() {
-            let folder = config.data_dir.join(folder);
-            std::fs::create_dir_all(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+            directory(&config.data_dir.join(folder))?;
         }
         let store: Arc<dyn Store> = match &config.cluster {
-            None => Arc::new(
-                SqliteStore::open(&config.data_dir)
-                    .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?,
+            None => Arc::new(SqliteStore::open(&config.data_dir).map_err(|e| {
+                StartupError::Store(format!("cannot open the store in {}: {e}", config.data_dir.display()))
+            })?),
+            Some(cluster) => Arc::new(
+                PgStore::open(&cluster.store)
+                    .map_err(|e| StartupError::Store(format!("cannot open the store: {e}")))?,
             ),
-            Some(cluster) => {
-                Arc::new(PgStore::open(&cluster.store).map_err(|e| format!("cannot open the store: {e}"))?)
-            }
         };
-        store_declared(store.as_ref(), &config)?;
-        let recounted = recount_due_days(store.as_ref(), &config.calendar, platform_offset(&config))?;
+        store_declared(store.as_ref(), &config).map_err(StartupError::Store)?;
+        let recounted = recount_due_days(store.as_ref(), &config.calendar, platform_offset(&config))
+            .map_err(StartupError::Store)?;
         if recounted > 0 {
             tracing::info!(applications = recounted, "provisional due days counted again on the calendar");
         }
-        let overlay = Overlay::load(store.as_ref())?;
-        let live = Live::new(&config, &overlay)?;
+        let overlay = Overlay::load(store.as_ref()).map_err(StartupError::Store)?;
+        let live = Live::new(&config, &overlay).map_err(StartupError::Config)?;
         let (cuts, _) = tokio::sync::watch::channel(Cuts::default());
-        let certs = ListenerCerts::load(&config)?;
+        let certs = ListenerCerts::load(&config).map_err(StartupError::Tls)?;
         let admin_token = match std::env::var(ADMIN_TOKEN_ENV) {
             Ok(token) if !token.is_empty() => token,
-            _ => secret_file(&config.data_dir.join("admin.token"))?,
+            _ => secret_file(&config.data_dir.join("admin.token")).map_err(StartupError::Secret)?,
         };
         let offset = platform_offset(&config);
         let limiter =
             Limiter::new(DefaultRates { anonymous: config.limits.anonymous_rate, key: config.limits.key_rate }, offset);
         let metrics = Metrics::new();
         let audit: Arc<dyn crate::audit::AuditSink> = match &config.cluster {
-            None => Arc::new(crate::audit::segments::open(
-                &audit_dir(&config.data_dir),
-                config.audit.segment_bytes,
-                metrics.audit.clone(),
-            )?),
-            Some(cluster) => {
-                Arc::new(crate::audit::postgres::open(&cluster.store, &cluster.instance, metrics.audit.clone())?)
-            }
+            None => Arc::new(
+                crate::audit::segments::open(
+                    &audit_dir(&config.data_dir),
+                    config.audit.segment_bytes,
+                    metrics.audit.clone(),
+                )
+                .map_err(StartupError::Audit)?,
+            ),
+            Some(cluster) => Arc::new(
+                crate::audit::postgres::open(&cluster.store, &cluster.instance, metrics.audit.clone())
+                    .map_err(StartupError::Audit)?,
+            ),
         };
         let audit = Audit::new(audit);
         // Opened, so answering; the shared limiter says so once it has answered.
@@ -302,17 +309,20 @@ impl State {
         }
         let shared = match &config.cluster {
             None => None,
-            Some(cluster) => Some(Arc::new(SharedLimits::new(
-                &cluster.limiter,
-                &cluster.limiter_prefix,
-                cluster.instances,
-                cluster.on_limiter_failure,
-                metrics.backend_up.with_label_values(&["limiter"]),
-                metrics.limiter_fallbacks.clone(),
-            )?)),
+            Some(cluster) => Some(Arc::new(
+                SharedLimits::new(
+                    &cluster.limiter,
+                    &cluster.limiter_prefix,
+                    cluster.instances,
+                    cluster.on_limiter_failure,
+                    metrics.backend_up.with_label_values(&["limiter"]),
+                    metrics.limiter_fallbacks.clone(),
+                )
+                .map_err(StartupError::Limiter)?,
+            )),
         };
-        let webhook_secret = crate::notify::signing_secret(&config)?;
-        let clock = Clock::from_env()?;
+        let webhook_secret = crate::notify::signing_secret(&config).map_err(StartupError::Secret)?;
+        let clock = Clock::from_env().map_err(StartupError::Config)?;
         Ok(State {
             live: arc_swap::ArcSwap::from_pointee(live),
             source: None,
@@ -475,7 +485,7 @@ impl State {
     /// In a cluster, starts listening for the changes other instances announce: each drops the
     /// caches (through the store's change count), reloads the catalog or cuts the answers in
     /// flight, as it says.
-    pub fn follow_changes(self: &Arc<Self>) -> Result<(), String> {
+    pub fn follow_changes(self: &Arc<Self>) -> Result<(), StartupError> {
         let Some(cluster) = &self.config.cluster else { return Ok(()) };
         let state = Arc::downgrade(self);
         let runtime = tokio::runtime::Handle::current();
@@ -494,6 +504,7 @@ impl State {
                 }
             }
         })
+        .map_err(StartupError::Store)
     }
 
     /// Marks an agreement ended (suspended or revoked) or active again for streams in flight.

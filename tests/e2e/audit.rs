@@ -324,7 +324,7 @@ async fn a_retention_anchor_still_verifies_and_verify_says_what_it_could_not_che
 
 #[tokio::test]
 async fn a_torn_last_record_is_cut_off_on_start_and_the_chain_goes_on() {
-    let mut g = Gateway::demo();
+    let mut g = Gateway::demo_process();
     let key = g.demo_key();
     call(&g, "/v1/datasets/enterprises/rows?limit=2", Some(&key), "before").await;
     g.kill();
@@ -345,7 +345,7 @@ async fn a_torn_last_record_is_cut_off_on_start_and_the_chain_goes_on() {
 
 #[tokio::test]
 async fn an_audit_log_that_cannot_write_stops_conditional_data_only_and_recovers() {
-    let g = Gateway::demo();
+    let g = Gateway::demo_process();
     let key = g.demo_key();
     let conditional = "/v1/datasets/enterprises/rows?limit=1";
     assert_eq!(call(&g, conditional, Some(&key), "ok-before").await.0, 200);
@@ -384,7 +384,7 @@ async fn an_audit_log_that_cannot_write_stops_conditional_data_only_and_recovers
 
 #[tokio::test]
 async fn a_crash_under_load_loses_no_record_of_a_response_received_in_full() {
-    let mut g = Gateway::demo();
+    let mut g = Gateway::demo_process();
     let (key, _) = crate::agreements::holder(
         &g,
         "load",

@@ -10,9 +10,10 @@ use arrow::record_batch::RecordBatch;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kaifang");
 
-/// A running gateway process, killed when dropped.
+/// A running gateway: a process of the binary, or one started in this process with
+/// `kaifang::server::start`. Killed (a process) or stopped at once (in process) when dropped.
 pub struct Gateway {
-    child: Child,
+    runner: Runner,
     args: Vec<String>,
     pub base: String,
     /// Base URL of the admin API.
@@ -27,9 +28,91 @@ pub struct Gateway {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// How a gateway runs.
+enum Runner {
+    /// The binary, for what needs a process: signals, crashes, resource limits, its own memory.
+    Process(Child),
+    /// `kaifang::server::start` on a runtime of its own, in this process.
+    InProcess(InProcess),
+}
+
+/// A gateway started in this process, on a runtime of its own (so that it serves whatever the
+/// test's runtime does).
+struct InProcess {
+    runtime: Option<tokio::runtime::Runtime>,
+    running: Option<kaifang::server::Running>,
+}
+
+impl InProcess {
+    /// The embedded demo (as `kaifang serve --data-dir DIR` runs it), on free ports.
+    fn demo(data_dir: &Path) -> InProcess {
+        let mut config = kaifang::config::load(kaifang::config::Origin::Embedded, Path::new("kaifang.toml"))
+            .expect("the embedded configuration loads");
+        config.data_dir = data_dir.to_owned();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        (config.http.listen, config.flight.listen, config.admin.listen) = (any, any, any);
+        std::fs::create_dir_all(data_dir).unwrap();
+        kaifang::demo::ensure(&config).expect("the demo data is written");
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        // Started from a thread of its own: the test's runtime may be running on this one.
+        let running = std::thread::scope(|scope| {
+            scope.spawn(|| runtime.block_on(kaifang::server::start(config))).join().unwrap()
+        })
+        .expect("the gateway starts");
+        kaifang::demo::ensure_key(&running.state).expect("the demo key is written");
+        InProcess { runtime: Some(runtime), running: Some(running) }
+    }
+
+    fn addrs(&self) -> kaifang::server::Addrs {
+        self.running.as_ref().expect("running").addrs
+    }
+
+    /// Stops it as `kaifang` does on SIGTERM: answers in flight finish, the audit log is synced.
+    fn shutdown(&mut self) {
+        if let (Some(runtime), Some(running)) = (self.runtime.take(), self.running.take()) {
+            // Off the test's runtime, where blocking on another is not allowed.
+            std::thread::spawn(move || {
+                runtime.block_on(running.shutdown());
+                runtime.shutdown_timeout(Duration::from_secs(5));
+            })
+            .join()
+            .unwrap();
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        drop(self.running.take());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl Gateway {
-    /// The embedded demo, in a fresh data directory.
+    /// The embedded demo, in a fresh data directory, started in this process.
     pub fn demo() -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let gateway = InProcess::demo(&data_dir);
+        let addrs = gateway.addrs();
+        Gateway {
+            runner: Runner::InProcess(gateway),
+            args: Vec::new(),
+            base: format!("http://{}", addrs.http),
+            admin: format!("http://{}", addrs.admin),
+            flight: format!("http://{}", addrs.flight),
+            data_dir,
+            token: None,
+            clock: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// The embedded demo as a process of the binary, in a fresh data directory: for tests that
+    /// signal, crash or limit the process.
+    pub fn demo_process() -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let mut g = Gateway::spawn(&["serve", "--data-dir", data_dir.to_str().unwrap()], data_dir.clone());
@@ -94,19 +177,23 @@ impl Gateway {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let (mut admin, mut flight) = (None, None);
+            // One line per listener, in any order.
+            let (mut http, mut admin, mut flight) = (None, None, None);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("kaifang: admin listening on ") {
-                    admin = Some(addr.to_owned());
+                let Some((name, addr)) = line.strip_prefix("kaifang: ").and_then(|l| l.split_once(" listening on "))
+                else {
+                    continue;
+                };
+                match name {
+                    "http" => http = Some(addr.to_owned()),
+                    "admin" => admin = Some(addr.to_owned()),
+                    "flight" => flight = Some(addr.to_owned()),
+                    _ => {}
                 }
-                if let Some(addr) = line.strip_prefix("kaifang: flight listening on ") {
-                    flight = Some(addr.to_owned());
-                }
-                if let Some(addr) = line.strip_prefix("kaifang: http listening on ") {
-                    let admin = admin.take().expect("the admin address comes first");
-                    let flight = flight.take().expect("the flight address comes before the http one");
-                    let _ = tx.send((addr.to_owned(), flight, admin));
+                if let (Some(h), Some(f), Some(a)) = (&http, &flight, &admin) {
+                    let _ = tx.send((h.clone(), f.clone(), a.clone()));
+                    break;
                 }
             }
         });
@@ -114,7 +201,7 @@ impl Gateway {
             rx.recv_timeout(Duration::from_secs(60)).expect("kaifang did not start listening within 60 s");
         let args = args.iter().map(|a| a.to_string()).collect();
         Gateway {
-            child,
+            runner: Runner::Process(child),
             args,
             base: format!("http://{addr}"),
             admin: format!("http://{admin}"),
@@ -126,8 +213,19 @@ impl Gateway {
         }
     }
 
+    /// The process, for tests that need one ([`Gateway::demo_process`]).
+    fn child(&mut self) -> &mut Child {
+        match &mut self.runner {
+            Runner::Process(child) => child,
+            Runner::InProcess(_) => panic!("this test needs the gateway as a process: start it with demo_process()"),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.runner {
+            Runner::Process(child) => child.id(),
+            Runner::InProcess(_) => panic!("this test needs the gateway as a process: start it with demo_process()"),
+        }
     }
 
     /// Sends the process a signal (`TERM`, `HUP`, ...).
@@ -140,7 +238,7 @@ impl Gateway {
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child().try_wait().unwrap() {
                 return Some(status);
             }
             if std::time::Instant::now() > deadline {
@@ -162,8 +260,8 @@ impl Gateway {
 
     /// Kills the process with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.child().kill().unwrap();
+        self.child().wait().unwrap();
     }
 
     /// Starts the gateway again on the same data directory (after [`Gateway::kill`]).
@@ -179,8 +277,21 @@ impl Gateway {
     }
 
     fn restart_with_clock(mut self, clock: Option<String>) -> Gateway {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Runner::InProcess(gateway) = &mut self.runner {
+            assert!(clock.is_none(), "the workflows' clock is set for processes only");
+            gateway.shutdown();
+            let again = InProcess::demo(&self.data_dir);
+            let addrs = again.addrs();
+            self.runner = Runner::InProcess(again);
+            (self.base, self.admin, self.flight) = (
+                format!("http://{}", addrs.http),
+                format!("http://{}", addrs.admin),
+                format!("http://{}", addrs.flight),
+            );
+            return self;
+        }
+        let _ = self.child().kill();
+        let _ = self.child().wait();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let mut again = Gateway::spawn_full(&args, self.data_dir.clone(), self.token.clone(), clock);
         again._dir = self._dir.take();
@@ -223,8 +334,10 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Runner::Process(child) = &mut self.runner {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

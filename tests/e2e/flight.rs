@@ -240,7 +240,7 @@ async fn a_holder_receives_its_rows_and_columns_masked_value_by_value() {
 
 #[tokio::test]
 async fn refusals_are_the_grpc_statuses_the_interface_names() {
-    let g = Gateway::demo();
+    let g = Gateway::demo_process();
     let key = g.demo_key();
     let mut holder = connect(&g, Some(&key)).await;
     let expect = |e: FlightError, code: Code, prefix: &str| {

@@ -1,4 +1,6 @@
-//! End-to-end tests: the real `kaifang` binary on real sockets, driven by real clients.
+//! End-to-end tests: the gateway on real sockets, driven by real clients. The embedded demo is
+//! started in this process (`kaifang::server::start`); tests that signal, crash, limit or
+//! measure the gateway run the real `kaifang` binary.
 //!
 //! Each test starts its own gateway on port 0 with its own data directory (see
 //! [`fixture::Gateway`]), so tests run in parallel without sharing state.

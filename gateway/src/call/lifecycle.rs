@@ -125,6 +125,7 @@ pub async fn serve<F: FrontEnd>(
     let (head, body, _) = match answered {
         Ok(answer) => answer,
         Err(e) => {
+            e.log();
             let (refusal, size) = F::refuse(e);
             bytes.inc_by(size as u64);
             return Err(refusal);

@@ -229,6 +229,7 @@ impl Context {
                 (Code::Ok, Ok(response))
             }
             Err(e) => {
+                e.log();
                 let mut status = status(&e);
                 status.metadata_mut().insert("x-request-id", request_id);
                 (status.code(), Err(status))

@@ -160,7 +160,10 @@ async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Inco
     .await;
     let mut response = match routed {
         Ok(r) => r,
-        Err(e) => response::error(&e),
+        Err(e) => {
+            e.log();
+            response::error(&e)
+        }
     };
     response
         .headers_mut()

@@ -26,7 +26,6 @@ pub struct KeyRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-/// Requests, rows and bytes consumed under one agreement on one day.
 /// A report of misuse of public data, filed by anyone, kept for the platform's operators.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Report {
@@ -96,6 +95,7 @@ pub struct Notification {
     pub last_error: Option<String>,
 }
 
+/// Requests, rows and bytes consumed under one agreement on one day.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     pub requests: u64,
@@ -124,8 +124,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Where the gateway keeps its state.
 pub trait Store: Send + Sync {
-    /// A number that changes whenever another process commits a change, so caches can be
-    /// dropped on the next request after a `kaifang keys revoke` run elsewhere.
+    /// A number that changes whenever another process commits a change to what the gateway
+    /// caches (principals, keys, agreements and their status, drafts, publications, withdrawals
+    /// and reopenings, application decisions), so caches can be dropped on the next request after
+    /// a `kaifang keys revoke` run elsewhere. Other writes (usage, reports, feedback,
+    /// applications and objections as filed, notifications) need not move it.
     fn change_counter(&self) -> StoreResult<i64>;
     /// The change counter when it can be read at once, without waiting for a connection or
     /// the network; `None` when reading it might block (the caller then asks on a blocking
