@@ -126,6 +126,35 @@ pub struct Metrics {
     dataset_stale: IntGaugeVec,
 }
 
+impl AuditMetrics {
+    fn new(r: &Registry) -> AuditMetrics {
+        AuditMetrics {
+            commit_seconds: registered(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "kaifang_audit_commit_seconds",
+                        "Time to write and sync one group of audit records.",
+                    )
+                    .buckets(COMMIT_BUCKETS.to_vec()),
+                ),
+            ),
+            queue_depth: registered(
+                r,
+                IntGauge::new("kaifang_audit_queue_depth", "Audit records waiting for the writer."),
+            ),
+            records: registered(r, IntCounter::new("kaifang_audit_records_total", "Audit records made durable.")),
+            failures: registered(
+                r,
+                IntCounter::new(
+                    "kaifang_audit_write_failures_total",
+                    "Group commits of the audit log that failed; every record in them was refused.",
+                ),
+            ),
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -180,288 +209,232 @@ impl Metrics {
 
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let requests = counter(
-            &r,
-            "kaifang_requests_total",
-            "Data calls answered, by protocol, dataset, open type and status class.",
-            &["protocol", "dataset", "open_type", "status_class"],
-        );
-        let response_bytes = counter(
-            &r,
-            "kaifang_response_bytes_total",
-            "Body bytes sent for data calls, by protocol, dataset and open type.",
-            &["protocol", "dataset", "open_type"],
-        );
         let stage = ["protocol", "open_type"];
-        let duration = histogram(
-            &r,
-            "kaifang_request_duration_seconds",
-            "Data calls from request to the end of the answer.",
-            &stage,
-            DURATION_BUCKETS,
-        );
-        let source_seconds = histogram(
-            &r,
-            "kaifang_request_source_seconds",
-            "Time a data call spent waiting for its source: opening it and reading it.",
-            &stage,
-            DURATION_BUCKETS,
-        );
-        let gateway_seconds = histogram(
-            &r,
-            "kaifang_request_gateway_seconds",
-            "Time a data call spent in the gateway itself (rules, pipeline, encoding), without the source's time and without waiting for the client.",
-            &stage,
-            DURATION_BUCKETS,
-        );
-        let limit_refusals = counter(
-            &r,
-            "kaifang_limit_refusals_total",
-            "Calls refused by a rate limit (anonymous_rate, key_rate, agreement_rate) or a daily quota (requests_per_day, rows_per_day, bytes_per_day).",
-            &["protocol", "limit"],
-        );
-        let active_streams =
-            int_gauge(&r, "kaifang_active_streams", "Data answers being streamed now, by protocol.", &["protocol"]);
-        let connections = int_gauge(&r, "kaifang_connections", "Connections open now, by listener.", &["listener"]);
-        let answers_in_flight = registered(
-            &r,
-            IntGauge::new(
-                "kaifang_answers_in_flight",
-                "Data answers in flight now, each holding its reservation in the answer memory budget.",
+        let metrics = Metrics {
+            requests: counter(
+                &r,
+                "kaifang_requests_total",
+                "Data calls answered, by protocol, dataset, open type and status class.",
+                &["protocol", "dataset", "open_type", "status_class"],
             ),
-        );
-        let answer_memory_reserved = registered(
-            &r,
-            IntGauge::new(
-                "kaifang_answer_memory_reserved_bytes",
-                "Bytes of the answer memory budget ([server] answer_memory_bytes) reserved now.",
+            response_bytes: counter(
+                &r,
+                "kaifang_response_bytes_total",
+                "Body bytes sent for data calls, by protocol, dataset and open type.",
+                &["protocol", "dataset", "open_type"],
             ),
+            duration: histogram(
+                &r,
+                "kaifang_request_duration_seconds",
+                "Data calls from request to the end of the answer.",
+                &stage,
+                DURATION_BUCKETS,
+            ),
+            source_seconds: histogram(
+                &r,
+                "kaifang_request_source_seconds",
+                "Time a data call spent waiting for its source: opening it and reading it.",
+                &stage,
+                DURATION_BUCKETS,
+            ),
+            gateway_seconds: histogram(
+                &r,
+                "kaifang_request_gateway_seconds",
+                "Time a data call spent in the gateway itself (rules, pipeline, encoding), without the source's time and without waiting for the client.",
+                &stage,
+                DURATION_BUCKETS,
+            ),
+            limit_refusals: counter(
+                &r,
+                "kaifang_limit_refusals_total",
+                "Calls refused by a rate limit (anonymous_rate, key_rate, agreement_rate) or a daily quota (requests_per_day, rows_per_day, bytes_per_day).",
+                &["protocol", "limit"],
+            ),
+            active_streams: int_gauge(&r, "kaifang_active_streams", "Data answers being streamed now, by protocol.", &["protocol"]),
+            connections: int_gauge(&r, "kaifang_connections", "Connections open now, by listener.", &["listener"]),
+            answers_in_flight: registered(
+                &r,
+                IntGauge::new(
+                    "kaifang_answers_in_flight",
+                    "Data answers in flight now, each holding its reservation in the answer memory budget.",
+                ),
+            ),
+            answer_memory_reserved: registered(
+                &r,
+                IntGauge::new(
+                    "kaifang_answer_memory_reserved_bytes",
+                    "Bytes of the answer memory budget ([server] answer_memory_bytes) reserved now.",
+                ),
+            ),
+            overload_refusals: counter(
+                &r,
+                "kaifang_overload_refusals_total",
+                "Data calls refused for want of room: memory_budget (503, the memory budget stayed full; protocol cache: a dataset could not be decoded into the cache), client_answers (429, the client has too many answers in flight).",
+                &["protocol", "reason"],
+            ),
+            stalled_answers: counter(
+                &r,
+                "kaifang_stalled_answers_cut_total",
+                "Answers cut because the client took nothing for stalled_answer_seconds, by listener and where (stream: not asked for more; connection: the socket took no bytes).",
+                &["listener", "where"],
+            ),
+            idle_closes: counter(
+                &r,
+                "kaifang_idle_connections_closed_total",
+                "Connections closed for sending no request in time, by listener and phase (first_request, idle).",
+                &["listener", "phase"],
+            ),
+            upstream_errors: counter(
+                &r,
+                "kaifang_upstream_errors_total",
+                "Failures talking to upstream origins: connect, timeout, idle, broken, status.",
+                &["kind"],
+            ),
+            cache_lookups: counter(
+                &r,
+                "kaifang_cache_lookups_total",
+                "Lookups in the key and agreement caches, by cache and result (hit, miss).",
+                &["cache", "result"],
+            ),
+            decoded_bytes: registered(
+                &r,
+                IntGauge::new(
+                    "kaifang_decoded_cache_bytes",
+                    "Bytes of decoded data and indexes held by the decoded-data cache ([cache] max_bytes).",
+                ),
+            ),
+            decoded_evictions: registered(
+                &r,
+                IntCounter::new("kaifang_decoded_cache_evictions_total", "Decoded datasets evicted from the cache to make room."),
+            ),
+            decode_seconds: registered(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("kaifang_decoded_cache_decode_seconds", "Time to decode a dataset version into the cache.")
+                        .buckets(DURATION_BUCKETS.to_vec()),
+                ),
+            ),
+            decoded_blocks: counter(
+                &r,
+                "kaifang_decoded_cache_blocks_total",
+                "Blocks of cached rows that filtered reads kept (read) or skipped by their value ranges and filters (skipped).",
+                &["result"],
+            ),
+            audit: AuditMetrics::new(&r),
+            applications: int_gauge(
+                &r,
+                "kaifang_applications",
+                "Applications for conditional data by state (submitted, approved, rejected).",
+                &["state"],
+            ),
+            applications_overdue: registered(
+                &r,
+                IntGauge::new(
+                    "kaifang_applications_overdue",
+                    format!(
+                        "Submitted applications whose owner has not answered by the due day ({} working days).",
+                        policy::workflow::ANSWER_WITHIN_WORKING_DAYS
+                    ),
+                ),
+            ),
+            applications_due_provisionally: registered(
+                &r,
+                IntGauge::new(
+                    "kaifang_applications_due_provisionally",
+                    "Submitted applications whose due day is provisional: counted on the statutory holidays of a year the \
+                 calendar file does not have yet.",
+                ),
+            ),
+            objections: int_gauge(&r, "kaifang_objections", "Objections to published data by state (open, resolved).", &["state"]),
+            webhook_deliveries: counter(
+                &r,
+                "kaifang_webhook_deliveries_total",
+                "Owner webhook delivery attempts by result (delivered, retried, abandoned).",
+                &["result"],
+            ),
+            backend_up: int_gauge(
+                &r,
+                "kaifang_backend_up",
+                "1 while the backend (store, audit, limiter) answers, 0 after it failed; set at each readiness check and limiter call.",
+                &["backend"],
+            ),
+            limiter_fallbacks: registered(
+                &r,
+                IntCounter::new(
+                    "kaifang_limiter_fallbacks_total",
+                    "Calls decided by the local fallback because the shared limiter (Redis) could not be reached.",
+                ),
+            ),
+            dataset_age: gauge(&r, "kaifang_dataset_age_seconds", "Time since the dataset was last updated, by dataset.", &["dataset"]),
+            dataset_interval: gauge(
+                &r,
+                "kaifang_dataset_update_interval_seconds",
+                "The dataset's declared update frequency as an interval, by dataset (absent for irregular datasets).",
+                &["dataset"],
+            ),
+            dataset_stale: int_gauge(
+                &r,
+                "kaifang_dataset_stale",
+                "1 when the dataset is older than its declared update interval allows, else 0.",
+                &["dataset"],
+            ),
+            registry: r,
+        };
+        let build = int_gauge(
+            &metrics.registry,
+            "kaifang_build_info",
+            "The running build: 1, labelled with its version.",
+            &["version"],
         );
-        let overload_refusals = counter(
-            &r,
-            "kaifang_overload_refusals_total",
-            "Data calls refused for want of room: memory_budget (503, the memory budget stayed full; protocol cache: a dataset could not be decoded into the cache), client_answers (429, the client has too many answers in flight).",
-            &["protocol", "reason"],
-        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        metrics.start_at_zero();
+        metrics
+    }
+
+    /// Series with known label values start at zero, so that dashboards and alerts see them
+    /// before the first event (rate() of a missing series is no data, not 0).
+    fn start_at_zero(&self) {
         for protocol in ["http", "flight"] {
-            for reason in ["memory_budget", "client_answers"] {
-                overload_refusals.with_label_values(&[protocol, reason]);
-            }
-        }
-        overload_refusals.with_label_values(&["cache", "memory_budget"]);
-        let stalled_answers = counter(
-            &r,
-            "kaifang_stalled_answers_cut_total",
-            "Answers cut because the client took nothing for stalled_answer_seconds, by listener and where (stream: not asked for more; connection: the socket took no bytes).",
-            &["listener", "where"],
-        );
-        for listener in ["http", "flight"] {
-            for place in ["stream", "connection"] {
-                stalled_answers.with_label_values(&[listener, place]);
-            }
-        }
-        let decoded_bytes = registered(
-            &r,
-            IntGauge::new(
-                "kaifang_decoded_cache_bytes",
-                "Bytes of decoded data and indexes held by the decoded-data cache ([cache] max_bytes).",
-            ),
-        );
-        let decoded_evictions = registered(
-            &r,
-            IntCounter::new(
-                "kaifang_decoded_cache_evictions_total",
-                "Decoded datasets evicted from the cache to make room.",
-            ),
-        );
-        let decode_seconds = registered(
-            &r,
-            Histogram::with_opts(
-                HistogramOpts::new(
-                    "kaifang_decoded_cache_decode_seconds",
-                    "Time to decode a dataset version into the cache.",
-                )
-                .buckets(DURATION_BUCKETS.to_vec()),
-            ),
-        );
-        let decoded_blocks = counter(
-            &r,
-            "kaifang_decoded_cache_blocks_total",
-            "Blocks of cached rows that filtered reads kept (read) or skipped by their value ranges and filters (skipped).",
-            &["result"],
-        );
-        for result in ["read", "skipped"] {
-            decoded_blocks.with_label_values(&[result]);
-        }
-        let idle_closes = counter(
-            &r,
-            "kaifang_idle_connections_closed_total",
-            "Connections closed for sending no request in time, by listener and phase (first_request, idle).",
-            &["listener", "phase"],
-        );
-        let upstream_errors = counter(
-            &r,
-            "kaifang_upstream_errors_total",
-            "Failures talking to upstream origins: connect, timeout, idle, broken, status.",
-            &["kind"],
-        );
-        let cache_lookups = counter(
-            &r,
-            "kaifang_cache_lookups_total",
-            "Lookups in the key and agreement caches, by cache and result (hit, miss).",
-            &["cache", "result"],
-        );
-        let commit = Histogram::with_opts(
-            HistogramOpts::new("kaifang_audit_commit_seconds", "Time to write and sync one group of audit records.")
-                .buckets(COMMIT_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        let queue_depth =
-            IntGauge::new("kaifang_audit_queue_depth", "Audit records waiting for the writer.").expect("valid metric");
-        let records =
-            IntCounter::new("kaifang_audit_records_total", "Audit records made durable.").expect("valid metric");
-        let failures = IntCounter::new(
-            "kaifang_audit_write_failures_total",
-            "Group commits of the audit log that failed; every record in them was refused.",
-        )
-        .expect("valid metric");
-        for m in [Box::new(commit.clone()) as Box<dyn prometheus::core::Collector>, Box::new(queue_depth.clone())] {
-            r.register(m).expect("registered once");
-        }
-        r.register(Box::new(records.clone())).expect("registered once");
-        r.register(Box::new(failures.clone())).expect("registered once");
-        let dataset_age = gauge(
-            &r,
-            "kaifang_dataset_age_seconds",
-            "Time since the dataset was last updated, by dataset.",
-            &["dataset"],
-        );
-        let dataset_interval = gauge(
-            &r,
-            "kaifang_dataset_update_interval_seconds",
-            "The dataset's declared update frequency as an interval, by dataset (absent for irregular datasets).",
-            &["dataset"],
-        );
-        let dataset_stale = int_gauge(
-            &r,
-            "kaifang_dataset_stale",
-            "1 when the dataset is older than its declared update interval allows, else 0.",
-            &["dataset"],
-        );
-        // Series with known label values start at zero, so that dashboards and alerts see them
-        // before the first event (rate() of a missing series is no data, not 0).
-        for protocol in ["http", "flight"] {
-            active_streams.with_label_values(&[protocol]).set(0);
+            self.active_streams.with_label_values(&[protocol]).set(0);
             for limit in LIMITS {
-                limit_refusals.with_label_values(&[protocol, limit]);
+                self.limit_refusals.with_label_values(&[protocol, limit]);
             }
+            for reason in ["memory_budget", "client_answers"] {
+                self.overload_refusals.with_label_values(&[protocol, reason]);
+            }
+            for place in ["stream", "connection"] {
+                self.stalled_answers.with_label_values(&[protocol, place]);
+            }
+        }
+        self.overload_refusals.with_label_values(&["cache", "memory_budget"]);
+        for result in ["read", "skipped"] {
+            self.decoded_blocks.with_label_values(&[result]);
         }
         for listener in LISTENERS {
-            connections.with_label_values(&[listener]).set(0);
+            self.connections.with_label_values(&[listener]).set(0);
             for phase in ["first_request", "idle"] {
-                idle_closes.with_label_values(&[listener, phase]);
+                self.idle_closes.with_label_values(&[listener, phase]);
             }
         }
         for kind in ["connect", "timeout", "idle", "broken", "status"] {
-            upstream_errors.with_label_values(&[kind]);
+            self.upstream_errors.with_label_values(&[kind]);
         }
         for cache in ["keys", "agreements", "decoded"] {
             for result in ["hit", "miss"] {
-                cache_lookups.with_label_values(&[cache, result]);
+                self.cache_lookups.with_label_values(&[cache, result]);
             }
         }
-        let applications = int_gauge(
-            &r,
-            "kaifang_applications",
-            "Applications for conditional data by state (submitted, approved, rejected).",
-            &["state"],
-        );
         for state in policy::ApplicationStatus::ALL {
-            applications.with_label_values(&[state.as_str()]).set(0);
+            self.applications.with_label_values(&[state.as_str()]).set(0);
         }
-        let applications_overdue = registered(
-            &r,
-            IntGauge::new(
-                "kaifang_applications_overdue",
-                format!(
-                    "Submitted applications whose owner has not answered by the due day ({} working days).",
-                    policy::workflow::ANSWER_WITHIN_WORKING_DAYS
-                ),
-            ),
-        );
-        let applications_due_provisionally = registered(
-            &r,
-            IntGauge::new(
-                "kaifang_applications_due_provisionally",
-                "Submitted applications whose due day is provisional: counted on the statutory holidays of a year the \
-             calendar file does not have yet.",
-            ),
-        );
-        let objections =
-            int_gauge(&r, "kaifang_objections", "Objections to published data by state (open, resolved).", &["state"]);
         for state in policy::ObjectionStatus::ALL {
-            objections.with_label_values(&[state.as_str()]).set(0);
+            self.objections.with_label_values(&[state.as_str()]).set(0);
         }
-        let webhook_deliveries = counter(
-            &r,
-            "kaifang_webhook_deliveries_total",
-            "Owner webhook delivery attempts by result (delivered, retried, abandoned).",
-            &["result"],
-        );
         for result in ["delivered", "retried", "abandoned"] {
-            webhook_deliveries.with_label_values(&[result]);
+            self.webhook_deliveries.with_label_values(&[result]);
         }
-        let backend_up = int_gauge(
-            &r,
-            "kaifang_backend_up",
-            "1 while the backend (store, audit, limiter) answers, 0 after it failed; set at each readiness check and limiter call.",
-            &["backend"],
-        );
         for backend in ["store", "audit", "limiter"] {
-            backend_up.with_label_values(&[backend]).set(0);
-        }
-        let limiter_fallbacks = registered(
-            &r,
-            IntCounter::new(
-                "kaifang_limiter_fallbacks_total",
-                "Calls decided by the local fallback because the shared limiter (Redis) could not be reached.",
-            ),
-        );
-        let build =
-            int_gauge(&r, "kaifang_build_info", "The running build: 1, labelled with its version.", &["version"]);
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        Metrics {
-            registry: r,
-            requests,
-            response_bytes,
-            duration,
-            source_seconds,
-            gateway_seconds,
-            limit_refusals,
-            active_streams,
-            connections,
-            answers_in_flight,
-            answer_memory_reserved,
-            overload_refusals,
-            stalled_answers,
-            idle_closes,
-            upstream_errors,
-            cache_lookups,
-            decoded_bytes,
-            decoded_evictions,
-            decode_seconds,
-            decoded_blocks,
-            audit: AuditMetrics { commit_seconds: commit, queue_depth, records, failures },
-            applications,
-            applications_overdue,
-            applications_due_provisionally,
-            objections,
-            webhook_deliveries,
-            backend_up,
-            limiter_fallbacks,
-            dataset_age,
-            dataset_interval,
-            dataset_stale,
+            self.backend_up.with_label_values(&[backend]).set(0);
         }
     }
 

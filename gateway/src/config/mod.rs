@@ -641,15 +641,127 @@ impl LoadedFile {
     }
 }
 
-/// Loads and checks the configuration at `path`.
+/// Loads and checks the configuration at `path`: every problem is reported, each located by file,
+/// line and field, in reading order.
 pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let main = match read_file(origin, path) {
         Ok(f) => f,
         Err(e) => return Err(ConfigErrors(vec![e])),
     };
-
     // Each top-level section is read on its own, so one bad section does not hide the others.
+    let sections = read_sections(&main, &mut errors);
+    let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+    let include: Vec<PathBuf> = main.document.deserialize_key(&main.path, "include", &mut errors).unwrap_or_default();
+    let calendar_file: Option<PathBuf> = main.document.deserialize_key(&main.path, "calendar", &mut errors);
+    let mut files = vec![main];
+    read_includes(origin, &base, &include, &mut files, &mut errors);
+    let calendar = read_calendar(origin, &base, calendar_file.as_deref(), &files[0], &mut errors);
+    let datasets = read_datasets(&files, &mut errors);
+    let principals = read_principals(&files[0], &mut errors);
+    let agreements = read_agreements(&files[0], &datasets, &principals, &mut errors);
+
+    // Report in reading order: file by file, line by line.
+    let file_order: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    errors.sort_by_key(|e| (file_order.iter().position(|p| *p == e.file), e.line));
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let Sections {
+        data_dir,
+        http,
+        flight,
+        admin,
+        server,
+        limits,
+        upstream,
+        masks,
+        audit,
+        webhooks,
+        sources,
+        cache,
+        cluster,
+    } = sections;
+    Ok(Config {
+        data_dir: data_dir.unwrap_or_else(|| PathBuf::from("kaifang-data")),
+        http,
+        flight,
+        admin,
+        server,
+        limits,
+        upstream,
+        masks,
+        audit,
+        principals,
+        agreements,
+        datasets,
+        calendar,
+        webhooks,
+        sources,
+        cache,
+        cluster,
+    })
+}
+
+/// The main file's sections other than the catalog, principals and agreements.
+struct Sections {
+    data_dir: Option<PathBuf>,
+    http: HttpConfig,
+    flight: FlightConfig,
+    admin: AdminConfig,
+    server: ServerConfig,
+    limits: Limits,
+    upstream: UpstreamConfig,
+    masks: MasksConfig,
+    audit: AuditConfig,
+    webhooks: WebhooksConfig,
+    sources: SourcesConfig,
+    cache: CacheConfig,
+    cluster: Option<ClusterConfig>,
+}
+
+/// Reads and checks the main file's sections, each on its own.
+fn read_sections(main: &LoadedFile, errors: &mut Vec<ConfigError>) -> Sections {
+    check_top_level_keys(main, errors);
+    let data_dir: Option<PathBuf> = main.document.deserialize_key(&main.path, "data_dir", errors);
+    let mut http: HttpConfig = main.document.deserialize_key(&main.path, "http", errors).unwrap_or_default();
+    let mut flight: FlightConfig = main.document.deserialize_key(&main.path, "flight", errors).unwrap_or_default();
+    let mut admin: AdminConfig = main.document.deserialize_key(&main.path, "admin", errors).unwrap_or_default();
+    check_tls(main, &mut http, &mut flight, &mut admin, errors);
+    let server: ServerConfig = main.document.deserialize_key(&main.path, "server", errors).unwrap_or_default();
+    check_server(main, &server, errors);
+    let masks: MasksConfig = main.document.deserialize_key(&main.path, "masks", errors).unwrap_or_default();
+    let audit: AuditConfig = main.document.deserialize_key(&main.path, "audit", errors).unwrap_or_default();
+    let limits: Limits = main.document.deserialize_key(&main.path, "limits", errors).unwrap_or_default();
+    check_limits(main, &limits, errors);
+    let upstream: UpstreamConfig = main.document.deserialize_key(&main.path, "upstream", errors).unwrap_or_default();
+    let webhooks: WebhooksConfig = main.document.deserialize_key(&main.path, "webhooks", errors).unwrap_or_default();
+    check_webhooks(main, &webhooks, errors);
+    let sources: SourcesConfig = main.document.deserialize_key(&main.path, "sources", errors).unwrap_or_default();
+    check_sources(main, &sources, errors);
+    let cache: CacheConfig = main.document.deserialize_key(&main.path, "cache", errors).unwrap_or_default();
+    let cluster: Option<ClusterConfig> = main.document.deserialize_key(&main.path, "cluster", errors);
+    if let Some(cluster) = &cluster {
+        check_cluster(main, cluster, &webhooks, errors);
+    }
+    Sections {
+        data_dir,
+        http,
+        flight,
+        admin,
+        server,
+        limits,
+        upstream,
+        masks,
+        audit,
+        webhooks,
+        sources,
+        cache,
+        cluster,
+    }
+}
+
+fn check_top_level_keys(main: &LoadedFile, errors: &mut Vec<ConfigError>) {
     for key in main.document.top_level_keys() {
         if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
             errors.push(ConfigError {
@@ -660,13 +772,18 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             });
         }
     }
-    let data_dir: Option<PathBuf> = main.document.deserialize_key(&main.path, "data_dir", &mut errors);
-    let http: HttpConfig = main.document.deserialize_key(&main.path, "http", &mut errors).unwrap_or_default();
-    let flight: FlightConfig = main.document.deserialize_key(&main.path, "flight", &mut errors).unwrap_or_default();
-    // TLS files are named relative to the configuration file.
+}
+
+/// TLS files are named relative to the configuration file; client certificates are the admin
+/// listener's alone.
+fn check_tls(
+    main: &LoadedFile,
+    http: &mut HttpConfig,
+    flight: &mut FlightConfig,
+    admin: &mut AdminConfig,
+    errors: &mut Vec<ConfigError>,
+) {
     let base = main.path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut http = http;
-    let mut flight = flight;
     for (section, tls) in [("http", &mut http.tls), ("flight", &mut flight.tls)] {
         if let Some(tls) = tls {
             resolve_tls(tls, &base);
@@ -683,22 +800,13 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             }
         }
     }
-    let server: ServerConfig = main.document.deserialize_key(&main.path, "server", &mut errors).unwrap_or_default();
-    let mut admin: AdminConfig = main.document.deserialize_key(&main.path, "admin", &mut errors).unwrap_or_default();
     if let Some(tls) = &mut admin.tls {
         resolve_tls(tls, &base);
     }
-    let masks: MasksConfig = main.document.deserialize_key(&main.path, "masks", &mut errors).unwrap_or_default();
-    let audit: AuditConfig = main.document.deserialize_key(&main.path, "audit", &mut errors).unwrap_or_default();
-    let limits: Limits = main.document.deserialize_key(&main.path, "limits", &mut errors).unwrap_or_default();
-    let upstream: UpstreamConfig =
-        main.document.deserialize_key(&main.path, "upstream", &mut errors).unwrap_or_default();
-    let include: Vec<PathBuf> = main.document.deserialize_key(&main.path, "include", &mut errors).unwrap_or_default();
-    let calendar_file: Option<PathBuf> = main.document.deserialize_key(&main.path, "calendar", &mut errors);
-    let webhooks: WebhooksConfig =
-        main.document.deserialize_key(&main.path, "webhooks", &mut errors).unwrap_or_default();
-    let sources: SourcesConfig = main.document.deserialize_key(&main.path, "sources", &mut errors).unwrap_or_default();
-    let cache: CacheConfig = main.document.deserialize_key(&main.path, "cache", &mut errors).unwrap_or_default();
+}
+
+/// Each department's folder for its drafts' files lies inside the data directory.
+fn check_sources(main: &LoadedFile, sources: &SourcesConfig, errors: &mut Vec<ConfigError>) {
     for (department, folder) in &sources.departments {
         let inside = !folder.as_os_str().is_empty()
             && folder.components().all(|c| matches!(c, std::path::Component::Normal(_)))
@@ -714,32 +822,32 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             errors.push(e);
         }
     }
-    let cluster: Option<ClusterConfig> = main.document.deserialize_key(&main.path, "cluster", &mut errors);
-    if let Some(cluster) = &cluster {
-        let key = |name: &str| [PathSegment::Key("cluster".into()), PathSegment::Key(name.into())];
-        let schemes: [(&str, &str, &[&str]); 2] = [
-            ("store", &cluster.store, &["postgres://", "postgresql://"]),
-            ("limiter", &cluster.limiter, &["redis://"]),
-        ];
-        for (name, url, prefixes) in schemes {
-            if !prefixes.iter().any(|p| url.starts_with(p)) {
-                errors.push(main.error_at(&key(name), format!("`{url}` is not a {} URL", prefixes[0])));
-            }
-        }
-        if cluster.instance.trim().is_empty() {
-            errors.push(main.error_at(&key("instance"), "name this instance".into()));
-        }
-        if cluster.instances == 0 {
-            errors.push(main.error_at(&key("instances"), "must be at least 1".into()));
-        }
-        // Each instance would make its own secret in its data directory, and receivers could
-        // not check what the others sign.
-        if !webhooks.owners.is_empty() && webhooks.signing_secret.is_none() {
-            let path = [PathSegment::Key("webhooks".into())];
-            errors
-                .push(main.error_at(&path, "set `signing_secret` (the same on every instance) with [cluster]".into()));
+}
+
+fn check_cluster(main: &LoadedFile, cluster: &ClusterConfig, webhooks: &WebhooksConfig, errors: &mut Vec<ConfigError>) {
+    let key = |name: &str| [PathSegment::Key("cluster".into()), PathSegment::Key(name.into())];
+    let schemes: [(&str, &str, &[&str]); 2] =
+        [("store", &cluster.store, &["postgres://", "postgresql://"]), ("limiter", &cluster.limiter, &["redis://"])];
+    for (name, url, prefixes) in schemes {
+        if !prefixes.iter().any(|p| url.starts_with(p)) {
+            errors.push(main.error_at(&key(name), format!("`{url}` is not a {} URL", prefixes[0])));
         }
     }
+    if cluster.instance.trim().is_empty() {
+        errors.push(main.error_at(&key("instance"), "name this instance".into()));
+    }
+    if cluster.instances == 0 {
+        errors.push(main.error_at(&key("instances"), "must be at least 1".into()));
+    }
+    // Each instance would make its own secret in its data directory, and receivers could
+    // not check what the others sign.
+    if !webhooks.owners.is_empty() && webhooks.signing_secret.is_none() {
+        let path = [PathSegment::Key("webhooks".into())];
+        errors.push(main.error_at(&path, "set `signing_secret` (the same on every instance) with [cluster]".into()));
+    }
+}
+
+fn check_webhooks(main: &LoadedFile, webhooks: &WebhooksConfig, errors: &mut Vec<ConfigError>) {
     if webhooks.signing_secret.as_deref().is_some_and(|s| s.len() < 16) {
         let path = [PathSegment::Key("webhooks".into()), PathSegment::Key("signing_secret".into())];
         errors.push(main.error_at(&path, "must be at least 16 characters".into()));
@@ -760,6 +868,10 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
         let path = [PathSegment::Key("webhooks".into()), PathSegment::Key("max_attempts".into())];
         errors.push(main.error_at(&path, "must be at least 1".into()));
     }
+}
+
+/// Connection limits and times, each within its range.
+fn check_server(main: &LoadedFile, server: &ServerConfig, errors: &mut Vec<ConfigError>) {
     if let Some(server_line) = main.document.line_of(&[PathSegment::Key("server".into())]) {
         // Times are at most a day: deadlines are computed as instants, which far beyond that
         // could overflow.
@@ -794,6 +906,9 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             }
         }
     }
+}
+
+fn check_limits(main: &LoadedFile, limits: &Limits, errors: &mut Vec<ConfigError>) {
     if let Some(limits_line) = main.document.line_of(&[PathSegment::Key("limits".into())]) {
         for (name, value) in [
             ("batch_rows", limits.batch_rows),
@@ -828,9 +943,16 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             });
         }
     }
+}
 
-    let mut files = vec![main];
-    let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+/// Reads the included catalog files after the main one.
+fn read_includes(
+    origin: Origin,
+    base: &Path,
+    include: &[PathBuf],
+    files: &mut Vec<LoadedFile>,
+    errors: &mut Vec<ConfigError>,
+) {
     for (i, include) in include.iter().enumerate() {
         match read_file(origin, &base.join(include)) {
             Ok(f) => files.push(f),
@@ -845,22 +967,34 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             }
         }
     }
+}
 
-    let calendar = match &calendar_file {
+/// The working-day calendar the main file names, or the built-in one.
+fn read_calendar(
+    origin: Origin,
+    base: &Path,
+    calendar_file: Option<&Path>,
+    main: &LoadedFile,
+    errors: &mut Vec<ConfigError>,
+) -> policy::Calendar {
+    match calendar_file {
         None => policy::Calendar::default(),
         Some(file) => match read_file(origin, &base.join(file)) {
             // The statutory-day warnings are `kaifang calendar check`'s to show.
-            Ok(file) => load_calendar(&file, &mut errors, &mut Vec::new()),
+            Ok(file) => load_calendar(&file, errors, &mut Vec::new()),
             Err(mut e) => {
-                e.line = files[0].document.line_of(&[PathSegment::Key("calendar".into())]).unwrap_or(0);
+                e.line = main.document.line_of(&[PathSegment::Key("calendar".into())]).unwrap_or(0);
                 e.field = "calendar".into();
-                e.file = files[0].path.clone();
+                e.file = main.path.clone();
                 errors.push(e);
                 policy::Calendar::default()
             }
         },
-    };
+    }
+}
 
+/// Every file's datasets, checked, each id declared once.
+fn read_datasets(files: &[LoadedFile], errors: &mut Vec<ConfigError>) -> Vec<DatasetConfig> {
     let mut datasets = Vec::new();
     let mut seen: HashMap<DatasetId, (PathBuf, usize)> = HashMap::new();
     for (file_index, file) in files.iter().enumerate() {
@@ -876,7 +1010,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
                 }
             }
         }
-        for (i, dataset) in file.document.deserialize_array::<DatasetConfig>(&file.path, "datasets", &mut errors) {
+        for (i, dataset) in file.document.deserialize_array::<DatasetConfig>(&file.path, "datasets", errors) {
             let at = |field: &[PathSegment]| {
                 let mut full = vec![PathSegment::Key("datasets".into()), PathSegment::Index(i)];
                 full.extend_from_slice(field);
@@ -904,11 +1038,14 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             datasets.push(dataset);
         }
     }
+    datasets
+}
 
-    let main = &files[0];
+/// The declared principals, each id once.
+fn read_principals(main: &LoadedFile, errors: &mut Vec<ConfigError>) -> Vec<Principal> {
     let principals: Vec<Principal> = main
         .document
-        .deserialize_array::<Principal>(&main.path, "principals", &mut errors)
+        .deserialize_array::<Principal>(&main.path, "principals", errors)
         .into_iter()
         .map(|(_, p)| p)
         .collect();
@@ -918,9 +1055,19 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
             errors.push(main.error_at(&path, format!("principal `{}` is declared twice", p.id)));
         }
     }
+    principals
+}
+
+/// The declared agreements, each on declared principals and datasets, with terms that check out.
+fn read_agreements(
+    main: &LoadedFile,
+    datasets: &[DatasetConfig],
+    principals: &[Principal],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Agreement> {
     let catalog: Vec<policy::Dataset> = datasets.iter().map(DatasetConfig::to_dataset).collect();
     let mut agreements: Vec<Agreement> = Vec::new();
-    for (i, declared) in main.document.deserialize_array::<AgreementConfig>(&main.path, "agreements", &mut errors) {
+    for (i, declared) in main.document.deserialize_array::<AgreementConfig>(&main.path, "agreements", errors) {
         let agreement = declared.into_agreement();
         let at = |field: &str| {
             let mut path = vec![PathSegment::Key("agreements".into()), PathSegment::Index(i)];
@@ -941,33 +1088,7 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
         }
         agreements.push(agreement);
     }
-
-    // Report in reading order: file by file, line by line.
-    let file_order: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
-    errors.sort_by_key(|e| (file_order.iter().position(|p| *p == e.file), e.line));
-    if errors.is_empty() {
-        Ok(Config {
-            data_dir: data_dir.unwrap_or_else(|| PathBuf::from("kaifang-data")),
-            http,
-            flight,
-            admin,
-            server,
-            limits,
-            upstream,
-            masks,
-            audit,
-            principals,
-            agreements,
-            datasets,
-            calendar,
-            webhooks,
-            sources,
-            cache,
-            cluster,
-        })
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    agreements
 }
 
 /// The problems of a catalog entry written through the API, as `field: message` lines. A file
