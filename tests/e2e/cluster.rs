@@ -7,7 +7,6 @@
 //! Without the servers these tests say SKIPPED loudly and pass, unless
 //! `KAIFANG_REQUIRE_SERVICES=1` (as `.ci/run` sets), where they fail.
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,73 +16,22 @@ use serde_json::{json, Value};
 
 use crate::fixture::{client, Gateway};
 use crate::metrics::{samples, scrape, value};
+use crate::services::{self, postgres_admin, reachable, Database};
 use crate::workflows::{big_register, call, principal, write_register};
 
 const TOKEN: &str = "cluster-operator-token";
 const SIGNING_SECRET: &str = "cluster-webhook-signing-secret";
 
-/// A database of its own on the test server, dropped at the end.
-struct Database {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let _ = postgres_admin(&self.admin_url, sql);
-    }
-}
-
-/// Runs `sql` on the test server, off the async runtime (the blocking client runs one of its
-/// own, which cannot start inside another).
-fn postgres_admin(url: &str, sql: String) -> Result<(), String> {
-    let url = url.to_owned();
-    std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
-        client.batch_execute(&sql).map_err(|e| e.to_string())
-    })
-    .join()
-    .unwrap()
-}
-
-fn reachable(url: &str, default_port: u16) -> bool {
-    let rest = url.split("://").nth(1).unwrap_or("");
-    let host_port = rest.rsplit('@').next().unwrap_or("").split('/').next().unwrap_or("");
-    let addr = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:{default_port}") };
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
-}
-
 /// The test's database and Redis URL, or `None` (after a loud SKIPPED line) without servers.
 fn services(test: &str) -> Option<(Database, String)> {
-    let pg =
-        std::env::var("KAIFANG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let redis = std::env::var("KAIFANG_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let (pg, redis) = (services::postgres_url(), services::redis_url());
     let (pg_up, redis_up) = (reachable(&pg, 5432), reachable(&redis, 6379));
     if !(pg_up && redis_up) {
         let why = format!("PostgreSQL at {pg} reachable: {pg_up}; Redis at {redis} reachable: {redis_up}");
-        if std::env::var("KAIFANG_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
-            panic!("{test}: the cluster tests need PostgreSQL and Redis ({why})");
-        }
-        crate::fixture::say_skipped(test, &format!("the cluster tests need PostgreSQL and Redis ({why})"));
+        services::skip_or_fail(test, &format!("the cluster tests need PostgreSQL and Redis ({why})"));
         return None;
     }
     Some((Database::create(&pg), redis))
-}
-
-impl Database {
-    /// A new, empty database on the server `admin_url` names.
-    fn create(admin_url: &str) -> Database {
-        let name = format!("kaifang_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        postgres_admin(admin_url, format!("CREATE DATABASE {name}")).expect("a database on the test PostgreSQL");
-        let base = admin_url.rsplit_once('/').map_or(admin_url, |(base, _)| base);
-        let url = format!("{base}/{name}");
-        Database { admin_url: admin_url.to_owned(), name, url }
-    }
 }
 
 /// The shipped configuration with demo data, a big conditional register and a `[cluster]`

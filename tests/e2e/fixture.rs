@@ -341,12 +341,7 @@ impl Drop for Gateway {
     }
 }
 
-/// Says that a test was skipped, and why, on the terminal itself: the test harness keeps what
-/// `eprintln!` writes from passing tests to itself, which would make the skip silent.
-pub fn say_skipped(test: &str, why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
-}
+pub use crate::services::say_skipped;
 
 /// Makes ring the process's TLS provider, which every reqwest client needs (the TLS tests'
 /// clients bring their own configuration; the others speak plain HTTP).

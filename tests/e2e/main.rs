@@ -23,6 +23,8 @@ mod overload;
 mod pushdown;
 mod reports;
 mod rows;
+#[path = "../common/services.rs"]
+mod services;
 mod tls;
 mod upstream;
 mod workflows;

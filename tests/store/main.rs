@@ -11,16 +11,18 @@
 //! (also when the case fails). Without the server they say SKIPPED loudly and pass, unless
 //! `KAIFANG_REQUIRE_SERVICES=1`, where they fail.
 
+#[path = "../common/services.rs"]
+mod services;
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use kaifang::config::{CachePolicy, DatasetConfig, SourceConfig};
-use kaifang::store::postgres::{described, PgStore};
+use kaifang::store::postgres::PgStore;
 use kaifang::store::sqlite::SqliteStore;
 use kaifang::store::{
     EntryRecord, Feedback, KeyRecord, Notification, Report, Store, StoreError, StoreResult, Usage, Withdrawal,
@@ -103,7 +105,7 @@ fn postgres_store_meets_the_contract() {
     let Some(server) = postgres_server("postgres_store_meets_the_contract") else { return };
     contract("postgres", |case| {
         // Dropped last, after every handle on it: the database goes when the case ends.
-        let database = Database::create(&server);
+        let database = services::Database::create(&server);
         let url = database.url.clone();
         let open = move || -> Box<dyn Store> { Box::new(PgStore::open(&url).expect("a PostgreSQL store")) };
         case(&Subject { store: open(), another: &open });
@@ -146,69 +148,12 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// The test server's URL, or `None` (after a loud SKIPPED line) when it cannot be reached;
 /// with `KAIFANG_REQUIRE_SERVICES=1`, an unreachable server fails `test`.
 fn postgres_server(test: &str) -> Option<String> {
-    let url =
-        std::env::var("KAIFANG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    if reachable(&url, 5432) {
+    let url = services::postgres_url();
+    if services::reachable(&url, 5432) {
         return Some(url);
     }
-    let why = format!("the PostgreSQL store cases need PostgreSQL (at {url}: not reachable)");
-    if std::env::var("KAIFANG_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
-        panic!("{test}: {why}");
-    }
-    say_skipped(test, &why);
+    services::skip_or_fail(test, &format!("the PostgreSQL store cases need PostgreSQL (at {url}: not reachable)"));
     None
-}
-
-/// Says, past the test harness's capture, that a test did not run.
-fn say_skipped(test: &str, why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
-}
-
-fn reachable(url: &str, default_port: u16) -> bool {
-    let rest = url.split("://").nth(1).unwrap_or("");
-    let host_port = rest.rsplit('@').next().unwrap_or("").split('/').next().unwrap_or("");
-    let addr = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:{default_port}") };
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
-}
-
-/// A database of its own on the test server, dropped (with whatever is still connected to it)
-/// when this is dropped, also while a failed case unwinds.
-struct Database {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    /// A new, empty database on the server `admin_url` names.
-    fn create(admin_url: &str) -> Database {
-        let name = format!("kaifang_store_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        postgres_admin(admin_url, &format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("cannot create the database {name} on {admin_url}: {e}"));
-        let base = admin_url.rsplit_once('/').map_or(admin_url, |(base, _)| base);
-        let url = format!("{base}/{name}");
-        Database { admin_url: admin_url.to_owned(), name, url }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        if let Err(e) = postgres_admin(&self.admin_url, &sql) {
-            eprintln!("cannot drop the test database {}: {e}", self.name);
-        }
-    }
-}
-
-/// Runs `sql` on the server `url` names (the blocking client runs a runtime of its own; these
-/// tests run on none).
-fn postgres_admin(url: &str, sql: &str) -> Result<(), String> {
-    let mut client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| described(&e))?;
-    client.batch_execute(sql).map_err(|e| described(&e))
 }
 
 // ---------------------------------------------------------------------------------------------

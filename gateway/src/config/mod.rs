@@ -667,61 +667,12 @@ pub fn load(origin: Origin, path: &Path) -> Result<Config, ConfigErrors> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let Sections {
-        data_dir,
-        http,
-        flight,
-        admin,
-        server,
-        limits,
-        upstream,
-        masks,
-        audit,
-        webhooks,
-        sources,
-        cache,
-        cluster,
-    } = sections;
-    Ok(Config {
-        data_dir: data_dir.unwrap_or_else(|| PathBuf::from("kaifang-data")),
-        http,
-        flight,
-        admin,
-        server,
-        limits,
-        upstream,
-        masks,
-        audit,
-        principals,
-        agreements,
-        datasets,
-        calendar,
-        webhooks,
-        sources,
-        cache,
-        cluster,
-    })
+    Ok(Config { principals, agreements, datasets, calendar, ..sections })
 }
 
-/// The main file's sections other than the catalog, principals and agreements.
-struct Sections {
-    data_dir: Option<PathBuf>,
-    http: HttpConfig,
-    flight: FlightConfig,
-    admin: AdminConfig,
-    server: ServerConfig,
-    limits: Limits,
-    upstream: UpstreamConfig,
-    masks: MasksConfig,
-    audit: AuditConfig,
-    webhooks: WebhooksConfig,
-    sources: SourcesConfig,
-    cache: CacheConfig,
-    cluster: Option<ClusterConfig>,
-}
-
-/// Reads and checks the main file's sections, each on its own.
-fn read_sections(main: &LoadedFile, errors: &mut Vec<ConfigError>) -> Sections {
+/// Reads and checks the main file's sections, each on its own: the configuration but for its
+/// catalog, principals, agreements and calendar.
+fn read_sections(main: &LoadedFile, errors: &mut Vec<ConfigError>) -> Config {
     check_top_level_keys(main, errors);
     let data_dir: Option<PathBuf> = main.document.deserialize_key(&main.path, "data_dir", errors);
     let mut http: HttpConfig = main.document.deserialize_key(&main.path, "http", errors).unwrap_or_default();
@@ -744,8 +695,8 @@ fn read_sections(main: &LoadedFile, errors: &mut Vec<ConfigError>) -> Sections {
     if let Some(cluster) = &cluster {
         check_cluster(main, cluster, &webhooks, errors);
     }
-    Sections {
-        data_dir,
+    Config {
+        data_dir: data_dir.unwrap_or_else(|| PathBuf::from("kaifang-data")),
         http,
         flight,
         admin,
@@ -758,6 +709,10 @@ fn read_sections(main: &LoadedFile, errors: &mut Vec<ConfigError>) -> Sections {
         sources,
         cache,
         cluster,
+        principals: Vec::new(),
+        agreements: Vec::new(),
+        datasets: Vec::new(),
+        calendar: policy::Calendar::default(),
     }
 }
 
