@@ -190,12 +190,14 @@ pub struct ApproveRequest {
     quota: Quota,
 }
 
-/// The application an owner (or the operators) decides. Users never decide, whatever the id; to
-/// another department's owner, an application reads exactly like one that does not exist.
-async fn decider(state: &Arc<State>, actor: &Actor, id: &str) -> Result<Application, Error> {
+/// The application an owner (or the operators) decides, still waiting for its decision. Users
+/// never decide, whatever the id; to another department's owner, an application reads exactly
+/// like one that does not exist.
+async fn undecided(state: &Arc<State>, actor: &Actor, id: &str) -> Result<Application, Error> {
     permitted(actor, Action::Decide, Resource::Workflow, "")?;
     let a = load_application(state, id).await?;
     permitted(actor, Action::Decide, as_resource(&a, &owner_of(state, &a.dataset)), "no application with this id")?;
+    a.pending().map_err(transition)?;
     Ok(a)
 }
 
@@ -207,8 +209,7 @@ pub async fn approve(
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
-    let mut application = decider(state, &actor, id).await?;
-    application.pending().map_err(transition)?;
+    let mut application = undecided(state, &actor, id).await?;
     let before = application.clone();
     let terms: ApproveRequest = request::read_json(req).await?;
     let now = Utc::now();
@@ -244,8 +245,7 @@ pub async fn reject(
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
-    let mut application = decider(state, &actor, id).await?;
-    application.pending().map_err(transition)?;
+    let mut application = undecided(state, &actor, id).await?;
     let body: ReasonRequest = request::read_json(req).await?;
     if body.reason.chars().count() > MAX_TEXT_CHARS {
         return Err(Error::bad_request("bad_body", format!("reason: at most {MAX_TEXT_CHARS} characters")));
