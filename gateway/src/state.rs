@@ -42,10 +42,8 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    pub fn load(store: &dyn Store) -> Result<Overlay, String> {
-        let published = store.published().map_err(|e| format!("cannot read the published catalog: {e}"))?;
-        let withdrawals = store.withdrawals().map_err(|e| format!("cannot read the withdrawals: {e}"))?;
-        Ok(Overlay { published, withdrawals })
+    pub fn load(store: &dyn Store) -> Result<Overlay, crate::store::StoreError> {
+        Ok(Overlay { published: store.published()?, withdrawals: store.withdrawals()? })
     }
 }
 
@@ -273,7 +271,8 @@ impl State {
         if recounted > 0 {
             tracing::info!(applications = recounted, "provisional due days counted again on the calendar");
         }
-        let overlay = Overlay::load(store.as_ref()).map_err(StartupError::Store)?;
+        let overlay = Overlay::load(store.as_ref())
+            .map_err(|e| StartupError::Store(format!("cannot read the published catalog and withdrawals: {e}")))?;
         let live = Live::new(&config, &overlay).map_err(StartupError::Config)?;
         let (cuts, _) = tokio::sync::watch::channel(Cuts::default());
         let certs = ListenerCerts::load(&config).map_err(StartupError::Tls)?;
@@ -415,7 +414,7 @@ impl State {
         let overlay = tokio::task::spawn_blocking(move || Overlay::load(store.as_ref()))
             .await
             .map_err(|e| vec![format!("reload task failed: {e}")])?
-            .map_err(|e| vec![e])?;
+            .map_err(|e| vec![format!("cannot read the published catalog and withdrawals: {e}")])?;
         let live = Live::new(&config, &overlay).map_err(|e| vec![e])?;
         // Applications counted provisionally are counted again on the new calendar before it
         // answers: an application seen after the reload has its final due day.
@@ -465,8 +464,7 @@ impl State {
         let store = self.store.clone();
         let overlay = tokio::task::spawn_blocking(move || Overlay::load(store.as_ref()))
             .await
-            .map_err(|e| crate::error::Error::internal(format!("catalog task failed: {e}")))?
-            .map_err(crate::error::Error::internal)?;
+            .map_err(|e| crate::error::Error::internal(format!("catalog task failed: {e}")))??;
         let current = self.live();
         let live = Live {
             catalog: Catalog::new(&current.declared, &overlay),
