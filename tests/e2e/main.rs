@@ -16,6 +16,7 @@ mod config;
 mod download;
 mod fixture;
 mod flight;
+mod flightsql;
 mod metrics;
 mod operations;
 mod origin;

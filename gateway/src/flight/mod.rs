@@ -18,6 +18,7 @@
 //!   through HTTP/2 flow control instead of growing a buffer.
 
 mod command;
+mod sql;
 mod wire;
 
 use std::future::Future;
@@ -300,6 +301,22 @@ impl Service {
         answer: impl FnOnce(FlightInfo, SchemaRef) -> Result<T, Error>,
     ) -> Result<Response<T>, Status> {
         let context = Context::of(rpc, &request);
+        if let Some(command) = sql::SqlCommand::parse(&request.get_ref().cmd) {
+            let outcome = async {
+                let command = command?;
+                // The caller's key is checked as for every other command.
+                context.caller(&self.state).await?;
+                let schema = command.schema();
+                let info = FlightInfo::new()
+                    .try_with_schema(&schema)
+                    .map_err(|e| Error::internal(format!("schema encoding: {e}")))?
+                    .with_descriptor(request.get_ref().clone())
+                    .with_endpoint(FlightEndpoint::new().with_ticket(command.ticket()));
+                answer(info, schema)
+            }
+            .await;
+            return context.answer(outcome, None);
+        }
         let command = Command::from_descriptor(request.get_ref());
         let dataset = command.as_ref().ok().map(|c| c.dataset.clone());
         let outcome = async {
@@ -363,6 +380,18 @@ impl Service {
     /// names none cannot be told apart from noise, and concerns no dataset.
     async fn get_messages(&self, request: Request<Ticket>) -> Result<Response<Messages<wire::Message>>, Status> {
         let context = Context::of("DoGet", &request);
+        if let Some(command) = sql::SqlCommand::parse(&request.get_ref().ticket) {
+            // A catalog command's answer: small, and no dataset's data.
+            let outcome = async {
+                let command = command?;
+                let caller = context.caller(&self.state).await?;
+                let batch = command.answer(&self.state.live(), &caller)?;
+                wire::messages(&batch.schema(), Box::pin(stream::once(async { Ok(batch) })))
+            }
+            .await
+            .map(|messages| messages.map(|message| message.map_err(|e| status(&e))).boxed());
+            return context.answer(outcome, None);
+        }
         let command = Command::from_ticket(request.get_ref());
         let dataset = match &command {
             Ok(command) => Some(command.dataset.clone()),
