@@ -16,7 +16,6 @@ Usage: flight_pyarrow.py PATH_TO_KAIFANG. Exits non-zero on the first mismatch.
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -25,22 +24,7 @@ import pyarrow.flight as flight
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-
-def start(binary, data_dir):
-    process = subprocess.Popen(
-        [binary, "serve", "--data-dir", data_dir, "--http", "127.0.0.1:0",
-         "--flight", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "KAIFANG_LOG": "warn"})
-    flight_address = None
-    for line in process.stdout:
-        if line.startswith("kaifang: flight listening on "):
-            flight_address = line.split()[-1]
-        if line.startswith("kaifang: http listening on "):
-            break
-    if flight_address is None:
-        process.kill()
-        sys.exit("kaifang did not start its Flight listener")
-    return process, flight_address
+from demo_gateway import start
 
 
 def kept(value, head, tail):

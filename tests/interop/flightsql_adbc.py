@@ -14,7 +14,6 @@ Usage: flightsql_adbc.py PATH_TO_KAIFANG. Exits non-zero on the first mismatch.
 """
 
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -22,23 +21,7 @@ import adbc_driver_flightsql.dbapi as flightsql
 from adbc_driver_flightsql import DatabaseOptions
 from adbc_driver_manager import Error as AdbcError
 
-
-def start(binary, data_dir):
-    process = subprocess.Popen(
-        [binary, "serve", "--data-dir", data_dir, "--http", "127.0.0.1:0",
-         "--flight", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "KAIFANG_LOG": "warn"})
-    addresses = {}
-    for line in process.stdout:
-        if line.startswith("kaifang: ") and " listening on " in line:
-            name, address = line[len("kaifang: "):].split(" listening on ")
-            addresses[name] = address.strip()
-        if len(addresses) == 3:
-            break
-    if "flight" not in addresses:
-        process.kill()
-        sys.exit("kaifang did not start its Flight listener")
-    return process, addresses["flight"]
+from demo_gateway import start
 
 
 def check(condition, message):
