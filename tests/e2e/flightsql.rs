@@ -5,7 +5,10 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+use arrow_flight::sql::{
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetTables,
+    SqlInfo,
+};
 use arrow_flight::FlightInfo;
 use futures_util::TryStreamExt;
 use tonic::transport::Channel;
@@ -114,6 +117,21 @@ async fn flight_sql_clients_find_the_server_and_the_tables_they_may_read() {
         fetch(&mut client, info).await
     };
     assert_eq!(strings(&filtered, "table_name"), ["bus-arrivals"]);
+
+    // Datasets declare no keys: the key commands answer no rows, in the protocol's schemas.
+    let table = "bus-arrivals".to_owned();
+    let primary = CommandGetPrimaryKeys { catalog: None, db_schema: None, table: table.clone() };
+    let info = client.get_primary_keys(primary).await.unwrap();
+    let schema = arrow::datatypes::Schema::try_from(info.clone()).unwrap();
+    assert_eq!(schema.field(5).name(), "key_sequence");
+    assert_eq!(fetch(&mut client, info).await.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+    let exported = CommandGetExportedKeys { catalog: None, db_schema: None, table: table.clone() };
+    let info = client.get_exported_keys(exported).await.unwrap();
+    assert_eq!(arrow::datatypes::Schema::try_from(info.clone()).unwrap().fields().len(), 13);
+    assert_eq!(fetch(&mut client, info).await.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+    let imported = CommandGetImportedKeys { catalog: None, db_schema: None, table };
+    let info = client.get_imported_keys(imported).await.unwrap();
+    assert_eq!(fetch(&mut client, info).await.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
 
     // Statements are refused clearly, not read as a plain Flight command.
     let refused = client.execute("SELECT * FROM \"bus-arrivals\"".into(), None).await.unwrap_err().to_string();

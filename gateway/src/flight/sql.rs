@@ -1,7 +1,8 @@
 //! Flight SQL's catalog commands on the Flight port, beside the plain Flight commands: what a
 //! Flight SQL client (ADBC, the JDBC driver, BI tools) asks first, before it sends a query. The
-//! server's description (`GetSqlInfo`), the one catalog and schema, the table types, and the
-//! tables: the datasets the caller may read, with the schema it would receive. A dataset the
+//! server's description (`GetSqlInfo`), the one catalog and schema, the table types, the tables
+//! (the datasets the caller may read, with the schema it would receive) and their keys (datasets
+//! declare none, so the key commands answer no rows, in the protocol's schemas). A dataset the
 //! caller may not read is not a table here, so a non-open dataset and an unknown name look
 //! alike. SQL statements are refused with a clear error until the SQL engine serves them.
 //!
@@ -11,7 +12,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::{self, Any, ProstMessageExt, SqlInfo};
@@ -38,6 +39,16 @@ pub enum SqlCommand {
     DbSchemas(sql::CommandGetDbSchemas),
     Tables(sql::CommandGetTables),
     TableTypes(sql::CommandGetTableTypes),
+    /// Primary keys, keys exported and imported, cross references: none.
+    Keys(Keys),
+}
+
+/// A key command, which kaifang answers with no rows.
+pub enum Keys {
+    Primary(sql::CommandGetPrimaryKeys),
+    Exported(sql::CommandGetExportedKeys),
+    Imported(sql::CommandGetImportedKeys),
+    CrossReference(sql::CommandGetCrossReference),
 }
 
 impl SqlCommand {
@@ -59,6 +70,10 @@ impl SqlCommand {
             sql::Command::CommandGetDbSchemas(c) => Ok(SqlCommand::DbSchemas(c)),
             sql::Command::CommandGetTables(c) => Ok(SqlCommand::Tables(c)),
             sql::Command::CommandGetTableTypes(c) => Ok(SqlCommand::TableTypes(c)),
+            sql::Command::CommandGetPrimaryKeys(c) => Ok(SqlCommand::Keys(Keys::Primary(c))),
+            sql::Command::CommandGetExportedKeys(c) => Ok(SqlCommand::Keys(Keys::Exported(c))),
+            sql::Command::CommandGetImportedKeys(c) => Ok(SqlCommand::Keys(Keys::Imported(c))),
+            sql::Command::CommandGetCrossReference(c) => Ok(SqlCommand::Keys(Keys::CrossReference(c))),
             other => Err(unsupported(other.type_url())),
         })
     }
@@ -71,6 +86,10 @@ impl SqlCommand {
             SqlCommand::DbSchemas(c) => c.as_any(),
             SqlCommand::Tables(c) => c.as_any(),
             SqlCommand::TableTypes(c) => c.as_any(),
+            SqlCommand::Keys(Keys::Primary(c)) => c.as_any(),
+            SqlCommand::Keys(Keys::Exported(c)) => c.as_any(),
+            SqlCommand::Keys(Keys::Imported(c)) => c.as_any(),
+            SqlCommand::Keys(Keys::CrossReference(c)) => c.as_any(),
         };
         Ticket::new(any.encode_to_vec())
     }
@@ -103,6 +122,7 @@ impl SqlCommand {
                 }
                 builder.build()
             }
+            SqlCommand::Keys(_) => Ok(RecordBatch::new_empty(self.schema())),
         };
         built.map_err(|e| Error::internal(format!("Flight SQL answer: {e}")))
     }
@@ -115,8 +135,43 @@ impl SqlCommand {
             SqlCommand::DbSchemas(c) => c.clone().into_builder().schema(),
             SqlCommand::Tables(c) => c.clone().into_builder().schema(),
             SqlCommand::TableTypes(c) => (*c).into_builder().schema(),
+            SqlCommand::Keys(Keys::Primary(_)) => primary_keys_schema(),
+            SqlCommand::Keys(_) => foreign_keys_schema(),
         }
     }
+}
+
+/// The schema of `GetPrimaryKeys`' answer, as the Flight SQL protocol states it.
+fn primary_keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ]))
+}
+
+/// The schema of the answers of `GetExportedKeys`, `GetImportedKeys` and `GetCrossReference`, as
+/// the Flight SQL protocol states it.
+fn foreign_keys_schema() -> SchemaRef {
+    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text("pk_catalog_name", true),
+        text("pk_db_schema_name", true),
+        text("pk_table_name", false),
+        text("pk_column_name", false),
+        text("fk_catalog_name", true),
+        text("fk_db_schema_name", true),
+        text("fk_table_name", false),
+        text("fk_column_name", false),
+        Field::new("key_sequence", DataType::Int32, false),
+        text("fk_key_name", true),
+        text("pk_key_name", true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ]))
 }
 
 /// The datasets `caller` may read, in catalog order, each with the schema it would receive.
