@@ -46,6 +46,15 @@ pub fn request_id(headers: &hyper::HeaderMap) -> String {
         .map_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(), str::to_owned)
 }
 
+/// The datasets `caller` may read now, in catalog order, each with its grant, decided once: what
+/// the Flight listing and the Flight SQL tables show.
+pub fn readable<'a>(live: &'a Live, caller: &'a Caller) -> impl Iterator<Item = (&'a CatalogEntry, Grant)> + 'a {
+    let now = chrono::Utc::now();
+    live.catalog
+        .listed()
+        .filter_map(move |entry| Some((entry, decide(caller, &entry.dataset, Operation::Rows, now).ok()?)))
+}
+
 /// The dataset `id` names, if it exists and is not non-open: unknown and non-open ids get the
 /// same answer, so non-open ids cannot be probed. A string that is not a valid id is simply not
 /// found: nothing is looked up by it.

@@ -17,8 +17,7 @@ use arrow::record_batch::RecordBatch;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::{self, Any, ProstMessageExt, SqlInfo};
 use arrow_flight::Ticket;
-use chrono::Utc;
-use policy::{decide, Caller, Operation};
+use policy::Caller;
 use prost::Message;
 
 use crate::error::{Error, Kind};
@@ -174,15 +173,13 @@ fn foreign_keys_schema() -> SchemaRef {
     ]))
 }
 
-/// The datasets `caller` may read, in catalog order, each with the schema it would receive.
+/// The datasets `caller` may read ([`crate::call::readable`], as Flight's `ListFlights` lists
+/// them), each with the schema it would receive.
 fn tables(live: &Live, caller: &Caller) -> Vec<(String, arrow::datatypes::Schema)> {
-    let now = Utc::now();
-    live.catalog
-        .listed()
-        .filter_map(|entry| {
-            let grant = decide(caller, &entry.dataset, Operation::Rows, now).ok()?;
+    crate::call::readable(live, caller)
+        .map(|(entry, grant)| {
             let fields = grant.scope.visible_fields(&entry.dataset);
-            Some((entry.dataset.id.to_string(), Arc::unwrap_or_clone(arrow_schema(&fields))))
+            (entry.dataset.id.to_string(), Arc::unwrap_or_clone(arrow_schema(&fields)))
         })
         .collect()
 }
@@ -194,7 +191,6 @@ fn server_info() -> &'static SqlInfoData {
         let mut builder = SqlInfoDataBuilder::new();
         builder.append(SqlInfo::FlightSqlServerName, "kaifang");
         builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
-        builder.append(SqlInfo::FlightSqlServerArrowVersion, "60");
         builder.append(SqlInfo::FlightSqlServerReadOnly, true);
         // Statements are not served yet: clients are told so before they try.
         builder.append(SqlInfo::FlightSqlServerSql, false);
