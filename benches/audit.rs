@@ -32,6 +32,7 @@ fn intent(i: u64) -> Record {
         masks: BTreeMap::from([("legal_rep_mobile".to_string(), "cn_mobile".to_string())]),
         client: "10.1.2.3".into(),
         user_agent: Some("python-requests/2.32".into()),
+        statement: None,
     }
 }
 

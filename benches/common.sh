@@ -128,3 +128,99 @@ peak_rss_mib() {
 machine() {
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); $(date -u +%Y-%m-%d)"
 }
+
+# The peer and the data generator of the query benchmarks: ROAPI and pyarrow from PyPI at the
+# versions pinned in benches/requirements-roapi.txt, in a virtualenv made once in the cache
+# directory (VENV) and made again when the pins change.
+REQUIREMENTS="$ROOT/benches/requirements-roapi.txt"
+VENV="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kaifang-bench/roapi-venv}"
+roapi_venv() {
+    if ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt"; then
+        rm -rf "$VENV"
+        python3 -m venv "$VENV" 2>/dev/null || {
+            apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            python3 -m venv "$VENV"
+        }
+        "$VENV/bin/pip" install -q -r "$REQUIREMENTS"
+        cp "$REQUIREMENTS" "$VENV/requirements.txt"
+    fi
+}
+
+# free_ports N : N distinct free loopback ports, on one line.
+free_ports() {
+    python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))' "$1"
+}
+
+# trips_parquet PATH ROWS : ROWS trips in Parquet: trip_id 1..ROWS in order, ticket_no a
+# permutation of 0..ROWS-1 (so a lookup by it matches one row and its order helps no one), and
+# a few columns of the usual kinds. The file carries statistics and a page index, as files
+# written for serving do; kaifang and ROAPI read the same file.
+trips_parquet() {
+"$VENV/bin/python" - "$1" "$2" <<'PY'
+import sys
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+path, n = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(15)
+trip_id = np.arange(1, n + 1, dtype=np.int64)
+districts = np.array(["Haizhou", "Lianyun", "Ganyu", "Donghai", "Guanyun", "Guannan", "Xugou", "Huaguoshan"])
+table = pa.table({
+    "trip_id": trip_id,
+    "ticket_no": (trip_id * 7919) % n,
+    "vehicle_id": rng.integers(1, 2001, n, dtype=np.int64),
+    "district": pa.array(districts[rng.integers(0, len(districts), n)]),
+    "passengers": rng.integers(1, 5, n, dtype=np.int64),
+    "distance_km": np.round(rng.gamma(2.0, 3.0, n), 2),
+    "fare": np.round(rng.gamma(2.0, 6.0, n) + 10.0, 2),
+})
+pq.write_table(table, path, write_page_index=True)
+PY
+}
+
+# trips_entry : the catalog entry of the trips file, unconditional, cached, indexed by trip_id.
+trips_entry() {
+    cat <<CONF
+[[datasets]]
+id = "trips"
+title = "trips"
+owner = "Benchmarks"
+open_type = "unconditional"
+format = "parquet"
+update_frequency = "irregular"
+last_updated = "2025-01-01T00:00:00Z"
+license = "CC0-1.0"
+source = { file = "trips.parquet" }
+cache = "always"
+index = ["trip_id"]
+fields = [
+    { name = "trip_id", type = "int64" },
+    { name = "ticket_no", type = "int64" },
+    { name = "vehicle_id", type = "int64" },
+    { name = "district", type = "string" },
+    { name = "passengers", type = "int64" },
+    { name = "distance_km", type = "float64" },
+    { name = "fare", type = "float64" },
+]
+CONF
+}
+
+# start_roapi FILE LOG : ROAPI serving FILE as table `t` (HTTP, and Flight SQL), pinned to
+# SERVER_CPU, with its PostgreSQL port on a free one (the machine's own PostgreSQL holds 5432);
+# waits until it answers; sets ROAPI_PID, ROAPI_PORT and ROAPI_FLIGHT_PORT.
+start_roapi() {
+    local file="$1" log="$2" pg_port
+    read -r ROAPI_PORT pg_port ROAPI_FLIGHT_PORT < <(free_ports 3)
+    taskset -c "$SERVER_CPU" "$VENV/bin/roapi" -a "127.0.0.1:$ROAPI_PORT" -p "127.0.0.1:$pg_port" \
+        --addr-flight-sql "127.0.0.1:$ROAPI_FLIGHT_PORT" -t "t=$file" >"$log" 2>&1 &
+    ROAPI_PID=$!
+    for i in $(seq 1 600); do
+        curl -s -o /dev/null --fail "http://127.0.0.1:$ROAPI_PORT/api/tables/t?limit=1" && return 0
+        kill -0 "$ROAPI_PID" 2>/dev/null && [ "$i" -lt 600 ] || { echo "ROAPI did not start:" >&2; cat "$log" >&2; exit 1; }
+        sleep 0.1
+    done
+}

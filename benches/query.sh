@@ -37,22 +37,12 @@ CONCURRENT_TIMEOUT="${CONCURRENT_TIMEOUT:-10}"
 LOOKUP_ID="${LOOKUP_ID:-12345}"
 CACHE_BYTES="${CACHE_BYTES:-1073741824}"
 BUDGET_BYTES="${BUDGET_BYTES:-2147483648}"
-REQUIREMENTS="$ROOT/benches/requirements-roapi.txt"
-VENV="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kaifang-bench/roapi-venv}"
 [ "$LOOKUP_ID" -ge 1 ] && [ "$LOOKUP_ID" -le "$ROWS_BIG" ] || { echo "LOOKUP_ID must be in 1..ROWS_BIG" >&2; exit 1; }
 
 # Peers: nginx and wrk from Debian, ROAPI from PyPI at the version pinned.
 need nginx curl taskset
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-if ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt"; then
-    rm -rf "$VENV"
-    python3 -m venv "$VENV" 2>/dev/null || {
-        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-        python3 -m venv "$VENV"
-    }
-    "$VENV/bin/pip" install -q -r "$REQUIREMENTS"
-    cp "$REQUIREMENTS" "$VENV/requirements.txt"
-fi
+roapi_venv
 if [ -n "${KAIFANG:-}" ]; then
     [ -x "$KAIFANG" ] || { echo "KAIFANG=$KAIFANG is not an executable" >&2; exit 1; }
 else
@@ -67,14 +57,6 @@ WORK="$(mktemp -d)"
 PIDS=()
 trap 'kill ${PIDS[@]+"${PIDS[@]}"} $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/data"
-
-# free_ports N : N distinct free loopback ports, on one line.
-free_ports() {
-    python3 -c 'import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))' "$1"
-}
 
 # --- data ---------------------------------------------------------------------------------
 # Ten rows of CSV, and ROWS_BIG trips in Parquet: trip_id 1..ROWS_BIG in order, ticket_no a
@@ -96,27 +78,7 @@ id,name,district,mobile
 CSV
 
 start=$(date +%s.%N)
-"$VENV/bin/python" - "$WORK/data/trips.parquet" "$ROWS_BIG" <<'PY'
-import sys
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-path, n = sys.argv[1], int(sys.argv[2])
-rng = np.random.default_rng(15)
-trip_id = np.arange(1, n + 1, dtype=np.int64)
-districts = np.array(["Haizhou", "Lianyun", "Ganyu", "Donghai", "Guanyun", "Guannan", "Xugou", "Huaguoshan"])
-table = pa.table({
-    "trip_id": trip_id,
-    "ticket_no": (trip_id * 7919) % n,
-    "vehicle_id": rng.integers(1, 2001, n, dtype=np.int64),
-    "district": pa.array(districts[rng.integers(0, len(districts), n)]),
-    "passengers": rng.integers(1, 5, n, dtype=np.int64),
-    "distance_km": np.round(rng.gamma(2.0, 3.0, n), 2),
-    "fare": np.round(rng.gamma(2.0, 6.0, n) + 10.0, 2),
-})
-pq.write_table(table, path, write_page_index=True)
-PY
+trips_parquet "$WORK/data/trips.parquet" "$ROWS_BIG"
 generated=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 cat "$WORK/data/trips.parquet" >/dev/null
 TICKET=$(( (LOOKUP_ID * 7919) % ROWS_BIG ))
@@ -178,29 +140,7 @@ datasets = [
 CONF
     small_entry small unconditional
     small_entry small-conditional conditional
-    cat <<CONF
-[[datasets]]
-id = "trips"
-title = "trips"
-owner = "Benchmarks"
-open_type = "unconditional"
-format = "parquet"
-update_frequency = "irregular"
-last_updated = "2025-01-01T00:00:00Z"
-license = "CC0-1.0"
-source = { file = "trips.parquet" }
-cache = "always"
-index = ["trip_id"]
-fields = [
-    { name = "trip_id", type = "int64" },
-    { name = "ticket_no", type = "int64" },
-    { name = "vehicle_id", type = "int64" },
-    { name = "district", type = "string" },
-    { name = "passengers", type = "int64" },
-    { name = "distance_km", type = "float64" },
-    { name = "fare", type = "float64" },
-]
-CONF
+    trips_entry
 } >"$WORK/kaifang.toml"
 start_kaifang "$WORK/kaifang.log" --config "$WORK/kaifang.toml" --data-dir "$WORK/data" --http 127.0.0.1:0 --flight 127.0.0.1:0 --admin 127.0.0.1:0
 PIDS+=("$KAIFANG_PID")
@@ -235,17 +175,9 @@ for url in "$N" "$K/small-conditional/rows?limit=1"; do
 done
 
 # --- ROAPI --------------------------------------------------------------------------------
-read -r ROAPI_PORT ROAPI_PG_PORT ROAPI_FLIGHT_PORT < <(free_ports 3)
-taskset -c "$SERVER_CPU" "$VENV/bin/roapi" -a "127.0.0.1:$ROAPI_PORT" -p "127.0.0.1:$ROAPI_PG_PORT" \
-    --addr-flight-sql "127.0.0.1:$ROAPI_FLIGHT_PORT" -t "t=$WORK/data/trips.parquet" >"$WORK/roapi.log" 2>&1 &
-ROAPI_PID=$!
+start_roapi "$WORK/data/trips.parquet" "$WORK/roapi.log"
 PIDS+=("$ROAPI_PID")
 R="http://127.0.0.1:$ROAPI_PORT/api/tables/t"
-for i in $(seq 1 600); do
-    curl -s -o /dev/null --fail "$R?limit=1" && break
-    kill -0 "$ROAPI_PID" 2>/dev/null && [ "$i" -lt 600 ] || { echo "ROAPI did not start:" >&2; cat "$WORK/roapi.log" >&2; exit 1; }
-    sleep 0.1
-done
 
 # --- measuring ----------------------------------------------------------------------------
 # run_wrk CONNECTIONS URL [wrk options] : one wrk run, pinned; prints "requests/s p50_ms non2xx".

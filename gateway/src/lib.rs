@@ -43,6 +43,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod shared_limits;
 pub mod source;
+pub mod sql;
 pub mod state;
 pub mod store;
 pub mod tls;

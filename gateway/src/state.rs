@@ -196,6 +196,8 @@ pub struct State {
     pub answers: crate::answers::Answers,
     /// Datasets decoded in memory, with their indexes.
     pub decoded: crate::cache::DecodedCache,
+    /// The SQL engine of Flight SQL's statements.
+    pub sql: crate::sql::Engine,
     /// The operator token the admin API asks for.
     pub admin_token: String,
     pub audit: Audit,
@@ -331,6 +333,7 @@ impl State {
             keys: Arc::new(Keys::new(store.clone(), metrics.cache_lookups.clone())),
             answers: crate::answers::Answers::new(&config.server, &metrics),
             decoded: crate::cache::DecodedCache::new(&config.cache, &metrics),
+            sql: crate::sql::Engine::new(config.server.sql_memory_bytes, config.limits.batch_rows),
             store,
             limiter,
             admin_token,

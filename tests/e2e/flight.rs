@@ -327,8 +327,11 @@ async fn refusals_are_the_grpc_statuses_the_interface_names() {
     let mut raw = FlightServiceClient::new(channel(&g).await);
     let e = raw.do_action(arrow_flight::Action::new("drop", "")).await.unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
+    assert!(e.message().starts_with("read_only: "), "{}", e.message());
+    // The actions offered are Flight SQL's prepared statements'.
     let actions: Vec<_> = holder.list_actions().await.unwrap().try_collect().await.unwrap();
-    assert!(actions.is_empty());
+    let names: Vec<&str> = actions.iter().map(|a| a.r#type.as_str()).collect();
+    assert_eq!(names, ["CreatePreparedStatement", "ClosePreparedStatement"]);
 }
 
 /// A principal with a key and an agreement on enterprises at a generous rate and `quota`.

@@ -1,15 +1,18 @@
-//! Flight SQL's catalog commands, through arrow-flight's Flight SQL client: what ADBC, the JDBC
-//! driver and BI tools ask before they query.
+//! Flight SQL through arrow-flight's Flight SQL client: the catalog commands ADBC, the JDBC
+//! driver and BI tools ask before they query, and SQL statements, plain and prepared, on the
+//! same grants, limits and audit as every other call.
 
 use arrow::array::{Array, AsArray};
+use arrow::compute::concat_batches;
+use arrow::datatypes::Int64Type;
 use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
     CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetTables,
-    SqlInfo,
+    CommandGetXdbcTypeInfo, SqlInfo,
 };
-use arrow_flight::FlightInfo;
+use arrow_flight::{FlightInfo, Ticket};
 use futures_util::TryStreamExt;
 use tonic::transport::Channel;
 
@@ -133,7 +136,217 @@ async fn flight_sql_clients_find_the_server_and_the_tables_they_may_read() {
     let info = client.get_imported_keys(imported).await.unwrap();
     assert_eq!(fetch(&mut client, info).await.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
 
-    // Statements are refused clearly, not read as a plain Flight command.
-    let refused = client.execute("SELECT * FROM \"bus-arrivals\"".into(), None).await.unwrap_err().to_string();
-    assert!(refused.contains("not served yet"), "{refused}");
+    // The SQL types of the datasets' columns.
+    let info = client.get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None }).await.unwrap();
+    let types = fetch(&mut client, info).await;
+    let mut names = strings(&types, "type_name");
+    names.sort();
+    assert_eq!(names, ["BIGINT", "BOOLEAN", "DATE", "DOUBLE", "TIMESTAMP", "VARCHAR"]);
+}
+
+/// The answer of `sql` for `key`, sent with `request_id`.
+async fn query(g: &Gateway, key: Option<&str>, request_id: &str, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let mut client = sql_client(g, key).await;
+    client.set_header("x-request-id", request_id);
+    let info = match client.execute(sql.into(), None).await {
+        Ok(info) => info,
+        Err(e) => return Err(crate::flight::status(e)),
+    };
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let stream = client.do_get(endpoint.ticket.expect("a ticket")).await.map_err(crate::flight::status)?;
+        batches.extend(stream.try_collect::<Vec<_>>().await.map_err(crate::flight::status)?);
+    }
+    Ok(batches)
+}
+
+/// What plain Flight's `DoGet` answers `key` for `ticket`, as one batch.
+async fn plain(g: &Gateway, key: Option<&str>, ticket: &str) -> RecordBatch {
+    let mut client = crate::flight::connect(g, key).await;
+    let batches: Vec<RecordBatch> =
+        client.do_get(Ticket::new(ticket.to_owned())).await.unwrap().try_collect().await.unwrap();
+    let schema = batches.first().map(RecordBatch::schema).expect("a batch");
+    concat_batches(&schema, &batches).unwrap()
+}
+
+/// `batches` as one, under `schema`.
+fn one(batches: &[RecordBatch]) -> RecordBatch {
+    let schema = batches.first().map(RecordBatch::schema).expect("a batch");
+    concat_batches(&schema, batches).unwrap()
+}
+
+fn count(batches: &[RecordBatch]) -> i64 {
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+#[tokio::test]
+async fn a_statement_answers_what_plain_flight_answers_on_every_open_dataset() {
+    let g = Gateway::demo();
+    // Every unconditional dataset of the demo, whatever its source format.
+    for dataset in ["bus-arrivals", "parking-lots", "air-quality"] {
+        let sql = format!("SELECT * FROM \"{dataset}\"");
+        let answered = one(&query(&g, None, "sql-open", &sql).await.unwrap());
+        let expected = plain(&g, None, dataset).await;
+        assert_eq!(answered.num_rows(), expected.num_rows(), "{dataset}");
+        assert_eq!(answered.schema().fields().len(), expected.schema().fields().len(), "{dataset}");
+        for (field, column) in expected.schema().fields().iter().zip(expected.columns()) {
+            let got = answered.column_by_name(field.name()).unwrap_or_else(|| panic!("{dataset}: no {}", field.name()));
+            assert_eq!(got.as_ref(), column.as_ref(), "{dataset}.{}", field.name());
+        }
+        // The engine's own work on top: a count and a filter.
+        let counted = query(&g, None, "sql-count", &format!("SELECT count(*) FROM \"{dataset}\"")).await.unwrap();
+        assert_eq!(count(&counted) as usize, expected.num_rows(), "{dataset}");
+    }
+    let limited = query(&g, None, "sql-limit", "SELECT * FROM \"air-quality\" LIMIT 5").await.unwrap();
+    assert_eq!(one(&limited).num_rows(), 5);
+
+    // Names the caller may not read do not exist: non-open and unknown are answered alike.
+    let non_open = query(&g, None, "sql-no", "SELECT * FROM \"subsistence-allowance\"").await.unwrap_err();
+    let unknown = query(&g, None, "sql-no", "SELECT * FROM \"no-such-dataset\"").await.unwrap_err();
+    assert_eq!(non_open.code(), tonic::Code::NotFound);
+    assert_eq!((non_open.code(), non_open.message()), (unknown.code(), unknown.message()));
+    let anonymous = query(&g, None, "sql-no", "SELECT * FROM enterprises").await.unwrap_err();
+    assert_eq!((anonymous.code(), anonymous.message()), (unknown.code(), unknown.message()));
+
+    // A syntax error says where it is.
+    let syntax = query(&g, None, "sql-bad", "SELECT * FROM \"air-quality\"\nWHER aqi > 3").await.unwrap_err();
+    assert_eq!(syntax.code(), tonic::Code::InvalidArgument);
+    assert!(syntax.message().starts_with("sql_syntax: "), "{}", syntax.message());
+    assert!(syntax.message().contains("at position 34"), "{}", syntax.message());
+
+    // Nothing changes anything.
+    let copy = "COPY (SELECT * FROM \"air-quality\") TO 'copied.csv'";
+    for sql in
+        ["CREATE TABLE t AS SELECT 1", "DELETE FROM \"air-quality\"", "SET datafusion.execution.batch_size = 1", copy]
+    {
+        let refused = query(&g, None, "sql-write", sql).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unimplemented, "{sql}: {refused:?}");
+        assert!(refused.message().starts_with("read_only: "), "{sql}: {}", refused.message());
+    }
+    let mut client = sql_client(&g, None).await;
+    let update = client.execute_update("DELETE FROM \"air-quality\"".into(), None).await.unwrap_err();
+    assert!(update.to_string().contains("read-only"), "{update}");
+}
+
+#[tokio::test]
+async fn a_join_of_two_datasets_and_a_prepared_statement_with_a_bound_parameter() {
+    let g = Gateway::demo();
+    // The join, checked against counts made from plain Flight's answers.
+    let lots = plain(&g, None, "parking-lots").await;
+    let air = plain(&g, None, "air-quality").await;
+    let by_district = |batch: &RecordBatch| {
+        let mut counts = std::collections::BTreeMap::<String, i64>::new();
+        for district in batch.column_by_name("district").unwrap().as_string::<i32>().iter().flatten() {
+            *counts.entry(district.to_owned()).or_default() += 1;
+        }
+        counts
+    };
+    let (lots_by, air_by) = (by_district(&lots), by_district(&air));
+    let sql = "SELECT p.district, count(*) AS n FROM \"parking-lots\" p JOIN \"air-quality\" a \
+               ON p.district = a.district GROUP BY p.district ORDER BY p.district";
+    let joined = one(&query(&g, None, "sql-join", sql).await.unwrap());
+    let districts = joined.column(0).as_string::<i32>();
+    let counts = joined.column(1).as_primitive::<Int64Type>();
+    let expected: Vec<(String, i64)> =
+        lots_by.iter().filter_map(|(d, n)| air_by.get(d).map(|m| (d.clone(), n * m))).collect();
+    assert!(!expected.is_empty());
+    let got: Vec<(String, i64)> =
+        (0..joined.num_rows()).map(|i| (districts.value(i).to_owned(), counts.value(i))).collect();
+    assert_eq!(got, expected);
+
+    // A prepared statement: planned with its parameter's type, bound through DoPut, executed.
+    let mut client = sql_client(&g, None).await;
+    let mut prepared = client.prepare("SELECT * FROM \"air-quality\" WHERE station_id = ?".into(), None).await.unwrap();
+    let parameters = prepared.parameter_schema().unwrap().clone();
+    assert_eq!(parameters.fields().len(), 1);
+    assert_eq!(parameters.field(0).data_type(), &arrow::datatypes::DataType::Utf8);
+    let station = air.column_by_name("station_id").unwrap().as_string::<i32>().value(0).to_owned();
+    let value = arrow::array::StringArray::from(vec![station.as_str()]);
+    let bound = RecordBatch::try_new(std::sync::Arc::new(parameters), vec![std::sync::Arc::new(value)]).unwrap();
+    prepared.set_parameters(bound).unwrap();
+    let info = prepared.execute().await.unwrap();
+    let answered = fetch(&mut client, info).await;
+    let stations = strings(&answered, "station_id");
+    let expected =
+        air.column_by_name("station_id").unwrap().as_string::<i32>().iter().filter(|s| *s == Some(&station)).count();
+    assert_eq!(stations.len(), expected);
+    assert!(stations.iter().all(|s| *s == station));
+    prepared.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn conditional_data_through_sql_is_the_agreement_scope_masked_and_recorded() {
+    let g = Gateway::demo();
+    let key = g.demo_key();
+    // The whole table is what plain Flight answers under the same agreement: its columns, its
+    // rows, its masked values.
+    let expected = plain(&g, Some(&key), "enterprises").await;
+    let answered = one(&query(&g, Some(&key), "sql-scope", "SELECT * FROM enterprises").await.unwrap());
+    assert_eq!(answered.schema().fields().len(), expected.schema().fields().len());
+    for (field, column) in expected.schema().fields().iter().zip(expected.columns()) {
+        assert_eq!(answered.column_by_name(field.name()).unwrap().as_ref(), column.as_ref(), "{}", field.name());
+    }
+    let mobiles = strings(std::slice::from_ref(&answered), "legal_rep_mobile");
+    assert!(mobiles.iter().all(|m| m.contains("****")), "masked: {:?}", &mobiles[..3]);
+
+    // An aggregate sees the scoped rows and the masked values only.
+    let sql = "SELECT district, count(*) AS n, min(legal_rep_mobile) AS m FROM enterprises GROUP BY district";
+    let grouped = one(&query(&g, Some(&key), "sql-group", sql).await.unwrap());
+    let districts = strings(std::slice::from_ref(&grouped), "district");
+    let expected_districts: std::collections::BTreeSet<String> =
+        strings(std::slice::from_ref(&expected), "district").into_iter().collect();
+    assert_eq!(districts.iter().cloned().collect::<std::collections::BTreeSet<_>>(), expected_districts);
+    let total: i64 = grouped.column_by_name("n").unwrap().as_primitive::<Int64Type>().values().iter().sum();
+    assert_eq!(total as usize, expected.num_rows());
+    assert!(strings(std::slice::from_ref(&grouped), "m").iter().all(|m| m.contains("****")));
+
+    // A filter on a masked column compares masked values (and is handed to the scan).
+    let masked = &mobiles[0];
+    let sql = format!("SELECT count(*) FROM enterprises WHERE legal_rep_mobile = '{masked}'");
+    let same = mobiles.iter().filter(|m| *m == masked).count();
+    assert_eq!(count(&query(&g, Some(&key), "sql-masked", &sql).await.unwrap()) as usize, same);
+
+    // A column outside the agreement is refused as on HTTP, and the refusal is recorded.
+    let outside = "SELECT registered_capital FROM enterprises";
+    let refused = query(&g, Some(&key), "sql-outside", outside).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(refused.message().starts_with("column_outside_scope: "), "{}", refused.message());
+
+    // Each statement left its records on the dataset: an intent naming the statement and a
+    // completion with the rows read in scope; the refusal one refusal record.
+    let records = crate::audit::records(&g, "dataset=enterprises").await;
+    let group = &records["sql-group"];
+    let kinds: Vec<&str> = group.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["intent", "completion"]);
+    assert_eq!(group[0]["operation"], "sql");
+    assert!(group[0]["statement"].as_str().unwrap().contains("GROUP BY district"));
+    assert_eq!(group[1]["rows"], expected.num_rows() as u64);
+    assert_eq!(group[1]["outcome"], "complete");
+    let outside_records = &records["sql-outside"];
+    assert_eq!(outside_records.len(), 1);
+    assert_eq!(outside_records[0]["kind"], "unserved");
+    assert_eq!(outside_records[0]["status"], 403);
+    assert_eq!(outside_records[0]["statement"], outside);
+    // Unconditional datasets are not recorded call by call.
+    assert!(crate::audit::records(&g, "dataset=air-quality").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_statement_past_the_sql_memory_pool_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, data_dir) = crate::fixture::demo_with_enterprises(dir.path(), "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[server]\nsql_memory_bytes = 1048576\n");
+    std::fs::write(&config, text).unwrap();
+    let g = Gateway::with_config(&config, &data_dir);
+    let rows = plain(&g, None, "bus-arrivals").await.num_rows();
+    // Millions of rows to sort: far past a 1 MiB pool, and nothing spills to disk.
+    let sql = "SELECT a.arrival_id, b.arrival_id FROM \"bus-arrivals\" a CROSS JOIN \"bus-arrivals\" b \
+               ORDER BY a.stop_name, b.stop_name";
+    let exhausted = query(&g, None, "sql-big", sql).await.unwrap_err();
+    assert_eq!(exhausted.code(), tonic::Code::ResourceExhausted, "{exhausted:?}");
+    assert!(exhausted.message().starts_with("sql_memory_exhausted: "), "{}", exhausted.message());
+    // The pool is whole again for the next statement.
+    let counted = query(&g, None, "sql-small", "SELECT count(*) FROM \"bus-arrivals\"").await.unwrap();
+    assert_eq!(count(&counted) as usize, rows);
 }

@@ -47,6 +47,9 @@ pub enum Record {
         masks: BTreeMap<String, String>,
         client: String,
         user_agent: Option<String>,
+        /// For a table scan of a SQL statement: the statement.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        statement: Option<String>,
     },
     /// A served call ended.
     Completion {
@@ -74,6 +77,9 @@ pub enum Record {
         operation: String,
         client: String,
         user_agent: Option<String>,
+        /// For a table scan of a SQL statement: the statement.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        statement: Option<String>,
         status: u16,
         reason: String,
         outcome: Outcome,
@@ -97,14 +103,26 @@ pub const MAX_CLIENT_TEXT_BYTES: usize = 256;
 
 /// `text` bounded to [`MAX_CLIENT_TEXT_BYTES`], cut at a character boundary with a marker.
 pub fn bounded_text(text: &str) -> String {
-    if text.len() <= MAX_CLIENT_TEXT_BYTES {
+    bounded(text, MAX_CLIENT_TEXT_BYTES)
+}
+
+fn bounded(text: &str, most: usize) -> String {
+    if text.len() <= most {
         return text.to_owned();
     }
-    let mut end = MAX_CLIENT_TEXT_BYTES;
+    let mut end = most;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     format!("{}…[cut: {} more bytes]", &text[..end], text.len() - end)
+}
+
+/// Most bytes of a SQL statement a record keeps; the rest is cut as [`bounded_text`] cuts.
+pub const MAX_STATEMENT_BYTES: usize = 4096;
+
+/// A SQL statement bounded to [`MAX_STATEMENT_BYTES`].
+pub fn bounded_statement(text: &str) -> String {
+    bounded(text, MAX_STATEMENT_BYTES)
 }
 
 /// How a served call ended.
@@ -173,6 +191,7 @@ pub struct CallInfo {
     pub masks: BTreeMap<String, String>,
     pub client: String,
     pub user_agent: Option<String>,
+    pub statement: Option<String>,
 }
 
 fn unavailable(e: AuditError) -> Error {
@@ -301,6 +320,7 @@ fn intent_record(call: &CallInfo, dataset_version: Option<String>) -> Record {
         masks: call.masks.clone(),
         client: call.client.clone(),
         user_agent: call.user_agent.clone(),
+        statement: call.statement.clone(),
     }
 }
 
@@ -425,10 +445,11 @@ pub fn trace<'a>(
     until: Option<DateTime<Utc>>,
 ) -> Vec<Recipient> {
     let records: Vec<&Record> = records.into_iter().collect();
-    let completed: std::collections::HashSet<&str> = records
+    // By request and dataset: the scans of one SQL statement share its request id.
+    let completed: std::collections::HashSet<(&str, &str)> = records
         .iter()
         .filter_map(|r| match r {
-            Record::Completion { request_id, .. } => Some(request_id.as_str()),
+            Record::Completion { request_id, dataset, .. } => Some((request_id.as_str(), dataset.as_str())),
             _ => None,
         })
         .collect();
@@ -468,7 +489,7 @@ pub fn trace<'a>(
                 entry.bytes += bytes;
             }
             Record::Intent { time, principal, agreement, dataset: d, request_id, .. }
-                if in_window(d, time) && !completed.contains(request_id.as_str()) =>
+                if in_window(d, time) && !completed.contains(&(request_id.as_str(), d.as_str())) =>
             {
                 count(&mut by, principal, agreement, *time).unfinished_calls += 1;
             }
@@ -522,6 +543,7 @@ mod tests {
             masks: BTreeMap::new(),
             client: "127.0.0.1".into(),
             user_agent: None,
+            statement: None,
         }
     }
 

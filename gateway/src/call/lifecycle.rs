@@ -57,6 +57,11 @@ pub trait FrontEnd: Send {
     /// The operation, as the audit log names it.
     fn operation(&self) -> &'static str;
 
+    /// The SQL statement the call is a scan of, for its audit records; none for other calls.
+    fn statement(&self) -> Option<&str> {
+        None
+    }
+
     /// The request's headers (or gRPC metadata): its key and its User-Agent.
     fn headers(&self) -> &HeaderMap;
 
@@ -112,7 +117,8 @@ pub async fn serve<F: FrontEnd>(
     let timing = Timing::default();
     let user_agent = front.headers().get(USER_AGENT).and_then(|v| v.to_str().ok());
     let recorder = policy::recorded(&entry.dataset)
-        .then(|| Recorder::new(state, request_id, entry, front.operation(), F::PROTOCOL, client, user_agent));
+        .then(|| Recorder::new(state, request_id, entry, front.operation(), F::PROTOCOL, client, user_agent))
+        .map(|recorder| recorder.of_statement(front.statement()));
     let place = Place { state, live: &live, entry, client, timing: timing.clone() };
     let (answered, slot) = answer(&place, &mut front, recorder.as_ref()).await;
     let status = match &answered {

@@ -257,6 +257,7 @@ impl<'a> Call<'a> {
             masks,
             client: self.client.to_string(),
             user_agent: recorder.user_agent.clone(),
+            statement: recorder.statement.clone(),
         };
         (info, granted.rows)
     }
@@ -274,6 +275,8 @@ pub struct Recorder<'a> {
     pub client: IpAddr,
     /// The client's User-Agent, bounded ([`audit::bounded_text`]).
     pub user_agent: Option<String>,
+    /// The SQL statement the call is a scan of, bounded ([`audit::bounded_statement`]).
+    pub statement: Option<String>,
 }
 
 impl<'a> Recorder<'a> {
@@ -294,7 +297,14 @@ impl<'a> Recorder<'a> {
             protocol,
             client,
             user_agent: user_agent.map(audit::bounded_text),
+            statement: None,
         }
+    }
+
+    /// The recorder of a scan of the SQL statement `statement`, if it is one.
+    pub fn of_statement(mut self, statement: Option<&str>) -> Recorder<'a> {
+        self.statement = statement.map(audit::bounded_statement);
+        self
     }
 }
 
@@ -332,6 +342,7 @@ impl Recorder<'_> {
                 unrecorded_refusals: self.state.audit.take_unrecorded(&client),
                 client,
                 user_agent: self.user_agent.clone(),
+                statement: self.statement.clone(),
                 status,
                 reason: audit::bounded_text(&format!("{}: {}", error.code, error.message)),
                 outcome: if status >= 500 { Outcome::Failed } else { Outcome::Refused },

@@ -345,6 +345,9 @@ pub struct ServerConfig {
     /// An answer whose client takes nothing for this long is cut: its source, buffers and
     /// budget are released (and a connection whose socket takes no bytes is closed).
     pub stalled_answer_seconds: u64,
+    /// Working memory (sorts, joins, aggregates) all SQL statements together may hold, in
+    /// bytes; a statement past it fails with `sql_memory_exhausted` (gRPC `ResourceExhausted`).
+    pub sql_memory_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -361,6 +364,7 @@ impl Default for ServerConfig {
             answer_wait_ms: 500,
             max_answers_per_client: 32,
             stalled_answer_seconds: 30,
+            sql_memory_bytes: 512 << 20,
         }
     }
 }
@@ -844,6 +848,7 @@ fn check_server(main: &LoadedFile, server: &ServerConfig, errors: &mut Vec<Confi
             ("answer_wait_ms", server.answer_wait_ms, 0, DAY * 1000),
             ("max_answers_per_client", server.max_answers_per_client as u64, 1, u64::MAX),
             ("stalled_answer_seconds", server.stalled_answer_seconds, 1, DAY),
+            ("sql_memory_bytes", server.sql_memory_bytes, 1 << 20, u64::MAX),
         ] {
             if !(least..=most).contains(&value) {
                 errors.push(ConfigError {

@@ -41,6 +41,7 @@ use chrono::Utc;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
 use policy::{decide, Caller, Grant, Operation};
+use prost::Message as _;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
@@ -305,8 +306,11 @@ impl Service {
             let outcome = async {
                 let command = command?;
                 // The caller's key is checked as for every other command.
-                context.caller(&self.state).await?;
-                let schema = command.schema();
+                let caller = context.caller(&self.state).await?;
+                let schema = match &command {
+                    sql::SqlCommand::Statement(statement) => self.planned(&context, caller, statement).await?.schema(),
+                    _ => command.schema(),
+                };
                 let info = FlightInfo::new()
                     .try_with_schema(&schema)
                     .map_err(|e| Error::internal(format!("schema encoding: {e}")))?
@@ -314,6 +318,7 @@ impl Service {
                     .with_endpoint(FlightEndpoint::new().with_ticket(command.ticket()));
                 answer(info, schema)
             }
+            .instrument(context.span.clone())
             .await;
             return context.answer(outcome, None);
         }
@@ -326,6 +331,26 @@ impl Service {
         }
         .await;
         context.answer(outcome, dataset.as_deref())
+    }
+}
+
+impl Service {
+    /// `statement` planned for `caller`: each table it reads is scanned as a data call of this
+    /// request ([`crate::sql`]).
+    async fn planned(
+        &self,
+        context: &Context,
+        caller: Caller,
+        statement: &sql::Statement,
+    ) -> Result<crate::sql::Planned, Error> {
+        let scans = crate::sql::Scans {
+            state: self.state.clone(),
+            headers: context.headers.clone(),
+            client: context.client,
+            request_id: context.request_id.clone(),
+            statement: statement.sql.clone(),
+        };
+        crate::sql::plan(&self.state.sql, caller, scans, &statement.sql, statement.params()?).await
     }
 }
 
@@ -381,15 +406,35 @@ impl Service {
     async fn get_messages(&self, request: Request<Ticket>) -> Result<Response<Messages<wire::Message>>, Status> {
         let context = Context::of("DoGet", &request);
         if let Some(command) = sql::SqlCommand::parse(&request.get_ref().ticket) {
-            // A catalog command's answer: small, and no dataset's data.
             let outcome = async {
                 let command = command?;
                 let caller = context.caller(&self.state).await?;
+                if let sql::SqlCommand::Statement(statement) = &command {
+                    // Each table the statement reads is a data call of its own, recorded and
+                    // limited as such; the engine's answer is sent as it comes.
+                    let (schema, batches) = self.planned(&context, caller, statement).await?.run().await?;
+                    return wire::messages(&schema, batches);
+                }
+                // A catalog command's answer: small, and no dataset's data.
                 let batch = command.answer(&self.state.live(), &caller)?;
                 wire::messages(&batch.schema(), Box::pin(stream::once(async { Ok(batch) })))
             }
-            .await
-            .map(|messages| messages.map(|message| message.map_err(|e| status(&e))).boxed());
+            .instrument(context.span.clone())
+            .await;
+            let span = context.span.clone();
+            let outcome = outcome.map(|mut messages| {
+                stream::poll_fn(move |cx| {
+                    let _in_request = span.enter();
+                    messages.poll_next_unpin(cx)
+                })
+                .map(|message| {
+                    message.map_err(|e| {
+                        e.log();
+                        status(&e)
+                    })
+                })
+                .boxed()
+            });
             return context.answer(outcome, None);
         }
         let command = Command::from_ticket(request.get_ref());
@@ -484,8 +529,21 @@ async fn handshake_key(headers: &http::HeaderMap, messages: &mut Streaming<Hands
 }
 
 fn unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not offered: kaifang serves open data read-only, through DoGet"))
+    status(&unimplemented_error(what))
 }
+
+fn unimplemented_error(what: &str) -> Error {
+    Error::new(
+        Kind::MethodNotAllowed,
+        "read_only",
+        format!("{what} is not offered: kaifang serves open data read-only, through DoGet"),
+    )
+}
+
+/// Flight SQL's action creating a prepared statement.
+const CREATE_PREPARED_STATEMENT: &str = "CreatePreparedStatement";
+/// Flight SQL's action closing a prepared statement.
+const CLOSE_PREPARED_STATEMENT: &str = "ClosePreparedStatement";
 
 type Messages<T> = BoxStream<'static, Result<T, Status>>;
 
@@ -585,20 +643,108 @@ impl FlightService for Service {
         Ok(response.map(|messages| messages.map_ok(wire::Message::into_flight_data).boxed()))
     }
 
-    async fn do_put(&self, _: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(unimplemented("DoPut"))
+    /// `DoPut` binds the parameters of a prepared statement (one row) and hands back its new
+    /// handle; updates and ingestion are refused, the data being served read-only.
+    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        let context = Context::of("DoPut", &request);
+        let outcome = async {
+            context.caller(&self.state).await?;
+            let mut messages = request.into_inner();
+            let opening =
+                messages.message().await.map_err(|e| Error::bad_request("bad_parameters", e.message().to_owned()))?;
+            let descriptor = opening.as_ref().and_then(|m| m.flight_descriptor.clone());
+            let statement = match descriptor.map(|d| sql::SqlCommand::parse(&d.cmd)) {
+                Some(Some(Ok(sql::SqlCommand::Statement(statement)))) => statement,
+                Some(Some(Err(e))) => return Err(e),
+                _ => return Err(unimplemented_error("DoPut other than binding a prepared statement's parameters")),
+            };
+            let messages = stream::iter(opening.map(Ok))
+                .chain(messages)
+                .map_err(|e| arrow_flight::error::FlightError::Tonic(Box::new(e)));
+            let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(messages);
+            let first = batches.next().await.transpose();
+            let first = first.map_err(|e| Error::bad_request("bad_parameters", format!("the parameters: {e}")))?;
+            let batch = first.ok_or_else(|| Error::bad_request("bad_parameters", "no parameters were sent"))?;
+            if batches.next().await.is_some() {
+                return Err(Error::bad_request("bad_parameters", "bind one batch of one row of parameters"));
+            }
+            let bound = statement.bound(&batch)?;
+            let result =
+                arrow_flight::sql::DoPutPreparedStatementResult { prepared_statement_handle: Some(bound.handle()) };
+            let put = PutResult { app_metadata: result.encode_to_vec().into() };
+            Ok(stream::iter([Ok(put)]).boxed())
+        }
+        .instrument(context.span.clone())
+        .await;
+        context.answer(outcome, None)
     }
 
     async fn do_exchange(&self, _: Request<Streaming<FlightData>>) -> Result<Response<Self::DoExchangeStream>, Status> {
         Err(unimplemented("DoExchange"))
     }
 
-    async fn do_action(&self, _: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
-        Err(unimplemented("DoAction"))
+    /// Flight SQL's prepared statements: `CreatePreparedStatement` plans the statement for the
+    /// caller and answers its handle with the schemas of its result and its parameters;
+    /// `ClosePreparedStatement` has nothing to free (the handle is the statement).
+    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        let context = Context::of("DoAction", &request);
+        let outcome = async {
+            let caller = context.caller(&self.state).await?;
+            let action = request.get_ref();
+            let body = || {
+                arrow_flight::sql::Any::decode(action.body.as_ref())
+                    .map_err(|e| Error::bad_request("bad_action", format!("the action's body: {e}")))
+            };
+            let unpacked = |e: arrow::error::ArrowError| Error::bad_request("bad_action", e.to_string());
+            match action.r#type.as_str() {
+                CREATE_PREPARED_STATEMENT => {
+                    let request: arrow_flight::sql::ActionCreatePreparedStatementRequest = body()?
+                        .unpack()
+                        .map_err(unpacked)?
+                        .ok_or_else(|| Error::bad_request("bad_action", "not a CreatePreparedStatement request"))?;
+                    if request.transaction_id.is_some() {
+                        return Err(Error::new(
+                            Kind::MethodNotAllowed,
+                            "read_only",
+                            "transactions are not supported: the data is served read-only",
+                        ));
+                    }
+                    let statement = sql::Statement::new(request.query);
+                    let planned = self.planned(&context, caller, &statement).await?;
+                    let ipc = |schema: &arrow::datatypes::Schema| -> Result<Bytes, Error> {
+                        let arrow_flight::IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+                            .try_into()
+                            .map_err(|e: arrow::error::ArrowError| Error::internal(format!("schema encoding: {e}")))?;
+                        Ok(bytes)
+                    };
+                    let result = arrow_flight::sql::ActionCreatePreparedStatementResult {
+                        prepared_statement_handle: statement.handle(),
+                        dataset_schema: ipc(&planned.schema())?,
+                        parameter_schema: ipc(planned.parameter_schema()?.as_ref())?,
+                    };
+                    let body = arrow_flight::sql::ProstMessageExt::as_any(&result).encode_to_vec();
+                    Ok(stream::iter([Ok(arrow_flight::Result { body: body.into() })]).boxed())
+                }
+                CLOSE_PREPARED_STATEMENT => Ok(stream::empty().boxed()),
+                other => Err(unimplemented_error(&format!("the action `{other}`"))),
+            }
+        }
+        .instrument(context.span.clone())
+        .await;
+        context.answer(outcome, None)
     }
 
     async fn list_actions(&self, _: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
-        Ok(Response::new(stream::empty().boxed()))
+        let actions = [
+            (
+                CREATE_PREPARED_STATEMENT,
+                "Plans a SQL statement; answers its handle and the schemas of its result and parameters",
+            ),
+            (CLOSE_PREPARED_STATEMENT, "Closes a prepared statement (nothing is kept between calls)"),
+        ];
+        let actions = actions
+            .map(|(r#type, description)| Ok(ActionType { r#type: r#type.into(), description: description.into() }));
+        Ok(Response::new(stream::iter(actions).boxed()))
     }
 }
 

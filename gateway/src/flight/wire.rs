@@ -202,6 +202,15 @@ struct Rope {
     offset: usize,
 }
 
+/// A buffer handed to `Bytes` as its owner: shared, not copied.
+struct Shared(Buffer);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
 impl Rope {
     fn remaining(&self) -> usize {
         self.buffers[self.at.min(self.buffers.len())..].iter().map(Buffer::len).sum::<usize>() - self.offset
@@ -218,7 +227,7 @@ impl Rope {
             let buffer = self.buffers.get(self.at).ok_or_else(Rope::short)?;
             let take = (buffer.len() - self.offset).min(n);
             if take > 0 {
-                pieces.push(Bytes::from_owner(buffer.clone()).slice(self.offset..self.offset + take));
+                pieces.push(Bytes::from_owner(Shared(buffer.clone())).slice(self.offset..self.offset + take));
             }
             n -= take;
             self.offset += take;

@@ -20,6 +20,7 @@ use arrow::datatypes::{DataType, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::ProjectionMask;
+use parquet::basic::{ColumnOrder, SortOrder, Type as PhysicalType};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use policy::filter::CmpOp;
 use policy::Expr;
@@ -278,23 +279,23 @@ impl Statistics<'_> {
     /// The rows of `row_groups` (counted over those groups only) in pages where a row may pass
     /// every single-column test term, from the page index; `None` when nothing is ruled out.
     fn pages_to_read(&self, tests: &[Test], row_groups: &[usize]) -> Option<RowSelection> {
-        let page_index = self.metadata.page_index()?;
+        let column_index = self.metadata.column_index()?;
+        let offset_index = self.metadata.offset_index()?;
         let total: usize = row_groups.iter().map(|&g| self.metadata.row_group(g).num_rows().max(0) as usize).sum();
         let mut selection: Option<RowSelection> = None;
         for term in tests.iter().flat_map(Test::terms) {
             let Some(column) = term.column() else { continue };
             let Some(converter) = self.converter(column) else { continue };
             let Some(target) = self.target_type(column) else { continue };
-            let Ok(Some(rows)) =
-                converter.data_page_row_counts(page_index.as_ref(), self.metadata.row_groups(), row_groups)
+            let Ok(Some(rows)) = converter.data_page_row_counts(offset_index, self.metadata.row_groups(), row_groups)
             else {
                 continue;
             };
             let page_stats = || {
                 Some(ColumnStats {
-                    min: cast(converter.data_page_mins(page_index.as_ref(), row_groups).ok()?, target)?,
-                    max: cast(converter.data_page_maxes(page_index.as_ref(), row_groups).ok()?, target)?,
-                    nulls: converter.data_page_null_counts(page_index.as_ref(), row_groups).ok()?,
+                    min: cast(converter.data_page_mins(column_index, offset_index, row_groups).ok()?, target)?,
+                    max: cast(converter.data_page_maxes(column_index, offset_index, row_groups).ok()?, target)?,
+                    nulls: converter.data_page_null_counts(column_index, offset_index, row_groups).ok()?,
                     rows: rows.clone(),
                 })
             };
@@ -329,10 +330,17 @@ impl Statistics<'_> {
 
     fn converter(&self, column: &str) -> Option<StatisticsConverter<'_>> {
         let parquet_schema = self.metadata.file_metadata().schema_descr();
-        let orders = self.metadata.file_metadata().column_orders().map(Vec::as_slice);
         let converter = StatisticsConverter::try_new(column, self.file_schema, parquet_schema).ok()?;
-        converter.parquet_column_index()?;
-        Some(converter.with_missing_null_counts_as_zero(false).with_column_orders(orders))
+        let index = converter.parquet_column_index()?;
+        // Bounds are used only where the file says how its values are ordered: a column whose
+        // order the writer left undefined (INT96 timestamps, say) is never used to prune.
+        let ordered = self.metadata.file_metadata().column_order(index);
+        if !matches!(ordered, ColumnOrder::TYPE_DEFINED_ORDER(SortOrder::SIGNED | SortOrder::UNSIGNED))
+            || parquet_schema.column(index).physical_type() == PhysicalType::INT96
+        {
+            return None;
+        }
+        Some(converter.with_missing_null_counts_as_zero(false))
     }
 
     /// The declared type of `column`, if the file's values reach it by a cast that keeps their

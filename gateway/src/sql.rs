@@ -1,0 +1,601 @@
+//! SQL over the datasets a caller may read, run by Apache DataFusion: what Flight SQL's
+//! statements execute.
+//!
+//! A statement sees one catalog (`kaifang`) with one schema (`public`) whose tables are the
+//! datasets its caller may read now, each with the schema it would receive (columns outside
+//! the scope absent, masked columns as sent). A dataset the caller may not read is not a table,
+//! so a non-open dataset and an unknown name give the same error.
+//!
+//! The scan of each table is a data call of its own through [`lifecycle::serve`], whose front
+//! end is [`Scan`]: decided, limited by the dataset's rate and quotas, held to the answer
+//! memory budget and, on conditional data, recorded (an intent naming the statement, durable
+//! before the first batch reaches the engine; a completion before the scan ends). The
+//! agreement's columns, row filter and masks are applied before the engine sees a row, and
+//! DataFusion runs the caller's SQL on top, so no SQL can reach what is outside a scope. The
+//! caller's filters on a table are handed to its scan as a filter of the HTTP API's language
+//! where they can be written in it (so they prune and use indexes as on HTTP, and a filter on a
+//! masked column is evaluated on masked values), and evaluated again by the engine.
+//!
+//! Statements are read-only: DDL, DML and session statements are refused. The engine's working
+//! memory (sorts, joins, aggregates) is one pool for all statements
+//! (`[server] sql_memory_bytes`): a statement past it fails with `sql_memory_exhausted`, and
+//! the process does not.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arrow::array::RecordBatchOptions;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use chrono::Utc;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, ParamValues, SchemaError};
+use datafusion::datasource::TableType;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use futures_util::{stream, StreamExt, TryStreamExt};
+use policy::filter::{CmpOp, Column, Literal};
+use policy::{decide, Caller, Operation};
+
+use crate::call::lifecycle::{self, Body, FrontEnd, Reply};
+use crate::call::{self, start, Call};
+use crate::error::{Error, Kind};
+use crate::pipeline::{Plan, Query};
+use crate::source::{self, BatchStream};
+use crate::state::{Live, State};
+
+/// The one catalog the tables are in.
+pub const CATALOG: &str = "kaifang";
+/// The one schema the tables are in.
+pub const SCHEMA: &str = "public";
+/// The audit log's and the metrics' name for a table scan of a SQL statement.
+pub const OPERATION: &str = "sql";
+/// Longest statement taken, in bytes.
+pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
+
+/// The SQL engine: DataFusion with one bounded memory pool for every statement.
+pub struct Engine {
+    runtime: Arc<RuntimeEnv>,
+    batch_rows: usize,
+}
+
+impl Engine {
+    /// An engine whose statements together hold at most `memory_bytes` of working memory.
+    /// Nothing spills to disk: a statement past the pool fails instead of filling a disk.
+    pub fn new(memory_bytes: u64, batch_rows: usize) -> Engine {
+        let no_spilling = DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(usize::try_from(memory_bytes).unwrap_or(usize::MAX), 1.0)
+            .with_disk_manager_builder(no_spilling)
+            .build_arc()
+            .expect("a runtime with a memory pool and no disk is always built");
+        Engine { runtime, batch_rows: batch_rows.max(1) }
+    }
+
+    /// A session in which `caller`'s statements see the datasets it may read.
+    fn session(&self, caller: Arc<Caller>, scans: Arc<Scans>) -> SessionContext {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_information_schema(true)
+            .with_batch_size(self.batch_rows);
+        let session = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        let catalog = session.catalog(CATALOG).expect("the session's default catalog exists");
+        catalog
+            .register_schema(SCHEMA, Arc::new(Datasets { caller, scans }))
+            .expect("the default catalog takes schemas");
+        session
+    }
+}
+
+/// Who runs a statement, from where, under which request id: what each of its scans presents
+/// as a data call.
+pub struct Scans {
+    pub state: Arc<State>,
+    /// The request's headers (its key, its User-Agent), presented again by each scan.
+    pub headers: http::HeaderMap,
+    pub client: IpAddr,
+    pub request_id: String,
+    /// The statement, as the audit records of its scans name it.
+    pub statement: String,
+}
+
+/// A statement planned for its caller: its result's schema is known, nothing is read yet.
+pub struct Planned {
+    frame: DataFrame,
+    sql: String,
+}
+
+impl Planned {
+    /// The schema of the rows the statement returns.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(self.frame.schema().as_arrow().clone())
+    }
+
+    /// The schema of the statement's parameters (`$1`, `$2`, …), in order; a parameter whose
+    /// type the statement does not fix is typed as text.
+    pub fn parameter_schema(&self) -> Result<SchemaRef, Error> {
+        let types = self.frame.logical_plan().get_parameter_types().map_err(|e| error(e, &self.sql))?;
+        let mut names: Vec<_> = types.keys().cloned().collect();
+        names.sort_by_key(|name| (name.len(), name.clone()));
+        let fields = names.into_iter().map(|name| {
+            let data_type = types[&name].clone().unwrap_or(arrow::datatypes::DataType::Utf8);
+            arrow::datatypes::Field::new(name, data_type, true)
+        });
+        Ok(Arc::new(Schema::new(fields.collect::<Vec<_>>())))
+    }
+
+    /// Runs the statement. Its scans start here, so a refusal of one of them (a rate limit, a
+    /// quota, an audit log that cannot write) is the error of this call, before any row.
+    pub async fn run(self) -> Result<(SchemaRef, BatchStream), Error> {
+        let schema = self.schema();
+        let sql = self.sql;
+        let batches = self.frame.execute_stream().await.map_err(|e| error(e, &sql))?;
+        let mut batches = batches.map_err(move |e| error(e, &sql)).fuse();
+        let first = batches.next().await.transpose()?;
+        Ok((schema, Box::pin(stream::iter(first.map(Ok)).chain(batches))))
+    }
+}
+
+/// Plans `sql` for `caller`, with `params` bound to its placeholders when given.
+pub async fn plan(
+    engine: &Engine,
+    caller: Caller,
+    scans: Scans,
+    sql: &str,
+    params: Option<Vec<ScalarValue>>,
+) -> Result<Planned, Error> {
+    if sql.len() > MAX_STATEMENT_BYTES {
+        return Err(Error::bad_request(
+            "statement_too_long",
+            format!("a statement is at most {MAX_STATEMENT_BYTES} bytes, not {}", sql.len()),
+        ));
+    }
+    let scans = Arc::new(scans);
+    let caller = Arc::new(caller);
+    let session = engine.session(caller.clone(), scans.clone());
+    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let numbered = numbered_placeholders(sql);
+    let frame = match session.sql_with_options(numbered.as_deref().unwrap_or(sql), options).await {
+        Ok(frame) => frame,
+        Err(e) => {
+            let refusal = outside_scope(&scans.state.live(), &caller, &e).unwrap_or_else(|| error(e, sql));
+            return Err(refused(&session, &scans, &caller, sql, refusal).await);
+        }
+    };
+    let frame = match params {
+        Some(values) => frame.with_param_values(ParamValues::from(values)).map_err(|e| error(e, sql))?,
+        None => frame,
+    };
+    Ok(Planned { frame, sql: sql.to_owned() })
+}
+
+/// The schema `public`: the datasets the caller may read.
+struct Datasets {
+    caller: Arc<Caller>,
+    scans: Arc<Scans>,
+}
+
+impl fmt::Debug for Datasets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Datasets").finish_non_exhaustive()
+    }
+}
+
+impl Datasets {
+    /// The table `name` is, if it names a dataset the caller may read now.
+    fn table_of(&self, name: &str) -> Option<Table> {
+        let live = self.scans.state.live();
+        let entry = call::lookup(&live, name).ok()?;
+        let grant = decide(&self.caller, &entry.dataset, Operation::Rows, Utc::now()).ok()?;
+        let whole = Query::default();
+        let plan = Plan::new(&entry.config, &grant, &whole, live.limits.max_sort_rows, live.hash_key.clone()).ok()?;
+        let fields = grant.scope.visible_fields(&entry.dataset);
+        Some(Table { dataset: name.to_owned(), schema: plan.output_schema, fields, scans: self.scans.clone() })
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for Datasets {
+    fn table_names(&self) -> Vec<String> {
+        let live = self.scans.state.live();
+        call::readable(&live, &self.caller).map(|(entry, _)| entry.dataset.id.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        Ok(self.table_of(name).map(|table| Arc::new(table) as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.table_of(name).is_some()
+    }
+}
+
+/// One dataset as a table: its scan is a data call on the dataset.
+struct Table {
+    dataset: String,
+    /// What the caller receives of the dataset.
+    schema: SchemaRef,
+    /// The caller's fields, typed as it receives them (masked columns as text).
+    fields: Vec<policy::Field>,
+    scans: Arc<Scans>,
+}
+
+impl fmt::Debug for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Table").field("dataset", &self.dataset).finish_non_exhaustive()
+    }
+}
+
+impl Table {
+    /// `expr` in the HTTP API's filter language, if it can be written in it and checks against
+    /// the caller's fields.
+    fn filter_of(&self, expr: &Expr) -> Option<policy::Expr> {
+        let filter = to_filter(expr)?;
+        filter.check(&self.fields).ok()?;
+        Some(filter)
+    }
+}
+
+#[async_trait]
+impl TableProvider for Table {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    /// Filters the scan can apply are applied there too (to prune and use indexes), but the
+    /// engine evaluates them again: the scan's language compares as the HTTP API does.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>, DataFusionError> {
+        Ok(filters
+            .iter()
+            .map(|f| match self.filter_of(f) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _session: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let schema = match projection {
+            Some(columns) => Arc::new(self.schema.project(columns)?),
+            None => self.schema.clone(),
+        };
+        let filter =
+            filters.iter().filter_map(|f| self.filter_of(f)).reduce(|a, b| policy::Expr::And(Box::new(a), Box::new(b)));
+        // A count reads no column, but the scan reads one to count its rows by.
+        let mut columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        if columns.is_empty() {
+            columns.extend(self.schema.fields().first().map(|f| f.name().clone()));
+        }
+        // The engine hands a limit down only when no filter is left above the scan.
+        let limit = if filter.is_none() && filters.is_empty() { limit } else { None };
+        let query = Query { columns: Some(columns), filter, limit, ..Query::default() };
+        let partition =
+            ScanPartition { dataset: self.dataset.clone(), schema: schema.clone(), query, scans: self.scans.clone() };
+        let exec = StreamingTableExec::try_new(schema, vec![Arc::new(partition)], None, [], false, limit)?;
+        Ok(Arc::new(exec))
+    }
+}
+
+/// The one partition of a table's scan.
+struct ScanPartition {
+    dataset: String,
+    /// The batches' schema as the engine expects them.
+    schema: SchemaRef,
+    query: Query,
+    scans: Arc<Scans>,
+}
+
+impl fmt::Debug for ScanPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScanPartition").field("dataset", &self.dataset).finish_non_exhaustive()
+    }
+}
+
+impl PartitionStream for ScanPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _context: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (scans, dataset, query) = (self.scans.clone(), self.dataset.clone(), self.query.clone());
+        let answered = async move {
+            let scan = Scan { headers: scans.headers.clone(), query, statement: scans.statement.clone() };
+            let served = lifecycle::serve(&scans.state, &dataset, scans.client, &scans.request_id, scan).await;
+            served.map(|((), batches)| batches)
+        };
+        let schema = self.schema.clone();
+        let batches = stream::once(answered).try_flatten().map(move |batch| {
+            batch.and_then(|b| fitted(b, &schema)).map_err(|e| DataFusionError::External(Box::new(e)))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+    }
+}
+
+/// `batch` under the schema the engine planned with (the same columns; a scan that reads a
+/// column only to count rows gives its row count alone).
+fn fitted(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Error> {
+    let columns = if schema.fields().is_empty() { Vec::new() } else { batch.columns().to_vec() };
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options)
+        .map_err(|e| Error::internal(format!("a scan's batch does not fit its table: {e}")))
+}
+
+/// A table scan's side of the call lifecycle: the scan's query in, record batches out to the
+/// engine.
+struct Scan {
+    headers: http::HeaderMap,
+    query: Query,
+    statement: String,
+}
+
+impl FrontEnd for Scan {
+    type Piece = RecordBatch;
+    type Head = ();
+    /// Handed to the engine as its error, and back to the statement's front end.
+    type Refusal = Error;
+    const PROTOCOL: &'static str = OPERATION;
+
+    fn size(batch: &RecordBatch) -> usize {
+        source::slice_bytes(batch)
+    }
+
+    fn refuse(error: Error) -> (Error, usize) {
+        (error, 0)
+    }
+
+    fn operation(&self) -> &'static str {
+        OPERATION
+    }
+
+    fn statement(&self) -> Option<&str> {
+        Some(&self.statement)
+    }
+
+    fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+
+    fn check(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn answer(&mut self, call: &Call<'_>) -> Result<Reply<(), RecordBatch>, Error> {
+        let started = start(call, Operation::Rows, &self.query).await?;
+        let call::Started { version, first, rest, budget, granted, .. } = started;
+        let batches: BatchStream = Box::pin(stream::iter(first.map(Ok)).chain(rest));
+        let batches = call::meter_bytes(batches, budget, source::slice_bytes, call.quota_refusals("bytes_per_day"));
+        Ok(Reply { head: (), body: Body::Streamed(batches), version, status: 200, granted })
+    }
+}
+
+/// `expr` in the HTTP API's filter language, if it can be written in it: comparisons of a
+/// column with a literal, `in` lists, `like`, `is null`, and `and`, `or`, `not` of them.
+fn to_filter(expr: &Expr) -> Option<policy::Expr> {
+    use policy::Expr as F;
+    let column = |e: &Expr| match e {
+        Expr::Column(c) => Some(Column { name: c.name.clone(), position: 1 }),
+        _ => None,
+    };
+    Some(match expr {
+        Expr::BinaryExpr(b) => match b.op {
+            Operator::And => F::And(Box::new(to_filter(&b.left)?), Box::new(to_filter(&b.right)?)),
+            Operator::Or => F::Or(Box::new(to_filter(&b.left)?), Box::new(to_filter(&b.right)?)),
+            op => {
+                let (op, column, value) = match (column(&b.left), literal(&b.right)) {
+                    (Some(c), Some(v)) => (compare(op)?, c, v),
+                    _ => (compare(op.swap()?)?, column(&b.right)?, literal(&b.left)?),
+                };
+                F::Compare { column, op, value }
+            }
+        },
+        Expr::Not(inner) => F::Not(Box::new(to_filter(inner)?)),
+        Expr::IsNull(inner) => F::IsNull { column: column(inner)?, negated: false },
+        Expr::IsNotNull(inner) => F::IsNull { column: column(inner)?, negated: true },
+        Expr::InList(list) => F::In {
+            column: column(&list.expr)?,
+            values: list.list.iter().map(literal).collect::<Option<_>>()?,
+            negated: list.negated,
+        },
+        Expr::Like(like) if !like.case_insensitive && like.escape_char.is_none() => match literal(&like.pattern)? {
+            Literal::String(pattern) => F::Like { column: column(&like.expr)?, pattern, negated: like.negated },
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+fn compare(op: Operator) -> Option<CmpOp> {
+    Some(match op {
+        Operator::Eq => CmpOp::Eq,
+        Operator::NotEq => CmpOp::NotEq,
+        Operator::Lt => CmpOp::Lt,
+        Operator::LtEq => CmpOp::LtEq,
+        Operator::Gt => CmpOp::Gt,
+        Operator::GtEq => CmpOp::GtEq,
+        _ => return None,
+    })
+}
+
+fn literal(expr: &Expr) -> Option<Literal> {
+    let Expr::Literal(value, _) = expr else { return None };
+    Some(match value {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            Literal::String(s.clone())
+        }
+        ScalarValue::Int8(Some(n)) => Literal::Int(i64::from(*n)),
+        ScalarValue::Int16(Some(n)) => Literal::Int(i64::from(*n)),
+        ScalarValue::Int32(Some(n)) => Literal::Int(i64::from(*n)),
+        ScalarValue::Int64(Some(n)) => Literal::Int(*n),
+        ScalarValue::UInt8(Some(n)) => Literal::Int(i64::from(*n)),
+        ScalarValue::UInt16(Some(n)) => Literal::Int(i64::from(*n)),
+        ScalarValue::UInt32(Some(n)) => Literal::Int(i64::from(*n)),
+        ScalarValue::UInt64(Some(n)) => Literal::Int(i64::try_from(*n).ok()?),
+        ScalarValue::Float64(Some(x)) if x.is_finite() => Literal::Float(*x),
+        ScalarValue::Float32(Some(x)) if x.is_finite() => Literal::Float(f64::from(*x)),
+        ScalarValue::Boolean(Some(b)) => Literal::Bool(*b),
+        _ => return None,
+    })
+}
+
+/// A DataFusion error as the gateway's: a scan's own error as it was; a syntax error with the
+/// character position it points at; a table the caller may not read as a missing dataset; a
+/// column outside the caller's scope as a refusal; a statement past the memory pool as
+/// `sql_memory_exhausted`.
+pub fn error(e: DataFusionError, sql: &str) -> Error {
+    let root = e.find_root();
+    match root {
+        DataFusionError::External(inner) => {
+            if let Some(ours) = inner.downcast_ref::<Error>() {
+                return ours.clone();
+            }
+            Error::internal(format!("SQL statement: {inner}"))
+        }
+        DataFusionError::SQL(parser, _) => {
+            let message = parser.to_string();
+            let mut e = Error::bad_request("sql_syntax", format!("the statement is not valid SQL: {message}"));
+            e.position = position(&message, sql);
+            e
+        }
+        DataFusionError::SchemaError(schema, _) => match &**schema {
+            SchemaError::FieldNotFound { field, .. } => Error::bad_request(
+                "unknown_column",
+                format!("no table of this statement has a column `{}`", field.name),
+            ),
+            other => Error::bad_request("bad_sql", other.to_string()),
+        },
+        DataFusionError::Plan(message) if message.starts_with("table '") && message.ends_with("' not found") => {
+            Error::dataset_not_found()
+        }
+        DataFusionError::ResourcesExhausted(message) => Error::new(
+            Kind::TooManyRequests,
+            "sql_memory_exhausted",
+            format!("the statement needs more working memory than the SQL engine may use now: {message}"),
+        ),
+        DataFusionError::NotImplemented(message) => {
+            Error::bad_request("sql_not_supported", format!("this SQL is not supported: {message}"))
+        }
+        DataFusionError::Plan(message) if read_only(message) => Error::new(
+            Kind::MethodNotAllowed,
+            "read_only",
+            "kaifang serves open data read-only: only queries (SELECT, WITH, VALUES, EXPLAIN) are taken",
+        ),
+        DataFusionError::Plan(message) | DataFusionError::Execution(message) => {
+            Error::bad_request("bad_sql", message.clone())
+        }
+        DataFusionError::ArrowError(arrow, _) => Error::bad_request("bad_sql", arrow.to_string()),
+        other => Error::internal(format!("SQL statement: {other}")),
+    }
+}
+
+/// Whether a planning error is the refusal of a statement that would change something.
+fn read_only(message: &str) -> bool {
+    ["DDL not supported", "DML not supported", "Statement not supported"].iter().any(|m| message.contains(m))
+}
+
+/// The 1-based character position a parser message's `Line: l, Column: c` points at in `sql`.
+fn position(message: &str, sql: &str) -> Option<usize> {
+    let number_after = |label: &str| -> Option<usize> {
+        let rest = &message[message.rfind(label)? + label.len()..];
+        rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let (line, column) = (number_after("Line:")?, number_after("Column:")?);
+    let before: usize = sql.split('\n').take(line.checked_sub(1)?).map(|l| l.chars().count() + 1).sum();
+    Some(before + column)
+}
+
+/// Records the refusal of a statement before any scan, once for each conditional dataset it
+/// names (whether or not the caller may read it), as a refused call on that dataset is recorded
+/// on HTTP; hands back the refusal (a limited one past the address's refusal rate).
+async fn refused(session: &SessionContext, scans: &Scans, caller: &Caller, sql: &str, refusal: Error) -> Error {
+    let live = scans.state.live();
+    let state = session.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let named = match state.sql_to_statement(sql, &dialect) {
+        Ok(statement) => state.resolve_table_references(&statement).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let user_agent = scans.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let mut answer = refusal.clone();
+    let mut recorded = BTreeSet::new();
+    for table in named {
+        let Ok(entry) = call::lookup(&live, table.table()) else { continue };
+        if !policy::recorded(&entry.dataset) || !recorded.insert(entry.dataset.id.to_string()) {
+            continue;
+        }
+        let recorder =
+            call::Recorder::new(&scans.state, &scans.request_id, entry, OPERATION, OPERATION, scans.client, user_agent)
+                .of_statement(Some(sql));
+        answer = recorder.unserved(Some(caller), refusal.clone(), refusal.kind.status()).await;
+    }
+    answer
+}
+
+/// `sql` with its positional `?` placeholders (as JDBC and ADBC clients write them) numbered
+/// `$1`, `$2`, … as the engine reads them; `None` when it has none (or does not tokenize: the
+/// parser then says what is wrong with it).
+fn numbered_placeholders(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if !sql.contains('?') {
+        return None;
+    }
+    let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize().ok()?;
+    let mut n = 0;
+    let mut numbered = String::with_capacity(sql.len() + 8);
+    for token in tokens {
+        match token {
+            Token::Placeholder(p) if p == "?" => {
+                n += 1;
+                numbered.push_str(&format!("${n}"));
+            }
+            other => numbered.push_str(&other.to_string()),
+        }
+    }
+    (n > 0).then_some(numbered)
+}
+
+/// The refusal of a column the statement names that is in one of its tables' datasets but
+/// outside the caller's scope (as on HTTP, a 403, not an unknown column).
+fn outside_scope(live: &Live, caller: &Caller, e: &DataFusionError) -> Option<Error> {
+    let DataFusionError::SchemaError(schema, _) = e.find_root() else { return None };
+    let SchemaError::FieldNotFound { field, valid_fields } = &**schema else { return None };
+    let tables: BTreeSet<&str> = valid_fields.iter().filter_map(|c| c.relation.as_ref()).map(|t| t.table()).collect();
+    let named = field.relation.as_ref().map(|t| t.table());
+    let column = field.name.as_str();
+    let hidden = call::readable(live, caller).any(|(entry, grant)| {
+        let id = entry.dataset.id.as_str();
+        named.map_or(tables.contains(id), |t| t == id)
+            && entry.dataset.fields.iter().any(|f| f.name == column)
+            && !grant.scope.allows_column(column)
+    });
+    hidden.then(|| {
+        Error::new(
+            Kind::Forbidden,
+            "column_outside_scope",
+            format!("column `{column}` is outside your agreement's scope"),
+        )
+    })
+}
