@@ -31,11 +31,15 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::Utc;
-use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider, Session,
+    TableProvider,
+};
 use datafusion::common::{DataFusionError, ParamValues, SchemaError};
 use datafusion::datasource::TableType;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -65,8 +69,10 @@ pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
 
 /// The SQL engine: DataFusion with one bounded memory pool for every statement.
 pub struct Engine {
-    runtime: Arc<RuntimeEnv>,
-    batch_rows: usize,
+    /// A session with the engine's configuration, functions and memory pool, and no tables:
+    /// each statement's session is a copy of it with the caller's tables (building one from
+    /// nothing registers every function again, which would cost each statement a millisecond).
+    template: SessionState,
 }
 
 impl Engine {
@@ -79,21 +85,24 @@ impl Engine {
             .with_disk_manager_builder(no_spilling)
             .build_arc()
             .expect("a runtime with a memory pool and no disk is always built");
-        Engine { runtime, batch_rows: batch_rows.max(1) }
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_information_schema(true)
+            .with_batch_size(batch_rows.max(1));
+        let template =
+            SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
+        Engine { template }
     }
 
     /// A session in which `caller`'s statements see the datasets it may read.
     fn session(&self, caller: Arc<Caller>, scans: Arc<Scans>) -> SessionContext {
-        let config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG, SCHEMA)
-            .with_information_schema(true)
-            .with_batch_size(self.batch_rows);
-        let session = SessionContext::new_with_config_rt(config, self.runtime.clone());
-        let catalog = session.catalog(CATALOG).expect("the session's default catalog exists");
-        catalog
-            .register_schema(SCHEMA, Arc::new(Datasets { caller, scans }))
-            .expect("the default catalog takes schemas");
-        session
+        let catalog = MemoryCatalogProvider::new();
+        catalog.register_schema(SCHEMA, Arc::new(Datasets { caller, scans })).expect("a memory catalog takes schemas");
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(CATALOG.to_owned(), Arc::new(catalog));
+        let mut state = self.template.clone();
+        state.register_catalog_list(Arc::new(catalogs));
+        SessionContext::new_with_state(state)
     }
 }
 
@@ -246,6 +255,34 @@ impl Table {
     }
 }
 
+impl Table {
+    /// Whether the scan applies `filter` exactly as SQL would, so the engine need not again:
+    /// `and`s of `=`, `<`, `<=`, `>`, `>=`, `in` and `is [not] null` on a column of the
+    /// literal's own type (integers, text, booleans), where SQL's null answers and the filter
+    /// language's agree. Negations and `!=` (null answers), `like` and floating point
+    /// comparisons are left to the engine as well.
+    fn exact(&self, filter: &policy::Expr) -> bool {
+        use policy::Expr as F;
+        use policy::FieldType;
+        let type_of = |column: &Column| self.fields.iter().find(|f| f.name == column.name).map(|f| f.field_type);
+        let same_type = |column: &Column, value: &Literal| {
+            matches!(
+                (type_of(column), value),
+                (Some(FieldType::Int64), Literal::Int(_))
+                    | (Some(FieldType::String), Literal::String(_))
+                    | (Some(FieldType::Boolean), Literal::Bool(_))
+            )
+        };
+        match filter {
+            F::Compare { column, op, value } => *op != CmpOp::NotEq && same_type(column, value),
+            F::In { column, values, negated } => !negated && values.iter().all(|v| same_type(column, v)),
+            F::IsNull { .. } => true,
+            F::And(a, b) => self.exact(a) && self.exact(b),
+            _ => false,
+        }
+    }
+}
+
 #[async_trait]
 impl TableProvider for Table {
     fn schema(&self) -> SchemaRef {
@@ -256,8 +293,8 @@ impl TableProvider for Table {
         TableType::Base
     }
 
-    /// Filters the scan can apply are applied there too (to prune and use indexes), but the
-    /// engine evaluates them again: the scan's language compares as the HTTP API does.
+    /// Filters the scan can apply are applied there (to prune and use indexes); the engine
+    /// evaluates them again unless the scan's answer is exactly SQL's ([`Table::exact`]).
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
@@ -265,6 +302,7 @@ impl TableProvider for Table {
         Ok(filters
             .iter()
             .map(|f| match self.filter_of(f) {
+                Some(filter) if self.exact(&filter) => TableProviderFilterPushDown::Exact,
                 Some(_) => TableProviderFilterPushDown::Inexact,
                 None => TableProviderFilterPushDown::Unsupported,
             })
@@ -289,8 +327,10 @@ impl TableProvider for Table {
         if columns.is_empty() {
             columns.extend(self.schema.fields().first().map(|f| f.name().clone()));
         }
-        // The engine hands a limit down only when no filter is left above the scan.
-        let limit = if filter.is_none() && filters.is_empty() { limit } else { None };
+        // A limit counts rows that passed every filter: kept only when the scan applies them all
+        // exactly.
+        let exact = filters.iter().all(|f| self.filter_of(f).is_some_and(|filter| self.exact(&filter)));
+        let limit = if exact { limit } else { None };
         let query = Query { columns: Some(columns), filter, limit, ..Query::default() };
         let partition =
             ScanPartition { dataset: self.dataset.clone(), schema: schema.clone(), query, scans: self.scans.clone() };

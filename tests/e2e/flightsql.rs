@@ -199,6 +199,18 @@ async fn a_statement_answers_what_plain_flight_answers_on_every_open_dataset() {
     }
     let limited = query(&g, None, "sql-limit", "SELECT * FROM \"air-quality\" LIMIT 5").await.unwrap();
     assert_eq!(one(&limited).num_rows(), 5);
+    // Filters handed to the scan (and a limit after them) answer exactly what SQL means,
+    // nulls included.
+    let air = plain(&g, None, "air-quality").await;
+    let sql = "SELECT district FROM \"air-quality\" WHERE district = 'Haizhou' AND aqi >= 100 LIMIT 3";
+    let districts = strings(&query(&g, None, "sql-pushed", sql).await.unwrap(), "district");
+    assert_eq!(districts, ["Haizhou"; 3]);
+    let nulls = air.column_by_name("o3").unwrap().null_count();
+    assert!(nulls > 0, "the demo has readings without o3");
+    let sql = "SELECT count(*) FROM \"air-quality\" WHERE o3 IS NULL";
+    assert_eq!(count(&query(&g, None, "sql-nulls", sql).await.unwrap()) as usize, nulls);
+    let sql = "SELECT count(*) FROM \"air-quality\" WHERE o3 != 50 OR o3 = 50";
+    assert_eq!(count(&query(&g, None, "sql-not-null", sql).await.unwrap()) as usize, air.num_rows() - nulls);
 
     // Names the caller may not read do not exist: non-open and unknown are answered alike.
     let non_open = query(&g, None, "sql-no", "SELECT * FROM \"subsistence-allowance\"").await.unwrap_err();
