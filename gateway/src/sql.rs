@@ -73,7 +73,17 @@ pub struct Engine {
     /// each statement's session is a copy of it with the caller's tables (building one from
     /// nothing registers every function again, which would cost each statement a millisecond).
     template: SessionState,
+    /// The result schemas of statements planned lately ([`Engine::schema`]).
+    schemas: moka::sync::Cache<SchemaKey, SchemaRef>,
 }
+
+/// A statement as its schema is remembered: the caller's key id (empty for anonymous callers),
+/// the statement and its bound parameters.
+pub type SchemaKey = (String, String, Option<String>);
+
+/// How long a statement's result schema is remembered for the `FlightInfo` of the same
+/// statement by the same key.
+pub const SCHEMA_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Engine {
     /// An engine whose statements together hold at most `memory_bytes` of working memory.
@@ -91,7 +101,32 @@ impl Engine {
             .with_batch_size(batch_rows.max(1));
         let template =
             SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
-        Engine { template }
+        let schemas = moka::sync::Cache::builder()
+            .weigher(|(key, sql, params): &SchemaKey, _: &SchemaRef| {
+                u32::try_from(key.len() + sql.len() + params.as_ref().map_or(0, String::len) + 256).unwrap_or(u32::MAX)
+            })
+            .max_capacity(16 << 20)
+            .time_to_live(SCHEMA_TTL)
+            .build();
+        Engine { template, schemas }
+    }
+
+    /// The result schema of the statement `key` names, planned by `plan` unless the same key
+    /// had it planned within [`SCHEMA_TTL`]: a client that asks for a statement's `FlightInfo`
+    /// before each execution does not have it planned twice in a row. This is only the schema
+    /// a `FlightInfo` states: every execution is planned and decided anew, and answers with the
+    /// schema of its own plan.
+    pub async fn schema(
+        &self,
+        key: SchemaKey,
+        plan: impl std::future::Future<Output = Result<Planned, Error>>,
+    ) -> Result<SchemaRef, Error> {
+        if let Some(schema) = self.schemas.get(&key) {
+            return Ok(schema);
+        }
+        let schema = plan.await?.schema();
+        self.schemas.insert(key, schema.clone());
+        Ok(schema)
     }
 
     /// A session in which `caller`'s statements see the datasets it may read.

@@ -341,6 +341,10 @@ async fn conditional_data_through_sql_is_the_agreement_scope_masked_and_recorded
     assert_eq!(outside_records[0]["statement"], outside);
     // Unconditional datasets are not recorded call by call.
     assert!(crate::audit::records(&g, "dataset=air-quality").await.is_empty());
+    // What the holder's statements planned is the holder's alone: without the key, the same
+    // statement finds no table.
+    let anonymous = query(&g, None, "sql-anonymous", "SELECT * FROM enterprises").await.unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::NotFound);
 }
 
 #[tokio::test]

@@ -308,7 +308,14 @@ impl Service {
                 // The caller's key is checked as for every other command.
                 let caller = context.caller(&self.state).await?;
                 let schema = match &command {
-                    sql::SqlCommand::Statement(statement) => self.planned(&context, caller, statement).await?.schema(),
+                    sql::SqlCommand::Statement(statement) => {
+                        let key = match &caller {
+                            Caller::Key { key_id, .. } => key_id.clone(),
+                            Caller::Anonymous => String::new(),
+                        };
+                        let key = (key, statement.sql.clone(), statement.bound_parameters().map(str::to_owned));
+                        self.state.sql.schema(key, self.planned(&context, caller, statement)).await?
+                    }
                     _ => command.schema(),
                 };
                 let info = FlightInfo::new()

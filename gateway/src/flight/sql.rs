@@ -111,6 +111,11 @@ impl Statement {
         Ok(Statement { sql: self.sql.clone(), params: Some(params) })
     }
 
+    /// The bound parameters as the handle holds them, if any.
+    pub fn bound_parameters(&self) -> Option<&str> {
+        self.params.as_deref()
+    }
+
     /// The bound parameters' values, in order; `None` when none are bound.
     pub fn params(&self) -> Result<Option<Vec<ScalarValue>>, Error> {
         let Some(params) = &self.params else { return Ok(None) };
