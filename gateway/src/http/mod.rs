@@ -150,13 +150,17 @@ async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Inco
     let path = req.uri().path().to_owned();
     // Every line logged for this request, its body's included, carries its id.
     let span = tracing::info_span!("request", request_id = %request_id);
-    let routed = async {
-        match api {
-            Api::Data => routes::data(&state, req, peer.ip(), &request_id).await,
-            Api::Admin => routes::admin(&state, req).await,
+    // Boxed: the routes' futures hold every step of a call and run to kilobytes, which each
+    // future around them would otherwise carry, and copy as it is moved.
+    let routed = Box::pin(
+        async {
+            match api {
+                Api::Data => routes::data(&state, req, peer.ip(), &request_id).await,
+                Api::Admin => routes::admin(&state, req).await,
+            }
         }
-    }
-    .instrument(span.clone())
+        .instrument(span.clone()),
+    )
     .await;
     let mut response = match routed {
         Ok(r) => r,

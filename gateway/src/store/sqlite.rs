@@ -149,6 +149,12 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// The connection's `PRAGMA data_version`: it changes when another connection commits. Every
+/// keyed call reads it, so the statement is compiled once per connection, not on each read.
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
+}
+
 fn role_name(role: Role) -> &'static str {
     match role {
         Role::User => "user",
@@ -242,7 +248,7 @@ const KEY_COLUMNS: &str = "id, principal, secret_sha256, created_at, revoked_at"
 
 impl Store for SqliteStore {
     fn change_counter(&self) -> StoreResult<i64> {
-        self.with(|c| c.pragma_query_value(None, "data_version", |r| r.get(0)))
+        self.with(data_version)
     }
 
     /// `PRAGMA data_version` reads the WAL index in shared memory: it takes no lock that
@@ -250,7 +256,7 @@ impl Store for SqliteStore {
     /// it wait, and then this answers `None`.
     fn change_counter_now(&self) -> Option<StoreResult<i64>> {
         let conn = self.conn.try_lock().ok()?;
-        Some(conn.pragma_query_value(None, "data_version", |r| r.get(0)).map_err(StoreError::from))
+        Some(data_version(&conn).map_err(StoreError::from))
     }
 
     fn put_principal(&self, p: &Principal, declared: bool) -> StoreResult<()> {
