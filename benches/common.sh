@@ -15,7 +15,13 @@ need() {
     fi
 }
 
+# build_kaifang : sets KAIFANG to a release build of the project, built here; a KAIFANG set by
+# the caller (KAIFANG=path/to/kaifang benches/....sh) is taken as it is.
 build_kaifang() {
+    if [ -n "${KAIFANG:-}" ]; then
+        [ -x "$KAIFANG" ] || { echo "KAIFANG=$KAIFANG is not an executable" >&2; exit 1; }
+        return 0
+    fi
     (cd "$ROOT" && cargo build --release --quiet -p kaifang)
     KAIFANG="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/kaifang"
 }

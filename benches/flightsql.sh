@@ -20,11 +20,7 @@ LOOKUP_ID="${LOOKUP_ID:-12345}"
 
 need curl taskset
 roapi_venv
-if [ -n "${KAIFANG:-}" ]; then
-    [ -x "$KAIFANG" ] || { echo "KAIFANG=$KAIFANG is not an executable" >&2; exit 1; }
-else
-    build_kaifang
-fi
+build_kaifang
 
 WORK="$(mktemp -d)"
 PIDS=()

@@ -43,11 +43,7 @@ BUDGET_BYTES="${BUDGET_BYTES:-2147483648}"
 need nginx curl taskset
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 roapi_venv
-if [ -n "${KAIFANG:-}" ]; then
-    [ -x "$KAIFANG" ] || { echo "KAIFANG=$KAIFANG is not an executable" >&2; exit 1; }
-else
-    build_kaifang
-fi
+build_kaifang
 
 # 1,000 connections on each side of loopback, and the servers' files besides.
 ulimit -n "$(ulimit -Hn)"
