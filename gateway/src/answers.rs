@@ -108,6 +108,11 @@ impl Answers {
         Ok(AnswerSlot { answers: self.0.clone(), client, protocol, _reservation: reservation })
     }
 
+    /// The whole budget, in bytes.
+    pub fn budget_bytes(&self) -> u64 {
+        self.0.capacity as u64 * UNIT
+    }
+
     /// Reserves `bytes` of the budget (an answer's buffers, or a dataset being decoded into the
     /// cache), waiting up to `answer_wait_ms`; 503 `overloaded` past it, counted under `what`.
     /// More than the whole budget is refused at once.

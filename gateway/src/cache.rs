@@ -36,9 +36,9 @@ use policy::filter::{CmpOp, Expr};
 use policy::Mask;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
-use crate::answers::Answers;
+use crate::answers::{Answers, ANSWER_RESERVE_BYTES};
 use crate::config::{CacheConfig, CachePolicy, SourceConfig};
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::metrics::Metrics;
 use crate::pipeline::literal_array;
 use crate::source::{arrow_schema, file, slice_bytes, BatchStream, Batches, SourceContext};
@@ -201,11 +201,29 @@ impl DecodedCache {
         };
         let mut read = file::open_batches(path, config.format, whole).await?;
         // What is decoded is reserved in the memory budget of work in flight, twice (the batches,
-        // then the one batch they are joined into), until the cache holds it.
+        // then the one batch they are joined into), until the cache holds it. A dataset that
+        // would take more than the whole budget (less the answer of the call decoding it) can
+        // never be decoded: that is not a refusal to retry later but a dataset served from its
+        // source (see `get`).
+        let room = answers.budget_bytes().saturating_sub(ANSWER_RESERVE_BYTES);
         let mut batches: Vec<RecordBatch> = Vec::new();
         let mut reserved = Vec::new();
+        let mut total = 0u64;
         while let Some(batch) = read.stream.try_next().await? {
-            reserved.push(answers.reserve(2 * slice_bytes(&batch) as u64, "cache").await?);
+            let bytes = 2 * slice_bytes(&batch) as u64;
+            total += bytes;
+            if total > room {
+                return Err(Error::new(
+                    Kind::Unavailable,
+                    "exceeds_memory_budget",
+                    format!(
+                        "decoding it takes more than the whole memory budget for work in flight \
+                         ([server] answer_memory_bytes = {})",
+                        answers.budget_bytes()
+                    ),
+                ));
+            }
+            reserved.push(answers.reserve(bytes, "cache").await?);
             batches.push(batch);
         }
         let names: Vec<String> = config.fields.iter().map(|f| f.name.clone()).collect();
