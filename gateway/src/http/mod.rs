@@ -150,8 +150,8 @@ async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Inco
     let path = req.uri().path().to_owned();
     // Every line logged for this request, its body's included, carries its id.
     let span = tracing::info_span!("request", request_id = %request_id);
-    // Boxed: the routes' futures hold every step of a call and run to kilobytes, which each
-    // future around them would otherwise carry, and copy as it is moved.
+    // Boxed: the routes' futures hold every step of a call, which each future around them
+    // would otherwise carry inline and copy as it is moved.
     let routed = Box::pin(
         async {
             match api {
