@@ -19,10 +19,17 @@
 //!
 //! A comparison on a column without an index skips the blocks of rows whose summaries show
 //! they cannot match ([`zones`]), under the same rule for masked columns.
+//!
+//! Small answers to calls that every caller is answered alike (unconditional data, no quota to
+//! count) are kept too, encoded, by the decoded version they were read from and the normalized
+//! query and format: the same call on the same version is then answered from them without
+//! reading the data again. They are bounded by `[cache] answer_bytes`; a new version has new
+//! decoded data, so an answer of the old one is never given for it.
 
 mod zones;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +37,7 @@ use arrow::array::{make_comparator, Array, ArrayRef, UInt32Array};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::{concat_batches, sort_to_indices, take, take_record_batch, SortOptions};
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::TryStreamExt;
 use policy::filter::{CmpOp, Expr};
@@ -51,6 +59,30 @@ const UNIT: u64 = 1024;
 /// Dataset id, catalog version, file version.
 type Key = (String, u64, String);
 
+/// Answers larger than this are not kept encoded.
+pub const KEPT_ANSWER_MAX_BYTES: usize = 64 * 1024;
+
+/// A kept answer's key: the decoded data it was read from and the live state (catalog, limits)
+/// it was answered under, by their serial numbers, and what was asked ([`AnswerKey`]).
+type KeptKey = (u64, u64, Arc<str>);
+
+/// Serial numbers of decoded data, unique in the process.
+static SERIALS: AtomicU64 = AtomicU64::new(0);
+
+/// A kept answer: its bytes as sent, the rows they hold, and whether they are compressed (in the
+/// coding its key names).
+#[derive(Clone)]
+pub struct KeptAnswer {
+    pub body: Bytes,
+    pub rows: u64,
+    pub coded: bool,
+}
+
+/// What a call asked of decoded data, normalized (format, columns, filter, order, offset,
+/// limit), as the key of its kept answer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AnswerKey(pub Arc<str>);
+
 /// One version of a dataset, decoded, with its indexes.
 pub struct Decoded {
     /// Every declared field, in declared order and types.
@@ -64,6 +96,8 @@ pub struct Decoded {
     /// Summaries of blocks of rows, for the columns without an index.
     zones: Zones,
     blocks: BlockCounters,
+    /// Tells this version's kept answers from every other version's.
+    serial: u64,
 }
 
 /// Blocks kept and skipped by reads.
@@ -94,6 +128,10 @@ pub struct DecodedCache {
     decode_seconds: Histogram,
     held: IntGauge,
     blocks: BlockCounters,
+    /// Small encoded answers, by the decoded version and the query they answer.
+    kept: moka::sync::Cache<KeptKey, KeptAnswer>,
+    kept_hits: IntCounter,
+    kept_misses: IntCounter,
 }
 
 impl DecodedCache {
@@ -110,8 +148,15 @@ impl DecodedCache {
                 }
             })
             .build();
+        let kept = moka::sync::Cache::builder()
+            .max_capacity(config.answer_bytes)
+            .weigher(|k: &KeptKey, v: &KeptAnswer| u32::try_from(k.2.len() + v.body.len() + 64).unwrap_or(u32::MAX))
+            .build();
         DecodedCache {
             entries,
+            kept,
+            kept_hits: metrics.cache_lookups.with_label_values(&["answers", "hit"]),
+            kept_misses: metrics.cache_lookups.with_label_values(&["answers", "miss"]),
             max_bytes: config.max_bytes,
             current: DashMap::new(),
             not_kept: DashMap::new(),
@@ -249,7 +294,8 @@ impl DecodedCache {
                     .values()
                     .map(|x| x.sorted.get_array_memory_size() + x.rows.get_array_memory_size())
                     .sum::<usize>()) as u64;
-            Ok(Decoded { batch, indexes, bytes, version, names, zones, blocks })
+            let serial = SERIALS.fetch_add(1, Ordering::Relaxed);
+            Ok(Decoded { batch, indexes, bytes, version, names, zones, blocks, serial })
         })
         .await
         .map_err(|e| Error::internal(format!("decoding task failed: {e}")))??;
@@ -261,9 +307,37 @@ impl DecodedCache {
         let decoded = Arc::new(decoded);
         Ok(decoded)
     }
+
+    /// The answer kept for `key` on `decoded` under live state `live`, if there is one.
+    pub fn recall(&self, decoded: &Decoded, live: u64, key: &AnswerKey) -> Option<KeptAnswer> {
+        let found = self.kept.get(&(decoded.serial, live, key.0.clone()));
+        match found {
+            Some(_) => self.kept_hits.inc(),
+            None => self.kept_misses.inc(),
+        }
+        found
+    }
+
+    /// Keeps `answer`, the whole encoded answer to `key` on `decoded` under live state `live`,
+    /// if it is small enough.
+    pub fn keep(&self, decoded: &Decoded, live: u64, key: AnswerKey, answer: KeptAnswer) {
+        if answer.body.len() <= KEPT_ANSWER_MAX_BYTES {
+            self.kept.insert((decoded.serial, live, key.0), answer);
+        }
+    }
 }
 
 impl Decoded {
+    /// The number of rows.
+    pub fn rows(&self) -> u64 {
+        self.batch.num_rows() as u64
+    }
+
+    /// The version of the data: the file's length and modification time.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
     /// The batches a call reads: the columns at `projection`, in slices of `batch_rows`, of the
     /// rows the indexes and block summaries leave for the grant's row filter (`scope`) and the
     /// caller's `filter` (on columns without a mask only), or of every row.

@@ -71,14 +71,19 @@ const INDUSTRIES: [&str; 8] = [
 /// The demo datasets the generator knows, by id.
 const KNOWN: [&str; 5] = ["bus-arrivals", "parking-lots", "air-quality", "enterprises", "subsistence-allowance"];
 
-/// Writes every demo dataset of `config` with `rows` rows into `out`, named as the file sources
-/// of the demo catalog name them. Shows a progress bar when stderr is a terminal.
-pub fn write_all(config: &Config, rows: u64, out: &Path) -> Result<(), String> {
+/// Writes the demo datasets of `config` named in `only` (every one when it is empty) with `rows`
+/// rows into `out`, named as the file sources of the demo catalog name them. Shows a progress
+/// bar when stderr is a terminal.
+pub fn write_all(config: &Config, rows: u64, out: &Path, only: &[String]) -> Result<(), String> {
+    if let Some(unknown) = only.iter().find(|id| !KNOWN.contains(&id.as_str())) {
+        return Err(format!("`{unknown}` is not a demo dataset; the demo datasets are {}", KNOWN.join(", ")));
+    }
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let targets: Vec<_> = config
         .datasets
         .iter()
         .filter(|d| KNOWN.contains(&d.id.as_str()))
+        .filter(|d| only.is_empty() || only.iter().any(|id| id == d.id.as_str()))
         .filter_map(|d| match &d.source {
             SourceConfig::File(path) => Some((d, out.join(path.file_name()?))),
             SourceConfig::Url(_) => None,
@@ -125,7 +130,7 @@ pub fn ensure(config: &Config) -> Result<PathBuf, String> {
     });
     if !complete {
         tracing::info!(dir = %dir.display(), rows = DEFAULT_ROWS, "generating demo data");
-        write_all(config, DEFAULT_ROWS, &dir)?;
+        write_all(config, DEFAULT_ROWS, &dir, &[])?;
     }
     Ok(dir)
 }

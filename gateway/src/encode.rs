@@ -34,15 +34,51 @@ impl OutputFormat {
         }
     }
 
-    /// The format an `Accept` header prefers, if it names one we produce.
+    /// The format an `Accept` field asks for: of the media types it accepts (`q` above 0), the
+    /// one of highest quality that is produced here, an exact type before a wildcard of the same
+    /// quality (`*/*` and `application/*` are answered in JSON, `text/*` in CSV). `None` when it
+    /// accepts none of them.
     pub fn from_accept(accept: &str) -> Option<OutputFormat> {
-        accept.split(',').map(|m| m.split(';').next().unwrap_or("").trim()).find_map(|media| match media {
-            "text/csv" => Some(OutputFormat::Csv),
-            "application/x-ndjson" | "application/jsonl" => Some(OutputFormat::Ndjson),
-            "application/json" => Some(OutputFormat::Json),
-            "application/vnd.apache.arrow.stream" => Some(OutputFormat::Arrow),
-            _ => None,
-        })
+        let mut best: Option<(f32, bool, OutputFormat)> = None;
+        for item in accept.split(',') {
+            let mut parts = item.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let quality = parts
+                .filter_map(|p| p.trim().strip_prefix("q=").map(str::trim))
+                .next()
+                .map_or(Some(1.0), |q| q.parse::<f32>().ok())
+                .unwrap_or(0.0);
+            let format = match media.as_str() {
+                "text/csv" => OutputFormat::Csv,
+                "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => OutputFormat::Ndjson,
+                "application/json" => OutputFormat::Json,
+                "application/vnd.apache.arrow.stream" => OutputFormat::Arrow,
+                "*/*" | "application/*" => OutputFormat::Json,
+                "text/*" => OutputFormat::Csv,
+                _ => continue,
+            };
+            let exact = !media.contains('*');
+            if quality > 0.0 && best.is_none_or(|(q, e, _)| (quality, exact) > (q, e)) {
+                best = Some((quality, exact, format));
+            }
+        }
+        best.map(|(_, _, format)| format)
+    }
+
+    /// The format's file suffix, as `rows.{suffix}` names it.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            OutputFormat::Csv => "csv",
+            OutputFormat::Ndjson => "ndjson",
+            OutputFormat::Json => "json",
+            OutputFormat::Arrow => "arrow",
+        }
+    }
+
+    /// Whether an answer in this format is a file to save (`Content-Disposition: attachment`)
+    /// rather than a document to show.
+    pub fn is_file(self) -> bool {
+        !matches!(self, OutputFormat::Json)
     }
 
     pub fn content_type(self) -> &'static str {
@@ -199,6 +235,20 @@ mod tests {
 
     use arrow::array::{ArrayRef, ListArray};
     use arrow::datatypes::Int32Type;
+
+    #[test]
+    fn accept_is_read_by_quality_exact_types_first() {
+        let f = OutputFormat::from_accept;
+        assert_eq!(f("text/csv"), Some(OutputFormat::Csv));
+        assert_eq!(f("application/json;q=0.5, text/csv"), Some(OutputFormat::Csv));
+        assert_eq!(f("text/csv;q=0.2, application/vnd.apache.arrow.stream;q=0.9"), Some(OutputFormat::Arrow));
+        assert_eq!(f("*/*, application/x-ndjson"), Some(OutputFormat::Ndjson));
+        assert_eq!(f("text/html, */*;q=0.8"), Some(OutputFormat::Json));
+        assert_eq!(f("text/*"), Some(OutputFormat::Csv));
+        assert_eq!(f("text/html"), None);
+        assert_eq!(f("application/xml, text/csv;q=0"), None);
+        assert_eq!(f("TEXT/CSV; charset=utf-8"), Some(OutputFormat::Csv));
+    }
 
     use super::*;
     use crate::error::Kind;

@@ -26,6 +26,8 @@ pub enum Kind {
     Gone,
     /// The method is not served on this path.
     MethodNotAllowed,
+    /// No format the request accepts can be produced (HTTP 406).
+    NotAcceptable,
     /// The requested byte range lies outside the file.
     RangeNotSatisfiable,
     /// The request conflicts with existing state (an id already taken).
@@ -53,6 +55,7 @@ impl Kind {
             Kind::NotFound => 404,
             Kind::Gone => 410,
             Kind::MethodNotAllowed => 405,
+            Kind::NotAcceptable => 406,
             Kind::RangeNotSatisfiable => 416,
             Kind::Conflict => 409,
             Kind::TooManyRequests => 429,
@@ -97,6 +100,7 @@ impl Kind {
             | Kind::NotFound
             | Kind::Gone
             | Kind::MethodNotAllowed
+            | Kind::NotAcceptable
             | Kind::RangeNotSatisfiable
             | Kind::Conflict
             | Kind::TooManyRequests => Side::Client,

@@ -113,6 +113,9 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Only this dataset (repeat for more); every demo dataset when absent.
+        #[arg(long = "dataset", value_name = "ID")]
+        datasets: Vec<String>,
     },
     /// Manage API keys in the data directory's store.
     Keys {
@@ -217,9 +220,8 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => check_config(&file),
         Command::Calendar { action: CalendarAction::Check { file } } => check_calendar(&file),
-        Command::DemoData { rows, out } => {
-            load(Origin::Embedded, Path::new("kaifang.toml")).and_then(|c| kaifang::demo::write_all(&c, rows, &out))
-        }
+        Command::DemoData { rows, out, datasets } => load(Origin::Embedded, Path::new("kaifang.toml"))
+            .and_then(|c| kaifang::demo::write_all(&c, rows, &out, &datasets)),
         Command::Keys { action, place } => keys(action, &place),
         Command::Audit { action, place } => audit(action, &place),
         Command::Webhooks { action: WebhooksAction::Key { department }, place } => place.load().and_then(|config| {

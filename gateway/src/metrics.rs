@@ -95,12 +95,16 @@ pub struct Metrics {
     pub idle_closes: IntCounterVec,
     /// Failures talking to upstream origins, by kind.
     pub upstream_errors: IntCounterVec,
-    /// Lookups in the key, agreement and decoded-data caches, by cache and result (`hit`, `miss`).
+    /// Lookups in the key, agreement, decoded-data and kept-answer caches, by cache and result
+    /// (`hit`, `miss`).
     pub cache_lookups: IntCounterVec,
     /// Bytes of decoded data (and indexes) the decoded-data cache holds.
     pub decoded_bytes: IntGauge,
     /// Decoded datasets evicted to make room.
     pub decoded_evictions: IntCounter,
+    /// Range reads admitted as part of a range read admitted shortly before
+    /// (`[limits] range_window_seconds`).
+    pub range_reads_joined: IntCounter,
     /// Time to decode a dataset version into the cache.
     pub decode_seconds: Histogram,
     /// Blocks of cached rows a filtered read kept or skipped by their summaries.
@@ -293,7 +297,7 @@ impl Metrics {
             cache_lookups: counter(
                 &r,
                 "kaifang_cache_lookups_total",
-                "Lookups in the key and agreement caches, by cache and result (hit, miss).",
+                "Lookups in the key, agreement, decoded-data and kept-answer caches, by cache and result (hit, miss).",
                 &["cache", "result"],
             ),
             decoded_bytes: registered(
@@ -306,6 +310,13 @@ impl Metrics {
             decoded_evictions: registered(
                 &r,
                 IntCounter::new("kaifang_decoded_cache_evictions_total", "Decoded datasets evicted from the cache to make room."),
+            ),
+            range_reads_joined: registered(
+                &r,
+                IntCounter::new(
+                    "kaifang_range_reads_joined_total",
+                    "Range reads counted as part of the caller's range read of the same dataset version admitted within [limits] range_window_seconds.",
+                ),
             ),
             decode_seconds: registered(
                 &r,
@@ -419,7 +430,7 @@ impl Metrics {
         for kind in ["connect", "timeout", "idle", "broken", "status"] {
             self.upstream_errors.with_label_values(&[kind]);
         }
-        for cache in ["keys", "agreements", "decoded"] {
+        for cache in ["keys", "agreements", "decoded", "answers"] {
             for result in ["hit", "miss"] {
                 self.cache_lookups.with_label_values(&[cache, result]);
             }

@@ -155,7 +155,24 @@ pub struct Limiter {
     saved: Mutex<std::collections::HashMap<(String, NaiveDate), Usage>>,
     day_offset: FixedOffset,
     clock: DefaultClock,
+    /// Range reads admitted lately, by who read (under which limit), what and which version.
+    ranges: moka::sync::Cache<RangeKey, RangeWindow>,
 }
+
+/// Who reads ranges of what: the limit's holder (`anonymous` address, key or agreement), the
+/// dataset, and its version.
+pub type RangeKey = (String, String, String);
+
+/// A range read admitted under a limit, and when.
+#[derive(Clone)]
+struct RangeWindow {
+    opened: std::time::Instant,
+    admission: Admission,
+    budget: Option<Budget>,
+}
+
+/// The longest window range reads can share (`[limits] range_window_seconds` is at most this).
+pub const MAX_RANGE_WINDOW: Duration = Duration::from_secs(3600);
 
 /// The limiters of calls outside any agreement, at their rates.
 struct Defaults {
@@ -189,7 +206,22 @@ impl Limiter {
             saved: Mutex::new(Default::default()),
             day_offset,
             clock: DefaultClock::default(),
+            ranges: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(MAX_RANGE_WINDOW).build(),
         }
+    }
+
+    /// The admission of the range read `key` names, if one was admitted less than `window` ago:
+    /// range reads of one version of one dataset by one caller within the window are one call
+    /// against the request rate and the daily request quota, their bytes still counted against
+    /// the same byte budget.
+    pub fn range_window(&self, key: &RangeKey, window: Duration) -> Option<(Admission, Option<Budget>)> {
+        self.ranges.get(key).filter(|w| w.opened.elapsed() < window).map(|w| (w.admission, w.budget))
+    }
+
+    /// Opens the window of range reads `key` names, from an admission just made.
+    pub fn open_range_window(&self, key: RangeKey, admission: &Admission, budget: &Option<Budget>) {
+        let window = RangeWindow { opened: std::time::Instant::now(), admission: admission.clone(), budget: budget.clone() };
+        self.ranges.insert(key, window);
     }
 
     /// Applies new anonymous and per-key rates (a reload). Unchanged rates keep their limiters

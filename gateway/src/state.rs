@@ -115,6 +115,16 @@ pub struct Live {
     pub retention_days: u32,
     /// The working days applications' deadlines are counted in.
     pub calendar: Arc<policy::Calendar>,
+    /// Tells this live state from every other one of the process (what was answered under one
+    /// is not answered from memory under another).
+    pub serial: u64,
+}
+
+/// Serial numbers of live states.
+static LIVE_SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_live_serial() -> u64 {
+    LIVE_SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Live {
@@ -130,6 +140,7 @@ impl Live {
             hash_key,
             retention_days: config.audit.retention_days,
             calendar: Arc::new(config.calendar.clone()),
+            serial: next_live_serial(),
         })
     }
 
@@ -476,6 +487,7 @@ impl State {
             hash_key: current.hash_key.clone(),
             retention_days: current.retention_days,
             calendar: current.calendar.clone(),
+            serial: next_live_serial(),
         };
         let withdrawn: HashSet<String> = overlay.withdrawals.iter().map(|w| w.dataset.clone()).collect();
         self.live.store(Arc::new(live));

@@ -13,6 +13,7 @@ mod calendar;
 mod catalog;
 mod cluster;
 mod config;
+mod conventions;
 mod download;
 mod fixture;
 mod flight;

@@ -24,6 +24,7 @@ use policy::{decide, Caller, DatasetId, Grant, Limit, Operation};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::audit::{self, CallGuard, CallInfo, Outcome, Record};
+use crate::cache::{AnswerKey, Decoded, KeptAnswer};
 use crate::config::Limits;
 use crate::error::{Error, Kind};
 use crate::metrics::{timed, Metrics, Timing};
@@ -103,6 +104,11 @@ impl Granted {
         &self.grant
     }
 
+    /// The rows the call's query has yielded so far.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
     /// The agreement the call is under, if any.
     fn agreement(&self) -> Option<&str> {
         match &self.grant.limit {
@@ -150,8 +156,39 @@ impl<'a> Call<'a> {
         let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
         let (admission, budget) =
             admit_under(self.state, &self.live.limits, &grant.limit, self.client, self.protocol).await?;
+        Ok((self.granted(grant), admission, budget))
+    }
+
+    /// [`Call::grant`] for a range read of the dataset's `version`: within
+    /// `[limits] range_window_seconds` of an admitted range read of the same version by the same
+    /// caller it is admitted as part of that call (the rules still decide it; its bytes count
+    /// against that call's budget). A reader of Parquet over HTTP makes dozens of range requests
+    /// for one query (the footer, then each row group's columns); counted one by one they would
+    /// spend an anonymous caller's whole burst on one query.
+    pub async fn grant_range(&self, operation: Operation, version: &str) -> Result<(Granted, Admission, Option<Budget>), Error> {
+        let window = std::time::Duration::from_secs(self.live.limits.range_window_seconds);
+        let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
+        let holder = match &grant.limit {
+            Limit::Anonymous => format!("address {}", self.client),
+            Limit::Key(key) => format!("key {key}"),
+            Limit::Agreement { id, .. } => format!("agreement {id}"),
+        };
+        let key = (holder, self.entry.dataset.id.to_string(), format!("{} {version}", self.entry.version));
+        if let Some((admission, budget)) = self.state.limiter.range_window(&key, window) {
+            self.state.metrics.range_reads_joined.inc();
+            return Ok((self.granted(grant), admission, budget));
+        }
+        let (admission, budget) =
+            admit_under(self.state, &self.live.limits, &grant.limit, self.client, self.protocol).await?;
+        if !window.is_zero() {
+            self.state.limiter.open_range_window(key, &admission, &budget);
+        }
+        Ok((self.granted(grant), admission, budget))
+    }
+
+    fn granted(&self, grant: Grant) -> Granted {
         let columns = grant.scope.visible_fields(&self.entry.dataset).into_iter().map(|f| f.name).collect();
-        Ok((Granted { grant, columns, filter: None, rows: Arc::new(AtomicU64::new(0)) }, admission, budget))
+        Granted { grant, columns, filter: None, rows: Arc::new(AtomicU64::new(0)) }
     }
 
     /// The answer's body, cut short if the dataset is withdrawn or the call's agreement ends
@@ -362,6 +399,19 @@ impl Recorder<'_> {
 /// Plans the query and opens the source, returning the first batch (if any) so that a source
 /// that fails at once is answered with a proper error instead of a broken stream.
 pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Result<Started, Error> {
+    start_keeping(call, operation, query, None).await
+}
+
+/// [`start`], for a front end that keeps small encoded answers under `key` (the query and its
+/// encoding, normalized): a call answered alike to every caller (no record, no quota) on data in
+/// the decoded-data cache is answered from the answer kept for the same key on the same version
+/// ([`Started::kept`]), or says where its own answer may be kept ([`Started::keep`]).
+pub async fn start_keeping(
+    call: &Call<'_>,
+    operation: Operation,
+    query: &Query,
+    key: Option<AnswerKey>,
+) -> Result<Started, Error> {
     let (mut granted, admission, budget) = call.grant(operation).await?;
     let grant = &granted.grant;
     let state = call.state;
@@ -370,6 +420,27 @@ pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Resu
     let opening = Instant::now();
     let context = live.source_context(&state.config.data_dir, &state.upstream);
     let decoded = state.decoded.get(call.entry, &context, &state.answers).await;
+    // Alike for every caller: nothing recorded, nothing counted against a quota, the whole data.
+    let alike = budget.is_none() && !policy::recorded(&call.entry.dataset) && grant.scope.is_whole_dataset(&call.entry.dataset);
+    let mut keep = None;
+    if let (Ok(Some(decoded)), Some(key), true) = (&decoded, key, alike) {
+        if let Some(answer) = state.decoded.recall(decoded, live.serial, &key) {
+            call.timing.add_source(opening.elapsed());
+            return Ok(Started {
+                schema: plan.output_schema.clone(),
+                version: Some(decoded.version().to_owned()),
+                first: None,
+                rest: Box::pin(futures_util::stream::empty()),
+                admission,
+                budget,
+                in_memory: true,
+                granted,
+                kept: Some(answer),
+                keep: None,
+            });
+        }
+        keep = Some(Keep { decoded: decoded.clone(), live: live.serial, key });
+    }
     let in_memory = matches!(decoded, Ok(Some(_)));
     let batches = match decoded {
         Ok(Some(decoded)) => {
@@ -390,7 +461,45 @@ pub async fn start(call: &Call<'_>, operation: Operation, query: &Query) -> Resu
     let mut rest = meter_rows(rows, budget.clone(), call.quota_refusals("rows_per_day")).fuse();
     let first = rest.next().await.transpose()?;
     let rest = Box::pin(rest);
-    Ok(Started { schema, version: batches.version, first, rest, admission, budget, in_memory, granted })
+    Ok(Started { schema, version: batches.version, first, rest, admission, budget, in_memory, granted, kept: None, keep })
+}
+
+/// The number of rows `query`'s filter matches within the grant's scope (its columns, order,
+/// offset and limit aside): counted in memory for data in the decoded-data cache, read from the
+/// file's footer where nothing filters and the format records it (Parquet); otherwise refused
+/// (400 `count_unavailable`), since it would take a whole read of the source.
+pub async fn count(call: &Call<'_>, grant: &Grant, query: &Query) -> Result<u64, Error> {
+    let state = call.state;
+    let live = call.live;
+    let whole = Query { filter: query.filter.clone(), ..Query::default() };
+    let plan = Plan::new(&call.entry.config, grant, &whole, live.limits.max_sort_rows, live.hash_key.clone())?;
+    let context = live.source_context(&state.config.data_dir, &state.upstream);
+    let scope = grant.scope.row_filter.as_ref();
+    if let Some(decoded) = state.decoded.get(call.entry, &context, &state.answers).await? {
+        if scope.is_none() && query.filter.is_none() {
+            return Ok(decoded.rows());
+        }
+        let batches = decoded.read(&plan.read, scope, query.filter.as_ref(), &grant.scope.masks, context.batch_rows)?;
+        let mut rows = execute(plan, batches.stream);
+        let mut counted = 0u64;
+        while let Some(batch) = rows.next().await {
+            counted += batch?.num_rows() as u64;
+        }
+        return Ok(counted);
+    }
+    let recorded = match &call.entry.config.source {
+        crate::config::SourceConfig::File(path) if scope.is_none() && query.filter.is_none() => {
+            source::file::recorded_rows(state.config.data_dir.join(path), call.entry.dataset.format).await
+        }
+        _ => None,
+    };
+    recorded.ok_or_else(|| {
+        Error::bad_request(
+            "count_unavailable",
+            "an exact count of this query would take a whole read of the dataset's source; \
+             page until a page comes back short instead",
+        )
+    })
 }
 
 /// A query whose source is open and whose first batch is in hand.
@@ -406,6 +515,25 @@ pub struct Started {
     /// Read from the decoded-data cache: the whole answer can be had at once.
     pub in_memory: bool,
     pub granted: Granted,
+    /// The whole encoded answer, kept from an earlier call with the same key on the same
+    /// version; `first` and `rest` are then empty.
+    pub kept: Option<KeptAnswer>,
+    /// Where this call's whole encoded answer may be kept, if it is small.
+    pub keep: Option<Keep>,
+}
+
+/// Where an answer may be kept: the decoded version it was read from, and its key.
+pub struct Keep {
+    decoded: Arc<Decoded>,
+    live: u64,
+    key: AnswerKey,
+}
+
+impl Keep {
+    /// Keeps `answer`, the whole encoded answer, for the next call with the same key.
+    pub fn keep(self, state: &State, answer: KeptAnswer) {
+        state.decoded.keep(&self.decoded, self.live, self.key, answer);
+    }
 }
 
 /// Admits a call under `limit` or refuses it: 429 (`ResourceExhausted` on Flight) naming the

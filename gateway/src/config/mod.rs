@@ -288,6 +288,9 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// TLS (HTTP/2 by ALPN); plain HTTP when absent.
     pub tls: Option<TlsConfig>,
+    /// Which web pages' scripts may call the data API.
+    #[serde(default)]
+    pub cors: CorsConfig,
 }
 
 fn default_http_listen() -> SocketAddr {
@@ -296,8 +299,69 @@ fn default_http_listen() -> SocketAddr {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_http_listen(), tls: None }
+        HttpConfig { listen: default_http_listen(), tls: None, cors: CorsConfig::default() }
     }
+}
+
+/// Cross-origin calls to the data API (never the admin API). No cookies are used, so a key sent
+/// in a header by a page of another origin is as safe as one sent by any other client.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins whose pages may call: `"*"` for any, or origins as browsers send them
+    /// (`https://data.example.gov`, `http://localhost:3000`); empty for none.
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may keep a preflight's answer.
+    pub max_age_seconds: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig { allowed_origins: vec!["*".into()], max_age_seconds: 600 }
+    }
+}
+
+impl CorsConfig {
+    /// Whether pages of `origin` may call.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+
+    /// Whether any origin may call.
+    pub fn allows_any(&self) -> bool {
+        self.allowed_origins.iter().any(|o| o == "*")
+    }
+}
+
+/// An origin as browsers send it: `http://` or `https://`, a host (a name, an IPv4 address or a
+/// bracketed IPv6 one) and an optional port, nothing after.
+fn is_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+        return false;
+    };
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((address, after)) => (address.parse::<std::net::Ipv6Addr>().is_ok(), after),
+            None => return false,
+        },
+        None => {
+            let end = rest.find(':').unwrap_or(rest.len());
+            let name = &rest[..end];
+            let named = !name.is_empty()
+                && name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                });
+            (named, &rest[end..])
+        }
+    };
+    let port_ok = match port.strip_prefix(':') {
+        None => port.is_empty(),
+        Some(p) => !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()) && p.parse::<u16>().is_ok(),
+    };
+    host && port_ok
 }
 
 fn resolve_tls(tls: &mut TlsConfig, base: &Path) {
@@ -410,6 +474,10 @@ pub struct Limits {
     pub key_rate: Rate,
     /// Offset from UTC, in hours, of the time zone whose calendar days the daily quotas count.
     pub quota_utc_offset_hours: i32,
+    /// Range reads (`Range` downloads) by one caller of one version of one dataset within this
+    /// many seconds of the first one admitted count as that one call against the request rate
+    /// and the daily request quota (bytes still count); 0 counts every request. At most 3600.
+    pub range_window_seconds: u64,
 }
 
 impl Default for Limits {
@@ -422,6 +490,7 @@ impl Default for Limits {
             anonymous_rate: Rate { per_second: 20, burst: 40 },
             key_rate: Rate { per_second: 50, burst: 100 },
             quota_utc_offset_hours: 8,
+            range_window_seconds: 10,
         }
     }
 }
@@ -513,11 +582,14 @@ pub enum CachePolicy {
 pub struct CacheConfig {
     /// Memory the decoded data of all datasets may take, in bytes.
     pub max_bytes: u64,
+    /// Memory the small encoded answers kept for calls answered alike to every caller may take,
+    /// in bytes (0 keeps none).
+    pub answer_bytes: u64,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { max_bytes: 1 << 30 }
+        CacheConfig { max_bytes: 1 << 30, answer_bytes: 32 << 20 }
     }
 }
 
@@ -683,6 +755,7 @@ fn read_sections(main: &LoadedFile, errors: &mut Vec<ConfigError>) -> Config {
     let mut flight: FlightConfig = main.document.deserialize_key(&main.path, "flight", errors).unwrap_or_default();
     let mut admin: AdminConfig = main.document.deserialize_key(&main.path, "admin", errors).unwrap_or_default();
     check_tls(main, &mut http, &mut flight, &mut admin, errors);
+    check_cors(main, &http.cors, errors);
     let server: ServerConfig = main.document.deserialize_key(&main.path, "server", errors).unwrap_or_default();
     check_server(main, &server, errors);
     let masks: MasksConfig = main.document.deserialize_key(&main.path, "masks", errors).unwrap_or_default();
@@ -761,6 +834,25 @@ fn check_tls(
     }
     if let Some(tls) = &mut admin.tls {
         resolve_tls(tls, &base);
+    }
+}
+
+/// Every allowed origin is `*` or an origin as browsers send it.
+fn check_cors(main: &LoadedFile, cors: &CorsConfig, errors: &mut Vec<ConfigError>) {
+    for origin in &cors.allowed_origins {
+        if origin != "*" && !is_origin(origin) {
+            let path = [
+                PathSegment::Key("http".into()),
+                PathSegment::Key("cors".into()),
+                PathSegment::Key("allowed_origins".into()),
+            ];
+            errors.push(main.error_at(
+                &path,
+                format!(
+                    "`{origin}` is not an origin: `*`, or `http://` or `https://`, a host and an optional port, nothing after"
+                ),
+            ));
+        }
     }
 }
 
@@ -893,6 +985,10 @@ fn check_limits(main: &LoadedFile, limits: &Limits, errors: &mut Vec<ConfigError
         if limits.download_chunk_bytes > crate::source::MAX_STEP_BYTES {
             let path = [PathSegment::Key("limits".into()), PathSegment::Key("download_chunk_bytes".into())];
             errors.push(main.error_at(&path, format!("must be at most {}", crate::source::MAX_STEP_BYTES)));
+        }
+        if limits.range_window_seconds > crate::ratelimit::MAX_RANGE_WINDOW.as_secs() {
+            let path = [PathSegment::Key("limits".into()), PathSegment::Key("range_window_seconds".into())];
+            errors.push(main.error_at(&path, format!("must be at most {}", crate::ratelimit::MAX_RANGE_WINDOW.as_secs())));
         }
         if !(-12..=14).contains(&limits.quota_utc_offset_hours) {
             errors.push(ConfigError {
@@ -1242,6 +1338,22 @@ mod tests {
         let path = dir.path().join("k.toml");
         std::fs::write(&path, main).unwrap();
         load(Origin::Files, &path)
+    }
+
+    #[test]
+    fn cors_origins_are_checked_where_they_are_written() {
+        let errors = load_text(
+            "[http.cors]\nallowed_origins = [\"*\", \"https://data.example.gov\", \"http://localhost:3000\", \"http://[::1]:8000\", \"https://x.org/path\", \"data.example.gov\", \"http://a:99999\"]\n",
+        )
+        .unwrap_err()
+        .0;
+        let bad: Vec<&str> = errors.iter().map(|e| e.message.split('`').nth(1).unwrap()).collect();
+        assert_eq!(bad, ["https://x.org/path", "data.example.gov", "http://a:99999"]);
+        assert!(errors.iter().all(|e| e.field == "http.cors.allowed_origins" && e.line == 2), "{errors:?}");
+        let config = load_text("[http.cors]\nallowed_origins = [\"https://data.example.gov\"]\n").unwrap();
+        assert!(config.http.cors.allows("https://data.example.gov"));
+        assert!(!config.http.cors.allows("https://evil.example"));
+        assert!(load_text("").unwrap().http.cors.allows("https://anyone.example"));
     }
 
     #[test]

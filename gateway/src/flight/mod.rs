@@ -134,7 +134,7 @@ pub async fn serve(
 /// The gRPC status of each kind of error; the message starts with the error's stable code.
 pub fn status(e: &Error) -> Status {
     let code = match e.kind {
-        Kind::BadRequest => Code::InvalidArgument,
+        Kind::BadRequest | Kind::NotAcceptable => Code::InvalidArgument,
         Kind::Unauthenticated => Code::Unauthenticated,
         Kind::Forbidden => Code::PermissionDenied,
         Kind::NotFound => Code::NotFound,

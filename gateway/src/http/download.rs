@@ -1,18 +1,21 @@
 //! Raw download: the original file, byte for byte, with the HTTP caching and range machinery
 //! (RFC 9110 §13–14): `ETag` + `If-None-Match`, `Last-Modified` + `If-Modified-Since`, a single
 //! `Range` (206, or 416 when unsatisfiable), `If-Range`, and `HEAD`. Upstream datasets pass the
-//! same request headers to the origin and its answer back, streamed as it arrives.
+//! same request headers to the origin and its answer back, streamed as it arrives. A file with
+//! a compressed copy beside it is sent as that copy to a client that takes its coding.
 
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_ENCODING, CONTENT_LENGTH,
+    CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE, VARY,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use policy::Grant;
 
+use super::compress::Coding;
 use super::response::{self, Body, DatasetVersion};
 use crate::config::SourceConfig;
 use crate::error::{Error, Kind};
@@ -49,23 +52,39 @@ async fn from_file(
     budget: Option<Budget>,
     refused: prometheus::IntCounter,
 ) -> Result<Response<Body>, Error> {
-    let file = file::open_bytes(path).await?;
-    let info = file.info.clone();
-    let etag = format!("\"{}\"", info.version);
     let headers = req.headers();
+    // A compressed copy beside the file, as current as the file, is sent instead when the
+    // client takes its coding: the file's bytes stay exact, and nothing is compressed on the fly.
+    let (file, coding, data_version) = match precompressed(&path, headers) {
+        Some((sibling, coding, original)) => (file::open_bytes(sibling).await?, Some(coding), original.version),
+        None => {
+            let file = file::open_bytes(path).await?;
+            let version = file.info.version.clone();
+            (file, None, version)
+        }
+    };
+    let info = file.info.clone();
+    let etag = match coding {
+        Some(coding) => format!("\"{}-{}\"", info.version, coding.name()),
+        None => format!("\"{}\"", info.version),
+    };
 
     let mut response = Response::new(response::full(""));
     {
         let h = response.headers_mut();
+        h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        if let Some(coding) = coding {
+            h.insert(CONTENT_ENCODING, coding.header());
+        }
         h.insert(ETAG, value(&etag));
         // HTTP dates cover 1970 to 9999; a file stamped outside that has no Last-Modified.
         if let Some(date) = http_date(info.modified) {
             h.insert(LAST_MODIFIED, value(&date));
         }
-        h.insert("x-dataset-version", value(&info.version));
+        h.insert("x-dataset-version", value(&data_version));
         h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
-    response.extensions_mut().insert(DatasetVersion(info.version.clone()));
+    response.extensions_mut().insert(DatasetVersion(data_version));
     if not_modified(headers, &etag, info.modified) {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(response);
@@ -146,6 +165,25 @@ async fn from_origin(
     Ok(response)
 }
 
+/// The compressed copy of the file at `path` to send for a request with `headers`: of the
+/// codings the request takes, the one preferred ([`Coding::accepted`]) whose copy lies beside
+/// the file (`.zst`, `.br`, `.gz`, as nginx's `gzip_static` finds `.gz`) and was written no
+/// earlier than the file; with the file's own `stat`.
+fn precompressed(path: &Path, headers: &HeaderMap) -> Option<(PathBuf, Coding, file::FileInfo)> {
+    let accepted = Coding::accepted(headers);
+    if accepted.is_empty() {
+        return None;
+    }
+    let original = file::FileInfo::of_path(path).ok()?;
+    accepted.into_iter().find_map(|coding| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(coding.file_suffix());
+        let sibling = PathBuf::from(name);
+        let copy = file::FileInfo::of_path(&sibling).ok()?;
+        (copy.modified >= original.modified).then(|| (sibling, coding, original.clone()))
+    })
+}
+
 fn http_date(t: SystemTime) -> Option<String> {
     let secs = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
     (secs < 253_402_300_800).then(|| httpdate::fmt_http_date(t))
@@ -158,13 +196,24 @@ fn value(s: &str) -> HeaderValue {
 /// Whether the client's copy is current: `If-None-Match` decides when present (weak
 /// comparison), otherwise `If-Modified-Since` at one-second resolution.
 fn not_modified(headers: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
-    if let Some(inm) = headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        return inm.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag);
+    if headers.contains_key(IF_NONE_MATCH) {
+        return not_modified_by_etag(headers, etag);
     }
     match headers.get(IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()).and_then(|v| httpdate::parse_http_date(v).ok()) {
         Some(since) => whole_seconds(modified) <= since,
         None => false,
     }
+}
+
+/// Whether `If-None-Match` names `etag` (weak comparison) or `*`.
+pub fn not_modified_by_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
 /// `If-Range`: the range applies only if the validator still matches (strong comparison for
@@ -185,7 +234,7 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
 /// A single byte range as `start..end` (end exclusive). Several ranges, or a header that is
 /// not a byte range, are ignored and the whole file is served, as RFC 9110 allows; a range
 /// that lies wholly outside the file is a 416.
-fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, Error> {
+pub fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, Error> {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
@@ -196,7 +245,7 @@ fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, Error> {
         return Ok(None);
     };
     let unsatisfiable =
-        || Error::new(Kind::RangeNotSatisfiable, "range_not_satisfiable", format!("the file has {len} bytes"));
+        || Error::new(Kind::RangeNotSatisfiable, "range_not_satisfiable", format!("the whole answer has {len} bytes"));
     let range = match (first.trim(), last.trim()) {
         ("", "") => return Ok(None),
         ("", suffix) => {

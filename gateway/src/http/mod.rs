@@ -11,6 +11,8 @@ mod agreements;
 pub mod api;
 mod applications;
 mod catalog;
+mod compress;
+mod cors;
 mod data;
 mod download;
 mod drafts;
@@ -21,6 +23,7 @@ mod reports;
 mod request;
 mod response;
 mod routes;
+mod soql;
 mod workflow;
 
 use std::convert::Infallible;
@@ -31,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -152,9 +155,17 @@ async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Inco
     let span = tracing::info_span!("request", request_id = %request_id);
     // Boxed: the routes' futures hold every step of a call, which each future around them
     // would otherwise carry inline and copy as it is moved.
+    // The data API's answers may be read by pages of the origins `[http.cors]` allows.
+    let origin = (api == Api::Data).then(|| cors::origin(req.headers())).flatten();
+    // Its JSON answers are compressed here, but for data calls', which compress their own.
+    let coding = (api == Api::Data)
+        .then(|| compress::Coding::negotiate(req.headers()))
+        .flatten()
+        .filter(|_| !routes::is_data_call(&path));
     let routed = Box::pin(
         async {
             match api {
+                Api::Data if method == Method::OPTIONS => routes::options(&state, req, peer.ip(), &request_id).await,
                 Api::Data => routes::data(&state, req, peer.ip(), &request_id).await,
                 Api::Admin => routes::admin(&state, req).await,
             }
@@ -172,6 +183,12 @@ async fn handle(state: Arc<State>, api: Api, peer: SocketAddr, req: Request<Inco
     response
         .headers_mut()
         .insert("x-request-id", HeaderValue::from_str(&request_id).expect("request ids are visible ASCII"));
+    if api == Api::Data {
+        cors::decorate(&state.config.http.cors, origin.as_ref(), response.headers_mut());
+        if method != Method::HEAD {
+            response = compress::answer(response, coding).await;
+        }
+    }
     let _in_request = span.enter();
     tracing::info!(
         peer = %peer,

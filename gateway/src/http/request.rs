@@ -45,13 +45,20 @@ pub fn no_route() -> Error {
 }
 
 /// A request's query parameters, percent-decoded. A repeated parameter counts as its last value;
-/// a key in the query string is refused, since URLs end up in logs.
-#[derive(Default)]
+/// a key in the query string is refused, since URLs end up in logs. `_`, the cache-buster some
+/// clients add (jQuery's `cache: false`), is ignored everywhere.
+#[derive(Clone, Default)]
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
+    /// Parameters already read, as pairs in order.
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Params {
+        Params(pairs)
+    }
+
     pub fn parse(query: Option<&str>) -> Result<Params, Error> {
         let params: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .filter(|(k, _)| k != "_")
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         if let Some((k, _)) = params.iter().find(|(k, _)| KEY_PARAMETERS.contains(&k.to_ascii_lowercase().as_str())) {

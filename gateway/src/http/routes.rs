@@ -11,12 +11,21 @@ use policy::{Actor, AgreementAction};
 
 use super::request::{self, allow, no_route, Params};
 use super::response::{self, json, Body};
-use super::{admin, agreements, applications, catalog, data, drafts, health, objections, reports};
+use super::{admin, agreements, applications, catalog, cors, data, drafts, health, objections, reports};
 use crate::error::{Error, Kind};
 use crate::state::State;
 
 const GET: &str = "GET, HEAD";
+
+/// The last segment of a data call's path: its operation, or `rows` with a format's suffix.
+const DATA_CALLS: [&str; 7] = ["rows", "preview", "download", "rows.csv", "rows.json", "rows.ndjson", "rows.arrow"];
 const POST: &str = "POST";
+
+/// Whether `path` is a data call's (rows, preview, download of one dataset).
+pub fn is_data_call(path: &str) -> bool {
+    let segments = request::segments(path);
+    matches!(segments.as_slice(), [v1, datasets, _, operation] if v1 == "v1" && datasets == "datasets" && DATA_CALLS.contains(&operation.as_str()))
+}
 
 /// Matches a data-port request to its handler.
 pub async fn data(
@@ -29,8 +38,10 @@ pub async fn data(
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     // A data call checks its method and parameters inside the call lifecycle, so that a refusal
     // of a call on conditional data is recorded too.
-    if let ["v1", "datasets", id, operation @ ("rows" | "preview" | "download")] = path.as_slice() {
-        return data::call(state, req, client, request_id, id, operation).await;
+    if let ["v1", "datasets", id, operation] = path.as_slice() {
+        if DATA_CALLS.contains(operation) {
+            return data::call(state, req, client, request_id, id, operation).await;
+        }
     }
     let params = Params::parse(req.uri().query())?;
     let method = req.method().clone();
@@ -147,12 +158,45 @@ pub async fn data(
             agreements::change_agreement(state, actor().await?, id, action).await
         }
         ["v1", "reports"] => {
-            params.only(&[])?;
             allow(&method, POST)?;
+            params.only(&[])?;
             reports::report(state, req, client).await
         }
         _ => Err(no_route()),
     }
+}
+
+/// Answers `OPTIONS` on the data port: a CORS preflight ([`cors::preflight`]) or a plain
+/// `OPTIONS`, 204 with `Allow`, for the methods the path takes. Every route refuses `OPTIONS`
+/// with its `Allow` before it does anything else, so the router itself says which methods a path
+/// takes; a data call's are known without starting it (which would record a refusal).
+pub async fn options(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    client: IpAddr,
+    request_id: &str,
+) -> Result<Response<Body>, Error> {
+    let preflight = cors::is_preflight(req.method(), req.headers());
+    let origin = cors::origin(req.headers());
+    let path = request::segments(req.uri().path());
+    let methods = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["v1", "datasets", _, operation] if DATA_CALLS.contains(operation) => GET.to_owned(),
+        _ => match data(state, req, client, request_id).await {
+            Err(e) if e.kind == Kind::MethodNotAllowed => {
+                e.headers.iter().find(|(name, _)| *name == "allow").map_or_else(|| GET.to_owned(), |(_, v)| v.clone())
+            }
+            Err(e) => return Err(e),
+            Ok(_) => return Err(Error::internal("a route answered OPTIONS")),
+        },
+    };
+    if preflight {
+        return Ok(cors::preflight(&state.config.http.cors, origin.as_ref(), &methods));
+    }
+    let mut answer = Response::new(response::full(bytes::Bytes::new()));
+    *answer.status_mut() = StatusCode::NO_CONTENT;
+    let allow = HeaderValue::from_str(&format!("{methods}, OPTIONS")).expect("methods are ASCII");
+    answer.headers_mut().insert(hyper::header::ALLOW, allow);
+    Ok(answer)
 }
 
 /// Matches an admin-port request to its handler; every endpoint but `/metrics` takes the
