@@ -179,7 +179,7 @@ R="http://127.0.0.1:$ROAPI_PORT/api/tables/t"
 # run_wrk CONNECTIONS URL [wrk options] : one wrk run, pinned; prints "requests/s p50_ms non2xx".
 run_wrk() {
     local connections="$1" url="$2"; shift 2
-    taskset -c "$CLIENT_CPU" wrk -t1 -c"$connections" -d"${DURATION}s" --latency "$@" "$url" | awk '
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$connections" -d"${DURATION}s" --latency ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "$@" "$url" | awk '
         /Requests\/sec/ { rps = $2 }
         /^ +50%/ { p50 = $2 }
         /Non-2xx or 3xx responses/ { bad = $NF }
@@ -190,6 +190,8 @@ run_wrk() {
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 # wrk_median NAME CONNECTIONS URL [wrk options] : RUNS runs; sets NAME_rps and NAME_p50 (medians).
+# With WRK_SCRIPT set, wrk runs that script (whose requests choose their own paths; URL is then
+# the warm-up call and gives the host).
 wrk_median() {
     local name="$1" connections="$2" url="$3"; shift 3
     # wrk's options here are -H headers, which curl takes as they are.
@@ -236,12 +238,32 @@ wrk_median nginx "$CONNECTIONS" "$N" -H "$AUTH"
 wrk_median small "$CONNECTIONS" "$K/small/rows?limit=1"
 wrk_median conditional "$CONNECTIONS" "$K/small-conditional/rows?limit=1" -H "$AUTH"
 
+# keys_lua NAME PATH_PREFIX : a wrk script whose every request asks for another key, PATH_PREFIX
+# followed by a number drawn uniformly from 1..ROWS_BIG (the same seed on every side), so that
+# no answer kept from an earlier call can serve it.
+keys_lua() {
+    cat >"$WORK/$1.lua" <<LUA
+math.randomseed(20261207)
+function request() return wrk.format("GET", "$2" .. math.random(1, $ROWS_BIG)) end
+LUA
+}
+keys_lua k_trip "/v1/datasets/trips/rows?filter=trip_id%20%3D%20"
+keys_lua r_trip "/api/tables/t?filter%5Btrip_id%5D="
+keys_lua k_ticket "/v1/datasets/trips/rows?filter=ticket_no%20%3D%20"
+keys_lua r_ticket "/api/tables/t?filter%5Bticket_no%5D="
+
 wrk_median k_lookup "$CONNECTIONS" "$K/trips/rows?$BY_TRIP"
 wrk_median r_lookup "$CONNECTIONS" "$R?filter%5Btrip_id%5D=$LOOKUP_ID"
 wrk_median k_lookup1 1 "$K/trips/rows?$BY_TRIP"
 wrk_median r_lookup1 1 "$R?filter%5Btrip_id%5D=$LOOKUP_ID"
 wrk_median k_scan "$CONNECTIONS" "$K/trips/rows?$BY_TICKET"
 wrk_median r_scan "$CONNECTIONS" "$R?filter%5Bticket_no%5D=$TICKET"
+WRK_SCRIPT="$WORK/k_trip.lua" wrk_median k_lookups "$CONNECTIONS" "$K/trips/rows?$BY_TRIP"
+WRK_SCRIPT="$WORK/r_trip.lua" wrk_median r_lookups "$CONNECTIONS" "$R?filter%5Btrip_id%5D=$LOOKUP_ID"
+WRK_SCRIPT="$WORK/k_trip.lua" wrk_median k_lookups1 1 "$K/trips/rows?$BY_TRIP"
+WRK_SCRIPT="$WORK/r_trip.lua" wrk_median r_lookups1 1 "$R?filter%5Btrip_id%5D=$LOOKUP_ID"
+WRK_SCRIPT="$WORK/k_ticket.lua" wrk_median k_scans "$CONNECTIONS" "$K/trips/rows?$BY_TICKET"
+WRK_SCRIPT="$WORK/r_ticket.lua" wrk_median r_scans "$CONNECTIONS" "$R?filter%5Bticket_no%5D=$TICKET"
 wrk_median k_first "$CONNECTIONS" "$K/trips/rows?limit=1"
 wrk_median r_first "$CONNECTIONS" "$R?limit=1"
 
@@ -301,10 +323,14 @@ echo
 row "what" "kaifang" "peer" "ratio"
 row "rows?limit=1, 10-row CSV, unconditional (peer: nginx)" "$(rps "$small_rps")" "$(rps "$nginx_rps")" "$(x "$small_rps" "$nginx_rps")"
 row "rows?limit=1, 10-row CSV, conditional (peer: nginx)" "$(rps "$conditional_rps")" "$(rps "$nginx_rps")" "$(x "$conditional_rps" "$nginx_rps")"
-row "filter=trip_id = $LOOKUP_ID, indexed (peer: ROAPI filter)" "$(rps "$k_lookup_rps")" "$(rps "$r_lookup_rps")" "$(x "$k_lookup_rps" "$r_lookup_rps")"
+row "filter=trip_id = K, indexed, K new each call (peer: ROAPI filter)" "$(rps "$k_lookups_rps")" "$(rps "$r_lookups_rps")" "$(x "$k_lookups_rps" "$r_lookups_rps")"
+row "  p50 latency, $CONNECTIONS connections" "$(ms "$k_lookups_p50")" "$(ms "$r_lookups_p50")" "$(x "$r_lookups_p50" "$k_lookups_p50")"
+row "  p50 latency, 1 connection" "$(ms "$k_lookups1_p50")" "$(ms "$r_lookups1_p50")" "$(x "$r_lookups1_p50" "$k_lookups1_p50")"
+row "filter=ticket_no = K, unindexed, cached, K new each call (peer: ROAPI)" "$(rps "$k_scans_rps")" "$(rps "$r_scans_rps")" "$(x "$k_scans_rps" "$r_scans_rps")"
+row "filter=trip_id = $LOOKUP_ID, the same call repeated (kept answer)" "$(rps "$k_lookup_rps")" "$(rps "$r_lookup_rps")" "$(x "$k_lookup_rps" "$r_lookup_rps")"
 row "  p50 latency, $CONNECTIONS connections" "$(ms "$k_lookup_p50")" "$(ms "$r_lookup_p50")" "$(x "$r_lookup_p50" "$k_lookup_p50")"
 row "  p50 latency, 1 connection" "$(ms "$k_lookup1_p50")" "$(ms "$r_lookup1_p50")" "$(x "$r_lookup1_p50" "$k_lookup1_p50")"
-row "filter=ticket_no = $TICKET, unindexed, cached (peer: ROAPI)" "$(rps "$k_scan_rps")" "$(rps "$r_scan_rps")" "$(x "$k_scan_rps" "$r_scan_rps")"
+row "filter=ticket_no = $TICKET, the same call repeated (kept answer)" "$(rps "$k_scan_rps")" "$(rps "$r_scan_rps")" "$(x "$k_scan_rps" "$r_scan_rps")"
 row "rows?limit=1 on the big file (peer: ROAPI ?limit=1)" "$(rps "$k_first_rps")" "$(rps "$r_first_rps")" "$(x "$k_first_rps" "$r_first_rps")"
 row "Arrow stream of all $ROWS_BIG rows (peer: ROAPI ArrowStream)" "$(sec "$k_bulk_s")" "$(sec "$r_bulk_s")" "$(x "$r_bulk_s" "$k_bulk_s")"
 echo

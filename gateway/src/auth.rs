@@ -10,10 +10,12 @@
 //! store's change counter, checked on every keyed request. Either way a revoked key is refused
 //! on its very next request.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use chrono::Utc;
 use policy::{Agreement, Caller};
 use rand::RngCore;
@@ -64,13 +66,20 @@ pub fn issue(store: &dyn Store, principal: &str) -> Result<IssuedKey, StoreError
     Ok(IssuedKey { key: format!("kf_{}_{secret}", record.id), record })
 }
 
-/// The key a request presents, from `Authorization: Bearer` or `X-API-Key`.
-pub fn presented_key(headers: &hyper::HeaderMap) -> Option<&str> {
+/// The key a request presents: `Authorization: Bearer <key>`, the password of
+/// `Authorization: Basic` (as Flight's handshake takes it, and as clients that can only put
+/// credentials in the URL send them: `http://user:<key>@host/...`), or `X-API-Key`.
+pub fn presented_key(headers: &hyper::HeaderMap) -> Option<Cow<'_, str>> {
     if let Some(auth) = headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));
-        return scheme.eq_ignore_ascii_case("bearer").then_some(token.trim());
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
+            let (_user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+            return Some(Cow::Owned(password.to_owned()));
+        }
+        return scheme.eq_ignore_ascii_case("bearer").then_some(Cow::Borrowed(token.trim()));
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(|k| Cow::Borrowed(k.trim()))
 }
 
 fn unknown_key() -> Error {
@@ -108,7 +117,11 @@ impl Keys {
     pub async fn caller(self: &Arc<Self>, headers: &hyper::HeaderMap) -> Result<Caller, Error> {
         let Some(presented) = presented_key(headers) else {
             if headers.contains_key(hyper::header::AUTHORIZATION) {
-                return Err(Error::new(Kind::Unauthenticated, "unknown_key", "use `Authorization: Bearer <key>`"));
+                return Err(Error::new(
+                    Kind::Unauthenticated,
+                    "unknown_key",
+                    "use `Authorization: Bearer <key>` (or Basic, with the key as the password)",
+                ));
             }
             return Ok(Caller::Anonymous);
         };

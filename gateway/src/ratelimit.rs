@@ -220,7 +220,8 @@ impl Limiter {
 
     /// Opens the window of range reads `key` names, from an admission just made.
     pub fn open_range_window(&self, key: RangeKey, admission: &Admission, budget: &Option<Budget>) {
-        let window = RangeWindow { opened: std::time::Instant::now(), admission: admission.clone(), budget: budget.clone() };
+        let window =
+            RangeWindow { opened: std::time::Instant::now(), admission: admission.clone(), budget: budget.clone() };
         self.ranges.insert(key, window);
     }
 

@@ -32,6 +32,8 @@ async fn a_replaced_file_is_never_answered_from_the_old_version_once_the_change_
     assert_eq!(rows(&g, "t", "").await.1, first);
     assert_eq!(metric(&g, "kaifang_cache_lookups_total{cache=\"decoded\",result=\"hit\"}").await, 1.0);
     assert_eq!(metric(&g, "kaifang_cache_lookups_total{cache=\"decoded\",result=\"miss\"}").await, 1.0);
+    // The second call was answered from the answer kept from the first, encoded.
+    assert_eq!(metric(&g, "kaifang_cache_lookups_total{cache=\"answers\",result=\"hit\"}").await, 1.0);
 
     // Same length, new content: the modification time tells the new version.
     let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
@@ -39,6 +41,11 @@ async fn a_replaced_file_is_never_answered_from_the_old_version_once_the_change_
     std::fs::File::options().write(true).open(&file).unwrap().set_modified(modified + Duration::from_secs(1)).unwrap();
     let (_, second) = rows(&g, "t", "").await;
     assert_eq!(second[0]["k"], 7, "{second}");
+    assert_eq!(
+        metric(&g, "kaifang_cache_lookups_total{cache=\"answers\",result=\"hit\"}").await,
+        1.0,
+        "no answer of the old version is given for the new one"
+    );
     // A longer file, written within the same second.
     std::fs::write(&file, "k,s,x\n7,sev,7.5\n8,eig,8.5\n9,nin,9.5\n").unwrap();
     let (_, third) = rows(&g, "t", "").await;

@@ -66,7 +66,7 @@ def check_pandas(base):
     return frame
 
 
-def check_polars(base, frame):
+def check_polars(base, frame, key):
     url = f"{base}/v1/datasets/bus-arrivals/rows.csv"
     read = pl.read_csv(url)
     check(read.shape == frame.shape, f"polars read_csv: {read.shape}")
@@ -74,7 +74,11 @@ def check_polars(base, frame):
     expected = frame[frame["delay_seconds"] > 120][["route", "delay_seconds"]]
     check(scanned.shape == expected.shape, f"polars scan_csv: {scanned.shape}, expected {expected.shape}")
     check(scanned["delay_seconds"].sum() == int(expected["delay_seconds"].sum()), "polars scan_csv sums")
-    print(f"polars {pl.__version__}: read_csv and scan_csv on rows.csv URLs")
+    # polars sends no headers of its own, but credentials in the URL go as Basic authentication,
+    # whose password the gateway takes as the key.
+    conditional = f"{base.replace('http://', f'http://user:{key}@')}/v1/datasets/enterprises/rows.csv?limit=7"
+    check(pl.read_csv(conditional).shape[0] == 7, "polars reads conditional rows with the key in the URL")
+    print(f"polars {pl.__version__}: read_csv and scan_csv on rows.csv URLs, conditional rows with the key in the URL")
 
 
 def duckdb_connection():
@@ -183,7 +187,7 @@ def main():
             with open(os.path.join(data_dir, "demo-user.key")) as f:
                 key = f.read().strip()
             frame = check_pandas(base)
-            check_polars(base, frame)
+            check_polars(base, frame, key)
             check_duckdb(base, data_dir)
             check_chromium(base, admin, key)
             status, _, body = fetch(f"{admin}/metrics")

@@ -165,7 +165,11 @@ impl<'a> Call<'a> {
     /// against that call's budget). A reader of Parquet over HTTP makes dozens of range requests
     /// for one query (the footer, then each row group's columns); counted one by one they would
     /// spend an anonymous caller's whole burst on one query.
-    pub async fn grant_range(&self, operation: Operation, version: &str) -> Result<(Granted, Admission, Option<Budget>), Error> {
+    pub async fn grant_range(
+        &self,
+        operation: Operation,
+        version: &str,
+    ) -> Result<(Granted, Admission, Option<Budget>), Error> {
         let window = std::time::Duration::from_secs(self.live.limits.range_window_seconds);
         let grant = decide(self.caller, &self.entry.dataset, operation, Utc::now())?;
         let holder = match &grant.limit {
@@ -421,7 +425,8 @@ pub async fn start_keeping(
     let context = live.source_context(&state.config.data_dir, &state.upstream);
     let decoded = state.decoded.get(call.entry, &context, &state.answers).await;
     // Alike for every caller: nothing recorded, nothing counted against a quota, the whole data.
-    let alike = budget.is_none() && !policy::recorded(&call.entry.dataset) && grant.scope.is_whole_dataset(&call.entry.dataset);
+    let alike =
+        budget.is_none() && !policy::recorded(&call.entry.dataset) && grant.scope.is_whole_dataset(&call.entry.dataset);
     let mut keep = None;
     if let (Ok(Some(decoded)), Some(key), true) = (&decoded, key, alike) {
         if let Some(answer) = state.decoded.recall(decoded, live.serial, &key) {
@@ -461,7 +466,18 @@ pub async fn start_keeping(
     let mut rest = meter_rows(rows, budget.clone(), call.quota_refusals("rows_per_day")).fuse();
     let first = rest.next().await.transpose()?;
     let rest = Box::pin(rest);
-    Ok(Started { schema, version: batches.version, first, rest, admission, budget, in_memory, granted, kept: None, keep })
+    Ok(Started {
+        schema,
+        version: batches.version,
+        first,
+        rest,
+        admission,
+        budget,
+        in_memory,
+        granted,
+        kept: None,
+        keep,
+    })
 }
 
 /// The number of rows `query`'s filter matches within the grant's scope (its columns, order,

@@ -988,7 +988,9 @@ fn check_limits(main: &LoadedFile, limits: &Limits, errors: &mut Vec<ConfigError
         }
         if limits.range_window_seconds > crate::ratelimit::MAX_RANGE_WINDOW.as_secs() {
             let path = [PathSegment::Key("limits".into()), PathSegment::Key("range_window_seconds".into())];
-            errors.push(main.error_at(&path, format!("must be at most {}", crate::ratelimit::MAX_RANGE_WINDOW.as_secs())));
+            errors.push(
+                main.error_at(&path, format!("must be at most {}", crate::ratelimit::MAX_RANGE_WINDOW.as_secs())),
+            );
         }
         if !(-12..=14).contains(&limits.quota_utc_offset_hours) {
             errors.push(ConfigError {

@@ -118,7 +118,7 @@ async fn read_audit(state: &State) -> Result<Vec<(String, audit::Record)>, Error
 }
 
 pub(super) fn authorize<B>(state: &State, req: &Request<B>) -> Result<(), Error> {
-    let presented = auth::presented_key(req.headers()).unwrap_or("");
+    let presented = auth::presented_key(req.headers()).unwrap_or_default();
     if bool::from(presented.as_bytes().ct_eq(state.admin_token.as_bytes())) {
         Ok(())
     } else {

@@ -29,7 +29,10 @@ fn refusals(tag: &str, path: &str) -> Vec<(&'static str, &'static str)> {
         out.push(("401", "No operator token, or a wrong one: operator_token_required"));
         out.push(("404", "No such record: not_found"));
         if tag != "audit" && tag != "operations" {
-            out.push(("409", "Conflicts with the record's state: conflict, already_decided, already_revoked, not_suspended"));
+            out.push((
+                "409",
+                "Conflicts with the record's state: conflict, already_decided, already_revoked, not_suspended",
+            ));
         }
         return out;
     }
@@ -59,7 +62,10 @@ fn refusals(tag: &str, path: &str) -> Vec<(&'static str, &'static str)> {
         out.push(("406", "Accept takes none of the formats rows are answered in: not_acceptable"));
     }
     if !data && tag != "catalog" {
-        out.push(("409", "Conflicts with the record's state: conflict, already_decided, already_revoked, not_suspended"));
+        out.push((
+            "409",
+            "Conflicts with the record's state: conflict, already_decided, already_revoked, not_suspended",
+        ));
     }
     if data || path == "/v1/datasets/{id}" {
         out.push(("410", "The dataset is withdrawn: dataset_withdrawn"));
@@ -138,7 +144,7 @@ impl utoipa::Modify for Common {
         paths::application, paths::approve, paths::reject, paths::put_draft, paths::get_draft, paths::withdraw,
         paths::reopen, paths::object, paths::objections, paths::objection, paths::resolve,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, paths::RowsFormat)),
     modifiers(&Common),
 )]
 pub struct DataApi;
@@ -236,7 +242,7 @@ mod paths {
     /// The formats rows are answered in.
     #[derive(utoipa::ToSchema)]
     #[schema(rename_all = "lowercase")]
-    enum RowsFormat {
+    pub(super) enum RowsFormat {
         Csv,
         Ndjson,
         Json,
@@ -313,7 +319,9 @@ mod paths {
         security((), ("bearer" = []), ("api_key" = [])))]
     fn download() {}
 
-    #[utoipa::path(head, path = "/v1/datasets/{id}/download", tag = "data", summary = "Headers of the original file", params(("id" = String, Path, example = "enterprises")),
+    #[utoipa::path(head, path = "/v1/datasets/{id}/download", tag = "data", summary = "Headers of the original file",
+        description = "The download's headers without its body: length, ETag, Last-Modified.",
+        params(("id" = String, Path, example = "enterprises")),
         responses((status = 200, description = "The file's headers"), (status = 304, description = "Not modified")),
         security((), ("bearer" = []), ("api_key" = [])))]
     fn download_head() {}

@@ -90,16 +90,17 @@ impl Coding {
         match self {
             // Levels for speed on the fly: brotli's default (11) is meant for static files.
             Coding::Zstd => Encoder::Zstd(ZstdEncoder::with_quality(Vec::new(), Level::Default)),
-            Coding::Brotli => Encoder::Brotli(BrotliEncoder::with_quality(Vec::new(), Level::Precise(4))),
+            Coding::Brotli => Encoder::Brotli(Box::new(BrotliEncoder::with_quality(Vec::new(), Level::Precise(4)))),
             Coding::Gzip => Encoder::Gzip(GzipEncoder::with_quality(Vec::new(), Level::Default)),
         }
     }
 }
 
-/// An encoder writing into memory, from which each flushed piece is taken.
+/// An encoder writing into memory, from which each flushed piece is taken. (Brotli's state is
+/// kilobytes: boxed, so the others do not carry its size.)
 enum Encoder {
     Zstd(ZstdEncoder<Vec<u8>>),
-    Brotli(BrotliEncoder<Vec<u8>>),
+    Brotli(Box<BrotliEncoder<Vec<u8>>>),
     Gzip(GzipEncoder<Vec<u8>>),
 }
 

@@ -9,28 +9,28 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, IF_RANGE, LINK, RANGE, VARY, ACCEPT_RANGES,
+    HeaderValue, ACCEPT, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_ENCODING, CONTENT_LENGTH,
+    CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE, LINK, RANGE, VARY,
 };
 use hyper::{Request, Response};
 use policy::{DatasetId, Operation, UpdateFrequency};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::compress::{self, Coding};
 use super::request::{allow, Params};
 use super::response::{self, Body, DatasetVersion};
-use super::compress::{self, Coding};
 use super::{download, limits, soql};
-use crate::call::lifecycle::{self, FrontEnd, Reply};
 use crate::cache::{AnswerKey, KeptAnswer};
+use crate::call::lifecycle::{self, FrontEnd, Reply};
 use crate::call::{self, start, start_keeping, Call, Started};
-use crate::encode::{encode_stream, OutputFormat};
 use crate::config::SourceConfig;
+use crate::encode::{encode_stream, OutputFormat};
 use crate::error::{Error, Kind};
-use crate::source::file::FileInfo;
 use crate::metrics::Timing;
 use crate::pipeline::Query;
 use crate::source;
+use crate::source::file::FileInfo;
 use crate::state::State;
 
 #[derive(Serialize, ToSchema)]
@@ -154,7 +154,9 @@ async fn download(call: &Call<'_>, req: &Request<Incoming>, params: &Params) -> 
     // version made within the window ([`Call::grant_range`]).
     let range_of = match (&call.entry.config.source, req.headers().contains_key(RANGE)) {
         // A file that cannot be read fails in the download itself, after its grant.
-        (SourceConfig::File(path), true) => FileInfo::of_path(&call.state.config.data_dir.join(path)).ok().map(|i| i.version),
+        (SourceConfig::File(path), true) => {
+            FileInfo::of_path(&call.state.config.data_dir.join(path)).ok().map(|i| i.version)
+        }
         (SourceConfig::Url(_), true) => Some(String::from("origin")),
         (_, false) => None,
     };
@@ -253,27 +255,10 @@ async fn rows(
             head.headers.insert(CONTENT_DISPOSITION, value);
         }
     }
-    // Unconditional data is the same for everyone: it may be kept by any cache, for as long as
-    // its update frequency suggests, and checked again by its ETag (the data's version and the
-    // normalized query). Conditional answers are the caller's alone and are never kept.
-    match (&version, policy::recorded(&call.entry.dataset)) {
-        (Some(data_version), false) => {
-            let etag = rows_etag(call.entry, data_version, &key);
-            head.headers.insert(CACHE_CONTROL, HeaderValue::from_static(public_cache(call.entry.dataset.update_frequency)));
-            if download::not_modified_by_etag(req.headers(), &etag) {
-                head.status = hyper::StatusCode::NOT_MODIFIED;
-                head.headers.remove(CONTENT_DISPOSITION);
-                head.headers.insert(ETAG, HeaderValue::from_str(&etag).expect("ETags are hex"));
-                return Ok(Reply { head, body: lifecycle::Body::Whole(Bytes::new()), version, status: 304, granted });
-            }
-            head.headers.insert(ETAG, HeaderValue::from_str(&etag).expect("ETags are hex"));
-        }
-        (None, false) => {
-            head.headers.insert(CACHE_CONTROL, HeaderValue::from_static("public, no-cache"));
-        }
-        (_, true) => {
-            head.headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-        }
+    if caching_headers(call, req, version.as_deref(), &key, &mut head.headers) == Validated::NotModified {
+        head.status = hyper::StatusCode::NOT_MODIFIED;
+        head.headers.remove(CONTENT_DISPOSITION);
+        return Ok(Reply { head, body: lifecycle::Body::Whole(Bytes::new()), version, status: 304, granted });
     }
     // An exact count, asked for as PostgREST takes it, is had before anything is read.
     let total = match prefers_exact_count(req.headers()) {
@@ -322,10 +307,61 @@ async fn rows(
     if let Some(coding) = coding.filter(|_| whole.coded) {
         head.headers.insert(CONTENT_ENCODING, coding.header());
     }
-    // A whole answer is a file of known length: a reader that takes files by ranges (polars'
-    // and object_store's) gets the range it asks for, while the answer is the same (`If-Range`).
+    let (body, status) = byte_range(req, &mut head, whole.body)?;
+    // A withdrawal or an ended agreement seen by now refuses it before it is charged.
+    call.cut_now(&granted)?;
+    call.charge_whole(budget.as_ref(), body.len())?;
+    head.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Ok(Reply { head, body: lifecycle::Body::Whole(body), version, status, granted })
+}
+
+/// Whether the client's copy of an answer is current.
+#[derive(PartialEq, Eq)]
+enum Validated {
+    NotModified,
+    Send,
+}
+
+/// `Cache-Control` and `ETag` of a rows answer. Unconditional data is the same for everyone: it
+/// may be kept by any cache, for as long as its update frequency suggests, and checked again by
+/// its ETag (the data's version and the normalized query, format and coding), which
+/// `If-None-Match` may name. Conditional answers are the caller's alone and are never kept.
+fn caching_headers(
+    call: &Call<'_>,
+    req: &Request<Incoming>,
+    version: Option<&str>,
+    key: &AnswerKey,
+    headers: &mut hyper::HeaderMap,
+) -> Validated {
+    match (version, policy::recorded(&call.entry.dataset)) {
+        (Some(data_version), false) => {
+            let etag = rows_etag(call.entry, data_version, key);
+            headers.insert(ETAG, HeaderValue::from_str(&etag).expect("ETags are hex"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static(public_cache(call.entry.dataset.update_frequency)));
+            if download::not_modified_by_etag(req.headers(), &etag) {
+                return Validated::NotModified;
+            }
+        }
+        (None, false) => {
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("public, no-cache"));
+        }
+        (_, true) => {
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+        }
+    }
+    Validated::Send
+}
+
+/// A whole answer is a file of known length: a reader that takes files by ranges (polars' and
+/// object_store's) gets the single range it asks for (206), while the answer is the same one
+/// (`If-Range` naming its ETag); otherwise all of it (200).
+fn byte_range(
+    req: &Request<Incoming>,
+    head: &mut hyper::http::response::Parts,
+    body: Bytes,
+) -> Result<(Bytes, u16), Error> {
     head.headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let len = whole.body.len() as u64;
+    let len = body.len() as u64;
     let same = |etag: &str| head.headers.get(ETAG).is_some_and(|ours| ours.as_bytes() == etag.as_bytes());
     let range = match req.headers().get(RANGE).and_then(|r| r.to_str().ok()) {
         Some(range) => match req.headers().get(IF_RANGE).and_then(|v| v.to_str().ok()) {
@@ -334,20 +370,11 @@ async fn rows(
         },
         None => None,
     };
-    let (body, status) = match range {
-        Some((start, end)) => {
-            head.status = hyper::StatusCode::PARTIAL_CONTENT;
-            let value = format!("bytes {start}-{}/{len}", end - 1);
-            head.headers.insert(CONTENT_RANGE, HeaderValue::from_str(&value).expect("numbers are ASCII"));
-            (whole.body.slice(start as usize..end as usize), 206)
-        }
-        None => (whole.body, 200),
-    };
-    // A withdrawal or an ended agreement seen by now refuses it before it is charged.
-    call.cut_now(&granted)?;
-    call.charge_whole(budget.as_ref(), body.len())?;
-    head.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    Ok(Reply { head, body: lifecycle::Body::Whole(body), version, status, granted })
+    let Some((start, end)) = range else { return Ok((body, 200)) };
+    head.status = hyper::StatusCode::PARTIAL_CONTENT;
+    let value = format!("bytes {start}-{}/{len}", end - 1);
+    head.headers.insert(CONTENT_RANGE, HeaderValue::from_str(&value).expect("numbers are ASCII"));
+    Ok((body.slice(start as usize..end as usize), 206))
 }
 
 /// The ETag of a rows answer on unconditional data: a digest of the dataset, its catalog and data

@@ -107,9 +107,7 @@ mod tests {
 
     fn translated(query: &str) -> Result<Vec<(String, String)>, String> {
         let params = Params::parse(Some(query)).unwrap();
-        translate(&params)
-            .map(|p| p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
-            .map_err(|e| e.message)
+        translate(&params).map(|p| p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()).map_err(|e| e.message)
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -142,7 +140,7 @@ mod tests {
             ("$select=count(*)", "`count(*)`"),
             ("$select=a%20as%20b", "`a as b`"),
             ("$select=a,*", "`*`"),
-            ("$order=a%20+%201", "`a + 1`"),
+            ("$order=a%20%2B%201", "`a + 1`"),
         ] {
             let message = translated(query).unwrap_err();
             assert!(message.contains(named), "{query}: {message}");
