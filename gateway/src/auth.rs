@@ -67,8 +67,8 @@ pub fn issue(store: &dyn Store, principal: &str) -> Result<IssuedKey, StoreError
 }
 
 /// The key a request presents: `Authorization: Bearer <key>`, the password of
-/// `Authorization: Basic` (as Flight's handshake takes it, and as clients that can only put
-/// credentials in the URL send them: `http://user:<key>@host/...`), or `X-API-Key`.
+/// `Authorization: Basic` (as Flight's handshake takes it, and as `curl -u` sends it), or
+/// `X-API-Key`.
 pub fn presented_key(headers: &hyper::HeaderMap) -> Option<Cow<'_, str>> {
     if let Some(auth) = headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));

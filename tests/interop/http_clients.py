@@ -6,8 +6,8 @@ Starts the given kaifang binary on the embedded demo, its air-quality dataset wr
 - pandas: read_csv on a rows.csv URL, and on a gzip answer (Accept-Encoding: gzip);
 - polars: read_csv and scan_csv on rows.csv URLs (polars asks for the length first);
 - DuckDB with its httpfs extension: read_parquet on /download, four queries at once, anonymous
-  under the default rate limits (their dozens of Range requests count as one read each), and
-  read_csv on a rows.csv URL;
+  under the default rate limits (their dozens of Range requests count as one read each),
+  read_csv on a rows.csv URL, and on conditional rows with the key in an HTTP secret;
 - headless Chromium (Debian's, driven by Playwright): a page of another origin fetches rows
   anonymously and with the demo user's key (a CORS preflight), reads the RateLimit and ETag
   fields, and is refused the admin API, which takes no cross-origin calls.
@@ -66,7 +66,7 @@ def check_pandas(base):
     return frame
 
 
-def check_polars(base, frame, key):
+def check_polars(base, frame):
     url = f"{base}/v1/datasets/bus-arrivals/rows.csv"
     read = pl.read_csv(url)
     check(read.shape == frame.shape, f"polars read_csv: {read.shape}")
@@ -74,11 +74,7 @@ def check_polars(base, frame, key):
     expected = frame[frame["delay_seconds"] > 120][["route", "delay_seconds"]]
     check(scanned.shape == expected.shape, f"polars scan_csv: {scanned.shape}, expected {expected.shape}")
     check(scanned["delay_seconds"].sum() == int(expected["delay_seconds"].sum()), "polars scan_csv sums")
-    # polars sends no headers of its own, but credentials in the URL go as Basic authentication,
-    # whose password the gateway takes as the key.
-    conditional = f"{base.replace('http://', f'http://user:{key}@')}/v1/datasets/enterprises/rows.csv?limit=7"
-    check(pl.read_csv(conditional).shape[0] == 7, "polars reads conditional rows with the key in the URL")
-    print(f"polars {pl.__version__}: read_csv and scan_csv on rows.csv URLs, conditional rows with the key in the URL")
+    print(f"polars {pl.__version__}: read_csv and scan_csv on rows.csv URLs")
 
 
 def duckdb_connection():
@@ -90,7 +86,7 @@ def duckdb_connection():
     return connection
 
 
-def check_duckdb(base, data_dir):
+def check_duckdb(base, data_dir, key):
     local = pq.read_table(os.path.join(data_dir, "demo", "air-quality.parquet"))
     groups = pq.ParquetFile(os.path.join(data_dir, "demo", "air-quality.parquet")).num_row_groups
     check(local.num_rows == AIR_QUALITY_ROWS and groups == 23, f"{local.num_rows} rows, {groups} row groups")
@@ -108,8 +104,14 @@ def check_duckdb(base, data_dir):
     rows = duckdb_connection().execute(
         f"SELECT count(*) FROM read_csv('{base}/v1/datasets/bus-arrivals/rows.csv')").fetchone()[0]
     check(rows == 5000, f"DuckDB read_csv on rows.csv: {rows}")
+    # Conditional rows, the key in an HTTP secret's headers: the agreement's scope (Haizhou only).
+    connection = duckdb_connection()
+    connection.execute(f"CREATE SECRET kaifang (TYPE http, EXTRA_HTTP_HEADERS MAP {{'Authorization': 'Bearer {key}'}})")
+    districts = connection.execute(
+        f"SELECT DISTINCT district FROM read_csv('{base}/v1/datasets/enterprises/rows.csv')").fetchall()
+    check(districts == [("Haizhou",)], f"DuckDB reads conditional rows within the agreement: {districts}")
     print(f"duckdb {duckdb.__version__}: four concurrent read_parquet on /download ({groups} row groups), "
-          f"anonymous, and read_csv on rows.csv")
+          f"anonymous; read_csv on rows.csv, and on conditional rows with the key")
 
 
 PAGE = """<!doctype html>
@@ -187,8 +189,8 @@ def main():
             with open(os.path.join(data_dir, "demo-user.key")) as f:
                 key = f.read().strip()
             frame = check_pandas(base)
-            check_polars(base, frame, key)
-            check_duckdb(base, data_dir)
+            check_polars(base, frame)
+            check_duckdb(base, data_dir, key)
             check_chromium(base, admin, key)
             status, _, body = fetch(f"{admin}/metrics")
             joined = [line for line in body.decode().splitlines()

@@ -61,13 +61,13 @@ fn refusals(tag: &str, path: &str) -> Vec<(&'static str, &'static str)> {
     if path.contains("/rows") {
         out.push(("406", "Accept takes none of the formats rows are answered in: not_acceptable"));
     }
-    if !data && tag != "catalog" {
+    if !data {
         out.push((
             "409",
             "Conflicts with the record's state: conflict, already_decided, already_revoked, not_suspended",
         ));
     }
-    if data || path == "/v1/datasets/{id}" {
+    if path.starts_with("/v1/datasets/{id}") {
         out.push(("410", "The dataset is withdrawn: dataset_withdrawn"));
     }
     if path.ends_with("/download") {
@@ -75,6 +75,9 @@ fn refusals(tag: &str, path: &str) -> Vec<(&'static str, &'static str)> {
     }
     if data {
         out.push(("429", "A rate limit or daily quota is spent, or too many answers in flight: rate_limited, quota_exhausted, too_many_answers"));
+    }
+    if path == "/v1/reports" || path.ends_with("/objections") {
+        out.push(("429", "Too many filings from one address or key: rate_limited"));
     }
     out
 }
