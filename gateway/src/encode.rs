@@ -13,6 +13,21 @@ use futures_util::StreamExt;
 use crate::error::Error;
 use crate::source::{BatchStream, ByteStream};
 
+/// The items of a header that lists them with qualities (`Accept`, `Accept-Encoding`): each
+/// name, lowercased, with its `q` (1 when absent, 0 when unreadable).
+pub fn weighted(list: &str) -> impl Iterator<Item = (String, f32)> + '_ {
+    list.split(',').map(|item| {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|p| p.trim().strip_prefix("q=").map(str::trim))
+            .next()
+            .map_or(Some(1.0), |q| q.parse::<f32>().ok())
+            .unwrap_or(0.0);
+        (name, quality)
+    })
+}
+
 /// An output format of the `rows` endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -40,14 +55,7 @@ impl OutputFormat {
     /// accepts none of them.
     pub fn from_accept(accept: &str) -> Option<OutputFormat> {
         let mut best: Option<(f32, bool, OutputFormat)> = None;
-        for item in accept.split(',') {
-            let mut parts = item.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let quality = parts
-                .filter_map(|p| p.trim().strip_prefix("q=").map(str::trim))
-                .next()
-                .map_or(Some(1.0), |q| q.parse::<f32>().ok())
-                .unwrap_or(0.0);
+        for (media, quality) in weighted(accept) {
             let format = match media.as_str() {
                 "text/csv" => OutputFormat::Csv,
                 "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => OutputFormat::Ndjson,

@@ -420,19 +420,22 @@ pub async fn start_keeping(
     let grant = &granted.grant;
     let state = call.state;
     let live = call.live;
-    let plan = Plan::new(&call.entry.config, grant, query, live.limits.max_sort_rows, live.hash_key.clone())?;
     let opening = Instant::now();
     let context = live.source_context(&state.config.data_dir, &state.upstream);
-    let decoded = state.decoded.get(call.entry, &context, &state.answers).await;
     // Alike for every caller: nothing recorded, nothing counted against a quota, the whole data.
+    // Such a call's kept answer is looked up before planning: its key (the same query on the
+    // same data, catalog and limits) stands for a plan already made and answered.
     let alike =
         budget.is_none() && !policy::recorded(&call.entry.dataset) && grant.scope.is_whole_dataset(&call.entry.dataset);
-    let mut keep = None;
-    if let (Ok(Some(decoded)), Some(key), true) = (&decoded, key, alike) {
-        if let Some(answer) = state.decoded.recall(decoded, live.serial, &key) {
+    let early = match (&key, alike) {
+        (Some(_), true) => Some(state.decoded.get(call.entry, &context, &state.answers).await),
+        _ => None,
+    };
+    if let (Some(Ok(Some(decoded))), Some(key)) = (&early, &key) {
+        if let Some(answer) = state.decoded.recall(decoded, live.serial, key) {
             call.timing.add_source(opening.elapsed());
             return Ok(Started {
-                schema: plan.output_schema.clone(),
+                schema: Arc::new(arrow::datatypes::Schema::empty()),
                 version: Some(decoded.version().to_owned()),
                 first: None,
                 rest: Box::pin(futures_util::stream::empty()),
@@ -444,8 +447,16 @@ pub async fn start_keeping(
                 keep: None,
             });
         }
-        keep = Some(Keep { decoded: decoded.clone(), live: live.serial, key });
     }
+    let plan = Plan::new(&call.entry.config, grant, query, live.limits.max_sort_rows, live.hash_key.clone())?;
+    let decoded = match early {
+        Some(decoded) => decoded,
+        None => state.decoded.get(call.entry, &context, &state.answers).await,
+    };
+    let keep = match (&decoded, key, alike) {
+        (Ok(Some(decoded)), Some(key), true) => Some(Keep { decoded: decoded.clone(), live: live.serial, key }),
+        _ => None,
+    };
     let in_memory = matches!(decoded, Ok(Some(_)));
     let batches = match decoded {
         Ok(Some(decoded)) => {
@@ -532,7 +543,7 @@ pub struct Started {
     pub in_memory: bool,
     pub granted: Granted,
     /// The whole encoded answer, kept from an earlier call with the same key on the same
-    /// version; `first` and `rest` are then empty.
+    /// version; `first` and `rest` are then empty, and `schema` too (nothing is encoded).
     pub kept: Option<KeptAnswer>,
     /// Where this call's whole encoded answer may be kept, if it is small.
     pub keep: Option<Keep>,

@@ -41,14 +41,7 @@ impl Coding {
     pub fn accepted(headers: &HeaderMap) -> Vec<Coding> {
         let mut taken: Vec<(f32, usize, Coding)> = Vec::new();
         for value in headers.get_all(ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()) {
-            for item in value.split(',') {
-                let mut parts = item.split(';');
-                let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-                let quality = parts
-                    .filter_map(|p| p.trim().strip_prefix("q=").map(str::trim))
-                    .next()
-                    .map_or(Some(1.0), |q| q.parse::<f32>().ok())
-                    .unwrap_or(0.0);
+            for (name, quality) in crate::encode::weighted(value) {
                 let (rank, coding) = match name.as_str() {
                     "zstd" => (3, Coding::Zstd),
                     "br" => (2, Coding::Brotli),
