@@ -35,6 +35,9 @@ pub mod demo;
 pub mod encode;
 pub mod error;
 pub mod flight;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod notify;

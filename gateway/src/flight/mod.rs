@@ -18,7 +18,7 @@
 //!   through HTTP/2 flow control instead of growing a buffer.
 
 mod command;
-mod sql;
+pub(crate) mod sql;
 mod wire;
 
 use std::future::Future;
