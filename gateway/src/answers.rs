@@ -2,12 +2,16 @@
 //! the cut of answers whose client stopped taking them.
 //!
 //! Every data call (HTTP rows, preview and download; Flight `DoGet`) is admitted here before
-//! its source is opened: it reserves [`ANSWER_RESERVE_BYTES`] of `[server] answer_memory_bytes`
-//! (what its buffers can hold at most: readers are pulled a step at a time and steps are bounded
-//! in bytes, see [`crate::source`]), and counts against `[server] max_answers_per_client` for its
-//! client address. When the budget is full a call waits up to `answer_wait_ms` for room, then gets
-//! 503 `overloaded`; a client past its bound gets 429 `too_many_answers` at once. Both carry
-//! `Retry-After` and are counted in `kaifang_overload_refusals_total`.
+//! its source is opened: it reserves [`ANSWER_BASE_BYTES`] of `[server] answer_memory_bytes`
+//! (room for a small answer encoded whole in memory), and counts against
+//! `[server] max_answers_per_client` for its client address. An answer that streams grows its
+//! room to [`ANSWER_RESERVE_BYTES`] before its first byte is sent (what its buffers can hold at
+//! most: readers are pulled a step at a time and steps are bounded in bytes, see
+//! [`crate::source`]); streamed answers together may hold at most three quarters of the budget,
+//! so that however many long downloads and slow readers there are, small answers still find
+//! room. When there is no room a call waits up to `answer_wait_ms`, then gets 503 `overloaded`; a
+//! client past its bound gets 429 `too_many_answers` at once. Both carry `Retry-After` and are
+//! counted in `kaifang_overload_refusals_total`.
 //!
 //! An admitted answer's body is wrapped by [`AnswerSlot::answer`]: the reservation is held until
 //! the body ends or is dropped, and an answer whose client asks for nothing more for
@@ -38,6 +42,16 @@ use crate::source::{Pieces, MAX_STEP_BYTES};
 /// stalled CSV answer (tests/e2e/overload.rs); reserved with a margin.
 pub const ANSWER_RESERVE_BYTES: u64 = 8 * MAX_STEP_BYTES as u64;
 
+/// What every answer reserves when it is admitted: a small answer from memory encoded whole (at
+/// most a step's bytes) and its compressed copy.
+pub const ANSWER_BASE_BYTES: u64 = 2 * MAX_STEP_BYTES as u64;
+
+/// The share of the budget that streamed answers may hold between them, in quarters.
+const STREAMED_QUARTERS: usize = 3;
+
+/// The smallest budget: room for one streamed answer within the streamed answers' share.
+pub const MIN_ANSWER_MEMORY_BYTES: u64 = 2 * ANSWER_RESERVE_BYTES;
+
 /// The budget is counted in KiB, so that any budget fits a semaphore's permits.
 const UNIT: u64 = 1024;
 
@@ -47,6 +61,9 @@ pub struct Answers(Arc<Inner>);
 
 struct Inner {
     budget: Arc<Semaphore>,
+    /// The streamed answers' share of the budget: each takes its whole room from it, and what
+    /// it holds past the base from `budget` as well.
+    streamed: Arc<Semaphore>,
     /// The budget's size, in units.
     capacity: usize,
     per_client: DashMap<IpAddr, usize>,
@@ -64,6 +81,7 @@ impl Answers {
         let units = (server.answer_memory_bytes / UNIT).min(Semaphore::MAX_PERMITS as u64) as usize;
         Answers(Arc::new(Inner {
             budget: Arc::new(Semaphore::new(units)),
+            streamed: Arc::new(Semaphore::new(units / 4 * STREAMED_QUARTERS)),
             capacity: units,
             per_client: DashMap::new(),
             max_per_client: server.max_answers_per_client,
@@ -97,7 +115,7 @@ impl Answers {
             *count += 1;
         }
         // From here the client's count is given back by the slot, or below.
-        let reservation = match self.reserve(ANSWER_RESERVE_BYTES, protocol).await {
+        let reservation = match self.reserve(ANSWER_BASE_BYTES, protocol).await {
             Ok(reservation) => reservation,
             Err(e) => {
                 release_client(&inner.per_client, client);
@@ -105,7 +123,7 @@ impl Answers {
             }
         };
         inner.in_flight.inc();
-        Ok(AnswerSlot { answers: self.0.clone(), client, protocol, _reservation: reservation })
+        Ok(AnswerSlot { answers: self.0.clone(), client, protocol, _reservation: reservation, streamed: None })
     }
 
     /// The whole budget, in bytes.
@@ -126,23 +144,38 @@ impl Answers {
                 format!("{bytes} bytes is more than the whole memory budget"),
             ));
         }
-        let permit = match inner.budget.clone().try_acquire_many_owned(units) {
+        let deadline = Instant::now() + inner.wait;
+        let permit = inner.acquire(&inner.budget, units, deadline, what).await?;
+        inner.reserved.add(bytes as i64);
+        Ok(Reservation { _permit: permit, bytes, reserved: inner.reserved.clone() })
+    }
+}
+
+impl Inner {
+    /// `units` of `semaphore`, waiting until `deadline`; 503 `overloaded` past it, counted
+    /// under `what`.
+    async fn acquire(
+        &self,
+        semaphore: &Arc<Semaphore>,
+        units: u32,
+        deadline: Instant,
+        what: &'static str,
+    ) -> Result<OwnedSemaphorePermit, Error> {
+        let permit = match semaphore.clone().try_acquire_many_owned(units) {
             Ok(permit) => Some(permit),
-            Err(_) => tokio::time::timeout(inner.wait, inner.budget.clone().acquire_many_owned(units))
+            Err(_) => tokio::time::timeout_at(deadline, semaphore.clone().acquire_many_owned(units))
                 .await
                 .ok()
                 .and_then(Result::ok),
         };
-        let Some(permit) = permit else {
-            inner.refusals.with_label_values(&[what, "memory_budget"]).inc();
-            return Err(retry_later(Error::new(
+        permit.ok_or_else(|| {
+            self.refusals.with_label_values(&[what, "memory_budget"]).inc();
+            retry_later(Error::new(
                 Kind::Unavailable,
                 "overloaded",
                 "the gateway's memory budget for work in flight is full; retry shortly",
-            )));
-        };
-        inner.reserved.add(bytes as i64);
-        Ok(Reservation { _permit: permit, bytes, reserved: inner.reserved.clone() })
+            ))
+        })
     }
 }
 
@@ -177,6 +210,9 @@ pub struct AnswerSlot {
     client: IpAddr,
     protocol: &'static str,
     _reservation: Reservation,
+    /// What a streamed answer holds past the base: its share of the streamed answers' part and
+    /// its room in the budget.
+    streamed: Option<(OwnedSemaphorePermit, Reservation)>,
 }
 
 impl Drop for AnswerSlot {
@@ -187,6 +223,25 @@ impl Drop for AnswerSlot {
 }
 
 impl AnswerSlot {
+    /// Grows the slot's room to what a streamed answer holds ([`ANSWER_RESERVE_BYTES`]), within
+    /// the streamed answers' share of the budget: waits up to `answer_wait_ms` for it, then 503
+    /// `overloaded`.
+    pub async fn streamed(&mut self) -> Result<(), Error> {
+        if self.streamed.is_some() {
+            return Ok(());
+        }
+        let inner = &self.answers;
+        let bytes = ANSWER_RESERVE_BYTES - ANSWER_BASE_BYTES;
+        let units = |bytes: u64| u32::try_from(bytes.div_ceil(UNIT)).expect("a few MiB");
+        let deadline = Instant::now() + inner.wait;
+        let share = inner.acquire(&inner.streamed, units(ANSWER_RESERVE_BYTES), deadline, self.protocol).await?;
+        let room = inner.acquire(&inner.budget, units(bytes), deadline, self.protocol).await?;
+        inner.reserved.add(bytes as i64);
+        let room = Reservation { _permit: room, bytes, reserved: inner.reserved.clone() };
+        self.streamed = Some((share, room));
+        Ok(())
+    }
+
     /// The answer's body, holding this slot until it ends or is dropped, and cut if its client
     /// asks for nothing for `stalled_answer_seconds` after being handed a piece.
     pub fn answer<T: Send + 'static>(self, body: Pieces<T>) -> Pieces<T> {

@@ -163,7 +163,7 @@ async fn stall_answers(g: &Gateway) -> Stalled {
 
 /// Memory of the process's own (not file-backed pages of the binary, which count in VmRSS as its
 /// code is first run).
-fn anon_bytes(pid: u32) -> u64 {
+pub(crate) fn anon_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
@@ -243,8 +243,8 @@ async fn answers_nobody_reads_are_bounded_per_client_cut_when_stalled_and_do_not
 
 #[tokio::test]
 async fn when_the_answer_memory_budget_is_full_a_call_waits_briefly_then_gets_503_overloaded() {
-    // Room for two answers of 8 MiB.
-    let settings = "[server]\nanswer_memory_bytes = 16777216\nanswer_wait_ms = 300\nstalled_answer_seconds = 30\n";
+    // Room for two streamed answers of 8 MiB in the streamed answers' share (18 of 24 MiB).
+    let settings = "[server]\nanswer_memory_bytes = 25165824\nanswer_wait_ms = 300\nstalled_answer_seconds = 30\n";
     let site = site_with_big_csv(settings, 400_000);
     let g = site.start();
     let to = address(&g.base);
@@ -301,4 +301,44 @@ async fn a_dataset_that_would_decode_past_the_whole_memory_budget_is_served_from
     }
     assert_eq!(metric(&g, "kaifang_overload_refusals_total").await, 0.0);
     assert_eq!(metric(&g, "kaifang_answers_in_flight").await, 0.0);
+}
+
+#[tokio::test]
+async fn streamed_answers_filling_their_share_of_the_budget_leave_room_for_small_answers() {
+    // 24 MiB: streamed answers (8 MiB each) may hold 18 MiB between them, so two at once; every
+    // answer is admitted with 2 MiB, which a small answer from memory needs and no more.
+    let settings = "[server]\nanswer_memory_bytes = 25165824\nanswer_wait_ms = 300\nstalled_answer_seconds = 30\n";
+    let site =
+        Site::with_settings(settings, &[("big", "csv", "big.csv", FIELDS), ("small", "csv", "small.csv", FIELDS)]);
+    let mut text = String::from("id,name,value\n");
+    for i in 0..400_000 {
+        text.push_str(&format!("{i},name-{i:08}-padding-padding,{}.25\n", i % 977));
+    }
+    std::fs::write(site.data_dir.join("big.csv"), text).unwrap();
+    std::fs::write(site.data_dir.join("small.csv"), "id,name,value\n1,one,1.5\n2,two,2.5\n3,three,3.5\n").unwrap();
+    site.set_entry("big.csv", "cache = \"never\"");
+    let g = site.start();
+    let to = address(&g.base);
+    let small = g.url("/v1/datasets/small/rows?limit=2");
+    assert_eq!(client().get(&small).send().await.unwrap().status(), 200, "small is decoded into the cache");
+
+    // Long answers nobody reads, from four addresses: two are streamed, the others refused.
+    let mut stalled = Vec::new();
+    let mut statuses = Vec::new();
+    for last in 1..=4 {
+        let (connection, status) = stalled_http1(loopback(last), to, "/v1/datasets/big/rows?format=csv").await;
+        statuses.push(status);
+        stalled.push(connection);
+    }
+    assert_eq!(statuses, vec![200, 200, 503, 503], "two streamed answers fit the streamed answers' share");
+
+    // Small answers from memory are served at once all the same, again and again.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let response = client().get(&small).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        assert!(started.elapsed() < Duration::from_millis(300), "a small answer waited for room");
+    }
+    assert_eq!(metric(&g, "kaifang_answers_in_flight").await, 2.0);
+    drop(stalled);
 }

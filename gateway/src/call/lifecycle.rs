@@ -167,7 +167,7 @@ async fn answer<F: FrontEnd>(
         Ok(()) => state.answers.admit(place.client, F::PROTOCOL).await,
         Err(e) => Err(e),
     };
-    let slot = match admitted {
+    let mut slot = match admitted {
         Ok(slot) => slot,
         Err(e) => return (Err(unserved(recorder, None, e).await), None),
     };
@@ -180,6 +180,13 @@ async fn answer<F: FrontEnd>(
         Ok(reply) => reply,
         Err(e) => return (Err(unserved(recorder, Some(&caller), e).await), Some(slot)),
     };
+    // An answer that streams takes the room it may fill before its first byte; one encoded
+    // whole is in memory already, within the base every answer was admitted with.
+    if matches!(reply.body, Body::Streamed(_)) {
+        if let Err(e) = slot.streamed().await {
+            return (Err(unserved(recorder, Some(&caller), e).await), Some(slot));
+        }
+    }
     (sent::<F>(&call, reply, recorder).await, Some(slot))
 }
 

@@ -936,7 +936,7 @@ fn check_server(main: &LoadedFile, server: &ServerConfig, errors: &mut Vec<Confi
             ("http2_max_concurrent_streams", u64::from(server.http2_max_concurrent_streams), 1, u64::MAX),
             ("http2_keep_alive_seconds", server.http2_keep_alive_seconds, 1, DAY),
             ("drain_seconds", server.drain_seconds, 0, DAY),
-            ("answer_memory_bytes", server.answer_memory_bytes, crate::answers::ANSWER_RESERVE_BYTES, u64::MAX),
+            ("answer_memory_bytes", server.answer_memory_bytes, crate::answers::MIN_ANSWER_MEMORY_BYTES, u64::MAX),
             ("answer_wait_ms", server.answer_wait_ms, 0, DAY * 1000),
             ("max_answers_per_client", server.max_answers_per_client as u64, 1, u64::MAX),
             ("stalled_answer_seconds", server.stalled_answer_seconds, 1, DAY),
