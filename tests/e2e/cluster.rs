@@ -19,11 +19,11 @@ use crate::metrics::{samples, scrape, value};
 use crate::services::{self, postgres_admin, reachable, Database};
 use crate::workflows::{big_register, call, principal, write_register};
 
-const TOKEN: &str = "cluster-operator-token";
+pub(crate) const TOKEN: &str = "cluster-operator-token";
 const SIGNING_SECRET: &str = "cluster-webhook-signing-secret";
 
 /// The test's database and Redis URL, or `None` (after a loud SKIPPED line) without servers.
-fn services(test: &str) -> Option<(Database, String)> {
+pub(crate) fn services(test: &str) -> Option<(Database, String)> {
     let (pg, redis) = (services::postgres_url(), services::redis_url());
     let (pg_up, redis_up) = (reachable(&pg, 5432), reachable(&redis, 6379));
     if !(pg_up && redis_up) {
@@ -37,7 +37,7 @@ fn services(test: &str) -> Option<(Database, String)> {
 /// The shipped configuration with demo data, a big conditional register and a `[cluster]`
 /// section on these servers; all instances share the data directory (sources only: the state is
 /// in PostgreSQL).
-fn cluster_config(db: &Database, redis: &str, settings: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+pub(crate) fn cluster_config(db: &Database, redis: &str, settings: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let prefix = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let extra = format!(
         "{}\n[masks]\nhash_key = \"shared-by-the-instances\"\n\n[cluster]\ninstance = \"unnamed\"\nstore = \"{}\"\n\
@@ -51,7 +51,7 @@ fn cluster_config(db: &Database, redis: &str, settings: &str) -> (tempfile::Temp
 }
 
 /// A user with a key and an agreement on the register at `rate`, made through `g`.
-async fn holder(g: &Gateway, id: &str, rate: Value) -> (String, String) {
+pub(crate) async fn holder(g: &Gateway, id: &str, rate: Value) -> (String, String) {
     let key = principal(g, id, "user", None).await;
     let (status, agreement) = g
         .admin(

@@ -15,6 +15,7 @@ mod cluster;
 mod config;
 mod conventions;
 mod download;
+mod drills;
 mod fixture;
 mod flight;
 mod flightsql;

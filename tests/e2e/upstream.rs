@@ -154,3 +154,62 @@ async fn an_unreachable_origin_is_a_bad_gateway() {
     assert!(message.contains("cannot be reached"), "{message}");
     expect_error(&g.url("/v1/datasets/proxied/rows"), 502, "source_failed").await;
 }
+
+#[tokio::test]
+async fn origins_that_lie_about_their_length_die_or_stall_give_errors_and_leave_memory_flat() {
+    // One says 10 MB and sends 20,000 rows; one dies mid-body; one stalls until the idle timeout.
+    let short = Origin::start(
+        vec![("content-type", "text/csv".into()), ("content-length", "10000000".into())],
+        vec![Step::Send(Bytes::from(format!("n,label\n{}", csv_rows(0, 20_000))))],
+    )
+    .await;
+    let dying = Origin::start(
+        vec![("content-type", "text/csv".into())],
+        vec![Step::Send(Bytes::from(format!("n,label\n{}", csv_rows(0, 20_000)))), Step::Die],
+    )
+    .await;
+    let never = Arc::new(Notify::new());
+    let stalling = Origin::start(
+        vec![("content-type", "text/csv".into())],
+        vec![Step::Send(Bytes::from(vec![b'x'; 10_000])), Step::WaitFor(never)],
+    )
+    .await;
+    // Rounds of calls at once from one address, past the default per-address limits.
+    let limits = "[limits]\nanonymous_rate = { per_second = 100000, burst = 100000 }\n";
+    let site = Site::with_settings(
+        limits,
+        &[
+            ("short", "csv", &format!("{}/data.csv", short.base), FIELDS),
+            ("dying", "csv", &format!("{}/data.csv", dying.base), FIELDS),
+            ("stalling", "csv", &format!("{}/data.csv", stalling.base), FIELDS),
+        ],
+    );
+    let g = site.start();
+    // Each is an error to its client, on downloads and on rows read through the proxy: a 502
+    // when the failure comes before the answer has begun, a broken answer after.
+    for id in ["short", "dying", "stalling"] {
+        for operation in ["download", "rows?format=csv"] {
+            let url = g.url(&format!("/v1/datasets/{id}/{operation}"));
+            match client().get(&url).send().await {
+                Ok(r) if r.status() == 502 => {}
+                _ => expect_broken(&url).await,
+            }
+        }
+    }
+    let before = crate::overload::anon_bytes(g.pid());
+    // Rounds of 32 failing calls at once: what each held is given back.
+    for _ in 0..8 {
+        let urls: Vec<String> =
+            (0..32).map(|i| g.url(&format!("/v1/datasets/{}/download", ["short", "dying"][i % 2]))).collect();
+        futures_util::future::join_all(urls.iter().map(|url| expect_broken(url))).await;
+    }
+    let after = crate::overload::anon_bytes(g.pid());
+    assert!(
+        after < before + (32 << 20),
+        "memory grew from {} MiB to {} MiB over 256 failed calls",
+        before >> 20,
+        after >> 20
+    );
+    let (status, _) = crate::fixture::get_json(&g.url("/v1/datasets/short")).await;
+    assert_eq!(status, 200, "the gateway goes on");
+}

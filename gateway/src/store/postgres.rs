@@ -184,11 +184,13 @@ impl PgStore {
         let config: postgres::Config = url.parse().map_err(|e| backend(format!("`{url}`: {e}")))?;
         let manager = PostgresConnectionManager::new(config, NoTls);
         // Connections are opened as needed (one kept idle): several instances must stay well inside
-        // the server's `max_connections`.
+        // the server's `max_connections`. While the server is away a call waits this long for a
+        // connection, then fails (503 on conditional data): not much longer than the audit log's
+        // own connection timeout.
         let pool = r2d2::Pool::builder()
             .max_size(8)
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(5))
+            .connection_timeout(Duration::from_secs(2))
             .build(manager)
             .map_err(|e| backend(format!("cannot connect to PostgreSQL: {e}")))?;
         let store = PgStore { pool };
