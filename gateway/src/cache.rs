@@ -24,11 +24,15 @@
 //! count) are kept too, encoded, by the decoded version they were read from and the normalized
 //! query and format: the same call on the same version is then answered from them without
 //! reading the data again. They are bounded by `[cache] answer_bytes`; a new version has new
-//! decoded data, so an answer of the old one is never given for it.
+//! decoded data, so an answer of the old one is never given for it. An answer is kept the second
+//! time its query is asked lately, not the first: calls that are never repeated (a lookup by a
+//! new key each time) then neither pay for keeping their answers nor push out the answers of
+//! calls that are.
 
 mod zones;
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -130,6 +134,8 @@ pub struct DecodedCache {
     blocks: BlockCounters,
     /// Small encoded answers, by the decoded version and the query they answer.
     kept: moka::sync::Cache<KeptKey, KeptAnswer>,
+    /// The queries asked once lately, for keeping an answer the second time it is given.
+    seen: Doorkeeper,
     kept_hits: IntCounter,
     kept_misses: IntCounter,
 }
@@ -155,6 +161,7 @@ impl DecodedCache {
         DecodedCache {
             entries,
             kept,
+            seen: Doorkeeper::new(),
             kept_hits: metrics.cache_lookups.with_label_values(&["answers", "hit"]),
             kept_misses: metrics.cache_lookups.with_label_values(&["answers", "miss"]),
             max_bytes: config.max_bytes,
@@ -319,11 +326,40 @@ impl DecodedCache {
     }
 
     /// Keeps `answer`, the whole encoded answer to `key` on `decoded` under live state `live`,
-    /// if it is small enough.
+    /// if it is small enough and the same answer was given once before lately.
     pub fn keep(&self, decoded: &Decoded, live: u64, key: AnswerKey, answer: KeptAnswer) {
-        if answer.body.len() <= KEPT_ANSWER_MAX_BYTES {
-            self.kept.insert((decoded.serial, live, key.0), answer);
+        if answer.body.len() > KEPT_ANSWER_MAX_BYTES {
+            return;
         }
+        let kept_key = (decoded.serial, live, key.0);
+        if self.seen.second_sight(&kept_key) {
+            self.kept.insert(kept_key, answer);
+        }
+    }
+}
+
+/// The answers given once lately, as a table of their keys' hashes, one per slot: a key whose
+/// hash is in its slot was seen (or, rarely, another key with the same hash), and a key seen
+/// takes the slot of whatever was there. Lock-free, fixed in size, and forgetting on its own.
+struct Doorkeeper {
+    hasher: RandomState,
+    slots: Box<[AtomicU64]>,
+}
+
+impl Doorkeeper {
+    const SLOTS: usize = 1 << 16;
+
+    fn new() -> Doorkeeper {
+        Doorkeeper { hasher: RandomState::new(), slots: (0..Self::SLOTS).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// Whether `key` was seen lately; it is marked as seen either way.
+    fn second_sight(&self, key: &KeptKey) -> bool {
+        let hash = self.hasher.hash_one(key);
+        let slot = &self.slots[(hash >> 32) as usize % Self::SLOTS];
+        // Never 0, what an empty slot holds.
+        let mark = hash | 1;
+        slot.swap(mark, Ordering::Relaxed) == mark
     }
 }
 

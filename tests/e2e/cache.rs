@@ -32,7 +32,10 @@ async fn a_replaced_file_is_never_answered_from_the_old_version_once_the_change_
     assert_eq!(rows(&g, "t", "").await.1, first);
     assert_eq!(metric(&g, "kaifang_cache_lookups_total{cache=\"decoded\",result=\"hit\"}").await, 1.0);
     assert_eq!(metric(&g, "kaifang_cache_lookups_total{cache=\"decoded\",result=\"miss\"}").await, 1.0);
-    // The second call was answered from the answer kept from the first, encoded.
+    // An answer is kept the second time it is given, not the first.
+    assert_eq!(metric(&g, "kaifang_cache_lookups_total{cache=\"answers\",result=\"hit\"}").await, 0.0);
+    assert_eq!(rows(&g, "t", "").await.1, first);
+    // The third call was answered from the answer kept from the second, encoded.
     assert_eq!(metric(&g, "kaifang_cache_lookups_total{cache=\"answers\",result=\"hit\"}").await, 1.0);
 
     // Same length, new content: the modification time tells the new version.
