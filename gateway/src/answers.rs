@@ -2,14 +2,14 @@
 //! the cut of answers whose client stopped taking them.
 //!
 //! Every data call (HTTP rows, preview and download; Flight `DoGet`) is admitted here before
-//! its source is opened: it reserves [`ANSWER_BASE_BYTES`] of `[server] answer_memory_bytes`
-//! (room for a small answer encoded whole in memory), and counts against
-//! `[server] max_answers_per_client` for its client address. An answer that streams grows its
-//! room to [`ANSWER_RESERVE_BYTES`] before its first byte is sent (what its buffers can hold at
-//! most: readers are pulled a step at a time and steps are bounded in bytes, see
-//! [`crate::source`]); streamed answers together may hold at most three quarters of the budget,
-//! so that however many long downloads and slow readers there are, small answers still find
-//! room. When there is no room a call waits up to `answer_wait_ms`, then gets 503 `overloaded`; a
+//! its source is opened, and counts against `[server] max_answers_per_client` for its client
+//! address. It reserves room in `[server] answer_memory_bytes`: an answer that always streams (a
+//! download, a Flight stream) [`ANSWER_RESERVE_BYTES`] (what its buffers can hold at most:
+//! readers are pulled a step at a time and steps are bounded in bytes, see [`crate::source`]);
+//! rows and previews [`ANSWER_BASE_BYTES`] (room for a small answer encoded whole in memory),
+//! grown to a streamed answer's room before the first byte if theirs turns out to stream.
+//! Streamed answers together may hold at most three quarters of the budget, so that however many
+//! long downloads and slow readers there are, small answers still find room. When there is no room a call waits up to `answer_wait_ms`, then gets 503 `overloaded`; a
 //! client past its bound gets 429 `too_many_answers` at once. Both carry `Retry-After` and are
 //! counted in `kaifang_overload_refusals_total`.
 //!
@@ -94,9 +94,10 @@ impl Answers {
         }))
     }
 
-    /// Admits an answer for `client` on `protocol` (`http`, `flight`), or refuses it: 429 when
-    /// the client has its bound of answers in flight, 503 when the memory budget stays full.
-    pub async fn admit(&self, client: IpAddr, protocol: &'static str) -> Result<AnswerSlot, Error> {
+    /// Admits an answer for `client` on `protocol` (`http`, `flight`), with a streamed answer's
+    /// room if it `streams` (see [`AnswerSlot::streamed`]), or refuses it: 429 when the client
+    /// has its bound of answers in flight, 503 when the memory budget stays full.
+    pub async fn admit(&self, client: IpAddr, protocol: &'static str, streams: bool) -> Result<AnswerSlot, Error> {
         let inner = &self.0;
         {
             let mut count = inner.per_client.entry(client).or_insert(0);
@@ -115,15 +116,20 @@ impl Answers {
             *count += 1;
         }
         // From here the client's count is given back by the slot, or below.
-        let reservation = match self.reserve(ANSWER_BASE_BYTES, protocol).await {
-            Ok(reservation) => reservation,
+        let room = match streams {
+            true => self.0.streamed_room(ANSWER_RESERVE_BYTES, protocol).await.map(|(share, room)| (room, Some(share))),
+            false => self.reserve(ANSWER_BASE_BYTES, protocol).await.map(|room| (room, None)),
+        };
+        let (reservation, share) = match room {
+            Ok(room) => room,
             Err(e) => {
                 release_client(&inner.per_client, client);
                 return Err(e);
             }
         };
         inner.in_flight.inc();
-        Ok(AnswerSlot { answers: self.0.clone(), client, protocol, _reservation: reservation, streamed: None })
+        let streamed = share.map(|share| (share, None));
+        Ok(AnswerSlot { answers: self.0.clone(), client, protocol, _reservation: reservation, streamed })
     }
 
     /// The whole budget, in bytes.
@@ -152,6 +158,20 @@ impl Answers {
 }
 
 impl Inner {
+    /// A streamed answer's place in the streamed answers' share, and `bytes` of the budget.
+    async fn streamed_room(
+        &self,
+        bytes: u64,
+        what: &'static str,
+    ) -> Result<(OwnedSemaphorePermit, Reservation), Error> {
+        let units = |bytes: u64| u32::try_from(bytes.div_ceil(UNIT)).expect("a few MiB");
+        let deadline = Instant::now() + self.wait;
+        let share = self.acquire(&self.streamed, units(ANSWER_RESERVE_BYTES), deadline, what).await?;
+        let room = self.acquire(&self.budget, units(bytes), deadline, what).await?;
+        self.reserved.add(bytes as i64);
+        Ok((share, Reservation { _permit: room, bytes, reserved: self.reserved.clone() }))
+    }
+
     /// `units` of `semaphore`, waiting until `deadline`; 503 `overloaded` past it, counted
     /// under `what`.
     async fn acquire(
@@ -210,9 +230,9 @@ pub struct AnswerSlot {
     client: IpAddr,
     protocol: &'static str,
     _reservation: Reservation,
-    /// What a streamed answer holds past the base: its share of the streamed answers' part and
-    /// its room in the budget.
-    streamed: Option<(OwnedSemaphorePermit, Reservation)>,
+    /// A streamed answer's place in the streamed answers' share, and the room it took past the
+    /// base if it grew to stream.
+    streamed: Option<(OwnedSemaphorePermit, Option<Reservation>)>,
 }
 
 impl Drop for AnswerSlot {
@@ -230,15 +250,8 @@ impl AnswerSlot {
         if self.streamed.is_some() {
             return Ok(());
         }
-        let inner = &self.answers;
-        let bytes = ANSWER_RESERVE_BYTES - ANSWER_BASE_BYTES;
-        let units = |bytes: u64| u32::try_from(bytes.div_ceil(UNIT)).expect("a few MiB");
-        let deadline = Instant::now() + inner.wait;
-        let share = inner.acquire(&inner.streamed, units(ANSWER_RESERVE_BYTES), deadline, self.protocol).await?;
-        let room = inner.acquire(&inner.budget, units(bytes), deadline, self.protocol).await?;
-        inner.reserved.add(bytes as i64);
-        let room = Reservation { _permit: room, bytes, reserved: inner.reserved.clone() };
-        self.streamed = Some((share, room));
+        let (share, room) = self.answers.streamed_room(ANSWER_RESERVE_BYTES - ANSWER_BASE_BYTES, self.protocol).await?;
+        self.streamed = Some((share, Some(room)));
         Ok(())
     }
 

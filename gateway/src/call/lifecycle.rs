@@ -62,6 +62,12 @@ pub trait FrontEnd: Send {
         None
     }
 
+    /// Whether the answer streams whatever it holds (a download, a Flight stream), so that it
+    /// is admitted with a streamed answer's room at once rather than grown to it.
+    fn streams(&self) -> bool {
+        false
+    }
+
     /// The request's headers (or gRPC metadata): its key and its User-Agent.
     fn headers(&self) -> &HeaderMap;
 
@@ -164,7 +170,7 @@ async fn answer<F: FrontEnd>(
 ) -> (Result<(F::Head, Pieces<F::Piece>, u16), Error>, Option<AnswerSlot>) {
     let state = place.state;
     let admitted = match front.check() {
-        Ok(()) => state.answers.admit(place.client, F::PROTOCOL).await,
+        Ok(()) => state.answers.admit(place.client, F::PROTOCOL, front.streams()).await,
         Err(e) => Err(e),
     };
     let mut slot = match admitted {

@@ -387,6 +387,11 @@ impl FrontEnd for Get<'_> {
         AUDIT_OPERATION
     }
 
+    /// Flight answers are streams of messages, however small.
+    fn streams(&self) -> bool {
+        true
+    }
+
     fn headers(&self) -> &http::HeaderMap {
         &self.context.headers
     }

@@ -129,6 +129,11 @@ impl FrontEnd for DataRequest {
         self.operation.as_str()
     }
 
+    /// A download streams the file; rows and previews are often small enough to send whole.
+    fn streams(&self) -> bool {
+        self.operation.as_str() == "download"
+    }
+
     fn headers(&self) -> &hyper::HeaderMap {
         self.req.headers()
     }
