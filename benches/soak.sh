@@ -228,7 +228,7 @@ for setup in $SETUPS; do
         soak cluster
         kill "${GATEWAY_PIDS[@]}"; wait "${GATEWAY_PIDS[@]}" 2>/dev/null || true
         "$KAIFANG" audit verify --config "$WORK/cluster-config/cluster/kaifang.toml" --data-dir "$WORK/cluster-data"
-        psql -q "$PG_ADMIN" -c "DROP DATABASE $db" >/dev/null
+        psql -q "$PG_ADMIN" -c "DROP DATABASE $db WITH (FORCE)" >/dev/null
         ;;
     *) echo "unknown setup $setup (embedded | cluster)" >&2; exit 1 ;;
     esac
