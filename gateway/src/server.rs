@@ -87,6 +87,7 @@ pub async fn serve(state: Arc<State>) -> Result<Running, StartupError> {
         flight: address(&flight, config.flight.listen)?,
         admin: address(&admin, config.admin.listen)?,
     };
+    let _ = state.flight_port.set(addrs.flight.port());
     tracing::info!(http = %addrs.http, flight = %addrs.flight, admin = %addrs.admin, datasets = state.live().catalog.entries().count(), data_dir = %config.data_dir.display(), "serving");
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {

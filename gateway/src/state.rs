@@ -223,6 +223,9 @@ pub struct State {
     pub shared: Option<Arc<SharedLimits>>,
     /// The workflows' clock.
     pub clock: Clock,
+    /// The port the Flight service listens on, once it does (the portal's code examples
+    /// name it).
+    pub flight_port: std::sync::OnceLock<u16>,
 }
 
 /// Where the audit log of a data directory lives.
@@ -356,6 +359,7 @@ impl State {
             webhook_secret,
             shared,
             clock,
+            flight_port: std::sync::OnceLock::new(),
         })
     }
 

@@ -199,6 +199,23 @@ pub enum UpdateFrequency {
     Irregular,
 }
 
+impl UpdateFrequency {
+    /// The longest a declared update may be awaited: past it, the data is not updated as
+    /// declared. Real-time data is held to an hour; irregular updates have no such time.
+    pub fn period(self) -> Option<chrono::TimeDelta> {
+        let days = chrono::TimeDelta::days;
+        Some(match self {
+            UpdateFrequency::Realtime | UpdateFrequency::Hourly => chrono::TimeDelta::hours(1),
+            UpdateFrequency::Daily => days(1),
+            UpdateFrequency::Weekly => days(7),
+            UpdateFrequency::Monthly => days(31),
+            UpdateFrequency::Quarterly => days(92),
+            UpdateFrequency::Yearly => days(366),
+            UpdateFrequency::Irregular => return None,
+        })
+    }
+}
+
 /// A catalog entry.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Dataset {
@@ -233,6 +250,11 @@ impl Dataset {
         self.fields.iter().find(|f| f.name == name)
     }
 
+    /// Whether the last update is older than the declared update frequency allows at `now`.
+    pub fn stale(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.update_frequency.period().is_some_and(|period| now - self.last_updated > period)
+    }
+
     /// Whether a free-text catalog search term matches this entry (title, description,
     /// keywords, owner; case-insensitive).
     pub fn matches_text(&self, term: &str) -> bool {
@@ -247,6 +269,35 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_is_stale_once_its_declared_period_has_passed() {
+        let updated: chrono::DateTime<chrono::Utc> = "2026-01-31T00:00:00Z".parse().unwrap();
+        let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        let stale = |frequency, now: &str| {
+            let d = Dataset {
+                id: "d".parse().unwrap(),
+                title: "D".into(),
+                description: String::new(),
+                owner: "Bureau".into(),
+                open_type: OpenType::Unconditional,
+                fields: vec![],
+                format: Format::Csv,
+                update_frequency: frequency,
+                last_updated: updated,
+                license: String::new(),
+                keywords: vec![],
+                withdrawn: None,
+            };
+            d.stale(at(now))
+        };
+        assert!(!stale(UpdateFrequency::Daily, "2026-02-01T00:00:00Z"));
+        assert!(stale(UpdateFrequency::Daily, "2026-02-01T00:00:01Z"));
+        assert!(!stale(UpdateFrequency::Monthly, "2026-03-03T00:00:00Z"));
+        assert!(stale(UpdateFrequency::Monthly, "2026-03-03T00:00:01Z"));
+        assert!(stale(UpdateFrequency::Realtime, "2026-01-31T01:00:01Z"));
+        assert!(!stale(UpdateFrequency::Irregular, "2036-01-31T00:00:00Z"));
+    }
 
     #[test]
     fn dataset_ids_admit_only_the_safe_charset() {

@@ -41,6 +41,59 @@ async fn catalog_filters_by_owner_open_type_and_keyword() {
 }
 
 #[tokio::test]
+async fn catalog_filters_by_format_and_update_frequency_and_counts_each_filters_values() {
+    let g = Gateway::demo();
+    let (_, body) = get_json(&g.url("/v1/catalog?format=csv")).await;
+    assert_eq!(ids(&body), vec!["bus-arrivals"]);
+    let (_, body) = get_json(&g.url("/v1/catalog?update_frequency=hourly")).await;
+    assert_eq!(ids(&body), vec!["parking-lots", "air-quality"]);
+    let (_, body) = get_json(&g.url("/v1/catalog?update_frequency=hourly&format=parquet")).await;
+    assert_eq!(ids(&body), vec!["air-quality"]);
+
+    // Each filter's values are counted over what the other filters keep: with format=csv given,
+    // the formats still list every format, and the other facets only the CSV entry's values.
+    let (_, body) = get_json(&g.url("/v1/catalog?format=csv&per_page=1")).await;
+    let facet = |name: &str| -> Vec<(String, u64)> {
+        body["facets"][name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["value"].as_str().unwrap().to_owned(), v["count"].as_u64().unwrap()))
+            .collect()
+    };
+    let owned = |pairs: &[(&str, u64)]| pairs.iter().map(|(v, n)| (v.to_string(), *n)).collect::<Vec<_>>();
+    assert_eq!(facet("format"), owned(&[("arrow_ipc", 1), ("csv", 1), ("ndjson", 1), ("parquet", 1)]));
+    assert_eq!(facet("open_type"), owned(&[("unconditional", 1)]));
+    assert_eq!(facet("update_frequency"), owned(&[("realtime", 1)]));
+    assert_eq!(facet("owner"), owned(&[("Municipal Transport Bureau", 1)]));
+
+    let (_, body) = get_json(&g.url("/v1/catalog")).await;
+    let owners = body["facets"]["owner"].as_array().unwrap();
+    assert_eq!(owners[0]["value"], "Municipal Transport Bureau");
+    assert_eq!(owners[0]["count"], 2);
+    assert!(
+        owners.iter().all(|o| o["value"] != "Municipal Civil Affairs Bureau"),
+        "no non-open owner's entry is counted"
+    );
+    assert_eq!(owners.iter().map(|o| o["count"].as_u64().unwrap()).sum::<u64>(), 4);
+    for (query, code) in [("format=xlsx", "bad_parameter"), ("update_frequency=sometimes", "bad_parameter")] {
+        expect_error(&g.url(&format!("/v1/catalog?{query}")), 400, code).await;
+    }
+}
+
+#[tokio::test]
+async fn entries_not_updated_within_their_declared_frequency_are_marked_stale() {
+    // The demo entries were last updated in mid-2025 and declare hourly to daily updates.
+    let g = Gateway::demo();
+    let (_, body) = get_json(&g.url("/v1/catalog")).await;
+    for d in body["datasets"].as_array().unwrap() {
+        assert_eq!(d["stale"], true, "{}", d["id"]);
+    }
+    let (_, body) = get_json(&g.url("/v1/datasets/air-quality")).await;
+    assert_eq!(body["stale"], true);
+}
+
+#[tokio::test]
 async fn catalog_pages_through_every_entry_exactly_once() {
     let g = Gateway::demo();
     let mut seen = Vec::new();

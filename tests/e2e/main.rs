@@ -23,6 +23,7 @@ mod metrics;
 mod operations;
 mod origin;
 mod overload;
+mod portal;
 mod pushdown;
 mod reports;
 mod rows;

@@ -209,7 +209,7 @@ mod paths {
     use crate::state::Reloaded;
     use crate::store::Withdrawal;
     use policy::Principal;
-    use policy::{Agreement, Objection, OpenType};
+    use policy::{Agreement, Format, Objection, OpenType, UpdateFrequency};
 
     const RATE_HEADERS: &str = "Data answers carry X-Request-Id, X-Dataset-Version and, where a limit applies, \
         RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset; a 429 carries Retry-After.";
@@ -225,10 +225,12 @@ mod paths {
     fn openapi() {}
 
     #[utoipa::path(get, path = "/v1/catalog", tag = "catalog", summary = "List the catalog",
-        description = "Published, non-withdrawn, open datasets.",
+        description = "Published, non-withdrawn, open datasets, with each filter's values and how many entries each matches (`facets`).",
         params(
             ("owner" = Option<String>, Query, description = "Owning department (case-insensitive)"),
             ("open_type" = Option<OpenType>, Query, description = "unconditional or conditional"),
+            ("format" = Option<Format>, Query, description = "The original file's format"),
+            ("update_frequency" = Option<UpdateFrequency>, Query, description = "The declared update frequency"),
             ("q" = Option<String>, Query, description = "Text in title, description, keywords or owner"),
             ("page" = Option<u32>, Query, minimum = 1),
             ("per_page" = Option<u32>, Query, minimum = 1, maximum = 100),

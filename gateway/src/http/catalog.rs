@@ -44,6 +44,8 @@ pub struct DatasetSummary {
     pub format: Format,
     pub update_frequency: UpdateFrequency,
     pub last_updated: DateTime<Utc>,
+    /// Whether the last update is older than the declared frequency allows.
+    pub stale: bool,
     /// The catalog version: one more on every publication.
     pub version: u64,
     /// Objections filed and not yet resolved.
@@ -78,10 +80,99 @@ pub struct CatalogPage {
     pub total: usize,
     pub page: usize,
     pub per_page: usize,
+    /// For each filter, the values it can take and how many entries each would match with the
+    /// other filters and the search as given.
+    pub facets: Facets,
     pub datasets: Vec<DatasetSummary>,
 }
 
 /// A withdrawal, and where its trace report is.
+/// The values of each catalog filter, with their counts.
+#[derive(Serialize, ToSchema)]
+pub struct Facets {
+    pub owner: Vec<FacetValue>,
+    pub open_type: Vec<FacetValue>,
+    pub format: Vec<FacetValue>,
+    pub update_frequency: Vec<FacetValue>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FacetValue {
+    /// The filter's value, as the parameter takes it.
+    pub value: String,
+    /// Entries it matches.
+    pub count: usize,
+}
+
+/// The catalog listing's filters, as given.
+struct Filters<'a> {
+    owner: Option<&'a str>,
+    open_type: Option<OpenType>,
+    format: Option<Format>,
+    update_frequency: Option<UpdateFrequency>,
+    text: Option<&'a str>,
+}
+
+/// A filter of the listing, as a facet.
+#[derive(Clone, Copy, PartialEq)]
+enum Facet {
+    Owner,
+    OpenType,
+    Format,
+    UpdateFrequency,
+}
+
+impl Filters<'_> {
+    /// Whether `entry` passes every filter but `except`'s.
+    fn keep(&self, entry: &CatalogEntry, except: Option<Facet>) -> bool {
+        let d = &entry.dataset;
+        let given = |facet: Facet| except != Some(facet);
+        (!given(Facet::Owner) || self.owner.is_none_or(|o| d.owner.eq_ignore_ascii_case(o)))
+            && (!given(Facet::OpenType) || self.open_type.is_none_or(|t| d.open_type == t))
+            && (!given(Facet::Format) || self.format.is_none_or(|f| d.format == f))
+            && (!given(Facet::UpdateFrequency) || self.update_frequency.is_none_or(|f| d.update_frequency == f))
+            && self.text.is_none_or(|q| d.matches_text(q))
+    }
+
+    /// Each facet's values over the entries the other filters keep, the commonest first.
+    fn facets(&self, entries: &[&CatalogEntry]) -> Facets {
+        let count = |facet: Facet, value: &dyn Fn(&policy::Dataset) -> String| {
+            let mut counts: Vec<FacetValue> = Vec::new();
+            for entry in entries.iter().filter(|e| self.keep(e, Some(facet))) {
+                let value = value(&entry.dataset);
+                match counts.iter_mut().find(|c| c.value == value) {
+                    Some(c) => c.count += 1,
+                    None => counts.push(FacetValue { value, count: 1 }),
+                }
+            }
+            counts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+            counts
+        };
+        Facets {
+            owner: count(Facet::Owner, &|d| d.owner.clone()),
+            open_type: count(Facet::OpenType, &|d| name_of(&d.open_type)),
+            format: count(Facet::Format, &|d| name_of(&d.format)),
+            update_frequency: count(Facet::UpdateFrequency, &|d| name_of(&d.update_frequency)),
+        }
+    }
+}
+
+/// The name a unit enum variant has in JSON (and in the query parameters).
+fn name_of(value: &impl Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// The query parameter `name` as one of an enum's names, if given.
+fn enum_param<T: serde::de::DeserializeOwned>(params: &Params, name: &str, names: &str) -> Result<Option<T>, Error> {
+    params
+        .given(name)
+        .map(|value| {
+            serde_json::from_value(serde_json::Value::String(value.to_owned()))
+                .map_err(|_| Error::bad_request("bad_parameter", format!("`{name}` is one of {names}, not `{value}`")))
+        })
+        .transpose()
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct WithdrawalView {
     #[serde(flatten)]
@@ -91,37 +182,41 @@ pub struct WithdrawalView {
 }
 
 pub async fn catalog(state: &Arc<State>, params: &Params) -> Result<Response<Body>, Error> {
-    params.only(&["owner", "open_type", "q", "page", "per_page"])?;
-    let open_type = match params.given("open_type") {
-        None => None,
-        Some(t) => Some(t.parse::<OpenType>().map_err(|()| {
-            Error::bad_request("bad_parameter", format!("`open_type` is unconditional or conditional, not `{t}`"))
-        })?),
+    params.only(&["owner", "open_type", "format", "update_frequency", "q", "page", "per_page"])?;
+    let filters = Filters {
+        owner: params.given("owner"),
+        open_type: enum_param(params, "open_type", "unconditional, conditional")?,
+        format: enum_param(params, "format", "csv, ndjson, parquet, arrow_ipc")?,
+        update_frequency: enum_param(
+            params,
+            "update_frequency",
+            "realtime, hourly, daily, weekly, monthly, quarterly, yearly, irregular",
+        )?,
+        text: params.get("q").map(str::trim).filter(|q| !q.is_empty()),
     };
-    let owner = params.given("owner");
-    let text = params.get("q").filter(|q| !q.trim().is_empty());
     let page = params.positive("page", 1)?;
     let per_page = params.positive("per_page", 20)?;
     let live = state.live();
     if per_page > live.limits.max_per_page {
         return Err(Error::bad_request("bad_parameter", format!("`per_page` is at most {}", live.limits.max_per_page)));
     }
-    let matching: Vec<&CatalogEntry> = live
-        .catalog
-        .listed()
-        .filter(|e| open_type.is_none_or(|t| e.dataset.open_type == t))
-        .filter(|e| owner.is_none_or(|o| e.dataset.owner.eq_ignore_ascii_case(o)))
-        .filter(|e| text.is_none_or(|q| e.dataset.matches_text(q.trim())))
-        .collect();
+    let listed: Vec<&CatalogEntry> = live.catalog.listed().collect();
+    let matching: Vec<&CatalogEntry> = listed.iter().copied().filter(|e| filters.keep(e, None)).collect();
+    let facets = filters.facets(&listed);
     let open = objections::open_objections(state).await?;
-    let datasets =
-        matching.iter().skip((page - 1).saturating_mul(per_page)).take(per_page).map(|e| summary(e, &open)).collect();
-    Ok(json(StatusCode::OK, &CatalogPage { total: matching.len(), page, per_page, datasets }))
+    let now = Utc::now();
+    let datasets = matching
+        .iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .map(|e| summary(e, &open, now))
+        .collect();
+    Ok(json(StatusCode::OK, &CatalogPage { total: matching.len(), page, per_page, facets, datasets }))
 }
 
 /// A catalog entry's metadata as the API shows it; the names follow DCAT where it has one
 /// (title, description, publisher, keyword, modified, accrualPeriodicity, license).
-fn summary(entry: &CatalogEntry, open_objections: &HashMap<String, u64>) -> DatasetSummary {
+fn summary(entry: &CatalogEntry, open_objections: &HashMap<String, u64>, now: DateTime<Utc>) -> DatasetSummary {
     let d = &entry.dataset;
     let base = format!("/v1/datasets/{}", d.id);
     DatasetSummary {
@@ -133,6 +228,7 @@ fn summary(entry: &CatalogEntry, open_objections: &HashMap<String, u64>) -> Data
         format: d.format,
         update_frequency: d.update_frequency,
         last_updated: d.last_updated,
+        stale: d.stale(now),
         version: entry.version,
         open_objections: open_objections.get(d.id.as_str()).copied().unwrap_or(0),
         license: d.license.clone(),
@@ -173,7 +269,7 @@ fn describe(entry: &CatalogEntry, caller: &Caller, open_objections: &HashMap<Str
         })
         .collect();
     DatasetDescription {
-        summary: summary(entry, open_objections),
+        summary: summary(entry, open_objections, Utc::now()),
         fields,
         schema,
         media_type: entry.dataset.format.media_type().to_owned(),

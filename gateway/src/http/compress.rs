@@ -175,12 +175,18 @@ pub fn streamed(coding: Coding, body: ByteStream) -> ByteStream {
 /// smaller).
 const MAX_WHOLE_BYTES: u64 = 16 << 20;
 
-/// A whole JSON answer of the data API, compressed in `coding` when there is one and the answer
+/// The media types of the whole answers [`answer`] compresses: JSON, and the portal's pages.
+const COMPRESSIBLE: [&str; 5] = ["application/json", "text/html", "text/css", "text/javascript", "image/svg+xml"];
+
+/// A whole JSON answer or portal asset of the data API, compressed in `coding` when there is one and the answer
 /// is worth it; a data call compresses its own answer (or, for downloads, never), so that what
 /// is counted and recorded is what is sent.
 pub async fn answer(response: Response<Body>, coding: Option<Coding>) -> Response<Body> {
-    let json = response.headers().get(CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
-    if !json || response.headers().contains_key(CONTENT_ENCODING) {
+    let compressible = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|t| COMPRESSIBLE.iter().any(|media_type| t.as_bytes().starts_with(media_type.as_bytes())));
+    if !compressible || response.headers().contains_key(CONTENT_ENCODING) {
         return response;
     }
     let (mut head, body) = response.into_parts();

@@ -19,6 +19,7 @@ mod drafts;
 mod health;
 mod limits;
 mod objections;
+mod portal;
 mod reports;
 pub(crate) mod request;
 mod response;

@@ -11,7 +11,7 @@ use policy::{Actor, AgreementAction};
 
 use super::request::{self, allow, no_route, Params};
 use super::response::{self, json, Body};
-use super::{admin, agreements, applications, catalog, cors, data, drafts, health, objections, reports};
+use super::{admin, agreements, applications, catalog, cors, data, drafts, health, objections, portal, reports};
 use crate::error::{Error, Kind};
 use crate::state::State;
 
@@ -42,6 +42,11 @@ pub async fn data(
         if DATA_CALLS.contains(operation) {
             return data::call(state, req, client, request_id, id, operation).await;
         }
+    }
+    // The portal's pages read their query strings in the browser.
+    if portal::is_page(&path) {
+        allow(req.method(), GET)?;
+        return portal::page(state, &path, req.headers());
     }
     let params = Params::parse(req.uri().query())?;
     let method = req.method().clone();

@@ -124,11 +124,13 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Where the gateway keeps its state.
 pub trait Store: Send + Sync {
-    /// A number that changes whenever another process commits a change to what the gateway
-    /// caches (principals, keys, agreements and their status, drafts, publications, withdrawals
-    /// and reopenings, application decisions), so caches can be dropped on the next request after
-    /// a `kaifang keys revoke` run elsewhere. Other writes (usage, reports, feedback,
-    /// applications and objections as filed, notifications) need not move it.
+    /// A number that changes whenever another process commits a change to what a key lookup
+    /// caches (principals, keys, agreements and their status, approvals, which make
+    /// agreements), so the key cache is dropped on the next request after a `kaifang keys
+    /// revoke` run elsewhere. Other writes (the catalog, which reloads on its own notice;
+    /// usage, reports, feedback, applications, objections, rejections, notifications) need
+    /// not move it, and on a store where it is read over the network they do not: each move
+    /// sends every keyed request of every instance to the store once.
     fn change_counter(&self) -> StoreResult<i64>;
     /// The change counter when it can be read at once, without waiting for a connection or
     /// the network; `None` when reading it might block (the caller then asks on a blocking

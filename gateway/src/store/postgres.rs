@@ -8,10 +8,11 @@
 //! `CREATE TABLE IF NOT EXISTS` run by several sessions at once can fail on its catalog's unique
 //! indexes. Connections come from a pool (r2d2).
 //!
-//! Every change counts itself in `kaifang_changes` and is announced with `NOTIFY
-//! kaifang_changes`, both in its own transaction. The key cache reads the count on every keyed
-//! request (as it reads SQLite's `data_version`), so a revoked key or a changed agreement holds
-//! on every instance from its very next request; the notification ([`listen`]) reloads the
+//! Every change is announced with `NOTIFY kaifang_changes`, and a change to keys, principals or
+//! agreements also counts itself in `kaifang_changes`, both in its own transaction. The key
+//! cache reads the count for every keyed request (as it reads SQLite's `data_version`; the
+//! requests that ask at once share a read), so a revoked key or a changed agreement holds on
+//! every instance from its very next request; the notification ([`listen`]) reloads the
 //! catalog and cuts answers in flight, within moments of the commit. (The count is the one
 //! table this schema has beyond SQLite's, which keeps its own count in `data_version`.)
 
@@ -173,7 +174,11 @@ fn parse_name<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
 /// Announces a change to every instance; `what` says what changed (`keys`, `catalog`,
 /// `agreement:<id>:<status>`, `workflow`).
 fn announce(c: &mut impl GenericClient, what: &str) -> StoreResult<()> {
-    c.execute("UPDATE kaifang_changes SET count = count + 1", &[])?;
+    // The count is what the key cache checks ([`Store::change_counter`]): only what it holds
+    // moves it.
+    if what == "keys" || what.starts_with("agreement:") {
+        c.execute("UPDATE kaifang_changes SET count = count + 1", &[])?;
+    }
     c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &what])?;
     Ok(())
 }

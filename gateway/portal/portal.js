@@ -1,0 +1,441 @@
+// The portal: pages for people over the gateway's public JSON API (nothing the API cannot do).
+// Every page is built with DOM calls from the API's answers, never from HTML strings, so no text
+// of a catalog entry, an objection or an error can become markup.
+
+const TEXT = {
+  zh: {
+    skip: "跳到正文", brand: "公共数据开放平台", nav: "网站导航", nav_catalog: "数据目录", nav_api: "接口文档",
+    footer: "数据经由 kaifang 网关开放", language: "English",
+    catalog_title: "数据目录", catalog_lead: "城市各部门开放的公共数据：无条件开放的数据任何人可直接获取，有条件开放的数据经申请和协议后使用。",
+    search: "搜索", search_label: "关键词", any: "全部", owner: "数据提供部门", open_type: "开放类型", format: "格式",
+    update_frequency: "更新频率", results: (n) => `共 ${n} 个数据集`, no_results: "没有符合条件的数据集。",
+    previous: "上一页", next: "下一页", page_of: (p, n) => `第 ${p} / ${n} 页`,
+    unconditional: "无条件开放", conditional: "有条件开放",
+    csv: "CSV", ndjson: "NDJSON", parquet: "Parquet", arrow_ipc: "Arrow IPC",
+    realtime: "实时", hourly: "每小时", daily: "每日", weekly: "每周", monthly: "每月", quarterly: "每季度", yearly: "每年", irregular: "不定期",
+    stale: "未按时更新", stale_title: "最后更新时间已超过声明的更新周期",
+    last_updated: "最后更新", version: "版本", license: "许可", keywords: "关键词", open_objections: "未处理的异议",
+    not_found_title: "未找到", not_found: "没有这个数据集，或者它不对外开放。", back: "返回数据目录",
+    fields: "字段", field: "字段名", type: "类型", description: "说明", sensitivity: "敏感程度",
+    public: "公开", internal: "内部", personal: "个人信息",
+    preview: "数据预览", preview_lead: (n) => `前 ${n} 行，与接口返回一致。`, preview_none: "没有数据行。",
+    preview_conditional: "有条件开放的数据需要协议：输入已获协议的密钥后可在协议范围内预览（敏感字段按协议脱敏）。",
+    downloads: "下载", original: (f) => `原始文件（${f}）`,
+    downloads_conditional: "有条件开放的数据按协议通过接口获取，请求需携带密钥（见下方示例）。",
+    snippets: "代码示例", copy: "复制", copied: "已复制",
+    objection_title: "数据异议", objection_lead: "发现数据错误或遗漏？提交异议，数据提供部门会答复。",
+    objection_description: "问题描述", objection_contact: "联系方式（匿名提交时必填）", objection_submit: "提交异议",
+    objection_filed: (id) => `异议已提交，编号 ${id}。`,
+    api_title: "接口文档", api_lead: "数据接口的 OpenAPI 文档，按类别列出每个接口、参数和返回。", api_document: "OpenAPI 文档（JSON）",
+    parameters: "参数", responses: "返回", required: "必填", location: "位置",
+    error: "出错了", loading: "加载中…",
+  },
+  en: {
+    skip: "Skip to content", brand: "Public Data Open Platform", nav: "Site", nav_catalog: "Catalog", nav_api: "API",
+    footer: "Data opened through the kaifang gateway", language: "中文",
+    catalog_title: "Data catalog", catalog_lead: "Public data opened by the city's departments: unconditionally open data is for anyone to take; conditionally open data is used under an approved application and its agreement.",
+    search: "Search", search_label: "Keywords", any: "Any", owner: "Department", open_type: "Open type", format: "Format",
+    update_frequency: "Update frequency", results: (n) => `${n} dataset${n === 1 ? "" : "s"}`, no_results: "No dataset matches.",
+    previous: "Previous", next: "Next", page_of: (p, n) => `Page ${p} of ${n}`,
+    unconditional: "Unconditionally open", conditional: "Conditionally open",
+    csv: "CSV", ndjson: "NDJSON", parquet: "Parquet", arrow_ipc: "Arrow IPC",
+    realtime: "Real time", hourly: "Hourly", daily: "Daily", weekly: "Weekly", monthly: "Monthly", quarterly: "Quarterly", yearly: "Yearly", irregular: "Irregular",
+    stale: "Not updated as declared", stale_title: "The last update is older than the declared update frequency",
+    last_updated: "Last updated", version: "Version", license: "License", keywords: "Keywords", open_objections: "Open objections",
+    not_found_title: "Not found", not_found: "There is no such dataset, or it is not open.", back: "Back to the catalog",
+    fields: "Fields", field: "Field", type: "Type", description: "Description", sensitivity: "Sensitivity",
+    public: "Public", internal: "Internal", personal: "Personal",
+    preview: "Preview", preview_lead: (n) => `The first ${n} rows, as the API answers them.`, preview_none: "No rows.",
+    preview_conditional: "Conditionally open data needs an agreement: with the key of an approved agreement, the preview shows the rows within its scope (sensitive fields masked as agreed).",
+    downloads: "Downloads", original: (f) => `Original file (${f})`,
+    downloads_conditional: "Conditionally open data is read through the API under an agreement, each call with its key (see the examples below).",
+    snippets: "Code", copy: "Copy", copied: "Copied",
+    objection_title: "Objections", objection_lead: "Found an error or omission? File an objection and the department answers it.",
+    objection_description: "What is wrong", objection_contact: "Contact (required when anonymous)", objection_submit: "File objection",
+    objection_filed: (id) => `Objection filed: ${id}.`,
+    api_title: "API", api_lead: "The data API's OpenAPI document: every operation by category, with its parameters and answers.", api_document: "OpenAPI document (JSON)",
+    parameters: "Parameters", responses: "Answers", required: "required", location: "In",
+    error: "Something went wrong", loading: "Loading…",
+  },
+};
+
+const LANGUAGE_KEY = "kaifang.language";
+let language = localStorage.getItem(LANGUAGE_KEY) === "en" ? "en" : "zh";
+
+function t(key, ...args) {
+  const value = TEXT[language][key] ?? TEXT.en[key] ?? key;
+  return typeof value === "function" ? value(...args) : value;
+}
+
+// h("a", {href: "/"}, "text", child, ...): an element; attributes starting with "on" are
+// listeners; strings become text nodes.
+function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes ?? {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else element.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : String(child));
+  }
+  return element;
+}
+
+function meta(name) {
+  return document.querySelector(`meta[name="${name}"]`)?.content ?? "";
+}
+
+// Dates in the platform's time zone (a whole number of hours from UTC).
+function timeZone() {
+  const hours = Number.parseInt(meta("kaifang-utc-offset"), 10) || 0;
+  if (hours === 0) return "UTC";
+  return `Etc/GMT${hours > 0 ? "-" : "+"}${Math.abs(hours)}`;
+}
+
+function formatTime(value) {
+  const format = new Intl.DateTimeFormat(language === "zh" ? "zh-CN" : "en-GB", {
+    dateStyle: "medium", timeStyle: "short", timeZone: timeZone(),
+  });
+  return format.format(new Date(value));
+}
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { Accept: "application/json", ...(options.headers ?? {}) } });
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new ApiError(response.status, body?.error?.code ?? "error", body?.error?.message ?? response.statusText);
+  }
+  return body;
+}
+
+function errorBox(error) {
+  return h("div", { class: "error", role: "alert" }, h("strong", {}, t("error"), ": "), error.message, error.code ? ` (${error.code})` : "");
+}
+
+function badge(kind, text, title) {
+  return h("span", { class: `badge ${kind}`, title }, text);
+}
+
+function openTypeBadge(openType) {
+  return badge(openType, t(openType));
+}
+
+function setTitle(title) {
+  document.title = `${title} · ${t("brand")}`;
+}
+
+// The catalog: search, facets, paging.
+const FACETS = ["owner", "open_type", "format", "update_frequency"];
+const PER_PAGE = 10;
+
+async function catalogPage(main) {
+  const params = new URLSearchParams(location.search);
+  setTitle(t("catalog_title"));
+  main.append(h("h1", {}, t("catalog_title")), h("p", { class: "lead" }, t("catalog_lead")));
+  const query = new URLSearchParams();
+  for (const name of ["q", ...FACETS]) {
+    if (params.get(name)) query.set(name, params.get(name));
+  }
+  const page = Math.max(1, Number.parseInt(params.get("page") ?? "1", 10) || 1);
+  query.set("page", page);
+  query.set("per_page", PER_PAGE);
+  let answer;
+  try {
+    answer = await api(`/v1/catalog?${query}`);
+  } catch (error) {
+    main.append(errorBox(error));
+    return;
+  }
+  const form = h("form", { class: "search", role: "search", action: "/", method: "get" },
+    h("label", { class: "text" }, t("search_label"),
+      h("input", { type: "search", name: "q", value: params.get("q") ?? "" })),
+    FACETS.map((facet) => h("label", {}, t(facet),
+      h("select", { name: facet },
+        h("option", { value: "" }, t("any")),
+        (answer.facets?.[facet] ?? []).map(({ value, count }) =>
+          h("option", { value, selected: params.get(facet) === value }, `${facet === "owner" ? value : t(value)} (${count})`))))),
+    h("button", { type: "submit", class: "primary" }, t("search")));
+  main.append(form);
+  main.append(h("p", { "aria-live": "polite" }, t("results", answer.total)));
+  if (answer.datasets.length === 0) {
+    main.append(h("p", { class: "empty" }, t("no_results")));
+    return;
+  }
+  main.append(h("ul", { class: "results" }, answer.datasets.map((d) =>
+    h("li", { class: "card", "data-dataset": d.id },
+      h("h2", {}, h("a", { href: `/datasets/${encodeURIComponent(d.id)}` }, d.title)),
+      h("p", {}, d.description),
+      h("ul", { class: "meta" },
+        h("li", {}, openTypeBadge(d.open_type)),
+        d.stale ? h("li", {}, badge("stale", t("stale"), t("stale_title"))) : null,
+        h("li", {}, d.owner),
+        h("li", {}, t(d.format)),
+        h("li", {}, `${t("update_frequency")}: ${t(d.update_frequency)}`),
+        h("li", {}, `${t("last_updated")}: `, h("time", { datetime: d.last_updated }, formatTime(d.last_updated))))))));
+  const pages = Math.max(1, Math.ceil(answer.total / PER_PAGE));
+  if (pages > 1) {
+    const link = (to, label) => {
+      const next = new URLSearchParams(params);
+      next.set("page", to);
+      return h("a", { href: `/?${next}` }, label);
+    };
+    main.append(h("nav", { class: "pager", "aria-label": t("page_of", page, pages) },
+      page > 1 ? link(page - 1, t("previous")) : null,
+      h("span", {}, t("page_of", page, pages)),
+      page < pages ? link(page + 1, t("next")) : null));
+  }
+}
+
+// A dataset's page: metadata, fields, preview, downloads, code, objections.
+async function datasetPage(main, id) {
+  let dataset;
+  try {
+    dataset = await api(`/v1/datasets/${encodeURIComponent(id)}`);
+  } catch (error) {
+    if (error.status === 404) return notFound(main);
+    main.append(errorBox(error));
+    return;
+  }
+  setTitle(dataset.title);
+  main.append(
+    h("h1", {}, dataset.title),
+    h("p", { class: "lead" }, dataset.description),
+    h("dl", { class: "facts" },
+      fact(t("owner"), dataset.owner),
+      fact(t("open_type"), openTypeBadge(dataset.open_type)),
+      fact(t("format"), `${t(dataset.format)} (${dataset.media_type})`),
+      fact(t("update_frequency"), t(dataset.update_frequency), dataset.stale ? [" ", badge("stale", t("stale"), t("stale_title"))] : null),
+      fact(t("last_updated"), h("time", { datetime: dataset.last_updated }, formatTime(dataset.last_updated))),
+      fact(t("version"), String(dataset.version)),
+      fact(t("license"), dataset.license),
+      dataset.keywords.length ? fact(t("keywords"), dataset.keywords.join(", ")) : null,
+      fact(t("open_objections"), String(dataset.open_objections))),
+    h("h2", {}, t("fields")),
+    h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": t("fields") }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, t("field")), h("th", { scope: "col" }, t("type")),
+        h("th", { scope: "col" }, t("description")), h("th", { scope: "col" }, t("sensitivity")))),
+      h("tbody", {}, dataset.fields.map((f) => h("tr", { "data-field": f.name },
+        h("td", {}, h("code", {}, f.name)), h("td", {}, f.type), h("td", { class: "wrap" }, f.description),
+        h("td", {}, f.sensitivity === "public" ? t("public") : badge(f.sensitivity, t(f.sensitivity)))))))));
+  const preview = h("section", { "aria-labelledby": "preview-heading" }, h("h2", { id: "preview-heading" }, t("preview")));
+  main.append(preview);
+  if (dataset.open_type === "conditional") {
+    preview.append(h("p", { class: "notice" }, t("preview_conditional")));
+  } else {
+    await previewTable(preview, dataset);
+  }
+  main.append(downloads(dataset), snippets(dataset), objectionForm(dataset));
+}
+
+function fact(term, ...definition) {
+  return [h("dt", {}, term), h("dd", {}, ...definition)];
+}
+
+async function previewTable(section, dataset) {
+  let preview;
+  try {
+    preview = await api(dataset.links.preview);
+  } catch (error) {
+    section.append(errorBox(error));
+    return;
+  }
+  const { columns, rows } = preview;
+  if (rows.length === 0) {
+    section.append(h("p", { class: "empty" }, t("preview_none")));
+    return;
+  }
+  section.append(h("p", {}, t("preview_lead", rows.length)),
+    h("div", { class: "scroll", tabindex: "0", role: "region", "aria-labelledby": "preview-heading" },
+      h("table", { id: "preview" },
+        h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, rows.map((row) => h("tr", {}, columns.map((c) => h("td", {}, row[c] === null ? "" : String(row[c])))))))));
+}
+
+function downloads(dataset) {
+  const section = h("section", {}, h("h2", {}, t("downloads")));
+  if (dataset.open_type === "conditional") {
+    section.append(h("p", {}, t("downloads_conditional")));
+    return section;
+  }
+  const base = dataset.links.self;
+  section.append(h("ul", { class: "downloads" },
+    h("li", {}, h("a", { href: dataset.links.download, download: "" }, t("original", t(dataset.format)))),
+    [["csv", "CSV"], ["json", "JSON"], ["ndjson", "NDJSON"], ["arrow", "Arrow IPC"]].map(([suffix, label]) =>
+      h("li", {}, h("a", { href: `${base}/rows.${suffix}`, download: "" }, label)))));
+  return section;
+}
+
+function snippetSources(dataset) {
+  const origin = location.origin;
+  const rows = `${origin}${dataset.links.self}/rows`;
+  // The Flight service is on this host, at the port the gateway gives.
+  const flight = `${meta("kaifang-flight-scheme") || "grpc"}://${location.hostname}:${meta("kaifang-flight-port") || 8815}`;
+  const keyed = dataset.open_type === "conditional";
+  const id = dataset.id;
+  const header = keyed ? ` -H "Authorization: Bearer $KAIFANG_KEY"` : "";
+  const pyHeaders = keyed ? `, storage_options={"Authorization": "Bearer " + key}` : "";
+  const keyLine = keyed ? `import os\nkey = os.environ["KAIFANG_KEY"]\n` : "";
+  return [
+    ["curl", `curl${header} '${rows}.csv?limit=10'`],
+    ["pandas", `${keyLine}import pandas as pd\ndf = pd.read_csv("${rows}.csv"${pyHeaders})`],
+    ["polars", keyed
+      ? `${keyLine}import urllib.request\nimport polars as pl\nrequest = urllib.request.Request("${rows}.csv", headers={"Authorization": f"Bearer {key}"})\ndf = pl.read_csv(urllib.request.urlopen(request).read())`
+      : `import polars as pl\ndf = pl.read_csv("${rows}.csv")`],
+    ["DuckDB", keyed
+      ? `INSTALL httpfs; LOAD httpfs;\nCREATE SECRET kaifang (TYPE http, EXTRA_HTTP_HEADERS MAP {'Authorization': 'Bearer ' || getenv('KAIFANG_KEY')});\nSELECT * FROM read_csv('${rows}.csv') LIMIT 10;`
+      : `INSTALL httpfs; LOAD httpfs;\nSELECT * FROM read_csv('${rows}.csv') LIMIT 10;`],
+    ["pyarrow.flight", `${keyLine}import pyarrow.flight as flight\nclient = flight.FlightClient("${flight}")\n` +
+      (keyed ? `options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {key}".encode())])\n` : "") +
+      `info = client.get_flight_info(flight.FlightDescriptor.for_path("${id}")${keyed ? ", options" : ""})\n` +
+      `table = client.do_get(info.endpoints[0].ticket${keyed ? ", options" : ""}).read_all()`],
+    ["ADBC", `${keyLine}import adbc_driver_flightsql.dbapi as flightsql\n` +
+      (keyed
+        ? `conn = flightsql.connect("${flight}", db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {key}"}, autocommit=True)\n`
+        : `conn = flightsql.connect("${flight}", autocommit=True)\n`) +
+      `cur = conn.cursor()\ncur.execute('SELECT * FROM "${id}" LIMIT 10')\ntable = cur.fetch_arrow_table()`],
+  ];
+}
+
+function snippets(dataset) {
+  const sources = snippetSources(dataset);
+  const code = h("code", {});
+  const panel = h("div", { role: "tabpanel", id: "snippet-panel" }, h("pre", { tabindex: "0" }, code));
+  const copy = h("button", { type: "button", class: "primary copy" }, t("copy"));
+  const buttons = sources.map(([name, source], i) => h("button", {
+    type: "button", role: "tab", id: `snippet-${i}`, "aria-controls": "snippet-panel", "data-snippet": name,
+    onclick: () => show(i),
+  }, name));
+  function show(index) {
+    buttons.forEach((b, i) => {
+      b.setAttribute("aria-selected", String(i === index));
+      b.tabIndex = i === index ? 0 : -1;
+    });
+    panel.setAttribute("aria-labelledby", buttons[index].id);
+    code.textContent = sources[index][1];
+  }
+  copy.addEventListener("click", async () => {
+    await navigator.clipboard?.writeText(code.textContent).catch(() => {});
+    copy.textContent = t("copied");
+    setTimeout(() => { copy.textContent = t("copy"); }, 1500);
+  });
+  show(0);
+  return h("section", {}, h("h2", {}, t("snippets")), h("div", { class: "tabs", role: "tablist", "aria-label": t("snippets") }, buttons), panel, copy);
+}
+
+function objectionForm(dataset) {
+  const status = h("p", { "aria-live": "polite" });
+  const form = h("form", { class: "search", id: "objection" },
+    h("label", { class: "text" }, t("objection_description"),
+      h("textarea", { name: "description", rows: 3, required: true, maxlength: 2000 })),
+    h("label", { class: "text" }, t("objection_contact"),
+      h("input", { type: "text", name: "contact", maxlength: 200 })),
+    h("button", { type: "submit", class: "primary" }, t("objection_submit")));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const body = { description: data.get("description") };
+    if (data.get("contact")) body.contact = data.get("contact");
+    status.replaceChildren();
+    try {
+      const filed = await api(`${dataset.links.self}/objections`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      form.reset();
+      status.append(h("span", { "data-objection": filed.id }, t("objection_filed", filed.id)));
+    } catch (error) {
+      status.append(errorBox(error));
+    }
+  });
+  return h("section", {}, h("h2", {}, t("objection_title")), h("p", {}, t("objection_lead")), form, status);
+}
+
+function notFound(main) {
+  setTitle(t("not_found_title"));
+  main.append(h("h1", {}, t("not_found_title")), h("p", {}, t("not_found")), h("p", {}, h("a", { href: "/" }, t("back"))));
+}
+
+// The API page: the data API's OpenAPI document, by tag.
+async function apiPage(main) {
+  setTitle(t("api_title"));
+  main.append(h("h1", {}, t("api_title")), h("p", { class: "lead" }, t("api_lead"), " ", h("a", { href: "/openapi.json" }, t("api_document"))));
+  let document_;
+  try {
+    document_ = await api("/openapi.json");
+  } catch (error) {
+    main.append(errorBox(error));
+    return;
+  }
+  const byTag = new Map((document_.tags ?? []).map((tag) => [tag.name, { tag, operations: [] }]));
+  for (const [path, item] of Object.entries(document_.paths)) {
+    for (const method of ["get", "head", "post", "put", "delete", "patch"]) {
+      const operation = item[method];
+      if (!operation) continue;
+      const name = operation.tags?.[0] ?? "";
+      if (!byTag.has(name)) byTag.set(name, { tag: { name }, operations: [] });
+      byTag.get(name).operations.push({ path, method, operation, shared: item.parameters ?? [] });
+    }
+  }
+  for (const { tag, operations } of byTag.values()) {
+    if (operations.length === 0) continue;
+    main.append(h("section", { "aria-labelledby": `tag-${tag.name}` },
+      h("h2", { id: `tag-${tag.name}` }, tag.name), tag.description ? h("p", {}, tag.description) : null,
+      operations.map(({ path, method, operation, shared }) => {
+        const parameters = [...shared, ...(operation.parameters ?? [])];
+        return h("article", { class: "operation" },
+          h("h3", {}, h("span", { class: "method" }, method.toUpperCase()), h("span", { class: "path" }, path),
+            operation.summary ? h("span", {}, operation.summary) : null),
+          operation.description ? h("p", {}, operation.description) : null,
+          h("details", {}, h("summary", {}, `${t("parameters")} (${parameters.length}) · ${t("responses")} (${Object.keys(operation.responses ?? {}).length})`),
+            parameters.length ? h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": `${method.toUpperCase()} ${path}` }, h("table", {},
+              h("thead", {}, h("tr", {}, h("th", { scope: "col" }, t("field")), h("th", { scope: "col" }, t("location")), h("th", { scope: "col" }, t("description")))),
+              h("tbody", {}, parameters.map((p) => h("tr", {}, h("td", {}, h("code", {}, p.name), p.required ? ` (${t("required")})` : ""),
+                h("td", {}, p.in), h("td", { class: "wrap" }, p.description ?? "")))))) : null,
+            h("ul", {}, Object.entries(operation.responses ?? {}).map(([status, r]) => h("li", {}, h("code", {}, status), " ", r.description ?? "")))));
+      })));
+  }
+}
+
+function applyLanguage() {
+  document.documentElement.lang = language === "zh" ? "zh-CN" : "en";
+  for (const element of document.querySelectorAll("[data-t]")) element.textContent = t(element.dataset.t);
+  for (const element of document.querySelectorAll("[data-t-aria]")) element.setAttribute("aria-label", t(element.dataset.tAria));
+  const button = document.getElementById("language");
+  button.textContent = t("language");
+  button.lang = language === "zh" ? "en" : "zh-CN";
+}
+
+async function render() {
+  applyLanguage();
+  const main = document.getElementById("main");
+  main.replaceChildren(h("p", { class: "notice" }, t("loading")));
+  const page = document.createDocumentFragment();
+  const holder = h("div", {});
+  page.append(holder);
+  const path = location.pathname.replace(/\/+$/, "") || "/";
+  const dataset = path.match(/^\/datasets\/([^/]+)$/);
+  if (path === "/") await catalogPage(holder);
+  else if (dataset) await datasetPage(holder, decodeURIComponent(dataset[1]));
+  else if (path === "/docs") await apiPage(holder);
+  else notFound(holder);
+  main.replaceChildren(...holder.childNodes);
+  main.dataset.ready = "true";
+}
+
+document.getElementById("language").addEventListener("click", () => {
+  language = language === "zh" ? "en" : "zh";
+  localStorage.setItem(LANGUAGE_KEY, language);
+  delete document.getElementById("main").dataset.ready;
+  render();
+});
+
+render();

@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""The portal in headless Chromium (Debian's, driven by Playwright), as a person uses it.
+
+Starts the given kaifang binary on the embedded demo and checks:
+- the catalog lists the open datasets and never the non-open one; search and each filter
+  narrow it as the API does; stale entries are marked;
+- each open type's dataset page: metadata and fields (sensitive ones marked); the preview of an
+  unconditional dataset shows the rows the API's preview answers, cell for cell; a download
+  link fetches the same bytes as the API; the conditional one shows no rows without a key;
+- a non-open dataset's page answers as an unknown id's does (status and text);
+- an objection filed anonymously with a contact reaches the API;
+- the language switch (Chinese, English) holds across pages;
+- the API page lists every operation of the data API's OpenAPI document;
+- axe-core finds no serious or critical accessibility violation on any page.
+Screenshots of every page at 1280x800 and 390x844 go to the folder given (default
+`portal-screenshots` in the working directory).
+
+Usage: portal_chromium.py PATH_TO_KAIFANG [SCREENSHOT_DIR]. Exits non-zero on the first failure.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import sync_playwright
+
+from demo_gateway import start_listeners
+
+SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def fetch(url, method="GET", body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def api(base, path):
+    status, _, body = fetch(base + path)
+    check(status == 200, f"{path}: {status} {body[:200]!r}")
+    return json.loads(body)
+
+
+class Portal:
+    def __init__(self, browser, base, flight, shots):
+        self.browser, self.base, self.flight, self.shots = browser, base, flight, shots
+        self.context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+        self.page = self.context.new_page()
+        self.errors = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        # A 404 the page asked for (a dataset that is not there) is logged by the browser itself.
+        self.page.on("console", lambda m: m.type == "error" and not m.text.startswith("Failed to load resource")
+                     and self.errors.append(m.text))
+        self.axe = Axe()
+
+    def open(self, path):
+        response = self.page.goto(self.base + path)
+        self.page.wait_for_selector("main[data-ready=true]")
+        return response
+
+    def submit(self, button):
+        """Clicks a button that loads another page, and waits for that page."""
+        with self.page.expect_navigation():
+            self.page.click(button)
+        self.page.wait_for_selector("main[data-ready=true]")
+
+    def audit(self, name):
+        """Screenshots at both sizes and an accessibility scan of the page as it is."""
+        for size, (width, height) in SIZES.items():
+            self.page.set_viewport_size({"width": width, "height": height})
+            self.page.screenshot(path=os.path.join(self.shots, f"{name}-{size}.png"), full_page=True)
+            results = self.axe.run(self.page)
+            bad = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+            check(not bad, f"{name} at {size}: " + "; ".join(
+                f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:3]}" for v in bad))
+        self.page.set_viewport_size({"width": 1280, "height": 800})
+        check(not self.errors, f"{name}: the page logged errors: {self.errors}")
+
+    def listed(self):
+        return self.page.eval_on_selector_all("li.card", "cards => cards.map(c => c.dataset.dataset)")
+
+
+def check_catalog(portal, base):
+    everything = api(base, "/v1/catalog?per_page=100")
+    expected = sorted(d["id"] for d in everything["datasets"])
+    portal.open("/")
+    check(sorted(portal.listed()) == expected, f"catalog: {portal.listed()} vs the API's {expected}")
+    check("subsistence-allowance" not in portal.listed(), "the non-open dataset is not listed")
+    check(portal.page.locator("h1").inner_text() == "数据目录", "the catalog opens in Chinese")
+    stale = [d["id"] for d in everything["datasets"] if d["stale"]]
+    marked = portal.page.eval_on_selector_all("li.card:has(.badge.stale)", "cs => cs.map(c => c.dataset.dataset)")
+    check(sorted(marked) == sorted(stale), f"stale marks: {marked} vs the API's {stale}")
+    portal.audit("catalog")
+
+    portal.page.fill("input[name=q]", "air")
+    portal.submit("form.search button[type=submit]")
+    check(portal.listed() == ["air-quality"], f"search 'air': {portal.listed()}")
+
+    for facet, value in [("open_type", "conditional"), ("format", "csv"), ("update_frequency", "hourly"),
+                         ("owner", everything["datasets"][0]["owner"])]:
+        portal.open("/")
+        portal.page.select_option(f"select[name={facet}]", value)
+        portal.submit("form.search button[type=submit]")
+        want = sorted(d["id"] for d in api(base, "/v1/catalog?" + urllib.parse.urlencode({facet: value}))["datasets"])
+        check(want and sorted(portal.listed()) == want, f"filter {facet}={value}: {portal.listed()} vs {want}")
+    print(f"catalog: {len(expected)} datasets listed, search and the four filters as the API answers")
+
+
+def check_unconditional(portal, base):
+    response = portal.open("/datasets/air-quality")
+    check(response.status == 200, f"dataset page: {response.status}")
+    dataset = api(base, "/v1/datasets/air-quality")
+    check(portal.page.locator("h1").inner_text() == dataset["title"], "the dataset's title")
+    fields = portal.page.eval_on_selector_all("tr[data-field]", "rows => rows.map(r => r.dataset.field)")
+    check(fields == [f["name"] for f in dataset["fields"]], f"fields: {fields}")
+    answer = api(base, "/v1/datasets/air-quality/preview")
+    preview = answer["rows"]
+    columns = portal.page.eval_on_selector_all("#preview thead th", "ths => ths.map(t => t.textContent)")
+    check(columns == answer["columns"], f"preview columns: {columns} vs the API's {answer['columns']}")
+    cells = portal.page.eval_on_selector_all("#preview tbody tr", "trs => trs.map(tr => [...tr.cells].map(td => td.textContent))")
+    want = [["" if row[c] is None else (json.dumps(row[c]) if isinstance(row[c], bool) else str(row[c])) for c in columns]
+            for row in preview]
+    check(len(cells) == len(preview) > 0, f"preview rows: {len(cells)} vs {len(preview)}")
+    for shown, expected in zip(cells, want):
+        for a, b in zip(shown, expected):
+            same = a == b or (a and b and _numbers_equal(a, b))
+            check(same, f"preview cell {a!r} vs the API's {b!r}")
+    link = portal.page.locator("ul.downloads a").first.get_attribute("href")
+    with portal.page.expect_download() as download:
+        portal.page.click(f"ul.downloads a[href='{link}']")
+    got = open(download.value.path(), "rb").read()
+    _, _, original = fetch(base + "/v1/datasets/air-quality/download")
+    check(got == original, f"download link: {len(got)} bytes vs {len(original)}")
+    portal.page.click("button[data-snippet=DuckDB]")
+    code = portal.page.locator("#snippet-panel code").inner_text()
+    check(f"{base}/v1/datasets/air-quality/rows.csv" in code, f"DuckDB snippet: {code}")
+    portal.page.click("button[data-snippet='pyarrow.flight']")
+    code = portal.page.locator("#snippet-panel code").inner_text()
+    check(f"grpc://{portal.flight}" in code and 'for_path("air-quality")' in code, f"pyarrow.flight snippet: {code}")
+    portal.audit("dataset-unconditional")
+    print(f"unconditional dataset page: {len(fields)} fields, {len(cells)} preview rows equal to the API's, download equal")
+
+
+def _numbers_equal(a, b):
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def check_conditional(portal, base):
+    response = portal.open("/datasets/enterprises")
+    check(response.status == 200, f"conditional page: {response.status}")
+    check(portal.page.locator("#preview").count() == 0, "no rows of conditional data without a key")
+    personal = portal.page.eval_on_selector_all("tr[data-field]:has(.badge.personal)", "rows => rows.map(r => r.dataset.field)")
+    want = [f["name"] for f in api(base, "/v1/datasets/enterprises")["fields"] if f["sensitivity"] == "personal"]
+    check(personal == want and want, f"sensitive fields marked: {personal} vs {want}")
+    portal.audit("dataset-conditional")
+    print(f"conditional dataset page: no rows without a key, personal fields marked {personal}")
+
+
+RUN_SNIPPET = {
+    "curl": lambda code: ["bash", "-c", code],
+    "pandas": lambda code: [sys.executable, "-c", code + "\nprint(len(df))"],
+    "polars": lambda code: [sys.executable, "-c", code + "\nprint(len(df))"],
+    "pyarrow.flight": lambda code: [sys.executable, "-c", code + "\nprint(table.num_rows)"],
+    "ADBC": lambda code: [sys.executable, "-c", code + "\nprint(table.num_rows)"],
+}
+
+
+def check_snippets(portal, key):
+    """Every code example but DuckDB's (which needs its extension fetched) is run as shown,
+    with the demo user's key in KAIFANG_KEY, and must read rows."""
+    for dataset in ["air-quality", "enterprises"]:
+        portal.open(f"/datasets/{dataset}")
+        for name, command in RUN_SNIPPET.items():
+            portal.page.click(f"button[data-snippet='{name}']")
+            code = portal.page.locator("#snippet-panel code").inner_text()
+            run = subprocess.run(command(code), capture_output=True, text=True, timeout=120,
+                                 env={**os.environ, "KAIFANG_KEY": key})
+            check(run.returncode == 0, f"{dataset}, {name}: {run.stderr[-2000:]}\n{code}")
+            out = run.stdout.strip()
+            rows = int(out.splitlines()[-1]) if name != "curl" else out.count("\n")
+            check(rows > 0 and '"error"' not in out, f"{dataset}, {name} read no rows: {out[-500:]}")
+    print(f"code examples: {', '.join(RUN_SNIPPET)} run as shown on an unconditional and a conditional dataset")
+
+
+def check_not_open(portal):
+    hidden = portal.open("/datasets/subsistence-allowance")
+    hidden_text = portal.page.locator("main").inner_text()
+    unknown = portal.open("/datasets/no-such-dataset")
+    unknown_text = portal.page.locator("main").inner_text()
+    check(hidden.status == unknown.status == 404, f"statuses: {hidden.status} {unknown.status}")
+    check(hidden_text == unknown_text, f"pages differ: {hidden_text!r} vs {unknown_text!r}")
+    portal.audit("not-found")
+    print("non-open dataset page: answers as an unknown id's (404, same text)")
+
+
+def check_objection(portal, base):
+    portal.open("/datasets/bus-arrivals")
+    portal.page.fill("#objection textarea[name=description]", "Route 3's delays look doubled")
+    portal.page.fill("#objection input[name=contact]", "reader@example.org")
+    portal.page.click("#objection button[type=submit]")
+    filed = portal.page.locator("[data-objection]")
+    filed.wait_for()
+    objection_id = filed.get_attribute("data-objection")
+    check(objection_id in filed.inner_text(), "the page shows the objection's id")
+    objection = api(base, f"/v1/objections/{objection_id}")
+    check(objection["dataset"] == "bus-arrivals", f"objection: {objection}")
+    print(f"objection filed anonymously through the page: {objection_id}")
+
+
+def check_language(portal):
+    portal.open("/")
+    portal.page.click("#language")
+    portal.page.wait_for_selector("main[data-ready=true]")
+    check(portal.page.locator("h1").inner_text() == "Data catalog", "switched to English")
+    check(portal.page.evaluate("document.documentElement.lang") == "en", "the document's language follows")
+    portal.open("/datasets/bus-arrivals")
+    check(portal.page.locator("h2").first.inner_text() == "Fields", "English holds on the next page")
+    portal.audit("dataset-english")
+    portal.page.click("#language")
+    portal.page.wait_for_selector("main[data-ready=true]")
+    check(portal.page.locator("h2").first.inner_text() == "字段", "and back to Chinese")
+    print("language: Chinese by default, English on switching, kept across pages, and back")
+
+
+def check_api_page(portal, base):
+    portal.open("/docs")
+    document = api(base, "/openapi.json")
+    operations = sum(1 for item in document["paths"].values() for m in ("get", "head", "post", "put", "delete", "patch") if m in item)
+    shown = portal.page.locator("article.operation").count()
+    check(shown == operations, f"API page: {shown} operations vs {operations} in the document")
+    portal.audit("api")
+    print(f"API page: {shown} operations, as in the OpenAPI document")
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1])
+    shots = os.path.abspath(sys.argv[2] if len(sys.argv) > 2 else "portal-screenshots")
+    os.makedirs(shots, exist_ok=True)
+    chromium = shutil.which("chromium")
+    check(chromium is not None, "Debian's chromium is installed")
+    with tempfile.TemporaryDirectory() as work:
+        data_dir = os.path.join(work, "data")
+        subprocess.run([binary, "demo-data", "--out", os.path.join(data_dir, "demo")], check=True, stdout=subprocess.DEVNULL)
+        process, addresses = start_listeners(binary, data_dir)
+        base = f"http://{addresses['http']}"
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, args=[
+                    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+                portal = Portal(browser, base, addresses["flight"], shots)
+                check_catalog(portal, base)
+                check_unconditional(portal, base)
+                check_conditional(portal, base)
+                with open(os.path.join(data_dir, "demo-user.key")) as f:
+                    check_snippets(portal, f.read().strip())
+                check_not_open(portal)
+                check_objection(portal, base)
+                check_language(portal)
+                check_api_page(portal, base)
+                browser.close()
+        finally:
+            process.terminate()
+            process.wait()
+    print(f"portal: every check passed; screenshots in {shots}")
+
+
+if __name__ == "__main__":
+    main()
