@@ -32,6 +32,13 @@ start_kaifang() {
     local log="$1"; shift
     TOKIO_WORKER_THREADS=1 KAIFANG_LOG=warn taskset -c "$SERVER_CPU" "$KAIFANG" serve "$@" >"$log" 2>&1 &
     KAIFANG_PID=$!
+    await_kaifang "$log"
+}
+
+# await_kaifang LOG : waits for the HTTP listening line of the kaifang writing LOG; sets
+# KAIFANG_ADDR.
+await_kaifang() {
+    local log="$1"
     for _ in $(seq 1 600); do
         KAIFANG_ADDR=$(sed -n 's/^kaifang: http listening on //p' "$log")
         [ -n "$KAIFANG_ADDR" ] && return 0

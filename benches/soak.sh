@@ -90,12 +90,7 @@ start_gateway() {
     KAIFANG_LOG=warn "$KAIFANG" serve "$@" >"$log" 2>&1 &
     KAIFANG_PID=$!
     PIDS+=("$KAIFANG_PID")
-    for _ in $(seq 1 600); do
-        KAIFANG_ADDR=$(sed -n 's/^kaifang: http listening on //p' "$log")
-        [ -n "$KAIFANG_ADDR" ] && return 0
-        sleep 0.1
-    done
-    echo "kaifang did not start:" >&2; cat "$log" >&2; exit 1
+    await_kaifang "$log"
 }
 
 # rss_fds PID... : total RSS (MiB) and open descriptors of the processes.
