@@ -9,7 +9,7 @@
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use hyper::{HeaderMap, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
@@ -86,12 +86,7 @@ fn document(state: &Arc<State>, status: StatusCode) -> Response<Body> {
 /// A static asset, revalidated by its entity tag.
 fn asset(headers: &HeaderMap, body: &'static str, media_type: &'static str) -> Response<Body> {
     let etag = format!("\"{}\"", *VERSION);
-    let fresh = headers
-        .get_all(IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == etag || tag.trim() == "*");
+    let fresh = super::download::not_modified_by_etag(headers, &etag);
     let mut answer =
         Response::new(response::full(if fresh { Bytes::new() } else { Bytes::from_static(body.as_bytes()) }));
     if fresh {
