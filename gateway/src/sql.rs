@@ -7,9 +7,14 @@
 //! so a non-open dataset and an unknown name give the same error.
 //!
 //! The scan of each table is a data call of its own through [`lifecycle::serve`], whose front
-//! end is [`Scan`]: decided, limited by the dataset's rate and quotas, held to the answer
-//! memory budget and, on conditional data, recorded (an intent naming the statement, durable
-//! before the first batch reaches the engine; a completion before the scan ends). The
+//! end is [`Scan`]: decided, limited by the dataset's rate and quotas and held to the answer
+//! memory budget. Every scan the plan holds is opened before the statement runs, so a refusal
+//! of any (a rate, a quota, a column outside the scope) is the statement's, before anything is
+//! recorded as served or sent. The statement is then one call in the audit log: one intent
+//! naming every conditional dataset its scans read, each with its agreement, columns, filter and
+//! masks, durable before the engine runs; one completion with the rows and bytes of the answer
+//! sent and the rows each read handed the engine (a refused scan leaves its refusal record,
+//! naming the statement). The
 //! agreement's columns, row filter and masks are applied before the engine sees a row, and
 //! DataFusion runs the caller's SQL on top, so no SQL can reach what is outside a scope. The
 //! caller's filters on a table are handed to its scan as a filter of the HTTP API's language
@@ -24,7 +29,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow::array::RecordBatchOptions;
 use arrow::datatypes::{Schema, SchemaRef};
@@ -51,6 +57,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use policy::filter::{CmpOp, Column, Literal};
 use policy::{decide, Caller, Operation};
 
+use crate::audit::{self, CallGuard};
 use crate::call::lifecycle::{self, Body, FrontEnd, Reply};
 use crate::call::{self, start, Call};
 use crate::error::{Error, Kind};
@@ -144,19 +151,45 @@ impl Engine {
 /// Who runs a statement, from where, under which request id: what each of its scans presents
 /// as a data call.
 pub struct Scans {
-    pub state: Arc<State>,
+    state: Arc<State>,
     /// The request's headers (its key, its User-Agent), presented again by each scan.
-    pub headers: http::HeaderMap,
-    pub client: IpAddr,
-    pub request_id: String,
-    /// The statement, as the audit records of its scans name it.
-    pub statement: String,
+    headers: http::HeaderMap,
+    client: IpAddr,
+    request_id: String,
+    /// The statement, and the reads its scans add for its audit records.
+    statement: Arc<audit::Statement>,
+    /// The scans the statement's plan holds, not yet opened.
+    planned: Mutex<Vec<Arc<Slot>>>,
+}
+
+impl Scans {
+    pub fn new(state: Arc<State>, headers: http::HeaderMap, client: IpAddr, request_id: String, sql: &str) -> Scans {
+        let statement = Arc::new(audit::Statement::new(sql));
+        Scans { state, headers, client, request_id, statement, planned: Mutex::default() }
+    }
+
+    /// Opens a scan of `dataset` as a data call of the statement.
+    async fn open(&self, dataset: &str, query: Query) -> Result<BatchStream, Error> {
+        let scan = Scan { headers: self.headers.clone(), query, statement: self.statement.clone() };
+        let served = lifecycle::serve(&self.state, dataset, self.client, &self.request_id, scan).await;
+        served.map(|((), batches)| batches)
+    }
+}
+
+/// A scan in a statement's plan: opened before the statement runs, taken by the engine when it
+/// runs the scan.
+struct Slot {
+    dataset: String,
+    query: Query,
+    opened: Mutex<Option<BatchStream>>,
 }
 
 /// A statement planned for its caller: its result's schema is known, nothing is read yet.
 pub struct Planned {
     frame: DataFrame,
     sql: String,
+    scans: Arc<Scans>,
+    caller: Arc<Caller>,
 }
 
 impl Planned {
@@ -178,16 +211,63 @@ impl Planned {
         Ok(Arc::new(Schema::new(fields.collect::<Vec<_>>())))
     }
 
-    /// Runs the statement. Its scans start here, so a refusal of one of them (a rate limit, a
-    /// quota, an audit log that cannot write) is the error of this call, before any row.
-    pub async fn run(self) -> Result<(SchemaRef, BatchStream), Error> {
+    /// Runs the statement. Every scan of its plan is opened first, so a refusal of one of them
+    /// (a rate limit, a quota) is the error of this call, before any row; then, if they read
+    /// conditional data, its intent is recorded, and the guard that records its completion is
+    /// handed back with the answer: the front end wraps its encoded answer in it
+    /// ([`audit::audited`]), so the completion counts the bytes sent. The guard's rows are the
+    /// answer's.
+    pub async fn run(self) -> Result<(SchemaRef, BatchStream, Option<CallGuard>), Error> {
         let schema = self.schema();
-        let sql = self.sql;
-        let batches = self.frame.execute_stream().await.map_err(|e| error(e, &sql))?;
-        let mut batches = batches.map_err(move |e| error(e, &sql)).fuse();
-        let first = batches.next().await.transpose()?;
-        Ok((schema, Box::pin(stream::iter(first.map(Ok)).chain(batches))))
+        let Planned { frame, sql, scans, caller } = self;
+        let task = Arc::new(frame.task_ctx());
+        let plan = frame.create_physical_plan().await.map_err(|e| error(e, &sql))?;
+        let slots = std::mem::take(&mut *scans.planned.lock().unwrap_or_else(PoisonError::into_inner));
+        for slot in slots {
+            let opened = scans.open(&slot.dataset, slot.query.clone()).await?;
+            *slot.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(opened);
+        }
+        let rows = Arc::new(AtomicU64::new(0));
+        let guard = match scans.statement.is_recorded() {
+            true => {
+                let (key_id, principal) = call::key_and_principal(&caller);
+                let user_agent = scans.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok());
+                let info = audit::StatementInfo {
+                    request_id: scans.request_id.clone(),
+                    key_id,
+                    principal,
+                    client: scans.client.to_string(),
+                    user_agent: user_agent.map(audit::bounded_text),
+                };
+                Some(scans.state.audit.statement_intent(info, scans.statement.clone(), rows.clone()).await?)
+            }
+            false => None,
+        };
+        let batches = match datafusion::physical_plan::execute_stream(plan, task) {
+            Ok(batches) => batches,
+            Err(e) => return Err(failed(guard, error(e, &sql)).await),
+        };
+        let mut batches = batches
+            .map_err(move |e| error(e, &sql))
+            .inspect_ok(move |batch| {
+                rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            })
+            .fuse();
+        let first = match batches.next().await.transpose() {
+            Ok(first) => first,
+            Err(e) => return Err(failed(guard, e).await),
+        };
+        Ok((schema, Box::pin(stream::iter(first.map(Ok)).chain(batches)), guard))
     }
+}
+
+/// `error`, with the completion of the statement's intent (if recorded) as failed before its
+/// answer began.
+async fn failed(guard: Option<CallGuard>, error: Error) -> Error {
+    if let Some(guard) = guard {
+        guard.failed(error.kind.status()).await;
+    }
+    error
 }
 
 /// Plans `sql` for `caller`, with `params` bound to its placeholders when given.
@@ -220,7 +300,7 @@ pub async fn plan(
         Some(values) => frame.with_param_values(ParamValues::from(values)).map_err(|e| error(e, sql))?,
         None => frame,
     };
-    Ok(Planned { frame, sql: sql.to_owned() })
+    Ok(Planned { frame, sql: sql.to_owned(), scans, caller })
 }
 
 /// The schema `public`: the datasets the caller may read.
@@ -367,8 +447,9 @@ impl TableProvider for Table {
         let exact = filters.iter().all(|f| self.filter_of(f).is_some_and(|filter| self.exact(&filter)));
         let limit = if exact { limit } else { None };
         let query = Query { columns: Some(columns), filter, limit, ..Query::default() };
-        let partition =
-            ScanPartition { dataset: self.dataset.clone(), schema: schema.clone(), query, scans: self.scans.clone() };
+        let slot = Arc::new(Slot { dataset: self.dataset.clone(), query, opened: Mutex::default() });
+        self.scans.planned.lock().unwrap_or_else(PoisonError::into_inner).push(slot.clone());
+        let partition = ScanPartition { schema: schema.clone(), slot, scans: self.scans.clone() };
         let exec = StreamingTableExec::try_new(schema, vec![Arc::new(partition)], None, [], false, limit)?;
         Ok(Arc::new(exec))
     }
@@ -376,16 +457,15 @@ impl TableProvider for Table {
 
 /// The one partition of a table's scan.
 struct ScanPartition {
-    dataset: String,
     /// The batches' schema as the engine expects them.
     schema: SchemaRef,
-    query: Query,
+    slot: Arc<Slot>,
     scans: Arc<Scans>,
 }
 
 impl fmt::Debug for ScanPartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScanPartition").field("dataset", &self.dataset).finish_non_exhaustive()
+        f.debug_struct("ScanPartition").field("dataset", &self.slot.dataset).finish_non_exhaustive()
     }
 }
 
@@ -394,12 +474,16 @@ impl PartitionStream for ScanPartition {
         &self.schema
     }
 
+    /// The scan opened before the statement ran; a scan the engine runs again (a recursive
+    /// query) is opened again, as another call of the statement on the same read.
     fn execute(&self, _context: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (scans, dataset, query) = (self.scans.clone(), self.dataset.clone(), self.query.clone());
+        let opened = self.slot.opened.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let (scans, slot) = (self.scans.clone(), self.slot.clone());
         let answered = async move {
-            let scan = Scan { headers: scans.headers.clone(), query, statement: scans.statement.clone() };
-            let served = lifecycle::serve(&scans.state, &dataset, scans.client, &scans.request_id, scan).await;
-            served.map(|((), batches)| batches)
+            match opened {
+                Some(batches) => Ok(batches),
+                None => scans.open(&slot.dataset, slot.query.clone()).await,
+            }
         };
         let schema = self.schema.clone();
         let batches = stream::once(answered).try_flatten().map(move |batch| {
@@ -423,7 +507,7 @@ fn fitted(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Error> 
 struct Scan {
     headers: http::HeaderMap,
     query: Query,
-    statement: String,
+    statement: Arc<audit::Statement>,
 }
 
 impl FrontEnd for Scan {
@@ -445,7 +529,7 @@ impl FrontEnd for Scan {
         OPERATION
     }
 
-    fn statement(&self) -> Option<&str> {
+    fn statement(&self) -> Option<&audit::Statement> {
         Some(&self.statement)
     }
 
@@ -622,7 +706,7 @@ async fn refused(session: &SessionContext, scans: &Scans, caller: &Caller, sql: 
         }
         let recorder =
             call::Recorder::new(&scans.state, &scans.request_id, entry, OPERATION, OPERATION, scans.client, user_agent)
-                .of_statement(Some(sql));
+                .of_statement(Some(&scans.statement));
         answer = recorder.unserved(Some(caller), refusal.clone(), refusal.kind.status()).await;
     }
     answer

@@ -14,6 +14,8 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{FlightInfo, Ticket};
 use futures_util::TryStreamExt;
+use reqwest::Method;
+use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::fixture::Gateway;
@@ -302,8 +304,8 @@ async fn conditional_data_through_sql_is_the_agreement_scope_masked_and_recorded
     assert!(mobiles.iter().all(|m| m.contains("****")), "masked: {:?}", &mobiles[..3]);
 
     // An aggregate sees the scoped rows and the masked values only.
-    let sql = "SELECT district, count(*) AS n, min(legal_rep_mobile) AS m FROM enterprises GROUP BY district";
-    let grouped = one(&query(&g, Some(&key), "sql-group", sql).await.unwrap());
+    let sql_group = "SELECT district, count(*) AS n, min(legal_rep_mobile) AS m FROM enterprises GROUP BY district";
+    let grouped = one(&query(&g, Some(&key), "sql-group", sql_group).await.unwrap());
     let districts = strings(std::slice::from_ref(&grouped), "district");
     let expected_districts: std::collections::BTreeSet<String> =
         strings(std::slice::from_ref(&expected), "district").into_iter().collect();
@@ -324,16 +326,31 @@ async fn conditional_data_through_sql_is_the_agreement_scope_masked_and_recorded
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert!(refused.message().starts_with("column_outside_scope: "), "{}", refused.message());
 
-    // Each statement left its records on the dataset: an intent naming the statement and a
-    // completion with the rows read in scope; the refusal one refusal record.
+    // Each statement is one call in the audit log: one intent naming the dataset it read with
+    // the scope it read under, and one completion with the rows and bytes of the answer and the
+    // rows the read handed the engine; a refusal one refusal record naming the statement.
     let records = crate::audit::records(&g, "dataset=enterprises").await;
     let group = &records["sql-group"];
     let kinds: Vec<&str> = group.iter().map(|r| r["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["intent", "completion"]);
-    assert_eq!(group[0]["operation"], "sql");
-    assert!(group[0]["statement"].as_str().unwrap().contains("GROUP BY district"));
-    assert_eq!(group[1]["rows"], expected.num_rows() as u64);
+    assert_eq!(kinds, ["statement_intent", "statement_completion"]);
+    assert_eq!(group[0]["statement"], sql_group);
+    let reads = group[0]["reads"].as_array().unwrap();
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert_eq!((&reads[0]["dataset"], &reads[0]["agreement"]), (&json!("enterprises"), &json!("demo-enterprises")));
+    let mut columns: Vec<&str> = reads[0]["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    columns.sort_unstable();
+    assert_eq!(columns, ["district", "legal_rep_mobile"]);
+    assert_eq!(reads[0]["masks"], json!({"legal_rep_mobile": "cn_mobile"}));
+    assert_eq!(group[1]["rows"], districts.len() as u64, "the answer's rows");
+    assert!(group[1]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        group[1]["reads"],
+        json!([{"dataset": "enterprises", "agreement": "demo-enterprises",
+                                          "rows": expected.num_rows()}])
+    );
     assert_eq!(group[1]["outcome"], "complete");
+    let filtered = &records["sql-masked"][0]["reads"][0];
+    assert_eq!(filtered["filter"], format!("\"legal_rep_mobile\" = '{masked}'"), "the caller's filter, as applied");
     let outside_records = &records["sql-outside"];
     assert_eq!(outside_records.len(), 1);
     assert_eq!(outside_records[0]["kind"], "unserved");
@@ -365,4 +382,88 @@ async fn a_statement_past_the_sql_memory_pool_fails_alone() {
     // The pool is whole again for the next statement.
     let counted = query(&g, None, "sql-small", "SELECT count(*) FROM \"bus-arrivals\"").await.unwrap();
     assert_eq!(count(&counted) as usize, rows);
+}
+
+/// A statement that reads two conditional datasets, each under its own agreement, is one call:
+/// one intent naming both reads before the first row, one completion; trace and export find it
+/// by either dataset. A statement one of whose scans is refused leaves the refusal and no intent.
+#[tokio::test]
+async fn a_join_of_two_conditional_datasets_is_one_recorded_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, data_dir) = crate::fixture::demo_with_enterprises(dir.path(), "");
+    let market = dir.path().join("catalog/market.toml");
+    let text = std::fs::read_to_string(&market).unwrap();
+    let copy = text.replace("id = \"enterprises\"", "id = \"enterprises-copy\"");
+    std::fs::write(&market, format!("{text}\n{copy}")).unwrap();
+    let g = Gateway::with_config(&config, &data_dir);
+    let rate = json!({"per_second": 100, "burst": 100});
+    let quota = json!({"requests_per_day": 1000, "rows_per_day": 1_000_000, "bytes_per_day": 1_000_000_000});
+    let (key, first) = crate::agreements::holder(&g, "acme", rate.clone(), quota).await;
+    let (status, second) = g
+        .admin(
+            Method::POST,
+            "/admin/agreements",
+            Some(json!({
+                "principal": "acme", "dataset": "enterprises-copy", "columns": ["uscc", "district"],
+                "row_filter": "district = 'Haizhou'", "valid_until": "2099-01-01T00:00:00Z", "rate": rate,
+                "quota": {"requests_per_day": 2, "rows_per_day": 1_000_000, "bytes_per_day": 1_000_000_000},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{second}");
+    let second = second["id"].as_str().unwrap().to_owned();
+    let scoped = plain(&g, Some(&key), "enterprises-copy").await.num_rows();
+    let all = plain(&g, Some(&key), "enterprises").await.num_rows();
+    assert!(scoped > 0 && scoped < all, "the row filter keeps some rows: {scoped} of {all}");
+
+    let sql = "SELECT a.name, a.legal_rep_mobile, b.district FROM enterprises a \
+               JOIN \"enterprises-copy\" b ON a.uscc = b.uscc";
+    let joined = one(&query(&g, Some(&key), "sql-two", sql).await.unwrap());
+    assert_eq!(joined.num_rows(), scoped);
+    assert!(strings(std::slice::from_ref(&joined), "legal_rep_mobile").iter().all(|m| m.starts_with("*******")));
+
+    let records = crate::audit::records(&g, "dataset=enterprises-copy").await;
+    let two = &records["sql-two"];
+    let kinds: Vec<&str> = two.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["statement_intent", "statement_completion"], "{two:?}");
+    let mut reads: Vec<(String, String)> = two[0]["reads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["dataset"].as_str().unwrap().to_owned(), r["agreement"].as_str().unwrap().to_owned()))
+        .collect();
+    reads.sort();
+    assert_eq!(reads, [("enterprises".to_owned(), first.clone()), ("enterprises-copy".to_owned(), second.clone())]);
+    assert_eq!(two[1]["principal"], "acme");
+    assert_eq!(two[1]["rows"], scoped as u64);
+    let mut read_rows: Vec<(String, u64)> = two[1]["reads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["dataset"].as_str().unwrap().to_owned(), r["rows"].as_u64().unwrap()))
+        .collect();
+    read_rows.sort();
+    assert_eq!(read_rows, [("enterprises".to_owned(), all as u64), ("enterprises-copy".to_owned(), scoped as u64)]);
+    // The same two records are found by the other dataset and by either agreement.
+    assert_eq!(crate::audit::records(&g, "dataset=enterprises").await["sql-two"], *two);
+    assert_eq!(crate::audit::records(&g, &format!("agreement={second}")).await["sql-two"], *two);
+
+    // The trace of the copy names its reader under the agreement it read by: the plain DoGet
+    // above and the statement, each with the rows of the copy it received.
+    let (status, trace) = g.admin(Method::GET, "/admin/datasets/enterprises-copy/trace", None).await;
+    assert_eq!(status, 200, "{trace}");
+    let recipients = trace["recipients"].as_array().unwrap();
+    assert_eq!(recipients.len(), 1, "{trace}");
+    assert_eq!((&recipients[0]["principal"], &recipients[0]["agreement"]), (&json!("acme"), &json!(second)));
+    assert_eq!((&recipients[0]["calls"], &recipients[0]["rows"]), (&json!(2), &json!(2 * scoped)), "{trace}");
+
+    // The copy's daily quota (2 requests) is spent by the DoGet above and the join: a third
+    // read of it is refused before anything runs, and the statement leaves only the refusal.
+    let refused = query(&g, Some(&key), "sql-spent", sql).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    let records = crate::audit::records(&g, "").await;
+    let spent = &records["sql-spent"];
+    let kinds: Vec<&str> = spent.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["unserved"], "{spent:?}");
+    assert_eq!((&spent[0]["dataset"], &spent[0]["statement"]), (&json!("enterprises-copy"), &json!(sql)));
 }

@@ -7,6 +7,11 @@
 //! chained: each carries the SHA-256 of the one before, so an edited, deleted, inserted or
 //! reordered record breaks the chain where it happened ([`segments::verify`]).
 //!
+//! A SQL statement is one call however many tables it reads: one `statement_intent` naming every
+//! conditional dataset its scans read (each with the agreement, columns, filter and masks it was
+//! read under), durable before the first row of its answer, and one `statement_completion`
+//! with the rows and bytes of the answer sent and the rows each read handed the statement.
+//!
 //! The embedded store is append-only segment files in `<data-dir>/audit` ([`segments`]); the
 //! gateway talks to it through the [`AuditSink`] trait, which a networked store can implement.
 //! Unconditional traffic is not recorded call by call.
@@ -47,9 +52,40 @@ pub enum Record {
         masks: BTreeMap<String, String>,
         client: String,
         user_agent: Option<String>,
-        /// For a table scan of a SQL statement: the statement.
+        /// Kept to read logs of earlier versions, which recorded each table scan of a SQL
+        /// statement as a call of its own naming the statement; statements are now recorded
+        /// as [`Record::StatementIntent`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         statement: Option<String>,
+    },
+    /// A SQL statement reading conditional data is about to be answered: every conditional
+    /// dataset its scans read, durable before the first row of its answer.
+    StatementIntent {
+        request_id: String,
+        time: DateTime<Utc>,
+        key_id: String,
+        principal: String,
+        statement: String,
+        /// One per table scan on conditional data, in the order they were opened.
+        reads: Vec<Read>,
+        client: String,
+        user_agent: Option<String>,
+    },
+    /// A SQL statement's answer ended.
+    StatementCompletion {
+        request_id: String,
+        /// The seq of the statement's intent record.
+        intent_seq: u64,
+        time: DateTime<Utc>,
+        principal: String,
+        status: u16,
+        /// Rows and bytes of the answer sent to the caller.
+        rows: u64,
+        bytes: u64,
+        duration_ms: u64,
+        outcome: Outcome,
+        /// The rows each read handed the statement, in the order of the intent's reads.
+        reads: Vec<ReadRows>,
     },
     /// A served call ended.
     Completion {
@@ -91,6 +127,26 @@ pub enum Record {
     },
     /// Written when the log recovers from a write failure, so that recovery is on record too.
     Checkpoint { time: DateTime<Utc>, note: String },
+}
+
+/// A table scan of conditional data by a SQL statement, as the statement's intent names it: the
+/// scope it read under.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Read {
+    pub dataset: String,
+    pub agreement: String,
+    pub dataset_version: Option<String>,
+    pub columns: Vec<String>,
+    pub filter: Option<String>,
+    pub masks: BTreeMap<String, String>,
+}
+
+/// The rows one read of a statement handed the statement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRows {
+    pub dataset: String,
+    pub agreement: String,
+    pub rows: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -143,8 +199,39 @@ impl Record {
         match self {
             Record::Intent { time, .. }
             | Record::Completion { time, .. }
+            | Record::StatementIntent { time, .. }
+            | Record::StatementCompletion { time, .. }
             | Record::Unserved { time, .. }
             | Record::Checkpoint { time, .. } => *time,
+        }
+    }
+
+    /// The datasets the record concerns, each with the agreement it was read under (empty
+    /// where there is none), once each.
+    pub fn datasets(&self) -> Vec<(&str, &str)> {
+        let mut datasets: Vec<(&str, &str)> = match self {
+            Record::Intent { dataset, agreement, .. } | Record::Completion { dataset, agreement, .. } => {
+                vec![(dataset, agreement)]
+            }
+            Record::StatementIntent { reads, .. } => reads.iter().map(|r| (&*r.dataset, &*r.agreement)).collect(),
+            Record::StatementCompletion { reads, .. } => reads.iter().map(|r| (&*r.dataset, &*r.agreement)).collect(),
+            Record::Unserved { dataset, .. } => vec![(dataset, "")],
+            Record::Checkpoint { .. } => Vec::new(),
+        };
+        datasets.sort_unstable();
+        datasets.dedup();
+        datasets
+    }
+
+    /// The principal the record concerns, if any.
+    pub fn principal(&self) -> Option<&str> {
+        match self {
+            Record::Intent { principal, .. }
+            | Record::Completion { principal, .. }
+            | Record::StatementIntent { principal, .. }
+            | Record::StatementCompletion { principal, .. } => Some(principal),
+            Record::Unserved { principal, .. } => principal.as_deref(),
+            Record::Checkpoint { .. } => None,
         }
     }
 }
@@ -191,7 +278,86 @@ pub struct CallInfo {
     pub masks: BTreeMap<String, String>,
     pub client: String,
     pub user_agent: Option<String>,
-    pub statement: Option<String>,
+}
+
+/// What is known of a SQL statement's caller when its intent is recorded.
+#[derive(Clone, Debug)]
+pub struct StatementInfo {
+    pub request_id: String,
+    pub key_id: String,
+    pub principal: String,
+    pub client: String,
+    pub user_agent: Option<String>,
+}
+
+/// A SQL statement and the reads of its table scans on conditional data, gathered as the scans
+/// open: its intent names them, its completion counts the rows each handed the statement.
+pub struct Statement {
+    /// The statement as its records keep it ([`bounded_statement`]).
+    pub text: String,
+    reads: std::sync::Mutex<StatementReads>,
+}
+
+#[derive(Default)]
+struct StatementReads {
+    /// Each read, with the counters of the scans that read it.
+    reads: Vec<(Read, Vec<Arc<AtomicU64>>)>,
+    /// Whether the intent naming them is written.
+    recorded: bool,
+}
+
+impl Statement {
+    pub fn new(sql: &str) -> Statement {
+        Statement { text: bounded_statement(sql), reads: Default::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatementReads> {
+        self.reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a scan's read, with the counter of the rows it hands the statement. A read like
+    /// one already named (a scan the engine runs again) counts into it; once the intent is
+    /// written, a read it does not name is refused, since nothing may be served unrecorded.
+    pub fn add(&self, read: Read, rows: Arc<AtomicU64>) -> Result<(), Error> {
+        let mut reads = self.lock();
+        if let Some((_, counters)) = reads.reads.iter_mut().find(|(named, _)| *named == read) {
+            counters.push(rows);
+            return Ok(());
+        }
+        if reads.recorded {
+            return Err(Error::new(
+                Kind::Unavailable,
+                "audit_unavailable",
+                format!("a scan of `{}` that the statement's record does not name", read.dataset),
+            ));
+        }
+        reads.reads.push((read, vec![rows]));
+        Ok(())
+    }
+
+    /// Whether any scan read conditional data.
+    pub fn is_recorded(&self) -> bool {
+        !self.lock().reads.is_empty()
+    }
+
+    /// The reads the intent names; from now on no other is taken.
+    fn seal(&self) -> Vec<Read> {
+        let mut reads = self.lock();
+        reads.recorded = true;
+        reads.reads.iter().map(|(read, _)| read.clone()).collect()
+    }
+
+    fn rows(&self) -> Vec<ReadRows> {
+        self.lock()
+            .reads
+            .iter()
+            .map(|(read, counters)| ReadRows {
+                dataset: read.dataset.clone(),
+                agreement: read.agreement.clone(),
+                rows: counters.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
+            })
+            .collect()
+    }
 }
 
 fn unavailable(e: AuditError) -> Error {
@@ -251,10 +417,36 @@ impl Audit {
         rows: Arc<AtomicU64>,
     ) -> Result<CallGuard, Error> {
         let record = intent_record(&call, dataset_version);
-        let intent_seq = self.sink.append(record).await.map_err(unavailable)?;
+        self.guarded(record, Subject::Call(call), rows).await
+    }
+
+    /// Records the intent of `statement`, naming every read its scans have added, and returns
+    /// the guard that records its completion; `rows` counts the rows of its answer. Fails (503)
+    /// as [`Audit::intent`] does.
+    pub async fn statement_intent(
+        &self,
+        info: StatementInfo,
+        statement: Arc<Statement>,
+        rows: Arc<AtomicU64>,
+    ) -> Result<CallGuard, Error> {
+        let record = Record::StatementIntent {
+            request_id: info.request_id.clone(),
+            time: Utc::now(),
+            key_id: info.key_id.clone(),
+            principal: info.principal.clone(),
+            statement: statement.text.clone(),
+            reads: statement.seal(),
+            client: info.client.clone(),
+            user_agent: info.user_agent.clone(),
+        };
+        self.guarded(record, Subject::Statement(info, statement), rows).await
+    }
+
+    async fn guarded(&self, intent: Record, subject: Subject, rows: Arc<AtomicU64>) -> Result<CallGuard, Error> {
+        let intent_seq = self.sink.append(intent).await.map_err(unavailable)?;
         Ok(CallGuard {
             audit: self.clone(),
-            call,
+            subject,
             intent_seq,
             started: Instant::now(),
             rows,
@@ -320,15 +512,21 @@ fn intent_record(call: &CallInfo, dataset_version: Option<String>) -> Record {
         masks: call.masks.clone(),
         client: call.client.clone(),
         user_agent: call.user_agent.clone(),
-        statement: call.statement.clone(),
+        statement: None,
     }
+}
+
+/// What a guard's completion record is of.
+enum Subject {
+    Call(CallInfo),
+    Statement(StatementInfo, Arc<Statement>),
 }
 
 /// Records the completion of a call exactly once: explicitly with [`CallGuard::complete`], or,
 /// if dropped first (the client went away), as aborted.
 pub struct CallGuard {
     audit: Audit,
-    call: CallInfo,
+    subject: Subject,
     intent_seq: u64,
     started: Instant,
     rows: Arc<AtomicU64>,
@@ -341,7 +539,29 @@ impl CallGuard {
     fn record(&self, status: u16, outcome: Outcome) -> Record {
         let (rows, bytes) = (self.rows.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed));
         let duration_ms = self.started.elapsed().as_millis() as u64;
-        completion_record(&self.call, self.intent_seq, duration_ms, rows, bytes, status, outcome)
+        match &self.subject {
+            Subject::Call(call) => completion_record(call, self.intent_seq, duration_ms, rows, bytes, status, outcome),
+            Subject::Statement(info, statement) => Record::StatementCompletion {
+                request_id: info.request_id.clone(),
+                intent_seq: self.intent_seq,
+                time: Utc::now(),
+                principal: info.principal.clone(),
+                status,
+                rows,
+                bytes,
+                duration_ms,
+                outcome,
+                reads: statement.rows(),
+            },
+        }
+    }
+
+    /// Records that the call failed with `status` before its answer began, and waits until the
+    /// record is durable.
+    pub async fn failed(self, status: u16) {
+        if let Err(e) = self.complete(status, Outcome::Failed).await {
+            tracing::error!(error = %e, "completion of a failed call not recorded");
+        }
     }
 
     /// Records the end of the call and waits until the record is durable.
@@ -437,7 +657,9 @@ pub struct Recipient {
 
 /// Who received `dataset` between `since` and `until`, grouped by principal and agreement:
 /// every served call that completed or sent any rows or bytes before it was cut off, and every
-/// call whose intent was recorded but whose completion never was.
+/// call whose intent was recorded but whose completion never was. A SQL statement that read the
+/// dataset counts once per agreement it read it under, with the rows its reads of the dataset
+/// handed the statement and the bytes of the answer they went into.
 pub fn trace<'a>(
     records: impl IntoIterator<Item = &'a Record>,
     dataset: &str,
@@ -445,17 +667,18 @@ pub fn trace<'a>(
     until: Option<DateTime<Utc>>,
 ) -> Vec<Recipient> {
     let records: Vec<&Record> = records.into_iter().collect();
-    // By request and dataset: the scans of one SQL statement share its request id.
+    // By request and dataset: request ids come from clients, and one may read several datasets.
     let completed: std::collections::HashSet<(&str, &str)> = records
         .iter()
-        .filter_map(|r| match r {
-            Record::Completion { request_id, dataset, .. } => Some((request_id.as_str(), dataset.as_str())),
-            _ => None,
+        .filter(|r| matches!(r, Record::Completion { .. } | Record::StatementCompletion { .. }))
+        .flat_map(|r| {
+            let request_id = match r {
+                Record::Completion { request_id, .. } | Record::StatementCompletion { request_id, .. } => request_id,
+                _ => unreachable!("filtered above"),
+            };
+            r.datasets().into_iter().map(move |(d, _)| (request_id.as_str(), d))
         })
         .collect();
-    let in_window = |d: &str, time: &DateTime<Utc>| {
-        d == dataset && since.is_none_or(|s| *time >= s) && until.is_none_or(|u| *time < u)
-    };
     let mut by: BTreeMap<(String, String), Recipient> = BTreeMap::new();
     fn count<'m>(
         by: &'m mut BTreeMap<(String, String), Recipient>,
@@ -478,28 +701,46 @@ pub fn trace<'a>(
         entry
     }
     for record in records {
-        match record {
-            Record::Completion { time, principal, agreement, dataset: d, rows, bytes, outcome, .. } => {
-                if !in_window(d, time) || (*outcome != Outcome::Complete && *bytes == 0 && *rows == 0) {
+        let time = record.time();
+        if since.is_some_and(|s| time < s) || until.is_some_and(|u| time >= u) {
+            continue;
+        }
+        let agreements = record.datasets().into_iter().filter(|(d, _)| *d == dataset).map(|(_, a)| a);
+        let (principal, request_id) = match record {
+            Record::Completion { principal, request_id, .. }
+            | Record::StatementCompletion { principal, request_id, .. }
+            | Record::Intent { principal, request_id, .. }
+            | Record::StatementIntent { principal, request_id, .. } => (principal, request_id),
+            _ => continue,
+        };
+        for agreement in agreements {
+            let (rows, bytes, outcome) = match record {
+                Record::Completion { rows, bytes, outcome, .. } => (*rows, *bytes, *outcome),
+                Record::StatementCompletion { reads, bytes, outcome, .. } => {
+                    let of = |r: &&ReadRows| r.dataset == dataset && r.agreement == agreement;
+                    (reads.iter().filter(of).map(|r| r.rows).sum(), *bytes, *outcome)
+                }
+                _ => {
+                    if !completed.contains(&(request_id.as_str(), dataset)) {
+                        count(&mut by, principal, agreement, time).unfinished_calls += 1;
+                    }
                     continue;
                 }
-                let entry = count(&mut by, principal, agreement, *time);
-                entry.calls += 1;
-                entry.rows += rows;
-                entry.bytes += bytes;
+            };
+            if outcome != Outcome::Complete && bytes == 0 && rows == 0 {
+                continue;
             }
-            Record::Intent { time, principal, agreement, dataset: d, request_id, .. }
-                if in_window(d, time) && !completed.contains(&(request_id.as_str(), d.as_str())) =>
-            {
-                count(&mut by, principal, agreement, *time).unfinished_calls += 1;
-            }
-            _ => {}
+            let entry = count(&mut by, principal, agreement, time);
+            entry.calls += 1;
+            entry.rows += rows;
+            entry.bytes += bytes;
         }
     }
     by.into_values().collect()
 }
 
-/// Whether `record` matches an export query.
+/// Whether `record` matches an export query: a record of a statement matches a dataset or an
+/// agreement any of its reads names.
 pub fn matches(
     record: &Record,
     dataset: Option<&str>,
@@ -508,18 +749,11 @@ pub fn matches(
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
 ) -> bool {
-    let (d, p, a) = match record {
-        Record::Intent { dataset, principal, agreement, .. }
-        | Record::Completion { dataset, principal, agreement, .. } => {
-            (Some(dataset.as_str()), Some(principal.as_str()), Some(agreement.as_str()))
-        }
-        Record::Unserved { dataset, principal, .. } => (Some(dataset.as_str()), principal.as_deref(), None),
-        Record::Checkpoint { .. } => (None, None, None),
-    };
+    let datasets = record.datasets();
     let time = record.time();
-    dataset.is_none_or(|x| d == Some(x))
-        && principal.is_none_or(|x| p == Some(x))
-        && agreement.is_none_or(|x| a == Some(x))
+    dataset.is_none_or(|x| datasets.iter().any(|(d, _)| *d == x))
+        && principal.is_none_or(|x| record.principal() == Some(x))
+        && agreement.is_none_or(|x| datasets.iter().any(|(_, a)| *a == x))
         && since.is_none_or(|s| time >= s)
         && until.is_none_or(|u| time < u)
 }
@@ -582,5 +816,86 @@ mod tests {
         assert_eq!(r.last_access, "2026-01-04T00:00:00Z".parse::<DateTime<Utc>>().unwrap());
         let early = super::trace(&records, "enterprises", None, Some("2026-01-02T00:00:00Z".parse().unwrap()));
         assert_eq!((early[0].calls, early[0].unfinished_calls), (1, 0));
+    }
+
+    fn read(dataset: &str, agreement: &str) -> Read {
+        Read {
+            dataset: dataset.into(),
+            agreement: agreement.into(),
+            dataset_version: None,
+            columns: vec!["uscc".into()],
+            filter: None,
+            masks: BTreeMap::new(),
+        }
+    }
+
+    fn statement_intent(request_id: &str, time: &str, reads: Vec<Read>) -> Record {
+        Record::StatementIntent {
+            request_id: request_id.into(),
+            time: time.parse().unwrap(),
+            key_id: "k".into(),
+            principal: "acme".into(),
+            statement: "SELECT ...".into(),
+            reads,
+            client: "127.0.0.1".into(),
+            user_agent: None,
+        }
+    }
+
+    fn statement_completion(request_id: &str, time: &str, reads: Vec<(&str, &str, u64)>, bytes: u64) -> Record {
+        Record::StatementCompletion {
+            request_id: request_id.into(),
+            intent_seq: 0,
+            time: time.parse().unwrap(),
+            principal: "acme".into(),
+            status: 200,
+            rows: 1,
+            bytes,
+            duration_ms: 1,
+            outcome: Outcome::Complete,
+            reads: reads
+                .into_iter()
+                .map(|(d, a, rows)| ReadRows { dataset: d.into(), agreement: a.into(), rows })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_statement_counts_once_per_agreement_it_read_a_dataset_under() {
+        let records = vec![
+            // A self-join of one dataset and a read of another: one call on each.
+            statement_intent("s", "2026-01-01T00:00:00Z", vec![read("e", "ag"), read("e", "ag"), read("f", "ag2")]),
+            statement_completion(
+                "s",
+                "2026-01-01T00:00:01Z",
+                vec![("e", "ag", 5), ("e", "ag", 7), ("f", "ag2", 2)],
+                90,
+            ),
+            // The gateway died while answering this one.
+            statement_intent("t", "2026-01-02T00:00:00Z", vec![read("e", "ag")]),
+        ];
+        let e = trace(&records, "e", None, None);
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].calls, e[0].unfinished_calls, e[0].rows, e[0].bytes), (1, 1, 12, 90));
+        let f = trace(&records, "f", None, None);
+        assert_eq!((f[0].agreement.as_str(), f[0].calls, f[0].unfinished_calls, f[0].rows), ("ag2", 1, 0, 2));
+        assert!(trace(&records, "g", None, None).is_empty());
+        // Found by either dataset or agreement; a dataset it did not read does not find it.
+        assert!(matches(&records[1], Some("f"), Some("acme"), Some("ag"), None, None));
+        assert!(matches(&records[0], Some("e"), None, Some("ag2"), None, None));
+        assert!(!matches(&records[0], Some("g"), None, None, None, None));
+        assert!(!matches(&records[0], None, Some("other"), None, None, None));
+    }
+
+    #[test]
+    fn a_statement_takes_no_read_its_intent_does_not_name() {
+        let statement = Statement::new("SELECT 1");
+        statement.add(read("e", "ag"), Arc::new(AtomicU64::new(3))).unwrap();
+        assert_eq!(statement.seal(), vec![read("e", "ag")]);
+        // The same read again (a scan run again) counts into the named one.
+        statement.add(read("e", "ag"), Arc::new(AtomicU64::new(4))).unwrap();
+        assert_eq!(statement.rows(), vec![ReadRows { dataset: "e".into(), agreement: "ag".into(), rows: 7 }]);
+        let unnamed = statement.add(read("f", "ag"), Arc::new(AtomicU64::new(1))).unwrap_err();
+        assert_eq!(unnamed.code, "audit_unavailable");
     }
 }

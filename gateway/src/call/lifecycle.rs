@@ -13,8 +13,9 @@
 //!    [`Granted`] call;
 //! 6. a streamed answer is made cuttable (withdrawal, an ended agreement); on conditional data its
 //!    intent is made durable before any of it is sent and its completion before its end (an
-//!    answer whole in hand is recorded as served at once), and a source failure mid-stream is
-//!    shown to the caller without its details;
+//!    answer whole in hand is recorded as served at once; a table scan of a SQL statement adds
+//!    its read to the statement, whose one intent names every read), and a source failure
+//!    mid-stream is shown to the caller without its details;
 //! 7. the call is counted by its status, its duration observed as its answer ends, and its place
 //!    in the budget held until then.
 //!
@@ -57,8 +58,11 @@ pub trait FrontEnd: Send {
     /// The operation, as the audit log names it.
     fn operation(&self) -> &'static str;
 
-    /// The SQL statement the call is a scan of, for its audit records; none for other calls.
-    fn statement(&self) -> Option<&str> {
+    /// The SQL statement the call is a table scan of; none for other calls. On conditional
+    /// data such a scan records no intent of its own: its read is added to the statement,
+    /// which records one intent naming all its reads (a refusal is recorded as the scan's,
+    /// naming the statement).
+    fn statement(&self) -> Option<&audit::Statement> {
         None
     }
 
@@ -193,7 +197,7 @@ async fn answer<F: FrontEnd>(
             return (Err(unserved(recorder, Some(&caller), e).await), Some(slot));
         }
     }
-    (sent::<F>(&call, reply, recorder).await, Some(slot))
+    (sent::<F>(&call, reply, recorder, front.statement()).await, Some(slot))
 }
 
 /// Step 6: a granted reply as it may be sent, its records durable as far as they must be first.
@@ -203,8 +207,19 @@ async fn sent<F: FrontEnd>(
     call: &Call<'_>,
     reply: Reply<F::Head, F::Piece>,
     recorder: Option<&Recorder<'_>>,
+    statement: Option<&audit::Statement>,
 ) -> Result<(F::Head, Pieces<F::Piece>, u16), Error> {
     let Reply { head, body, version, status, granted } = reply;
+    if let (Some(statement), Some(recorder)) = (statement, recorder) {
+        let body = match body {
+            Body::Whole(piece) => Box::pin(futures_util::stream::iter([Ok(piece)])),
+            Body::Streamed(body) => body,
+        };
+        let body = call.cuttable(body, &granted);
+        let (read, rows) = call.read(granted, version);
+        statement.add(read, rows)?;
+        return Ok((head, without_source_details(body, recorder.dataset.clone()), status));
+    }
     let body = match (body, recorder) {
         (Body::Whole(piece), recorder) => {
             if let Some(recorder) = recorder {

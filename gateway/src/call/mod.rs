@@ -270,14 +270,28 @@ impl<'a> Call<'a> {
 
     /// What the records of this granted call say, and the counter of its rows.
     fn recorded(&self, recorder: &Recorder<'_>, granted: Granted) -> (CallInfo, Arc<AtomicU64>) {
-        let (key_id, principal) = match self.caller {
-            Caller::Key { key_id, principal, .. } => (key_id.clone(), principal.clone()),
-            Caller::Anonymous => (String::new(), String::new()),
+        let (key_id, principal) = key_and_principal(self.caller);
+        let (read, rows) = self.read(granted, None);
+        let info = CallInfo {
+            request_id: recorder.request_id.clone(),
+            key_id,
+            principal,
+            agreement: read.agreement,
+            dataset: read.dataset,
+            operation: recorder.operation.to_owned(),
+            columns: read.columns,
+            filter: read.filter,
+            masks: read.masks,
+            client: self.client.to_string(),
+            user_agent: recorder.user_agent.clone(),
         };
-        let agreement = match &granted.grant.limit {
-            Limit::Agreement { id, .. } => id.clone(),
-            _ => String::new(),
-        };
+        (info, rows)
+    }
+
+    /// What this granted call read of its dataset (`version`), as the records of a SQL statement
+    /// it is a scan of name it, and the counter of its rows.
+    fn read(&self, granted: Granted, version: Option<String>) -> (audit::Read, Arc<AtomicU64>) {
+        let agreement = granted.agreement().unwrap_or_default().to_owned();
         let masks = granted
             .grant
             .scope
@@ -286,21 +300,23 @@ impl<'a> Call<'a> {
             .filter(|(column, _)| granted.columns.contains(column))
             .map(|(column, mask)| (column.clone(), mask.to_string()))
             .collect();
-        let info = CallInfo {
-            request_id: recorder.request_id.clone(),
-            key_id,
-            principal,
-            agreement,
+        let read = audit::Read {
             dataset: self.entry.dataset.id.to_string(),
-            operation: recorder.operation.to_owned(),
+            agreement,
+            dataset_version: version,
             columns: granted.columns,
             filter: granted.filter,
             masks,
-            client: self.client.to_string(),
-            user_agent: recorder.user_agent.clone(),
-            statement: recorder.statement.clone(),
         };
-        (info, granted.rows)
+        (read, granted.rows)
+    }
+}
+
+/// The key id and principal of `caller`, as records name them (empty for anonymous callers).
+pub fn key_and_principal(caller: &Caller) -> (String, String) {
+    match caller {
+        Caller::Key { key_id, principal, .. } => (key_id.clone(), principal.clone()),
+        Caller::Anonymous => (String::new(), String::new()),
     }
 }
 
@@ -342,9 +358,9 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    /// The recorder of a scan of the SQL statement `statement`, if it is one.
-    pub fn of_statement(mut self, statement: Option<&str>) -> Recorder<'a> {
-        self.statement = statement.map(audit::bounded_statement);
+    /// The recorder of a scan of `statement`, if it is one.
+    pub fn of_statement(mut self, statement: Option<&audit::Statement>) -> Recorder<'a> {
+        self.statement = statement.map(|s| s.text.clone());
         self
     }
 }

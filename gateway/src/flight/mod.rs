@@ -350,13 +350,13 @@ impl Service {
         caller: Caller,
         statement: &sql::Statement,
     ) -> Result<crate::sql::Planned, Error> {
-        let scans = crate::sql::Scans {
-            state: self.state.clone(),
-            headers: context.headers.clone(),
-            client: context.client,
-            request_id: context.request_id.clone(),
-            statement: statement.sql.clone(),
-        };
+        let scans = crate::sql::Scans::new(
+            self.state.clone(),
+            context.headers.clone(),
+            context.client,
+            context.request_id.clone(),
+            &statement.sql,
+        );
         crate::sql::plan(&self.state.sql, caller, scans, &statement.sql, statement.params()?).await
     }
 }
@@ -422,10 +422,15 @@ impl Service {
                 let command = command?;
                 let caller = context.caller(&self.state).await?;
                 if let sql::SqlCommand::Statement(statement) = &command {
-                    // Each table the statement reads is a data call of its own, recorded and
-                    // limited as such; the engine's answer is sent as it comes.
-                    let (schema, batches) = self.planned(&context, caller, statement).await?.run().await?;
-                    return wire::messages(&schema, batches);
+                    // Each table the statement reads is a data call of its own, limited as
+                    // such; on conditional data the statement is recorded as one call, its
+                    // completion durable before the last message.
+                    let (schema, batches, guard) = self.planned(&context, caller, statement).await?.run().await?;
+                    let messages = wire::messages(&schema, batches)?;
+                    return Ok(match guard {
+                        Some(guard) => crate::audit::audited(messages, guard, 200, wire_size),
+                        None => messages,
+                    });
                 }
                 // A catalog command's answer: small, and no dataset's data.
                 let batch = command.answer(&self.state.live(), &caller)?;
