@@ -20,6 +20,7 @@ const TEXT = {
     public: "公开", internal: "内部", personal: "个人信息",
     preview: "数据预览", preview_lead: (n) => `前 ${n} 行，与接口返回一致。`, preview_none: "没有数据行。",
     preview_conditional: "有条件开放的数据需要协议：输入已获协议的密钥后可在协议范围内预览（敏感字段按协议脱敏）。",
+    preview_scope: "你的协议范围内的数据，敏感字段已按协议脱敏。",
     downloads: "下载", original: (f) => `原始文件（${f}）`,
     downloads_conditional: "有条件开放的数据按协议通过接口获取，请求需携带密钥（见下方示例）。",
     snippets: "代码示例", copy: "复制", copied: "已复制",
@@ -29,6 +30,31 @@ const TEXT = {
     api_title: "接口文档", api_lead: "数据接口的 OpenAPI 文档，按类别列出每个接口、参数和返回。", api_document: "OpenAPI 文档（JSON）",
     parameters: "参数", responses: "返回", required: "必填", location: "位置",
     error: "出错了", loading: "加载中…",
+    nav_account: "我的账户", account_title: "我的账户",
+    key_lead: "输入平台发给你的 API 密钥。密钥只保存在本浏览器标签页中（关闭标签页即清除），随每次请求以 Authorization 头发送。",
+    key_label: "API 密钥", key_submit: "使用此密钥", key_forget: "清除密钥",
+    signed_in: (name, role) => `当前身份：${name}（${role}）`,
+    role_user: "数据使用方", role_owner: "数据提供部门", role_operator: "平台运营方",
+    my_applications: "我的申请", owner_applications: "本部门数据的申请", no_applications: "没有申请。",
+    my_agreements: "我的协议", owner_agreements: "本部门数据的协议", no_agreements: "没有协议。",
+    id: "编号", dataset: "数据集", status: "状态", applicant: "申请方", submitted_at: "提交时间", due_by: "答复期限",
+    overdue: "已逾期", provisional: "暂定（按法定节假日计算）", reason: "理由", purpose: "用途", scenario: "使用场景",
+    security_measures: "安全措施", actions: "处理",
+    submitted: "待答复", approved: "已批准", rejected: "已驳回",
+    active: "有效", suspended: "已暂停", revoked: "已撤销", expired: "已过期",
+    valid: "有效期", columns: "字段", row_filter: "行范围", masks: "脱敏", rate: "速率", quota: "每日配额", holder: "持有方",
+    all_rows: "全部行", no_masks: "无",
+    rate_text: (p, b) => `每秒 ${p} 次，突发 ${b} 次`,
+    quota_text: (r, rows, bytes) => `${r} 次请求，${rows} 行，${bytes} 字节`,
+    feedback_label: "使用情况反馈（按规定说明数据的使用情况）", feedback_submit: "提交反馈", feedback_sent: "反馈已提交。",
+    suspend: "暂停", resume: "恢复", revoke: "撤销",
+    apply_title: "申请使用", apply_lead: "说明用途、使用场景和安全措施，并选择需要的字段。数据提供部门在 10 个工作日内答复；批准后形成协议，按协议范围和脱敏规则提供数据，每次访问都会记录。",
+    apply_needs_key: "申请需要密钥：请先在“我的账户”中输入平台发给你的密钥。", apply_columns: "需要的字段",
+    apply_submit: "提交申请", applied: (id, due) => `申请已提交，编号 ${id}，答复期限 ${due}。`,
+    approve: "批准", approve_summary: "批准并确定协议条款", reject: "驳回", reject_summary: "驳回并说明理由",
+    valid_until: "有效期至", per_second: "每秒请求数", burst: "突发请求数", requests_per_day: "每日请求数",
+    rows_per_day: "每日行数", bytes_per_day: "每日字节数", mask_for: (c) => `${c} 的脱敏规则`, mask_none: "不脱敏",
+    row_filter_hint: "例如 district = 'Haizhou'；留空为全部行",
   },
   en: {
     skip: "Skip to content", brand: "Public Data Open Platform", nav: "Site", nav_catalog: "Catalog", nav_api: "API",
@@ -47,6 +73,7 @@ const TEXT = {
     public: "Public", internal: "Internal", personal: "Personal",
     preview: "Preview", preview_lead: (n) => `The first ${n} rows, as the API answers them.`, preview_none: "No rows.",
     preview_conditional: "Conditionally open data needs an agreement: with the key of an approved agreement, the preview shows the rows within its scope (sensitive fields masked as agreed).",
+    preview_scope: "The rows within your agreement's scope, sensitive fields masked as agreed.",
     downloads: "Downloads", original: (f) => `Original file (${f})`,
     downloads_conditional: "Conditionally open data is read through the API under an agreement, each call with its key (see the examples below).",
     snippets: "Code", copy: "Copy", copied: "Copied",
@@ -56,6 +83,31 @@ const TEXT = {
     api_title: "API", api_lead: "The data API's OpenAPI document: every operation by category, with its parameters and answers.", api_document: "OpenAPI document (JSON)",
     parameters: "Parameters", responses: "Answers", required: "required", location: "In",
     error: "Something went wrong", loading: "Loading…",
+    nav_account: "My account", account_title: "My account",
+    key_lead: "Enter the API key the platform issued you. It is kept in this browser tab only (gone when the tab closes) and sent with each request as the Authorization header.",
+    key_label: "API key", key_submit: "Use this key", key_forget: "Forget the key",
+    signed_in: (name, role) => `Using the key of ${name} (${role})`,
+    role_user: "data user", role_owner: "data owner", role_operator: "operator",
+    my_applications: "My applications", owner_applications: "Applications for your datasets", no_applications: "No applications.",
+    my_agreements: "My agreements", owner_agreements: "Agreements on your datasets", no_agreements: "No agreements.",
+    id: "Id", dataset: "Dataset", status: "Status", applicant: "Applicant", submitted_at: "Submitted", due_by: "Answer due by",
+    overdue: "Overdue", provisional: "provisional (statutory holidays only)", reason: "Reason", purpose: "Purpose", scenario: "Scenario",
+    security_measures: "Security measures", actions: "Answer",
+    submitted: "Awaiting an answer", approved: "Approved", rejected: "Rejected",
+    active: "Active", suspended: "Suspended", revoked: "Revoked", expired: "Expired",
+    valid: "Valid", columns: "Columns", row_filter: "Rows", masks: "Masks", rate: "Rate", quota: "Daily quota", holder: "Holder",
+    all_rows: "all rows", no_masks: "none",
+    rate_text: (p, b) => `${p} per second, bursts of ${b}`,
+    quota_text: (r, rows, bytes) => `${r} requests, ${rows} rows, ${bytes} bytes`,
+    feedback_label: "How you used the data (the regulation asks holders to report it)", feedback_submit: "Send feedback", feedback_sent: "Feedback sent.",
+    suspend: "Suspend", resume: "Resume", revoke: "Revoke",
+    apply_title: "Apply", apply_lead: "Say what the data is for, where and how it will be used and how it will be kept safe, and choose the fields. The department answers within 10 working days; an approval becomes an agreement under which the data is served within its scope and masks, every access recorded.",
+    apply_needs_key: "Applying needs a key: enter the key the platform issued you on My account first.", apply_columns: "Fields wanted",
+    apply_submit: "Apply", applied: (id, due) => `Application ${id} submitted; the answer is due by ${due}.`,
+    approve: "Approve", approve_summary: "Approve, with the agreement's terms", reject: "Reject", reject_summary: "Reject, with the reason",
+    valid_until: "Valid until", per_second: "Requests per second", burst: "Burst", requests_per_day: "Requests per day",
+    rows_per_day: "Rows per day", bytes_per_day: "Bytes per day", mask_for: (c) => `Mask of ${c}`, mask_none: "No mask",
+    row_filter_hint: "e.g. district = 'Haizhou'; empty for all rows",
   },
 };
 
@@ -109,8 +161,19 @@ class ApiError extends Error {
   }
 }
 
+// The user's API key: entered once on the account page, kept in this tab's sessionStorage and
+// sent as Authorization (no cookies, so there is nothing for another site to ride on).
+const KEY_STORAGE = "kaifang.key";
+
+function storedKey() {
+  return sessionStorage.getItem(KEY_STORAGE) ?? "";
+}
+
+// `options.anonymous`: without the key, as the public sees it.
 async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { Accept: "application/json", ...(options.headers ?? {}) } });
+  const key = options.anonymous ? "" : storedKey();
+  const headers = { Accept: "application/json", ...(key ? { Authorization: `Bearer ${key}` } : {}), ...(options.headers ?? {}) };
+  const response = await fetch(path, { ...options, headers });
   const body = await response.json().catch(() => null);
   if (!response.ok) {
     throw new ApiError(response.status, body?.error?.code ?? "error", body?.error?.message ?? response.statusText);
@@ -229,12 +292,81 @@ async function datasetPage(main, id) {
         h("td", {}, f.sensitivity === "public" ? t("public") : badge(f.sensitivity, t(f.sensitivity)))))))));
   const preview = h("section", { "aria-labelledby": "preview-heading" }, h("h2", { id: "preview-heading" }, t("preview")));
   main.append(preview);
-  if (dataset.open_type === "conditional") {
+  if (dataset.open_type === "conditional" && !storedKey()) {
     preview.append(h("p", { class: "notice" }, t("preview_conditional")));
   } else {
+    // With a key, a conditional dataset's preview is what the key's agreement gives.
+    if (dataset.open_type === "conditional") preview.append(h("p", {}, t("preview_scope")));
     await previewTable(preview, dataset);
   }
-  main.append(downloads(dataset), snippets(dataset), objectionForm(dataset));
+  main.append(downloads(dataset), snippets(dataset));
+  if (dataset.open_type === "conditional") {
+    // A holder's metadata is its agreement's scope; an application may ask for any field.
+    let fields = dataset.fields;
+    if (storedKey()) {
+      try {
+        fields = (await api(`/v1/datasets/${encodeURIComponent(id)}`, { anonymous: true })).fields;
+      } catch (error) {
+        main.append(errorBox(error));
+      }
+    }
+    main.append(applyForm(dataset, fields));
+  }
+  main.append(objectionForm(dataset));
+}
+
+function postJson(path, body) {
+  return api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+// A form whose submission posts to the API and shows the answer (or the refusal) below it.
+function submitted(form, status, send) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    status.replaceChildren();
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      const shown = await send(new FormData(form));
+      if (shown) status.append(shown);
+    } catch (error) {
+      status.append(errorBox(error));
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+function dueDate(application) {
+  return application.due_by + (application.due_by_provisional ? ` (${t("provisional")})` : "");
+}
+
+// A conditional dataset's application: purpose, scenario, security measures and fields.
+function applyForm(dataset, fields) {
+  const section = h("section", { "aria-labelledby": "apply-heading" }, h("h2", { id: "apply-heading" }, t("apply_title")),
+    h("p", {}, t("apply_lead")));
+  if (!storedKey()) {
+    section.append(h("p", { class: "notice" }, t("apply_needs_key"), " ", h("a", { href: "/account" }, t("nav_account"))));
+    return section;
+  }
+  const status = h("p", { "aria-live": "polite" });
+  const text = (name) => h("label", { class: "text" }, t(name), h("textarea", { name, rows: 2, required: true, maxlength: 4000 }));
+  const form = h("form", { class: "search", id: "apply" }, text("purpose"), text("scenario"), text("security_measures"),
+    h("fieldset", {}, h("legend", {}, t("apply_columns")),
+      fields.map((f) => h("label", { class: "check" },
+        h("input", { type: "checkbox", name: "columns", value: f.name }), " ", h("code", {}, f.name),
+        f.sensitivity === "public" ? null : [" ", badge(f.sensitivity, t(f.sensitivity))]))),
+    h("button", { type: "submit", class: "primary" }, t("apply_submit")));
+  submitted(form, status, async (data) => {
+    const application = await postJson("/v1/applications", {
+      dataset: dataset.id, purpose: data.get("purpose"), scenario: data.get("scenario"),
+      security_measures: data.get("security_measures"), columns: data.getAll("columns"),
+    });
+    form.reset();
+    return h("span", { "data-application": application.id }, t("applied", application.id, dueDate(application)));
+  });
+  section.append(form, status);
+  return section;
 }
 
 function fact(term, ...definition) {
@@ -359,6 +491,178 @@ function objectionForm(dataset) {
   return h("section", {}, h("h2", {}, t("objection_title")), h("p", {}, t("objection_lead")), form, status);
 }
 
+// The account page: the key, then the applications and agreements it may see (a user's own;
+// an owner's on its datasets, with the answers to give).
+async function accountPage(main) {
+  setTitle(t("account_title"));
+  main.append(h("h1", {}, t("account_title")));
+  if (!storedKey()) {
+    const form = h("form", { class: "search", id: "key" },
+      h("label", { class: "text" }, t("key_label"),
+        h("input", { type: "password", name: "key", required: true, autocomplete: "off", spellcheck: "false" })),
+      h("button", { type: "submit", class: "primary" }, t("key_submit")));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      sessionStorage.setItem(KEY_STORAGE, new FormData(form).get("key").trim());
+      render();
+    });
+    main.append(h("p", { class: "lead" }, t("key_lead")), form);
+    return;
+  }
+  const forget = h("button", { type: "button", id: "forget", class: "secondary" }, t("key_forget"));
+  forget.addEventListener("click", () => {
+    sessionStorage.removeItem(KEY_STORAGE);
+    render();
+  });
+  let me;
+  try {
+    me = await api("/v1/me");
+  } catch (error) {
+    main.append(errorBox(error), forget);
+    return;
+  }
+  main.append(h("p", { "data-principal": me.id }, t("signed_in", me.name, t(`role_${me.role}`)), " ", forget));
+  const owner = me.role === "owner";
+  let applications, agreements;
+  try {
+    [{ applications }, { agreements }] = await Promise.all([api("/v1/applications"), api("/v1/agreements")]);
+  } catch (error) {
+    main.append(errorBox(error));
+    return;
+  }
+  main.append(applicationsSection(applications, owner), agreementsSection(agreements, owner));
+}
+
+function applicationsSection(applications, owner) {
+  // An owner answers the oldest deadline first; a user sees its newest application first.
+  const sorted = [...applications].sort((a, b) => owner
+    ? (a.status === "submitted") === (b.status === "submitted") ? a.due_by.localeCompare(b.due_by) : a.status === "submitted" ? -1 : 1
+    : b.submitted_at.localeCompare(a.submitted_at));
+  const section = h("section", { "aria-labelledby": "applications-heading" },
+    h("h2", { id: "applications-heading" }, t(owner ? "owner_applications" : "my_applications")));
+  if (sorted.length === 0) {
+    section.append(h("p", { class: "empty" }, t("no_applications")));
+    return section;
+  }
+  section.append(h("ul", { class: "results" }, sorted.map((a) => h("li", { class: "card", "data-application": a.id },
+    h("h3", {}, h("a", { href: `/datasets/${encodeURIComponent(a.dataset)}` }, a.dataset), " ",
+      badge(a.status === "submitted" ? "pending" : a.status, t(a.status)),
+      a.overdue ? [" ", badge("stale", t("overdue"))] : null),
+    h("dl", { class: "facts" },
+      fact(t("id"), h("code", {}, a.id)),
+      owner ? fact(t("applicant"), a.applicant) : null,
+      fact(t("submitted_at"), h("time", { datetime: a.submitted_at }, formatTime(a.submitted_at))),
+      fact(t("due_by"), h("span", { "data-due-by": a.due_by }, dueDate(a))),
+      fact(t("purpose"), a.purpose),
+      fact(t("scenario"), a.scenario),
+      fact(t("security_measures"), a.security_measures),
+      fact(t("columns"), a.columns.join(", ")),
+      a.reason ? fact(t("reason"), a.reason) : null),
+    owner && a.status === "submitted" ? decisionForms(a) : null))));
+  return section;
+}
+
+const MASKS = ["keep_first(1)", "keep_last(4)", "redact", "hash", "null", "year_only", "cn_id_card", "cn_mobile", "email"];
+
+// An owner's answer to an application: approve with the agreement's terms, or reject with a reason.
+function decisionForms(application) {
+  const status = h("p", { "aria-live": "polite" });
+  const number = (name, value) => h("label", {}, t(name), h("input", { type: "number", name, value, min: 1, required: true }));
+  const nextYear = new Date(Date.now() + 365 * 86400000).toISOString().slice(0, 10);
+  const approve = h("form", { class: "search approve" },
+    h("fieldset", {}, h("legend", {}, t("columns")),
+      application.columns.map((c) => h("label", { class: "check" },
+        h("input", { type: "checkbox", name: "columns", value: c, checked: true }), " ", h("code", {}, c)))),
+    h("fieldset", {}, h("legend", {}, t("masks")),
+      application.columns.map((c) => h("label", {}, t("mask_for", c),
+        h("select", { name: `mask:${c}` }, h("option", { value: "" }, t("mask_none")), MASKS.map((m) => h("option", { value: m }, m)))))),
+    h("label", { class: "text" }, t("row_filter"), h("input", { type: "text", name: "row_filter", placeholder: t("row_filter_hint") })),
+    h("label", {}, t("valid_until"), h("input", { type: "date", name: "valid_until", value: nextYear, required: true })),
+    number("per_second", 5), number("burst", 10), number("requests_per_day", 1000), number("rows_per_day", 100000),
+    number("bytes_per_day", 100000000),
+    h("button", { type: "submit", class: "primary" }, t("approve")));
+  submitted(approve, status, async (data) => {
+    const columns = data.getAll("columns");
+    const masks = Object.fromEntries(columns.map((c) => [c, data.get(`mask:${c}`)]).filter(([, m]) => m));
+    const body = {
+      columns, masks, valid_until: `${data.get("valid_until")}T00:00:00Z`,
+      rate: { per_second: Number(data.get("per_second")), burst: Number(data.get("burst")) },
+      quota: { requests_per_day: Number(data.get("requests_per_day")), rows_per_day: Number(data.get("rows_per_day")),
+        bytes_per_day: Number(data.get("bytes_per_day")) },
+    };
+    if (data.get("row_filter").trim()) body.row_filter = data.get("row_filter").trim();
+    await postJson(`/v1/applications/${encodeURIComponent(application.id)}/approve`, body);
+    await render();
+  });
+  const reject = h("form", { class: "search reject" },
+    h("label", { class: "text" }, t("reason"), h("textarea", { name: "reason", rows: 2, maxlength: 4000 })),
+    h("button", { type: "submit", class: "secondary" }, t("reject")));
+  submitted(reject, status, async (data) => {
+    await postJson(`/v1/applications/${encodeURIComponent(application.id)}/reject`, { reason: data.get("reason") });
+    await render();
+  });
+  return h("div", { class: "decide" },
+    h("details", {}, h("summary", {}, t("approve_summary")), approve),
+    h("details", {}, h("summary", {}, t("reject_summary")), reject),
+    status);
+}
+
+function agreementsSection(agreements, owner) {
+  const section = h("section", { "aria-labelledby": "agreements-heading" },
+    h("h2", { id: "agreements-heading" }, t(owner ? "owner_agreements" : "my_agreements")));
+  if (agreements.length === 0) {
+    section.append(h("p", { class: "empty" }, t("no_agreements")));
+    return section;
+  }
+  section.append(h("ul", { class: "results" }, agreements.map((a) => h("li", { class: "card", "data-agreement": a.id },
+    h("h3", {}, h("code", {}, a.id), " ", badge(a.status === "active" ? "unconditional" : "stale", t(a.status))),
+    h("dl", { class: "facts" },
+      owner ? fact(t("holder"), a.principal) : null,
+      a.purpose ? fact(t("purpose"), a.purpose) : null,
+      fact(t("valid"), h("time", { datetime: a.valid_from }, formatTime(a.valid_from)), " – ",
+        h("time", { datetime: a.valid_until }, formatTime(a.valid_until))),
+      fact(t("rate"), t("rate_text", a.rate.per_second, a.rate.burst)),
+      fact(t("quota"), t("quota_text", a.quota.requests_per_day, a.quota.rows_per_day, a.quota.bytes_per_day))),
+    a.datasets.map((d) => h("dl", { class: "facts", "data-terms": d.dataset },
+      fact(t("dataset"), h("a", { href: `/datasets/${encodeURIComponent(d.dataset)}` }, d.dataset)),
+      fact(t("columns"), d.columns.join(", ")),
+      fact(t("row_filter"), d.row_filter ? h("code", {}, d.row_filter) : t("all_rows")),
+      fact(t("masks"), Object.keys(d.masks ?? {}).length
+        ? Object.entries(d.masks).map(([c, m]) => h("span", { class: "mask", "data-mask": c }, h("code", {}, c), ": ", m))
+        : t("no_masks")))),
+    owner ? agreementActions(a) : feedbackForm(a)))));
+  return section;
+}
+
+function feedbackForm(agreement) {
+  const status = h("p", { "aria-live": "polite" });
+  const form = h("form", { class: "search feedback" },
+    h("label", { class: "text" }, t("feedback_label"), h("textarea", { name: "usage", rows: 2, required: true, maxlength: 4000 })),
+    h("button", { type: "submit", class: "primary" }, t("feedback_submit")));
+  submitted(form, status, async (data) => {
+    await postJson(`/v1/agreements/${encodeURIComponent(agreement.id)}/feedback`, { usage: data.get("usage") });
+    form.reset();
+    return h("span", {}, t("feedback_sent"));
+  });
+  return h("div", {}, form, status);
+}
+
+function agreementActions(agreement) {
+  const status = h("p", { "aria-live": "polite" });
+  const actions = { active: ["suspend", "revoke"], suspended: ["resume", "revoke"] }[agreement.status] ?? [];
+  return h("div", { class: "actions" }, actions.map((action) => h("button", {
+    type: "button", class: "secondary", "data-action": action,
+    onclick: async () => {
+      try {
+        await api(`/v1/agreements/${encodeURIComponent(agreement.id)}/${action}`, { method: "POST" });
+        await render();
+      } catch (error) {
+        status.replaceChildren(errorBox(error));
+      }
+    },
+  }, t(action))), status);
+}
+
 function notFound(main) {
   setTitle(t("not_found_title"));
   main.append(h("h1", {}, t("not_found_title")), h("p", {}, t("not_found")), h("p", {}, h("a", { href: "/" }, t("back"))));
@@ -426,6 +730,7 @@ async function render() {
   if (path === "/") await catalogPage(holder);
   else if (dataset) await datasetPage(holder, decodeURIComponent(dataset[1]));
   else if (path === "/docs") await apiPage(holder);
+  else if (path === "/account") await accountPage(holder);
   else notFound(holder);
   main.replaceChildren(...holder.childNodes);
   main.dataset.ready = "true";

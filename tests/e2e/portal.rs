@@ -7,7 +7,9 @@ use crate::fixture::{client, Gateway};
 async fn the_portal_document_is_served_with_its_rules_for_the_browser() {
     let g = Gateway::demo();
     let client = client();
-    for path in ["/", "/?q=air&open_type=unconditional", "/docs", "/datasets/air-quality", "/datasets/enterprises"] {
+    for path in
+        ["/", "/?q=air&open_type=unconditional", "/docs", "/account", "/datasets/air-quality", "/datasets/enterprises"]
+    {
         let r = client.get(g.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8", "{path}");

@@ -138,6 +138,15 @@ async fn owner_drafts_operator_publishes_user_applies_owner_approves_and_a_resta
     let (_, enterprises) = call(&g, Method::GET, "/v1/datasets/enterprises", None, None).await;
     let draft = licences_draft(&enterprises["fields"]);
 
+    // A key names its principal: what the portal asks to know whose pages to show.
+    let (status, me) = call(&g, Method::GET, "/v1/me", Some(&market), None).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me, json!({"id": "market", "name": "market", "role": "owner", "department": MARKET}));
+    let (status, me) = call(&g, Method::GET, "/v1/me", Some(&acme), None).await;
+    assert_eq!((status, me), (200, json!({"id": "acme", "name": "acme", "role": "user"})));
+    let (status, refused) = call(&g, Method::GET, "/v1/me", None, None).await;
+    assert_eq!((status, &refused["error"]["code"]), (401, &json!("key_required")));
+
     // Wrong roles first: each is refused and leaves everything as it was.
     let before = snapshot(&g).await;
     let wrong: Vec<Attempt> = vec![

@@ -11,6 +11,11 @@ Starts the given kaifang binary on the embedded demo and checks:
 - an objection filed anonymously with a contact reaches the API;
 - the language switch (Chinese, English) holds across pages;
 - the API page lists every operation of the data API's OpenAPI document;
+- with keys entered on the account page (kept in sessionStorage, no cookie): a user applies on a
+  conditional dataset's page; its owner sees the application with its due date and approves it
+  with a mask and a row filter; the user sees the agreement, reports its use, and the preview
+  shows the masked rows in scope, as the API answers them; a rejection without a reason is
+  refused and changes nothing, one with a reason is shown to the user;
 - axe-core finds no serious or critical accessibility violation on any page.
 Screenshots of every page at 1280x800 and 390x844 go to the folder given (default
 `portal-screenshots` in the working directory).
@@ -41,10 +46,12 @@ def check(condition, message):
         raise AssertionError(message)
 
 
-def fetch(url, method="GET", body=None):
+def fetch(url, method="GET", body=None, key=None):
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+    headers = {"Content-Type": "application/json"} if data else {}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as r:
             return r.status, r.headers, r.read()
@@ -52,10 +59,10 @@ def fetch(url, method="GET", body=None):
         return e.code, e.headers, e.read()
 
 
-def api(base, path):
-    status, _, body = fetch(base + path)
-    check(status == 200, f"{path}: {status} {body[:200]!r}")
-    return json.loads(body)
+def api(base, path, key=None, method="GET", body=None, want=200):
+    status, _, answer = fetch(base + path, method, body, key)
+    check(status == want, f"{method} {path}: {status} {answer[:300]!r}")
+    return json.loads(answer)
 
 
 class Portal:
@@ -202,6 +209,133 @@ def check_snippets(portal, key):
     print(f"code examples: {', '.join(RUN_SNIPPET)} run as shown on an unconditional and a conditional dataset")
 
 
+def use_key(portal, key):
+    """Enters `key` on the account page, as a person does (after forgetting any other)."""
+    portal.open("/account")
+    if portal.page.locator("#forget").count():
+        portal.page.click("#forget")
+        portal.page.wait_for_selector("main[data-ready=true] #key")
+    portal.page.fill("#key input[name=key]", key)
+    portal.page.click("#key button[type=submit]")
+    portal.page.wait_for_selector("main[data-ready=true] [data-principal]")
+    check(portal.page.evaluate("sessionStorage.getItem('kaifang.key')") == key, "the key is kept in sessionStorage")
+    check(portal.page.evaluate("document.cookie") == "", "and no cookie is set")
+
+
+def wait_ready(portal):
+    portal.page.wait_for_selector("main[data-ready=true]")
+
+
+def check_workflows(portal, base, admin, token):
+    """A user applies on a conditional dataset's page; its owner sees the application with its
+    due date on the account page and approves it with a mask; the user sees the agreement,
+    reports how it used the data and reads masked rows in the preview; rejections with and
+    without a reason."""
+    owner_department = api(base, "/v1/datasets/enterprises")["owner"]
+    for principal, role, department in [("market", "owner", owner_department), ("acme", "user", None)]:
+        body = {"id": principal, "name": principal.capitalize(), "role": role}
+        if department:
+            body["department"] = department
+        api(admin, "/admin/principals", token, "POST", body, want=201)
+    owner = api(admin, "/admin/keys", token, "POST", {"principal": "market"}, want=201)["key"]
+    user = api(admin, "/admin/keys", token, "POST", {"principal": "acme"}, want=201)["key"]
+
+    # Without a key: the account page asks for one, and the dataset page says how to apply.
+    portal.open("/account")
+    check(portal.page.locator("#key input[type=password]").count() == 1, "the account page asks for the key")
+    portal.audit("account-key")
+    portal.open("/datasets/enterprises")
+    check(portal.page.locator("#apply").count() == 0, "no application form without a key")
+
+    # The user, with no agreement yet: the preview is refused, the application form is there.
+    use_key(portal, user)
+    check(portal.page.locator("[data-application]").count() == 0, "a new user has no applications")
+    portal.open("/datasets/enterprises")
+    check(portal.page.locator("#preview").count() == 0, "no rows of conditional data without an agreement")
+    check(portal.page.locator("main .error").count() == 1, "the preview's refusal is shown")
+    portal.page.fill("#apply textarea[name=purpose]", "Credit scoring of small suppliers")
+    portal.page.fill("#apply textarea[name=scenario]", "Monthly batch inside our own data centre")
+    portal.page.fill("#apply textarea[name=security_measures]", "Encrypted at rest; access by two analysts")
+    wanted = ["name", "district", "legal_rep_mobile"]
+    for column in wanted:
+        portal.page.check(f"#apply input[name=columns][value={column}]")
+    portal.audit("apply")
+    portal.page.click("#apply button[type=submit]")
+    shown = portal.page.locator("#apply + p [data-application]")
+    shown.wait_for()
+    application_id = shown.get_attribute("data-application")
+    application = api(base, f"/v1/applications/{application_id}", user)
+    check(application["status"] == "submitted" and application["columns"] == wanted, f"applied: {application}")
+    check(application["due_by"] in shown.inner_text(), f"the due date is shown: {shown.inner_text()}")
+
+    # The owner sees it with its due date, and approves it with a mask.
+    use_key(portal, owner)
+    card = portal.page.locator(f"li[data-application='{application_id}']")
+    check(card.locator("[data-due-by]").get_attribute("data-due-by") == application["due_by"], "the owner sees the due date")
+    card.locator("details").first.locator("summary").click()
+    card.locator("select[name='mask:legal_rep_mobile']").select_option("cn_mobile")
+    card.locator("input[name=row_filter]").fill("district = 'Haizhou'")
+    portal.audit("account-owner")
+    card.locator("form.approve button[type=submit]").click()
+    portal.page.wait_for_selector(f"li[data-application='{application_id}'] .badge.approved")
+    agreements = api(base, "/v1/agreements", user)["agreements"]
+    check(len(agreements) == 1, f"the approval made one agreement: {agreements}")
+    agreement = agreements[0]
+    terms = agreement["datasets"][0]
+    check(terms["masks"] == {"legal_rep_mobile": "cn_mobile"} and terms["row_filter"] == "district = 'Haizhou'"
+          and terms["columns"] == wanted, f"the agreement's terms: {terms}")
+    check(portal.page.locator(f"li[data-agreement='{agreement['id']}']").count() == 1, "the owner sees the agreement")
+
+    # The user sees the agreement with its scope and masks, reports its use, reads masked rows.
+    use_key(portal, user)
+    card = portal.page.locator(f"li[data-agreement='{agreement['id']}']")
+    check(card.locator("[data-mask=legal_rep_mobile]").inner_text().endswith("cn_mobile"), "the user sees the mask")
+    card.locator("textarea[name=usage]").fill("Scored 1,204 suppliers; no data left the analysis host")
+    card.locator("form.feedback button[type=submit]").click()
+    card.locator("form.feedback + p span").wait_for()
+    feedback = api(admin, f"/admin/agreements/{agreement['id']}/feedback", token)["feedback"]
+    check([f["usage"] for f in feedback] == ["Scored 1,204 suppliers; no data left the analysis host"], f"feedback: {feedback}")
+    portal.audit("account-user")
+    portal.open("/datasets/enterprises")
+    answer = api(base, "/v1/datasets/enterprises/preview", user)
+    columns = portal.page.eval_on_selector_all("#preview thead th", "ths => ths.map(t => t.textContent)")
+    check(columns == answer["columns"] == wanted, f"preview columns: {columns} vs {answer['columns']}")
+    cells = portal.page.eval_on_selector_all("#preview tbody tr", "trs => trs.map(tr => [...tr.cells].map(td => td.textContent))")
+    check(cells == [[str(row[c]) for c in columns] for row in answer["rows"]] and cells, "preview rows as the API's")
+    check(all("****" in row[2] for row in cells), f"masked mobiles: {[row[2] for row in cells][:3]}")
+    check(all(row[1] == "Haizhou" for row in cells), "only the agreed rows")
+    # The fields a holder is shown are its scope; it may still apply for any field.
+    shown = portal.page.eval_on_selector_all("tr[data-field]", "rows => rows.map(r => r.dataset.field)")
+    check(shown == wanted, f"the holder's fields are its scope: {shown}")
+    choices = portal.page.eval_on_selector_all("#apply input[name=columns]", "boxes => boxes.map(b => b.value)")
+    everything = [f["name"] for f in api(base, "/v1/datasets/enterprises")["fields"]]
+    check(choices == everything, f"an application may ask for any field: {choices}")
+    portal.audit("dataset-conditional-key")
+
+    # Rejection: without a reason it is refused and nothing changes; with one it is rejected.
+    second = api(base, "/v1/applications", user, "POST", {
+        "dataset": "enterprises", "purpose": "A second model", "scenario": "Same host",
+        "security_measures": "Same measures", "columns": ["uscc"]}, want=201)["id"]
+    use_key(portal, owner)
+    card = portal.page.locator(f"li[data-application='{second}']")
+    card.locator("details").nth(1).locator("summary").click()
+    card.locator("form.reject button[type=submit]").click()
+    card.locator(".decide .error").wait_for()
+    check(api(base, f"/v1/applications/{second}", user)["status"] == "submitted", "a rejection without a reason changes nothing")
+    card.locator("textarea[name=reason]").fill("The purpose does not need the registration codes")
+    card.locator("form.reject button[type=submit]").click()
+    portal.page.wait_for_selector(f"li[data-application='{second}'] .badge.rejected")
+    use_key(portal, user)
+    card = portal.page.locator(f"li[data-application='{second}']")
+    check("The purpose does not need the registration codes" in card.inner_text(), "the user sees the reason")
+    portal.page.click("#forget")
+    wait_ready(portal)
+    check(portal.page.evaluate("sessionStorage.getItem('kaifang.key')") is None, "the key is forgotten")
+    print(f"workflows: applied ({application_id}, due {application['due_by']}), approved with a mask into "
+          f"{agreement['id']}, feedback kept, {len(cells)} masked preview rows in scope; rejection refused without a "
+          "reason and done with one")
+
+
 def check_not_open(portal):
     hidden = portal.open("/datasets/subsistence-allowance")
     hidden_text = portal.page.locator("main").inner_text()
@@ -278,6 +412,8 @@ def main():
                 check_objection(portal, base)
                 check_language(portal)
                 check_api_page(portal, base)
+                with open(os.path.join(data_dir, "admin.token")) as f:
+                    check_workflows(portal, base, f"http://{addresses['admin']}", f.read().strip())
                 browser.close()
         finally:
             process.terminate()

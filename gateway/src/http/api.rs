@@ -145,7 +145,7 @@ impl utoipa::Modify for Common {
         paths::download, paths::download_head, paths::report, paths::agreements, paths::agreement,
         paths::feedback, paths::suspend, paths::resume, paths::revoke, paths::apply, paths::applications,
         paths::application, paths::approve, paths::reject, paths::put_draft, paths::get_draft, paths::withdraw,
-        paths::reopen, paths::object, paths::objections, paths::objection, paths::resolve,
+        paths::reopen, paths::object, paths::objections, paths::objection, paths::resolve, paths::me,
     ),
     components(schemas(ErrorBody, paths::RowsFormat)),
     modifiers(&Common),
@@ -363,6 +363,11 @@ mod paths {
         description = "Owner: ends the agreement for good, in-flight answers included.",
         responses((status = 200, body = Agreement)), security(("bearer" = []), ("api_key" = [])))]
     fn revoke() {}
+
+    #[utoipa::path(get, path = "/v1/me", tag = "workflows", summary = "Who the key names",
+        description = "The principal the caller's key was issued to: its id, name, role (user, owner) and, for an owner, its department.",
+        responses((status = 200, body = Principal)), security(("bearer" = []), ("api_key" = [])))]
+    fn me() {}
 
     #[utoipa::path(post, path = "/v1/applications", tag = "workflows", summary = "Apply for a conditional dataset",
         description = "User: apply for a conditionally open dataset; due 10 working days on.",

@@ -37,10 +37,10 @@ static VERSION: LazyLock<String> = LazyLock::new(|| {
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
     img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// Whether a data-port path is one of the portal's: `/`, `/datasets/{id}`, `/docs`,
+/// Whether a data-port path is one of the portal's: `/`, `/datasets/{id}`, `/docs`, `/account`,
 /// `/portal/{asset}`, `/favicon.ico`.
 pub fn is_page(path: &[&str]) -> bool {
-    matches!(path, [""] | ["datasets", _] | ["docs"] | ["portal", _] | ["favicon.ico"])
+    matches!(path, [""] | ["datasets", _] | ["docs"] | ["account"] | ["portal", _] | ["favicon.ico"])
 }
 
 /// The answer to a portal path (GET or HEAD, checked by the caller).

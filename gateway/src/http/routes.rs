@@ -99,6 +99,14 @@ pub async fn data(
             params.only(&[])?;
             catalog::reopen(state, actor().await?, id).await
         }
+        ["v1", "me"] => {
+            allow(&method, GET)?;
+            params.only(&[])?;
+            match actor().await? {
+                policy::Actor::Principal(principal) => Ok(json(StatusCode::OK, &principal)),
+                policy::Actor::Operator => Err(super::request::no_route()),
+            }
+        }
         ["v1", "applications"] => {
             allow(&method, "GET, HEAD, POST")?;
             let actor = actor().await?;
