@@ -55,6 +55,16 @@ const TEXT = {
     valid_until: "有效期至", per_second: "每秒请求数", burst: "突发请求数", requests_per_day: "每日请求数",
     rows_per_day: "每日行数", bytes_per_day: "每日字节数", mask_for: (c) => `${c} 的脱敏规则`, mask_none: "不脱敏",
     row_filter_hint: "例如 district = 'Haizhou'；留空为全部行",
+    owner_objections: "数据异议", no_objections: "没有异议。", contact: "联系方式", filed_at: "提交时间",
+    response: "答复", resolve: "答复并关闭", open: "待处理", resolved: "已答复",
+    your_datasets: "本部门的数据集", all_datasets: "数据集", withdraw: "下架", withdraw_summary: "立即下架并说明理由",
+    withdrawn_title: "已下架的数据集", reopen: "重新开放", withdrawn_at: "下架时间", no_withdrawn: "没有下架的数据集。",
+    drafts_title: "待发布的目录草稿", no_drafts: "没有草稿。", draft_version: "草稿修订", written_by: "编写者",
+    written_at: "编写时间", edit_draft: "编辑草稿（JSON）", save_draft: "保存草稿", publish: "审核通过并发布",
+    new_draft: "新建或修改目录条目", new_draft_lead: "草稿经平台运营方审核发布后才对外提供；源文件须放在本部门的文件夹中。",
+    draft_id: "数据集编号", draft_entry: "目录条目（JSON）", bad_json: "目录条目不是有效的 JSON",
+    report_title: "举报滥用", report_lead: "发现有人违规使用本数据？告诉平台运营方。", report_description: "情况说明",
+    report_contact: "联系方式（匿名举报时必填）", report_submit: "提交举报", report_filed: (id) => `举报已提交，编号 ${id}。`,
   },
   en: {
     skip: "Skip to content", brand: "Public Data Open Platform", nav: "Site", nav_catalog: "Catalog", nav_api: "API",
@@ -108,6 +118,16 @@ const TEXT = {
     valid_until: "Valid until", per_second: "Requests per second", burst: "Burst", requests_per_day: "Requests per day",
     rows_per_day: "Rows per day", bytes_per_day: "Bytes per day", mask_for: (c) => `Mask of ${c}`, mask_none: "No mask",
     row_filter_hint: "e.g. district = 'Haizhou'; empty for all rows",
+    owner_objections: "Objections", no_objections: "No objections.", contact: "Contact", filed_at: "Filed",
+    response: "Answer", resolve: "Answer and close", open: "Open", resolved: "Answered",
+    your_datasets: "Your datasets", all_datasets: "Datasets", withdraw: "Withdraw", withdraw_summary: "Withdraw at once, with the reason",
+    withdrawn_title: "Withdrawn datasets", reopen: "Reopen", withdrawn_at: "Withdrawn", no_withdrawn: "No dataset is withdrawn.",
+    drafts_title: "Drafts awaiting publication", no_drafts: "No drafts.", draft_version: "Revision", written_by: "Written by",
+    written_at: "Written", edit_draft: "Edit the draft (JSON)", save_draft: "Save the draft", publish: "Publish (reviewed)",
+    new_draft: "A new entry, or a change to one", new_draft_lead: "A draft is served only once the operators review and publish it; its source file must lie in your department's folder.",
+    draft_id: "Dataset id", draft_entry: "Catalog entry (JSON)", bad_json: "The catalog entry is not valid JSON",
+    report_title: "Report misuse", report_lead: "Seen this data misused? Tell the platform's operators.", report_description: "What happened",
+    report_contact: "Contact (required when anonymous)", report_submit: "Send report", report_filed: (id) => `Report ${id} received.`,
   },
 };
 
@@ -312,7 +332,25 @@ async function datasetPage(main, id) {
     }
     main.append(applyForm(dataset, fields));
   }
-  main.append(objectionForm(dataset));
+  main.append(objectionForm(dataset), reportForm(dataset));
+}
+
+// A misuse report on a dataset, to the operators.
+function reportForm(dataset) {
+  const status = h("p", { "aria-live": "polite" });
+  const form = h("form", { class: "search", id: "report" },
+    h("label", { class: "text" }, t("report_description"),
+      h("textarea", { name: "description", rows: 3, required: true, maxlength: 10000 })),
+    h("label", { class: "text" }, t("report_contact"), h("input", { type: "text", name: "contact", maxlength: 200 })),
+    h("button", { type: "submit", class: "primary" }, t("report_submit")));
+  submitted(form, status, async (data) => {
+    const body = { dataset: dataset.id, description: data.get("description") };
+    if (data.get("contact")) body.contact = data.get("contact");
+    const receipt = await postJson("/v1/reports", body);
+    form.reset();
+    return h("span", { "data-report": receipt.id }, t("report_filed", receipt.id));
+  });
+  return h("section", {}, h("h2", {}, t("report_title")), h("p", {}, t("report_lead")), form, status);
 }
 
 function postJson(path, body) {
@@ -522,15 +560,190 @@ async function accountPage(main) {
     return;
   }
   main.append(h("p", { "data-principal": me.id }, t("signed_in", me.name, t(`role_${me.role}`)), " ", forget));
-  const owner = me.role === "owner";
-  let applications, agreements;
+  // Owners and operators answer for datasets: theirs (an owner's department's) or all.
+  const owner = me.role !== "user";
+  const reads = [api("/v1/applications"), api("/v1/agreements")];
+  if (owner) {
+    const catalog = me.role === "owner" ? `/v1/catalog?per_page=100&owner=${encodeURIComponent(me.department ?? "")}` : "/v1/catalog?per_page=100";
+    reads.push(api("/v1/objections"), api(catalog), api("/v1/withdrawals"), api("/v1/drafts"));
+  }
+  let answers;
   try {
-    [{ applications }, { agreements }] = await Promise.all([api("/v1/applications"), api("/v1/agreements")]);
+    answers = await Promise.all(reads);
   } catch (error) {
     main.append(errorBox(error));
     return;
   }
+  const [{ applications }, { agreements }, objections, catalog, withdrawals, drafts] = answers;
   main.append(applicationsSection(applications, owner), agreementsSection(agreements, owner));
+  if (owner) {
+    main.append(objectionsSection(objections.objections), datasetsSection(catalog.datasets, me.role === "owner"),
+      withdrawnSection(withdrawals.withdrawals), draftsSection(drafts.drafts, me.role === "operator"), newDraftForm());
+  }
+}
+
+// An owner's objections: open ones first, each answered and closed with a response.
+function objectionsSection(objections) {
+  const sorted = [...objections].sort((a, b) => (a.status === "open") === (b.status === "open")
+    ? b.filed_at.localeCompare(a.filed_at) : a.status === "open" ? -1 : 1);
+  const section = h("section", { "aria-labelledby": "objections-heading" }, h("h2", { id: "objections-heading" }, t("owner_objections")));
+  if (sorted.length === 0) {
+    section.append(h("p", { class: "empty" }, t("no_objections")));
+    return section;
+  }
+  section.append(h("ul", { class: "results" }, sorted.map((o) => {
+    const status = h("p", { "aria-live": "polite" });
+    const form = o.status === "open" ? h("form", { class: "search resolve" },
+      h("label", { class: "text" }, t("response"), h("textarea", { name: "response", rows: 2, required: true, maxlength: 4000 })),
+      h("button", { type: "submit", class: "primary" }, t("resolve"))) : null;
+    if (form) {
+      submitted(form, status, async (data) => {
+        await postJson(`/v1/objections/${encodeURIComponent(o.id)}/resolve`, { response: data.get("response") });
+        await render();
+      });
+    }
+    return h("li", { class: "card", "data-objection": o.id },
+      h("h3", {}, h("a", { href: `/datasets/${encodeURIComponent(o.dataset)}` }, o.dataset), " ",
+        badge(o.status === "open" ? "pending" : "approved", t(o.status))),
+      h("dl", { class: "facts" },
+        fact(t("id"), h("code", {}, o.id)),
+        fact(t("filed_at"), h("time", { datetime: o.filed_at }, formatTime(o.filed_at))),
+        fact(t("objection_description"), o.description),
+        o.contact ? fact(t("contact"), o.contact) : null,
+        o.response ? fact(t("response"), o.response) : null),
+      form, status);
+  })));
+  return section;
+}
+
+// The datasets an owner answers for, each withdrawn at once with a reason.
+function datasetsSection(datasets, own) {
+  const section = h("section", { "aria-labelledby": "datasets-heading" }, h("h2", { id: "datasets-heading" }, t(own ? "your_datasets" : "all_datasets")));
+  section.append(h("ul", { class: "results" }, datasets.map((d) => {
+    const status = h("p", { "aria-live": "polite" });
+    const form = h("form", { class: "search withdraw" },
+      h("label", { class: "text" }, t("reason"), h("textarea", { name: "reason", rows: 2, required: true, maxlength: 4000 })),
+      h("button", { type: "submit", class: "secondary" }, t("withdraw")));
+    submitted(form, status, async (data) => {
+      await postJson(`/v1/datasets/${encodeURIComponent(d.id)}/withdraw`, { reason: data.get("reason") });
+      await render();
+    });
+    return h("li", { class: "card", "data-dataset": d.id },
+      h("h3", {}, h("a", { href: `/datasets/${encodeURIComponent(d.id)}` }, d.title), " ", openTypeBadge(d.open_type)),
+      h("div", { class: "decide" }, h("details", {}, h("summary", {}, t("withdraw_summary")), form), status));
+  })));
+  return section;
+}
+
+// Datasets withdrawn now, each reopened when it may be served again.
+function withdrawnSection(withdrawals) {
+  const current = withdrawals.filter((w) => !w.reopened_at);
+  const section = h("section", { "aria-labelledby": "withdrawn-heading" }, h("h2", { id: "withdrawn-heading" }, t("withdrawn_title")));
+  if (current.length === 0) {
+    section.append(h("p", { class: "empty" }, t("no_withdrawn")));
+    return section;
+  }
+  section.append(h("ul", { class: "results" }, current.map((w) => {
+    const status = h("p", { "aria-live": "polite" });
+    return h("li", { class: "card", "data-withdrawn": w.dataset },
+      h("h3", {}, h("code", {}, w.dataset)),
+      h("dl", { class: "facts" },
+        fact(t("withdrawn_at"), h("time", { datetime: w.withdrawn_at }, formatTime(w.withdrawn_at))),
+        fact(t("reason"), w.reason)),
+      h("div", { class: "actions" }, h("button", {
+        type: "button", class: "secondary", "data-action": "reopen",
+        onclick: async () => {
+          try {
+            await api(`/v1/datasets/${encodeURIComponent(w.dataset)}/reopen`, { method: "POST" });
+            await render();
+          } catch (error) {
+            status.replaceChildren(errorBox(error));
+          }
+        },
+      }, t("reopen")), status));
+  })));
+  return section;
+}
+
+// A catalog entry as a draft is written: the entry without what the gateway sets.
+const DRAFT_FIELDS = ["title", "description", "owner", "open_type", "format", "update_frequency", "license", "keywords", "source", "fields"];
+
+function draftBody(entry) {
+  return Object.fromEntries(DRAFT_FIELDS.filter((name) => name in entry).map((name) => [name, entry[name]]));
+}
+
+function parsedEntry(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(400, "bad_json", t("bad_json"));
+  }
+}
+
+function putDraft(id, body) {
+  return api(`/v1/datasets/${encodeURIComponent(id)}/draft`, {
+    method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+}
+
+// Drafts awaiting review: edited as JSON by their owner, published by the operators.
+function draftsSection(drafts, publishes) {
+  const section = h("section", { "aria-labelledby": "drafts-heading" }, h("h2", { id: "drafts-heading" }, t("drafts_title")));
+  if (drafts.length === 0) {
+    section.append(h("p", { class: "empty" }, t("no_drafts")));
+    return section;
+  }
+  section.append(h("ul", { class: "results" }, drafts.map((d) => {
+    const status = h("p", { "aria-live": "polite" });
+    const edit = h("form", { class: "search edit-draft" },
+      h("label", { class: "text" }, t("draft_entry"),
+        h("textarea", { name: "entry", rows: 12, required: true, spellcheck: "false" }, JSON.stringify(draftBody(d.entry), null, 2))),
+      h("button", { type: "submit", class: "secondary" }, t("save_draft")));
+    submitted(edit, status, async (data) => {
+      await putDraft(d.entry.id, parsedEntry(data.get("entry")));
+      await render();
+    });
+    const publish = publishes ? h("button", {
+      type: "button", class: "primary", "data-action": "publish",
+      onclick: async () => {
+        try {
+          await postJson(`/v1/datasets/${encodeURIComponent(d.entry.id)}/publish`, { draft_version: d.draft_version });
+          await render();
+        } catch (error) {
+          status.replaceChildren(errorBox(error));
+        }
+      },
+    }, t("publish")) : null;
+    return h("li", { class: "card", "data-draft": d.entry.id },
+      h("h3", {}, h("code", {}, d.entry.id), " ", d.entry.title, " ", openTypeBadge(d.entry.open_type)),
+      h("dl", { class: "facts" },
+        fact(t("owner"), d.entry.owner),
+        fact(t("draft_version"), String(d.draft_version)),
+        fact(t("written_by"), d.written_by),
+        fact(t("written_at"), h("time", { datetime: d.written_at }, formatTime(d.written_at)))),
+      h("div", { class: "decide" }, h("details", {}, h("summary", {}, t("edit_draft")), edit), h("div", { class: "actions" }, publish), status));
+  })));
+  return section;
+}
+
+const DRAFT_TEMPLATE = {
+  title: "", description: "", open_type: "unconditional", format: "csv", update_frequency: "monthly",
+  license: "CC BY 4.0", keywords: [], source: { file: "" }, fields: [{ name: "", type: "string", description: "" }],
+};
+
+function newDraftForm() {
+  const status = h("p", { "aria-live": "polite" });
+  const form = h("form", { class: "search", id: "new-draft" },
+    h("label", {}, t("draft_id"), h("input", { type: "text", name: "id", required: true, maxlength: 64 })),
+    h("label", { class: "text" }, t("draft_entry"),
+      h("textarea", { name: "entry", rows: 14, required: true, spellcheck: "false" }, JSON.stringify(DRAFT_TEMPLATE, null, 2))),
+    h("button", { type: "submit", class: "primary" }, t("save_draft")));
+  submitted(form, status, async (data) => {
+    await putDraft(data.get("id").trim(), parsedEntry(data.get("entry")));
+    await render();
+  });
+  return h("section", { "aria-labelledby": "new-draft-heading" }, h("h2", { id: "new-draft-heading" }, t("new_draft")),
+    h("p", {}, t("new_draft_lead")), form, status);
 }
 
 function applicationsSection(applications, owner) {

@@ -194,12 +194,27 @@ async fn owner_drafts_operator_publishes_user_applies_owner_approves_and_a_resta
     );
     let reviewed = drafts["drafts"][0]["draft_version"].clone();
     assert_eq!(reviewed, written["draft_version"]);
+    // On the data port, an owner lists its department's drafts and no other's; a user, none.
+    let (status, own) = call(&g, Method::GET, "/v1/drafts", Some(&market), None).await;
+    assert_eq!((status, own["drafts"].as_array().unwrap().len()), (200, 1), "{own}");
+    assert_eq!(own["drafts"][0]["entry"]["id"], "licences");
+    let (_, other) = call(&g, Method::GET, "/v1/drafts", Some(&transport), None).await;
+    assert_eq!(other["drafts"], json!([]), "another department's drafts read like none");
+    assert_eq!(call(&g, Method::GET, "/v1/drafts", Some(&acme), None).await.1["drafts"], json!([]));
 
-    // The operator publishes the revision reviewed: listed and described from the next request,
-    // version 1, updated now.
+    // The operators publish the revision reviewed (here with an operator's key on the data
+    // port, as the portal does): listed and described from the next request, version 1, updated
+    // now. Owners and users may not publish.
+    let ops = principal(&g, "ops", "operator", None).await;
     let published_at = chrono::Utc::now();
     let review = json!({"draft_version": reviewed});
-    let (status, published) = g.admin(Method::POST, "/admin/datasets/licences/publish", Some(review.clone())).await;
+    for (key, who) in [(&market, "the owner"), (&acme, "a user")] {
+        let (status, refused) =
+            call(&g, Method::POST, "/v1/datasets/licences/publish", Some(key), Some(review.clone())).await;
+        assert_eq!((status, refused["error"]["code"].as_str()), (403, Some("wrong_role")), "{who}: {refused}");
+    }
+    let (status, published) =
+        call(&g, Method::POST, "/v1/datasets/licences/publish", Some(&ops), Some(review.clone())).await;
     assert_eq!(status, 200, "{published}");
     let (status, meta) = call(&g, Method::GET, "/v1/datasets/licences", None, None).await;
     assert_eq!(status, 200, "{meta}");
@@ -214,6 +229,7 @@ async fn owner_drafts_operator_publishes_user_applies_owner_approves_and_a_resta
         404,
         "nothing left to publish"
     );
+    assert_eq!(call(&g, Method::GET, "/v1/drafts", Some(&market), None).await.1["drafts"], json!([]));
 
     // A user applies; the due date is 10 working days on (weekends only in this calendar).
     let submitted_on = today_in_china();
@@ -573,6 +589,18 @@ async fn withdrawal_cuts_answers_in_flight_refuses_every_protocol_traces_recipie
         trace["recipients"].as_array().unwrap().iter().map(|r| r["principal"].as_str().unwrap()).collect();
     principals.sort();
     assert_eq!(principals, vec!["acme", "beta"], "{trace}");
+
+    // The owner finds its withdrawals (another department and users do not).
+    let (status, listed) = call(&g, Method::GET, "/v1/withdrawals", Some(&market), None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["withdrawals"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        (&listed["withdrawals"][0]["dataset"], &listed["withdrawals"][0]["reason"]),
+        (&json!("register"), &json!(reason))
+    );
+    assert_eq!(call(&g, Method::GET, "/v1/withdrawals", Some(&transport), None).await.1["withdrawals"], json!([]));
+    let (status, refused) = call(&g, Method::GET, "/v1/withdrawals", Some(&readers[0]), None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (403, Some("wrong_role")), "{refused}");
 
     // It stays withdrawn across a restart, and reopening is explicit.
     let g = g.restart();

@@ -15,7 +15,9 @@ Starts the given kaifang binary on the embedded demo and checks:
   conditional dataset's page; its owner sees the application with its due date and approves it
   with a mask and a row filter; the user sees the agreement, reports its use, and the preview
   shows the masked rows in scope, as the API answers them; a rejection without a reason is
-  refused and changes nothing, one with a reason is shown to the user;
+  refused and changes nothing, one with a reason is shown to the user; the owner answers an
+  anonymous objection, drafts a new entry that an operator's key publishes, withdraws a dataset
+  and reopens it; a misuse report is filed from a dataset's page;
 - axe-core finds no serious or critical accessibility violation on any page.
 Screenshots of every page at 1280x800 and 390x844 go to the folder given (default
 `portal-screenshots` in the working directory).
@@ -226,11 +228,13 @@ def wait_ready(portal):
     portal.page.wait_for_selector("main[data-ready=true]")
 
 
-def check_workflows(portal, base, admin, token):
+def check_workflows(portal, base, admin, token, data_dir):
     """A user applies on a conditional dataset's page; its owner sees the application with its
     due date on the account page and approves it with a mask; the user sees the agreement,
     reports how it used the data and reads masked rows in the preview; rejections with and
-    without a reason."""
+    without a reason. Then the owner's console: an anonymous objection answered, a new entry
+    drafted and published by an operator's key, a dataset withdrawn and reopened; and a misuse
+    report filed from a dataset's page."""
     owner_department = api(base, "/v1/datasets/enterprises")["owner"]
     for principal, role, department in [("market", "owner", owner_department), ("acme", "user", None)]:
         body = {"id": principal, "name": principal.capitalize(), "role": role}
@@ -239,6 +243,27 @@ def check_workflows(portal, base, admin, token):
         api(admin, "/admin/principals", token, "POST", body, want=201)
     owner = api(admin, "/admin/keys", token, "POST", {"principal": "market"}, want=201)["key"]
     user = api(admin, "/admin/keys", token, "POST", {"principal": "acme"}, want=201)["key"]
+
+    # Anonymous visitors object and report misuse on a dataset's page.
+    portal.open("/datasets/enterprises")
+    portal.page.fill("#objection textarea[name=description]", "Two enterprises share one registration code")
+    portal.page.fill("#objection input[name=contact]", "auditor@example.org")
+    portal.page.click("#objection button[type=submit]")
+    filed = portal.page.locator("[data-objection]")
+    filed.wait_for()
+    objection_id = filed.get_attribute("data-objection")
+    portal.page.fill("#report textarea[name=description]", "A site republishes these records with the mobiles unmasked")
+    portal.page.click("#report button[type=submit]")
+    error = portal.page.locator("#report + p .error")
+    error.wait_for()
+    check("contact" in error.inner_text(), f"an anonymous report needs a contact: {error.inner_text()}")
+    portal.page.fill("#report input[name=contact]", "witness@example.org")
+    portal.page.click("#report button[type=submit]")
+    receipt = portal.page.locator("[data-report]")
+    receipt.wait_for()
+    report_id = receipt.get_attribute("data-report")
+    reports = api(admin, "/admin/reports", token)["reports"]
+    check([r["contact"] for r in reports if r["id"] == report_id] == ["witness@example.org"], f"reports: {reports}")
 
     # Without a key: the account page asks for one, and the dataset page says how to apply.
     portal.open("/account")
@@ -325,6 +350,59 @@ def check_workflows(portal, base, admin, token):
     card.locator("textarea[name=reason]").fill("The purpose does not need the registration codes")
     card.locator("form.reject button[type=submit]").click()
     portal.page.wait_for_selector(f"li[data-application='{second}'] .badge.rejected")
+    # The owner answers the anonymous objection, and the answer is public.
+    card = portal.page.locator(f"li[data-objection='{objection_id}']")
+    check("auditor@example.org" in card.inner_text(), "the owner sees the filer's contact")
+    card.locator("textarea[name=response]").fill("Corrected in today's update")
+    card.locator("form.resolve button[type=submit]").click()
+    portal.page.wait_for_selector(f"li[data-objection='{objection_id}'] .badge.approved")
+    objection = api(base, f"/v1/objections/{objection_id}")
+    check(objection["status"] == "resolved" and objection["response"] == "Corrected in today's update", f"{objection}")
+
+    # The owner drafts a new entry (its file in the department's folder); an operator's key
+    # publishes it from the same page.
+    folder = os.path.join(data_dir, "sources", "market")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "licences.csv"), "w") as f:
+        f.write("licence_no,holder\nL-001,Harbour Bakery\nL-002,Ferry Books\n")
+    entry = {"title": "Business licences", "description": "Licences issued to businesses", "open_type": "unconditional",
+             "format": "csv", "update_frequency": "monthly", "license": "CC BY 4.0", "keywords": ["licence"],
+             "source": {"file": "sources/market/licences.csv"},
+             "fields": [{"name": "licence_no", "type": "string", "description": "Licence number"},
+                        {"name": "holder", "type": "string", "description": "Holder's registered name"}]}
+    portal.page.fill("#new-draft input[name=id]", "licences")
+    portal.page.fill("#new-draft textarea[name=entry]", "{ not json")
+    portal.page.click("#new-draft button[type=submit]")
+    portal.page.locator("#new-draft + p .error").wait_for()
+    check(api(base, "/v1/drafts", owner)["drafts"] == [], "bad JSON writes nothing")
+    portal.page.fill("#new-draft textarea[name=entry]", json.dumps(entry))
+    portal.page.click("#new-draft button[type=submit]")
+    portal.page.wait_for_selector("li[data-draft=licences]")
+    check(portal.page.locator("li[data-draft=licences] [data-action=publish]").count() == 0, "owners do not publish")
+    portal.audit("account-owner-console")
+    api(admin, "/admin/principals", token, "POST", {"id": "ops", "name": "Platform operations", "role": "operator"}, want=201)
+    operator = api(admin, "/admin/keys", token, "POST", {"principal": "ops"}, want=201)["key"]
+    use_key(portal, operator)
+    portal.page.click("li[data-draft=licences] [data-action=publish]")
+    portal.page.wait_for_selector("li[data-dataset=licences]")
+    check(portal.page.locator("li[data-draft=licences]").count() == 0, "published drafts leave the list")
+    published = api(base, "/v1/datasets/licences")
+    check(published["title"] == "Business licences" and published["version"] == 1, f"published: {published}")
+
+    # The owner withdraws a dataset at once with a reason, and reopens it.
+    use_key(portal, owner)
+    card = portal.page.locator("li[data-dataset=enterprises]")
+    card.locator("summary").click()
+    card.locator("textarea[name=reason]").fill("Personal data found in a published column")
+    card.locator("form.withdraw button[type=submit]").click()
+    portal.page.wait_for_selector("li[data-withdrawn=enterprises]")
+    status, _, _ = fetch(base + "/v1/datasets/enterprises")
+    check(status == 410, f"withdrawn: {status}")
+    portal.page.click("li[data-withdrawn=enterprises] [data-action=reopen]")
+    portal.page.wait_for_selector("li[data-dataset=enterprises]")
+    check(portal.page.locator("li[data-withdrawn]").count() == 0, "nothing withdrawn after reopening")
+    check(fetch(base + "/v1/datasets/enterprises")[0] == 200, "served again")
+
     use_key(portal, user)
     card = portal.page.locator(f"li[data-application='{second}']")
     check("The purpose does not need the registration codes" in card.inner_text(), "the user sees the reason")
@@ -333,7 +411,8 @@ def check_workflows(portal, base, admin, token):
     check(portal.page.evaluate("sessionStorage.getItem('kaifang.key')") is None, "the key is forgotten")
     print(f"workflows: applied ({application_id}, due {application['due_by']}), approved with a mask into "
           f"{agreement['id']}, feedback kept, {len(cells)} masked preview rows in scope; rejection refused without a "
-          "reason and done with one")
+          f"reason and done with one; objection {objection_id} answered, report {report_id} received, licences drafted and "
+          "published by an operator's key, enterprises withdrawn and reopened")
 
 
 def check_not_open(portal):
@@ -413,7 +492,7 @@ def main():
                 check_language(portal)
                 check_api_page(portal, base)
                 with open(os.path.join(data_dir, "admin.token")) as f:
-                    check_workflows(portal, base, f"http://{addresses['admin']}", f.read().strip())
+                    check_workflows(portal, base, f"http://{addresses['admin']}", f.read().strip(), data_dir)
                 browser.close()
         finally:
             process.terminate()

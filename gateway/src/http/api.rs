@@ -144,7 +144,7 @@ impl utoipa::Modify for Common {
         paths::healthz, paths::readyz, paths::openapi, paths::catalog, paths::dataset, paths::rows, paths::rows_as, paths::preview,
         paths::download, paths::download_head, paths::report, paths::agreements, paths::agreement,
         paths::feedback, paths::suspend, paths::resume, paths::revoke, paths::apply, paths::applications,
-        paths::application, paths::approve, paths::reject, paths::put_draft, paths::get_draft, paths::withdraw,
+        paths::application, paths::approve, paths::reject, paths::put_draft, paths::get_draft, paths::user_drafts, paths::user_publish, paths::withdrawals, paths::withdraw,
         paths::reopen, paths::object, paths::objections, paths::objection, paths::resolve, paths::me,
     ),
     components(schemas(ErrorBody, paths::RowsFormat)),
@@ -199,7 +199,7 @@ mod paths {
     use crate::http::admin::{IssuedKey, KeyList, KeyRequest, KeyRevoked, NotificationList, PrincipalRequest, Trace};
     use crate::http::agreements::{AgreementList, AgreementRequest, FeedbackList, FeedbackRequest};
     use crate::http::applications::{ApplicationList, ApplicationRequest, ApplicationView, Approval, ApproveRequest};
-    use crate::http::catalog::{CatalogPage, DatasetDescription, WithdrawalView};
+    use crate::http::catalog::{CatalogPage, DatasetDescription, WithdrawalList, WithdrawalView};
     use crate::http::data::Preview;
     use crate::http::drafts::{DraftList, DraftRequest, DraftView, PublishRequest, Published};
     use crate::http::health::{Health, Readiness};
@@ -405,6 +405,22 @@ mod paths {
     #[utoipa::path(get, path = "/v1/datasets/{id}/draft", tag = "catalog", summary = "Read a draft catalog entry", description = "The owner's draft entry for the dataset, as written.", params(("id" = String, Path, example = "enterprises")),
         responses((status = 200, body = DraftView)), security(("bearer" = []), ("api_key" = [])))]
     fn get_draft() {}
+
+    #[utoipa::path(get, path = "/v1/drafts", tag = "catalog", summary = "List drafts awaiting publication",
+        description = "Owner: its department's draft entries awaiting review; an operator's key: every one.",
+        responses((status = 200, body = DraftList)), security(("bearer" = []), ("api_key" = [])))]
+    fn user_drafts() {}
+
+    #[utoipa::path(post, path = "/v1/datasets/{id}/publish", tag = "catalog", summary = "Publish a reviewed draft", params(("id" = String, Path, example = "licences")),
+        description = "Operator's key: serve the draft at the revision reviewed (409 if it changed since).",
+        request_body = PublishRequest, responses((status = 200, body = Published)),
+        security(("bearer" = []), ("api_key" = [])))]
+    fn user_publish() {}
+
+    #[utoipa::path(get, path = "/v1/withdrawals", tag = "catalog", summary = "List withdrawals",
+        description = "Owner: the withdrawals of its department's datasets, newest first, reopened ones included; an operator's key: every one.",
+        responses((status = 200, body = WithdrawalList)), security(("bearer" = []), ("api_key" = [])))]
+    fn withdrawals() {}
 
     #[utoipa::path(post, path = "/v1/datasets/{id}/withdraw", tag = "catalog", summary = "Withdraw a dataset", params(("id" = String, Path, example = "enterprises")),
         description = "Owner: withdraw at once (410 from the next request, answers in flight cut).",

@@ -308,6 +308,29 @@ pub async fn withdraw(
     Ok(json(StatusCode::OK, &WithdrawalView { withdrawal, trace: format!("/admin/datasets/{id}/trace") }))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct WithdrawalList {
+    pub withdrawals: Vec<Withdrawal>,
+}
+
+/// `GET /v1/withdrawals`: the withdrawals of the datasets the caller answers for (an owner's
+/// department's; every one for the operators), newest first, reopened ones included.
+pub async fn withdrawals(state: &Arc<State>, actor: Actor) -> Result<Response<Body>, Error> {
+    permitted(&actor, Action::Withdraw, Resource::Workflow, "")?;
+    let live = state.live();
+    let mut withdrawals: Vec<Withdrawal> = state
+        .store_call(|s| s.withdrawals())
+        .await?
+        .into_iter()
+        .filter(|w| {
+            let owner = call::lookup_any(&live, &w.dataset).ok().map(|e| e.dataset.owner.as_str());
+            super::workflow::allows(&actor, Action::Withdraw, Resource::Dataset { owner })
+        })
+        .collect();
+    withdrawals.sort_by_key(|w| std::cmp::Reverse(w.withdrawn_at));
+    Ok(json(StatusCode::OK, &WithdrawalList { withdrawals }))
+}
+
 /// `POST .../datasets/{id}/reopen`: serves a withdrawn dataset again.
 pub async fn reopen(state: &Arc<State>, actor: Actor, id: &str) -> Result<Response<Body>, Error> {
     let owner = call::lookup_any(&state.live(), id)?.dataset.owner.clone();

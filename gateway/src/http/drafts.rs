@@ -221,15 +221,19 @@ pub async fn get_draft(state: &Arc<State>, actor: Actor, id: &str) -> Result<Res
     Ok(json(StatusCode::OK, &draft_view(&draft)))
 }
 
-/// `GET /admin/drafts`: every draft waiting for review.
+/// `GET /admin/drafts` and `GET /v1/drafts`: the drafts waiting for review that the caller
+/// may read (an owner's department's; every one for the operators).
 pub async fn drafts(state: &Arc<State>, actor: &Actor) -> Result<Response<Body>, Error> {
     permitted(actor, Action::ReadDraft, Resource::Workflow, "")?;
     let drafts = state.store_call(|s| s.drafts()).await?;
-    Ok(json(StatusCode::OK, &DraftList { drafts: drafts.iter().map(draft_view).collect() }))
+    let readable =
+        |d: &&EntryRecord| allows(actor, Action::ReadDraft, Resource::Dataset { owner: Some(&d.entry.owner) });
+    Ok(json(StatusCode::OK, &DraftList { drafts: drafts.iter().filter(readable).map(draft_view).collect() }))
 }
 
-/// `POST /admin/datasets/{id}/publish`: the operators' review passed; the draft is served from
-/// the next request, with its version one more and `last_updated` now.
+/// `POST /admin/datasets/{id}/publish` (the operator token) and `POST /v1/datasets/{id}/publish`
+/// (an operator's key): the operators' review passed; the draft is served from the next
+/// request, with its version one more and `last_updated` now.
 pub async fn publish(
     state: &Arc<State>,
     actor: &Actor,
@@ -258,9 +262,9 @@ pub async fn publish(
     }
     draft_source(state, &draft.entry, Kind::Conflict)?;
     let version = state.live().catalog.get(&draft.entry.id).map_or(0, |e| e.version) + 1;
-    let id = id.to_owned();
+    let (id, by) = (id.to_owned(), actor.id().to_owned());
     let reviewed = body.draft_version;
-    let published = state.store_call(move |s| s.publish(&id, "operator", Utc::now(), version, reviewed)).await?;
+    let published = state.store_call(move |s| s.publish(&id, &by, Utc::now(), version, reviewed)).await?;
     state.refresh_catalog().await?;
     tracing::info!(dataset = %published.entry.id, version, "catalog entry published");
     Ok(json(

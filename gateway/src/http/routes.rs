@@ -99,6 +99,21 @@ pub async fn data(
             params.only(&[])?;
             catalog::reopen(state, actor().await?, id).await
         }
+        ["v1", "datasets", id, "publish"] => {
+            allow(&method, POST)?;
+            params.only(&[])?;
+            drafts::publish(state, &actor().await?, id, req).await
+        }
+        ["v1", "drafts"] => {
+            allow(&method, GET)?;
+            params.only(&[])?;
+            drafts::drafts(state, &actor().await?).await
+        }
+        ["v1", "withdrawals"] => {
+            allow(&method, GET)?;
+            params.only(&[])?;
+            catalog::withdrawals(state, actor().await?).await
+        }
         ["v1", "me"] => {
             allow(&method, GET)?;
             params.only(&[])?;
