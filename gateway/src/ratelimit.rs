@@ -361,6 +361,19 @@ impl Limiter {
         }
     }
 
+    /// Today's usage of `agreement` as counted here, if it is counted here, and the rows and
+    /// bytes of it not yet pushed to the shared limiter.
+    pub fn usage_here(&self, agreement: &str, now: DateTime<Utc>) -> Option<(Usage, Usage)> {
+        let day = self.day(now);
+        let counter = self.quotas.get(agreement).filter(|c| c.day == day)?;
+        let unpushed = Usage {
+            requests: 0,
+            rows: counter.unpushed_rows.load(Ordering::Acquire),
+            bytes: counter.unpushed_bytes.load(Ordering::Acquire),
+        };
+        Some((counter.usage(), unpushed))
+    }
+
     /// Whether today's usage of `agreement` is already counted here (so admitting it reads
     /// nothing from the store).
     pub fn has_counter(&self, agreement: &str, now: DateTime<Utc>) -> bool {

@@ -211,6 +211,20 @@ impl SharedLimits {
         })
     }
 
+    /// The usage of agreement `id` on `day` across all instances, as last pushed.
+    pub async fn usage(&self, id: &str, day: &str) -> Result<Usage, Unreachable> {
+        let mut connection = self.connection().await.map_err(|e| self.failed(e.0))?;
+        let key = format!("{}:quota:{id}:{day}", self.prefix);
+        let mut read = redis::cmd("HMGET");
+        read.arg(&key).arg("requests").arg("rows").arg("bytes");
+        let answer = tokio::time::timeout(CALL_TIMEOUT, read.query_async::<[Option<u64>; 3]>(&mut connection))
+            .await
+            .map_err(|_| self.failed("Redis did not answer in time"))?
+            .map_err(|e| self.failed(e))?;
+        let [requests, rows, bytes] = answer.map(Option::unwrap_or_default);
+        Ok(Usage { requests, rows, bytes })
+    }
+
     /// Admits a call outside any agreement (anonymous or keyed) under `rate`.
     pub async fn admit_default(
         &self,

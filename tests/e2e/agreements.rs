@@ -739,6 +739,41 @@ async fn users_see_their_own_agreements_and_no_one_elses() {
     assert_eq!(one["status"], "revoked");
 }
 
+/// A holder sees what its agreement used today against its quotas, as the limits count it: from
+/// the first call, and after a restart from the usage the store kept.
+#[tokio::test]
+async fn a_holder_sees_what_its_agreement_used_today() {
+    let g = Gateway::demo();
+    let quota = json!({"requests_per_day": 100, "rows_per_day": 1000, "bytes_per_day": 10_000_000});
+    let (key, id) = holder(&g, "acme", json!({"per_second": 100, "burst": 100}), quota).await;
+    let used = |g: &Gateway| {
+        let request = client().get(g.url(&format!("/v1/agreements/{id}"))).bearer_auth(&key);
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive().to_string();
+    let fresh = used(&g).await;
+    assert_eq!(fresh["used_today"], json!({"requests": 0, "rows": 0, "bytes": 0}), "{fresh}");
+    assert_eq!(fresh["quota_day"], today, "the quota day is the platform's (UTC+8)");
+    let mut bytes = 0;
+    for _ in 0..3 {
+        let r = get(&g.url("/v1/datasets/enterprises/rows?limit=2"), &key).await;
+        assert_eq!(r.status(), 200);
+        bytes += r.bytes().await.unwrap().len() as u64;
+    }
+    let after = used(&g).await["used_today"].clone();
+    assert_eq!((&after["requests"], &after["rows"]), (&json!(3), &json!(6)), "{after}");
+    assert!(after["bytes"].as_u64().unwrap() >= bytes, "{after}: {bytes} bytes received");
+    let listed = client().get(g.url("/v1/agreements")).bearer_auth(&key).send().await.unwrap();
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["agreements"][0]["used_today"], after, "the list says the same");
+    let g = g.restart();
+    assert_eq!(used(&g).await["used_today"], after, "kept across a restart");
+}
+
 #[tokio::test]
 async fn holders_report_how_they_used_the_data_on_their_own_agreements_only() {
     let g = Gateway::demo();

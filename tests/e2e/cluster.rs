@@ -150,7 +150,7 @@ async fn a_rate_spread_over_three_instances_admits_what_one_instance_would() {
     let gs: Vec<Gateway> = ["a", "b", "c"].iter().map(|n| Gateway::instance(&config, &data_dir, n, TOKEN)).collect();
     const RATE: u64 = 10;
     const BURST: u64 = 10;
-    let (key, _) = holder(&gs[0], "acme", json!({"per_second": RATE, "burst": BURST})).await;
+    let (key, agreement) = holder(&gs[0], "acme", json!({"per_second": RATE, "burst": BURST})).await;
     // Each instance decodes the register into its cache on its first call, which takes seconds
     // in a debug build: done before the window, under another agreement, so that the window
     // measures admission alone and acme's bucket is untouched.
@@ -201,6 +201,23 @@ async fn a_rate_spread_over_three_instances_admits_what_one_instance_would() {
         least <= n && n <= most,
         "{n} admitted; one instance alone would admit between {least:.1} and {most:.1} (calls: {calls:?})"
     );
+
+    // Every instance shows the agreement's usage across all three: each admitted call one
+    // request, and (once each instance has pushed its rows, every second) one row.
+    let admitted = admitted.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for g in &gs {
+        loop {
+            let (status, shown) = call(g, Method::GET, &format!("/v1/agreements/{agreement}"), Some(&key), None).await;
+            assert_eq!(status, 200, "{shown}");
+            assert_eq!(shown["used_today"]["requests"], admitted, "{}: {shown}", g.base);
+            if shown["used_today"]["rows"] == admitted {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: the rows never reached {admitted}: {shown}", g.base);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 #[tokio::test]

@@ -336,18 +336,35 @@ def check_workflows(portal, base, admin, token, data_dir):
     everything = [f["name"] for f in api(base, "/v1/datasets/enterprises")["fields"]]
     check(choices == everything, f"an application may ask for any field: {choices}")
     portal.audit("dataset-conditional-key")
+    # The preview was a call under the agreement: the account page shows it in today's usage.
+    portal.open("/account")
+    used = api(base, f"/v1/agreements/{agreement['id']}", user)["used_today"]
+    shown = portal.page.locator(f"li[data-agreement='{agreement['id']}'] [data-used-requests]")
+    check(used["requests"] >= 1 and shown.get_attribute("data-used-requests") == str(used["requests"]),
+          f"today's usage: {shown.inner_text()} vs the API's {used}")
 
-    # Rejection: without a reason it is refused and nothing changes; with one it is rejected.
-    second = api(base, "/v1/applications", user, "POST", {
-        "dataset": "enterprises", "purpose": "A second model", "scenario": "Same host",
-        "security_measures": "Same measures", "columns": ["uscc"]}, want=201)["id"]
+    # The demo user applies through the page too (for a wider scope than its agreement's). The
+    # owner's rejection without a reason is refused and changes nothing; with one it is done.
+    with open(os.path.join(data_dir, "demo-user.key")) as f:
+        demo = f.read().strip()
+    use_key(portal, demo)
+    portal.open("/datasets/enterprises")
+    portal.page.fill("#apply textarea[name=purpose]", "Capital-weighted risk model")
+    portal.page.fill("#apply textarea[name=scenario]", "Quarterly, inside the model server")
+    portal.page.fill("#apply textarea[name=security_measures]", "As in our agreement demo-enterprises")
+    portal.page.check("#apply input[name=columns][value=registered_capital]")
+    portal.page.click("#apply button[type=submit]")
+    applied = portal.page.locator("#apply + p [data-application]")
+    applied.wait_for()
+    second = applied.get_attribute("data-application")
+    check(api(base, f"/v1/applications/{second}", demo)["columns"] == ["registered_capital"], "the demo user applied")
     use_key(portal, owner)
     card = portal.page.locator(f"li[data-application='{second}']")
     card.locator("details").nth(1).locator("summary").click()
     card.locator("form.reject button[type=submit]").click()
     card.locator(".decide .error").wait_for()
-    check(api(base, f"/v1/applications/{second}", user)["status"] == "submitted", "a rejection without a reason changes nothing")
-    card.locator("textarea[name=reason]").fill("The purpose does not need the registration codes")
+    check(api(base, f"/v1/applications/{second}", demo)["status"] == "submitted", "a rejection without a reason changes nothing")
+    card.locator("textarea[name=reason]").fill("The purpose does not need the registered capital")
     card.locator("form.reject button[type=submit]").click()
     portal.page.wait_for_selector(f"li[data-application='{second}'] .badge.rejected")
     # The owner answers the anonymous objection, and the answer is public.
@@ -403,9 +420,9 @@ def check_workflows(portal, base, admin, token, data_dir):
     check(portal.page.locator("li[data-withdrawn]").count() == 0, "nothing withdrawn after reopening")
     check(fetch(base + "/v1/datasets/enterprises")[0] == 200, "served again")
 
-    use_key(portal, user)
+    use_key(portal, demo)
     card = portal.page.locator(f"li[data-application='{second}']")
-    check("The purpose does not need the registration codes" in card.inner_text(), "the user sees the reason")
+    check("The purpose does not need the registered capital" in card.inner_text(), "the applicant sees the reason")
     portal.page.click("#forget")
     wait_ready(portal)
     check(portal.page.evaluate("sessionStorage.getItem('kaifang.key')") is None, "the key is forgotten")

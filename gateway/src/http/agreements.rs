@@ -21,11 +21,23 @@ use super::response::{json, Body};
 use super::workflow::{allows, checked_terms, new_id, not_found, owner_of, permitted, transition};
 use crate::error::{Error, Kind};
 use crate::state::State;
-use crate::store::Feedback;
+use crate::store::{Feedback, Usage};
 
 #[derive(Serialize, ToSchema)]
 pub struct AgreementList {
-    pub agreements: Vec<Agreement>,
+    pub agreements: Vec<AgreementView>,
+}
+
+/// An agreement with what has been used of its daily quotas today.
+#[derive(Serialize, ToSchema)]
+pub struct AgreementView {
+    #[serde(flatten)]
+    pub agreement: Agreement,
+    /// The quota day, in the platform's time zone (`[limits] quota_utc_offset_hours`).
+    #[schema(value_type = String, format = Date)]
+    pub quota_day: chrono::NaiveDate,
+    /// Requests, rows and bytes used today, against `quota`.
+    pub used_today: Usage,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -48,16 +60,51 @@ pub(super) async fn agreements(
         .ok_or_else(|| Error::new(Kind::Unauthenticated, "unknown_key", "the key's principal is gone"))?;
     // Users read their own; owners those on their datasets (policy::authorize).
     let held = readable_agreements(state, &Actor::Principal(principal)).await?;
-    let now = Utc::now();
-    let shown = |a: &Agreement| {
-        let mut a = a.clone();
-        a.status = a.status_at(now);
-        a
-    };
     match id {
-        None => Ok(json(StatusCode::OK, &AgreementList { agreements: held.iter().map(shown).collect() })),
-        Some(id) => held.iter().find(|a| a.id == id).map(|a| json(StatusCode::OK, &shown(a))).ok_or_else(no_agreement),
+        None => Ok(json(StatusCode::OK, &AgreementList { agreements: shown(state, held).await? })),
+        Some(id) => {
+            let agreement = held.into_iter().find(|a| a.id == id).ok_or_else(no_agreement)?;
+            let shown = shown(state, vec![agreement]).await?.pop().expect("one agreement in, one out");
+            Ok(json(StatusCode::OK, &shown))
+        }
     }
+}
+
+/// `agreements` as the API shows them: each with its status now (an active agreement past its
+/// end reads `expired`) and what it has used today.
+pub async fn shown(state: &Arc<State>, agreements: Vec<Agreement>) -> Result<Vec<AgreementView>, Error> {
+    let now = Utc::now();
+    let quota_day = state.limiter.day(now);
+    futures_util::future::try_join_all(agreements.into_iter().map(|mut agreement| async move {
+        agreement.status = agreement.status_at(now);
+        let used_today = usage_today(state, &agreement.id, now).await?;
+        Ok::<_, Error>(AgreementView { agreement, quota_day, used_today })
+    }))
+    .await
+}
+
+/// What agreement `id` has used today: across every instance in a cluster (the shared
+/// limiter's count, with the rows and bytes this instance has not pushed to it yet); otherwise
+/// as counted here, or as the store saved it when this instance has not counted it today.
+async fn usage_today(state: &Arc<State>, id: &str, now: DateTime<Utc>) -> Result<Usage, Error> {
+    let day = state.limiter.day(now).to_string();
+    let here = state.limiter.usage_here(id, now);
+    if let Some(shared) = &state.shared {
+        // Unreachable, it says so in the metrics and the log; this instance's count is shown.
+        if let Ok(used) = shared.usage(id, &day).await {
+            let unpushed = here.map(|(_, unpushed)| unpushed).unwrap_or_default();
+            return Ok(Usage {
+                requests: used.requests,
+                rows: used.rows + unpushed.rows,
+                bytes: used.bytes + unpushed.bytes,
+            });
+        }
+    }
+    if let Some((usage, _)) = here {
+        return Ok(usage);
+    }
+    let id = id.to_owned();
+    state.store_call(move |s| s.usage(&id, &day)).await
 }
 
 /// The principal a key names and its agreements, as the key check loaded them (the cache is

@@ -197,7 +197,7 @@ pub fn admin_document() -> &'static str {
 mod paths {
     use super::*;
     use crate::http::admin::{IssuedKey, KeyList, KeyRequest, KeyRevoked, NotificationList, PrincipalRequest, Trace};
-    use crate::http::agreements::{AgreementList, AgreementRequest, FeedbackList, FeedbackRequest};
+    use crate::http::agreements::{AgreementList, AgreementRequest, AgreementView, FeedbackList, FeedbackRequest};
     use crate::http::applications::{ApplicationList, ApplicationRequest, ApplicationView, Approval, ApproveRequest};
     use crate::http::catalog::{CatalogPage, DatasetDescription, WithdrawalList, WithdrawalView};
     use crate::http::data::Preview;
@@ -337,12 +337,12 @@ mod paths {
     fn report() {}
 
     #[utoipa::path(get, path = "/v1/agreements", tag = "agreements", summary = "List agreements",
-        description = "A user's own agreements; an owner's, those on its datasets.",
+        description = "A user's own agreements; an owner's, those on its datasets; each with what it used today.",
         responses((status = 200, body = AgreementList)), security(("bearer" = []), ("api_key" = [])))]
     fn agreements() {}
 
-    #[utoipa::path(get, path = "/v1/agreements/{id}", tag = "agreements", summary = "Read an agreement", description = "One agreement the caller holds, or one on a dataset the caller owns.", params(("id" = String, Path, example = "demo-enterprises")),
-        responses((status = 200, body = Agreement)), security(("bearer" = []), ("api_key" = [])))]
+    #[utoipa::path(get, path = "/v1/agreements/{id}", tag = "agreements", summary = "Read an agreement", description = "One agreement the caller holds, or one on a dataset the caller owns, with what it used today.", params(("id" = String, Path, example = "demo-enterprises")),
+        responses((status = 200, body = AgreementView)), security(("bearer" = []), ("api_key" = [])))]
     fn agreement() {}
 
     #[utoipa::path(post, path = "/v1/agreements/{id}/feedback", tag = "agreements", summary = "Give feedback on an agreement", description = "Give feedback on an agreement.", params(("id" = String, Path, example = "demo-enterprises")),

@@ -280,8 +280,11 @@ pub async fn admin(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
             if method == Method::POST {
                 agreements::create_agreement(state, request::read_json(req).await?).await
             } else {
-                let agreements = state.store_call(|s| s.agreements()).await?;
-                Ok(json(StatusCode::OK, &agreements::AgreementList { agreements }))
+                let all = state.store_call(|s| s.agreements()).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &agreements::AgreementList { agreements: agreements::shown(state, all).await? },
+                ))
             }
         }
         ["admin", "agreements", id] => {

@@ -96,7 +96,7 @@ pub struct Notification {
 }
 
 /// Requests, rows and bytes consumed under one agreement on one day.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     pub requests: u64,
     pub rows: u64,
