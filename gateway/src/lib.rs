@@ -41,6 +41,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod operation;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod server;

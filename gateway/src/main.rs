@@ -131,6 +131,28 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// The platform's operation report over a period (regulation art. 37, 39): the catalog,
+    /// data quality, applications and their deadlines, the use of conditional data, misuse
+    /// reports, the audit log's integrity.
+    Report {
+        /// First day (YYYY-MM-DD, in the platform's time zone).
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last day, included.
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        /// Where to write it; standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// json, html or pdf (printed by Chromium); by default the --out file's extension, else json.
+        #[arg(long, value_enum)]
+        format: Option<kaifang::operation::Format>,
+        /// Only the datasets of this owning department.
+        #[arg(long)]
+        owner: Option<String>,
+        #[command(flatten)]
+        place: Place,
+    },
     /// Owners' webhooks.
     Webhooks {
         #[command(subcommand)]
@@ -224,6 +246,7 @@ fn main() -> ExitCode {
             .and_then(|c| kaifang::demo::write_all(&c, rows, &out, &datasets)),
         Command::Keys { action, place } => keys(action, &place),
         Command::Audit { action, place } => audit(action, &place),
+        Command::Report { from, to, out, format, owner, place } => report(&place, from, to, out, format, owner),
         Command::Webhooks { action: WebhooksAction::Key { department }, place } => place.load().and_then(|config| {
             if !config.webhooks.owners.contains_key(&department) {
                 return Err(format!("no webhook is configured for `{department}` ([webhooks] owners)"));
@@ -343,6 +366,45 @@ fn keys(action: KeysAction, place: &Place) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn report(
+    place: &Place,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    out: Option<PathBuf>,
+    format: Option<kaifang::operation::Format>,
+    owner: Option<String>,
+) -> Result<(), String> {
+    use kaifang::operation::{self, Format};
+    let extension = out.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str()).and_then(Format::parse);
+    let format = format.or(extension).unwrap_or(Format::Json);
+    let period = operation::Period::new(from, to)?;
+    let config = place.load()?;
+    let store = place.store()?;
+    let now = kaifang::clock::Clock::from_env()?.now();
+    // On a terminal: how much of the audit log is read (indicatif draws nothing elsewhere).
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("reading the audit log {wide_bar} {bytes}/{total_bytes} {eta}")
+            .expect("a valid template"),
+    );
+    let progress = |done: u64, total: Option<u64>| {
+        if let Some(total) = total {
+            bar.set_length(total);
+        }
+        bar.set_position(done);
+    };
+    let report = operation::build_for(&config, store.as_ref(), now, period, owner.as_deref(), &progress)?;
+    bar.finish_and_clear();
+    let bytes = format.encode(&report)?;
+    match out {
+        Some(path) => {
+            std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!("{}: the operation report of {from} to {to}", path.display());
+            Ok(())
+        }
+        None => std::io::Write::write_all(&mut std::io::stdout(), &bytes).map_err(|e| format!("standard output: {e}")),
+    }
 }
 
 fn audit(action: AuditAction, place: &Place) -> Result<(), String> {

@@ -20,6 +20,7 @@ mod fixture;
 mod flight;
 mod flightsql;
 mod metrics;
+mod operation;
 mod operations;
 mod origin;
 mod overload;

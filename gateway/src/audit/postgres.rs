@@ -135,6 +135,31 @@ pub fn read_lines(url: &str) -> Result<Vec<(String, Record)>, String> {
         .collect())
 }
 
+/// Hands every stored record of every instance to `each`, oldest first, as the rows arrive
+/// (the log need not fit in memory); `progress` is told the records read so far.
+pub fn for_each_record(
+    url: &str,
+    progress: &(dyn Fn(u64, Option<u64>) + Sync),
+    each: &mut dyn FnMut(Record),
+) -> Result<(), String> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut client = connect(url)?;
+    let failed = |e: postgres::Error| format!("audit log: {}", described(&e));
+    let mut rows = client
+        .query_raw("SELECT line FROM audit_records ORDER BY time, instance, seq", std::iter::empty::<&str>())
+        .map_err(failed)?;
+    let mut read = 0u64;
+    while let Some(row) = rows.next().map_err(failed)? {
+        let line: String = row.get(0);
+        if let Some(record) = parse_line(&line).and_then(|l| l.record) {
+            each(record);
+        }
+        read += 1;
+        progress(read, None);
+    }
+    Ok(())
+}
+
 /// How one instance's chain checks out.
 #[derive(Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ChainVerdict {

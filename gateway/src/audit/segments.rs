@@ -402,6 +402,30 @@ pub fn read_lines(dir: &Path) -> Result<Vec<(String, Record)>, String> {
     Ok(out)
 }
 
+/// Hands every record of the log to `each`, in order, reading the segments line by line (the
+/// log need not fit in memory); `progress` is told the bytes read so far and the total.
+pub fn for_each_record(
+    dir: &Path,
+    progress: &(dyn Fn(u64, Option<u64>) + Sync),
+    each: &mut dyn FnMut(Record),
+) -> Result<(), String> {
+    let files = segments(dir).map_err(|e| e.to_string())?;
+    let total: u64 = files.iter().filter_map(|p| fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let mut done = 0u64;
+    for path in files {
+        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+            done += line.len() as u64 + 1;
+            if let Some(Line { record: Some(record), .. }) = parse_line(&line) {
+                each(record);
+            }
+            progress(done, Some(total));
+        }
+    }
+    Ok(())
+}
+
 /// The result of verifying the chain.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {

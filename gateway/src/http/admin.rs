@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use policy::{ApplicationStatus, DatasetId, ObjectionStatus, Principal, Role};
 use serde::{Deserialize, Serialize};
@@ -15,7 +17,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::request::Params;
-use super::response::{json, Body, ErrorBody, ErrorDetail};
+use super::response::{self, json, Body, ErrorBody, ErrorDetail};
 use crate::audit::{self, Recipient};
 use crate::auth;
 use crate::error::{Error, Kind};
@@ -115,6 +117,48 @@ async fn read_audit(state: &State) -> Result<Vec<(String, audit::Record)>, Error
     .await
     .map_err(|e| Error::internal(format!("audit read task failed: {e}")))?
     .map_err(|e| Error::new(Kind::Unavailable, "audit_unavailable", e))
+}
+
+/// `GET /admin/report?from=&to=&format=&owner=`: the operation report over the days `from` to
+/// `to` (the platform's time zone), as JSON (the default), HTML or PDF.
+pub(super) async fn operation_report(state: &Arc<State>, params: &Params) -> Result<Response<Body>, Error> {
+    use crate::operation::{self, AuditSource, Format, Inputs, Period};
+    let day = |name: &str| -> Result<chrono::NaiveDate, Error> {
+        let text = params
+            .given(name)
+            .ok_or_else(|| Error::bad_request("bad_parameter", format!("`{name}` is required: a day, YYYY-MM-DD")))?;
+        text.parse()
+            .map_err(|_| Error::bad_request("bad_parameter", format!("`{name}`: `{text}` is not a day, YYYY-MM-DD")))
+    };
+    let period = Period::new(day("from")?, day("to")?).map_err(|e| Error::bad_request("bad_parameter", e))?;
+    let format = match params.given("format") {
+        None => Format::Json,
+        Some(text) => Format::parse(text).ok_or_else(|| {
+            Error::bad_request("bad_parameter", format!("`format`: `{text}` is not json, html or pdf"))
+        })?,
+    };
+    let owner = params.given("owner").map(str::to_owned);
+    let state = state.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let live = state.live();
+        let inputs = Inputs {
+            catalog: &live.catalog,
+            store: state.store.as_ref(),
+            calendar: &live.calendar,
+            offset: crate::state::platform_offset(&state.config),
+            now: state.clock.now(),
+            audit: AuditSource::of(&state.config),
+            progress: &|_, _| {},
+        };
+        let report = operation::build(&inputs, period, owner.as_deref())?;
+        format.encode(&report)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("report task failed: {e}")))?;
+    let body = built.map_err(|e| Error::new(Kind::Unavailable, "report_failed", e))?;
+    let mut answer = Response::new(response::full(Bytes::from(body)));
+    answer.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(format.media_type()));
+    Ok(answer)
 }
 
 pub(super) fn authorize<B>(state: &State, req: &Request<B>) -> Result<(), Error> {

@@ -163,14 +163,14 @@ pub struct DataApi;
         (name = "catalog", description = "Review and publication of drafts; withdrawals"),
         (name = "audit", description = "The audit log: export and tracing of who used a dataset"),
         (name = "workflows", description = "Applications, objections, notifications and reports across owners"),
-        (name = "operations", description = "Metrics, reload and this document"),
+        (name = "operations", description = "Metrics, the operation report, reload and this document"),
     ),
     paths(
         paths::admin_openapi, paths::metrics, paths::create_principal, paths::create_key, paths::list_keys,
         paths::revoke_key, paths::create_agreement, paths::list_agreements, paths::get_agreement,
         paths::admin_suspend, paths::admin_resume, paths::admin_revoke, paths::admin_feedback, paths::drafts,
         paths::publish, paths::admin_withdraw, paths::admin_reopen, paths::trace, paths::audit, paths::admin_applications,
-        paths::admin_objections, paths::notifications, paths::reports, paths::reload,
+        paths::admin_objections, paths::notifications, paths::reports, paths::operation_report, paths::reload,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Common),
@@ -418,7 +418,7 @@ mod paths {
     fn user_publish() {}
 
     #[utoipa::path(get, path = "/v1/withdrawals", tag = "catalog", summary = "List withdrawals",
-        description = "Owner: the withdrawals of its department's datasets, newest first, reopened ones included; an operator's key: every one.",
+        description = "Owner: the withdrawals in force of its department's datasets, newest first; an operator's key: every one.",
         responses((status = 200, body = WithdrawalList)), security(("bearer" = []), ("api_key" = [])))]
     fn withdrawals() {}
 
@@ -545,6 +545,16 @@ mod paths {
 
     #[utoipa::path(get, path = "/admin/reports", tag = "workflows", summary = "List misuse reports", description = "Reports of misuse of public data, as filed.", responses((status = 200, body = ReportList)))]
     fn reports() {}
+
+    #[utoipa::path(get, path = "/admin/report", tag = "operations", summary = "The operation report",
+        description = "The platform's operation report over the days `from` to `to` (the platform's time zone, at most 1098 days): the catalog, data quality, applications and their deadlines (art. 39), the use of conditional data, misuse reports and the audit log's integrity; for one owning department with `owner`. JSON by default; `format=html` (charts as inline SVG) or `format=pdf` (printed by Chromium where it is installed, else 503 `report_failed` saying so).",
+        params(("from" = String, Query, description = "First day, YYYY-MM-DD", example = "2026-11-01"),
+               ("to" = String, Query, description = "Last day, included", example = "2026-11-30"),
+               ("format" = Option<String>, Query, description = "json (the default), html or pdf"),
+               ("owner" = Option<String>, Query, description = "Only this owning department's datasets")),
+        responses((status = 200, body = crate::operation::OperationReport, description = "The report (JSON; text/html or application/pdf as asked)"),
+                  (status = 400, body = ErrorBody)))]
+    fn operation_report() {}
 
     #[utoipa::path(post, path = "/admin/reload", tag = "operations", summary = "Reload the configuration", description = "Reads the configuration again; a configuration with problems changes nothing and is answered 422 with every problem.",
         responses((status = 200, body = Reloaded), (status = 422, body = ErrorBody)))]

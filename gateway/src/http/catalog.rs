@@ -314,7 +314,7 @@ pub struct WithdrawalList {
 }
 
 /// `GET /v1/withdrawals`: the withdrawals of the datasets the caller answers for (an owner's
-/// department's; every one for the operators), newest first, reopened ones included.
+/// department's; every one for the operators) in force now, newest first.
 pub async fn withdrawals(state: &Arc<State>, actor: Actor) -> Result<Response<Body>, Error> {
     permitted(&actor, Action::Withdraw, Resource::Workflow, "")?;
     let live = state.live();

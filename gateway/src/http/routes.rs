@@ -333,6 +333,10 @@ pub async fn admin(state: &Arc<State>, req: Request<Incoming>) -> Result<Respons
             allow(&method, GET)?;
             admin::trace(state, id, &admin::AuditQuery::parse(params.only(&["since", "until"])?)?).await
         }
+        ["admin", "report"] => {
+            allow(&method, GET)?;
+            admin::operation_report(state, params.only(&["from", "to", "format", "owner"])?).await
+        }
         ["admin", "audit"] => {
             allow(&method, GET)?;
             let q = admin::AuditQuery::parse(params.only(&["dataset", "principal", "agreement", "since", "until"])?)?;

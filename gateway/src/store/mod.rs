@@ -187,6 +187,8 @@ pub trait Store: Send + Sync {
     fn reopen(&self, dataset: &str, by: &str, at: DateTime<Utc>) -> StoreResult<Withdrawal>;
     /// The withdrawals in force now.
     fn withdrawals(&self) -> StoreResult<Vec<Withdrawal>>;
+    /// Every withdrawal there has been, reopened ones included, oldest first.
+    fn withdrawal_history(&self) -> StoreResult<Vec<Withdrawal>>;
 
     fn put_application(&self, application: &Application) -> StoreResult<()>;
     /// Replaces the undecided application `before` with the decided `after` and, for an

@@ -580,6 +580,10 @@ impl Store for PgStore {
         self.documents("SELECT record FROM withdrawals WHERE in_force ORDER BY seq", &[])
     }
 
+    fn withdrawal_history(&self) -> StoreResult<Vec<Withdrawal>> {
+        self.documents("SELECT record FROM withdrawals ORDER BY seq", &[])
+    }
+
     fn put_application(&self, a: &Application) -> StoreResult<()> {
         self.conn()?.execute(
             "INSERT INTO applications (id, submitted_at, record) VALUES ($1, $2, $3)

@@ -472,6 +472,10 @@ impl Store for SqliteStore {
         self.with(|c| documents(c, "SELECT record FROM withdrawals WHERE in_force = 1 ORDER BY seq", []))
     }
 
+    fn withdrawal_history(&self) -> StoreResult<Vec<Withdrawal>> {
+        self.with(|c| documents(c, "SELECT record FROM withdrawals ORDER BY seq", []))
+    }
+
     fn put_application(&self, a: &Application) -> StoreResult<()> {
         self.with(|c| {
             c.execute(
