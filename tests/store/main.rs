@@ -375,6 +375,7 @@ fn a_fresh_store_is_empty(s: &Subject) {
     assert!(s.drafts().unwrap().is_empty());
     assert!(s.published().unwrap().is_empty());
     assert!(s.withdrawals().unwrap().is_empty());
+    assert!(s.withdrawal_history().unwrap().is_empty());
     assert_eq!(s.application("ap-1").unwrap(), None);
     assert!(s.applications().unwrap().is_empty());
     assert_eq!(s.objection("ob-1").unwrap(), None);
@@ -578,7 +579,7 @@ fn withdrawals_hold_until_reopened(s: &Subject) {
 
     let reopened = s.reopen("bus-arrivals", "transport", at(200)).unwrap();
     let expected = Withdrawal { reopened_at: Some(at(200)), reopened_by: Some("transport".into()), ..w };
-    assert_eq!(reopened, expected, "reopening answers the withdrawal it ended");
+    assert_eq!(reopened, expected.clone(), "reopening answers the withdrawal it ended");
     assert_eq!(ids(&s.withdrawals().unwrap(), |x| x.dataset.as_str()), ["metro-lines"], "no longer in force");
 
     refused("reopening a reopened dataset", s.reopen("bus-arrivals", "transport", at(300)), "NotFound");
@@ -587,7 +588,13 @@ fn withdrawals_hold_until_reopened(s: &Subject) {
     let again = withdrawal("bus-arrivals", "wrong again");
     s.withdraw(&again).unwrap();
     let in_force: Vec<_> = s.withdrawals().unwrap().into_iter().filter(|x| x.dataset == "bus-arrivals").collect();
-    assert_eq!(in_force, vec![again], "a reopened dataset may be withdrawn again");
+    assert_eq!(in_force, vec![again.clone()], "a reopened dataset may be withdrawn again");
+    // The history keeps every withdrawal, reopened ones included, oldest first.
+    assert_eq!(
+        s.withdrawal_history().unwrap(),
+        vec![expected, withdrawal("metro-lines", "under review"), again],
+        "every withdrawal, in the order they were made"
+    );
 }
 
 fn applications_are_put_replaced_and_listed_oldest_first(s: &Subject) {
