@@ -19,6 +19,7 @@
 //   with a reason is shown to the applicant; the owner answers an anonymous objection, drafts a
 //   new entry that an operator's key publishes, withdraws a dataset and reopens it; a misuse
 //   report is filed from a dataset's page;
+// - the operation report's HTML renders with its charts;
 // - axe-core finds no serious or critical accessibility violation on any page.
 // Screenshots of every page at 1280x800 and 390x844 go to the folder given (default
 // `portal-screenshots` in the working directory).
@@ -503,6 +504,25 @@ async function checkWorkflows(portal, base, admin, token, dataDir) {
     + "drafted and published by an operator's key, enterprises withdrawn and reopened");
 }
 
+// The operation report's HTML (from the admin API) as Chromium renders it: its charts drawn,
+// screenshots at both sizes, and the accessibility scan.
+async function checkOperationReport(context, shots, admin, token) {
+  // A page of its own: the portal's pages carry the portal's Content-Security-Policy.
+  const portal = new Portal(await context.newPage(), "", "", shots);
+  const day = (offset) => new Date(Date.now() + 8 * 3600_000 + offset * 86_400_000).toISOString().slice(0, 10);
+  const response = await fetch(`${admin}/admin/report?from=${day(-30)}&to=${day(0)}&format=html`,
+    { headers: { Authorization: `Bearer ${token}` } });
+  check(response.status === 200, `report: ${response.status}`);
+  await portal.page.setContent(await response.text());
+  check((await portal.text("h1")).includes("Operation report"), "the report's title");
+  const charts = await portal.page.locator(".chart svg").count();
+  check(charts === 5, `the report's charts are drawn: ${charts}`);
+  const box = await portal.page.locator(".chart svg").first().boundingBox();
+  check(box && box.width > 300 && box.height > 100, `a chart has its size: ${JSON.stringify(box)}`);
+  await portal.audit("operation-report");
+  console.log(`operation report: rendered with ${charts} charts`);
+}
+
 async function main() {
   const [binaryArg, shotsArg] = process.argv.slice(2);
   check(binaryArg, "usage: node portal.mjs PATH_TO_KAIFANG [SCREENSHOT_DIR]");
@@ -535,6 +555,7 @@ async function main() {
     await checkApiPage(portal, base);
     const token = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
     await checkWorkflows(portal, base, `http://${addresses.admin}`, token, dataDir);
+    await checkOperationReport(context, shots, `http://${addresses.admin}`, token);
   } finally {
     await browser?.close();
     const exited = new Promise((done) => child.once("exit", done));
