@@ -5,7 +5,7 @@
 //!
 //! A year (2025) of conditional calls is written through the audit log's own writer into a
 //! fresh data directory: `KAIFANG_REPORT_CALLS_PER_DAY` calls a day (2,000 by default), spread
-//! over the day, each an intent and a completion, and one call in twenty refused instead (one
+//! over the day (the platform's, UTC+8), each an intent and a completion, and one call in twenty refused instead (one
 //! record). The report over the year is then built three times on the embedded demo's
 //! configuration and store; the median is printed, with the records and bytes read per second.
 
@@ -21,9 +21,13 @@ use kaifang::store::sqlite::SqliteStore;
 
 const PRINCIPALS: [&str; 5] = ["acme", "beta", "gamma", "delta", "epsilon"];
 
+/// Midnight of `day` in the platform's time zone (the demo's, UTC+8).
+fn midnight(day: NaiveDate) -> chrono::DateTime<Utc> {
+    Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap()) - Duration::hours(8)
+}
+
 fn served(day: NaiveDate, i: u64, per_day: u64) -> (Record, Record) {
-    let time = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap())
-        + Duration::milliseconds((i * 86_400_000 / per_day) as i64);
+    let time = midnight(day) + Duration::milliseconds((i * 86_400_000 / per_day) as i64);
     let principal = PRINCIPALS[(i % 5) as usize].to_owned();
     let agreement = format!("ag-{principal}");
     let request_id = format!("{day}-{i:08}");
@@ -62,7 +66,7 @@ fn served(day: NaiveDate, i: u64, per_day: u64) -> (Record, Record) {
 fn refused(day: NaiveDate, i: u64) -> Record {
     Record::Unserved {
         request_id: format!("{day}-{i:08}"),
-        time: Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).unwrap()),
+        time: midnight(day) + Duration::hours(12),
         key_id: Some("key-acme".into()),
         principal: Some("acme".into()),
         dataset: "enterprises".into(),

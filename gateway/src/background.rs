@@ -18,6 +18,8 @@ pub async fn run(state: Arc<State>, shutdown: impl Future<Output = ()>) {
     let mut save = tokio::time::interval(USAGE_SAVE_INTERVAL);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     let mut retention = tokio::time::interval(RETENTION_INTERVAL);
+    let mut traffic = tokio::time::interval(TRAFFIC_INTERVAL);
+    let mut kept = crate::operation::traffic::Values::new();
     loop {
         tokio::select! {
             _ = save.tick() => {
@@ -31,10 +33,36 @@ pub async fn run(state: Arc<State>, shutdown: impl Future<Output = ()>) {
             }
             _ = housekeeping.tick() => state.limiter.housekeep(chrono::Utc::now()),
             _ = retention.tick() => prune_audit(&state).await,
+            _ = traffic.tick() => keep_traffic(&state, &mut kept).await,
             () = &mut shutdown => break,
         }
     }
     save_usage(&state).await;
+    keep_traffic(&state, &mut kept).await;
+}
+
+/// How often the growth of the gateway's counters is added to the store's hours (a gateway
+/// killed loses at most this much of them; one stopped keeps all).
+const TRAFFIC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Adds what the kept counters grew by since `kept` to the store's current hour, for the
+/// operation report; on failure the growth is added on the next try.
+async fn keep_traffic(state: &Arc<State>, kept: &mut crate::operation::traffic::Values) {
+    use crate::operation::traffic;
+    use chrono::DurationRound;
+    let now = traffic::values(&state.metrics.gather());
+    let figures = traffic::growth(&now, kept);
+    if figures.is_empty() {
+        return;
+    }
+    let hour = chrono::Utc::now().duration_trunc(chrono::TimeDelta::hours(1)).expect("an hour divides time");
+    let instance = state.config.cluster.as_ref().map_or_else(|| "embedded".to_owned(), |c| c.instance.clone());
+    let writer = state.clone();
+    match tokio::task::spawn_blocking(move || writer.store.add_traffic(hour, &instance, &figures)).await {
+        Ok(Ok(())) => *kept = now,
+        Ok(Err(e)) => tracing::warn!(error = %e, "traffic counts not kept; added on the next try"),
+        Err(e) => tracing::warn!(error = %e, "traffic task failed"),
+    }
 }
 
 /// A failed audit log is tried again every second with a checkpoint record, so it recovers

@@ -530,3 +530,33 @@ async fn instances_started_together_on_a_fresh_database_all_start() {
         drop(instances);
     }
 }
+
+/// The operation report of a cluster reads and verifies every instance's audit chain, counts the
+/// conditional calls of all, and the traffic each instance kept.
+#[tokio::test]
+async fn the_operation_report_covers_every_instance() {
+    let Some((db, redis)) = services("the_operation_report_covers_every_instance") else { return };
+    let (_dir, config, data_dir) = cluster_config(&db, &redis, "instances = 2");
+    let mut gs: Vec<Gateway> = ["a", "b"].iter().map(|n| Gateway::instance(&config, &data_dir, n, TOKEN)).collect();
+    let (key, agreement) = holder(&gs[0], "acme", json!({"per_second": 1000, "burst": 1000})).await;
+    for g in &gs {
+        assert_eq!(status_of(g, "/v1/datasets/register/rows?limit=1", &key).await, 200);
+    }
+    // b stops: what its counters grew by is kept in the store.
+    gs[1].signal("TERM");
+    assert!(gs[1].wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let path = format!("/admin/report?from={}&to={today}", today - chrono::Duration::days(1));
+    let (status, report) = gs[0].admin(Method::GET, &path, None).await;
+    assert_eq!(status, 200, "{report}");
+    let chains = report["platform"]["audit_chains"].as_array().unwrap();
+    let names: Vec<&str> = chains.iter().map(|c| c["instance"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b"], "{chains:?}");
+    assert!(chains.iter().all(|c| c["verified"] == true && c["records"].as_u64().unwrap() >= 2), "{chains:?}");
+    let used = &report["conditional_use"]["by_agreement"];
+    let ours = used.as_array().unwrap().iter().find(|a| a["agreement"] == agreement.as_str()).expect("acme's");
+    assert_eq!((&ours["calls"], &ours["rows"]), (&json!(2), &json!(2)), "a call through each instance");
+    let register =
+        report["traffic"]["by_dataset"].as_array().unwrap().iter().find(|d| d["dataset"] == "register").cloned();
+    assert!(register.is_some_and(|d| d["calls"].as_u64().unwrap() >= 1), "b's call, kept when it stopped: {report}");
+}

@@ -103,6 +103,10 @@ async fn the_operation_report_gives_every_figure_of_a_seeded_period() {
     let (status, _) =
         call(&g, Method::GET, "/v1/datasets/enterprises/rows?columns=registered_capital", Some(&acme), None).await;
     assert_eq!(status, 403);
+    // Unconditional calls, recorded nowhere but in the gateway's counters.
+    for _ in 0..2 {
+        assert_eq!(call(&g, Method::GET, "/v1/datasets/air-quality/rows?limit=1", None, None).await.0, 200);
+    }
     let (_, used) = call(&g, Method::GET, &format!("/v1/agreements/{agreement}"), Some(&acme), None).await;
     let used = used["used_today"]["requests"].as_u64().unwrap();
     assert!(used >= 3, "{used}");
@@ -145,8 +149,12 @@ async fn the_operation_report_gives_every_figure_of_a_seeded_period() {
             .await;
     assert_eq!(status, 200);
     assert_eq!(call(&g, Method::POST, "/v1/datasets/enterprises/reopen", Some(&market), None).await.0, 200);
-    // Usage is saved to the store every second.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The counters and the quotas' usage are kept in the store by a gateway that stops (and
+    // every minute and every second while it runs).
+    let mut g = g;
+    g.signal("TERM");
+    assert!(g.wait_exit(std::time::Duration::from_secs(20)).is_some_and(|s| s.success()));
+    let g = g.restart_at(&ten_am(t0 + Duration::days(35)));
 
     let r = report_json(&g, &period).await;
     assert_eq!(r["period"], json!({"from": from.to_string(), "to": to.to_string()}));
@@ -249,12 +257,39 @@ async fn the_operation_report_gives_every_figure_of_a_seeded_period() {
     let by_agreement = used_in["by_agreement"].as_array().unwrap();
     let ours = by_agreement.iter().find(|a| a["agreement"] == agreement.as_str()).expect("acme's agreement");
     assert_eq!((&ours["principal"], &ours["calls"], &ours["rows"]), (&json!("acme"), &json!(3), &json!(6)));
+    assert_eq!(ours["refused"], json!({"column_outside_scope": 1}), "the refusal, on acme's one agreement");
     assert_eq!(ours["peak_quota_percent"]["requests"].as_f64().unwrap(), round1(used as f64 * 100.0 / 1000.0));
     assert_eq!(used_in["refusals"], json!({"column_outside_scope": 1}));
     assert_eq!(used_in["by_hour"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum::<u64>(), 3);
     assert_eq!(used_in["consumers"], 1);
     let feedback = used_in["feedback"].as_array().unwrap();
     assert_eq!((feedback.len(), &feedback[0]["usage"]), (1, &json!("Checked 6 suppliers")));
+    // Every data call, from the gateway's own counters.
+    let traffic = &r["traffic"];
+    let by_dataset = traffic["by_dataset"].as_array().unwrap();
+    assert_eq!(by_dataset.len(), 2, "{traffic}");
+    assert_eq!(
+        (&by_dataset[0]["dataset"], &by_dataset[0]["open_type"], &by_dataset[0]["calls"], &by_dataset[0]["refused"]),
+        (&json!("enterprises"), &json!("conditional"), &json!(4), &json!(1))
+    );
+    assert_eq!(
+        (&by_dataset[1]["dataset"], &by_dataset[1]["open_type"], &by_dataset[1]["calls"], &by_dataset[1]["failed"]),
+        (&json!("air-quality"), &json!("unconditional"), &json!(2), &json!(0))
+    );
+    assert!(by_dataset.iter().all(|d| d["bytes"].as_u64().unwrap() > 0));
+    assert_eq!(traffic["by_hour"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum::<u64>(), 6);
+    for t in traffic["by_open_type"].as_array().unwrap() {
+        let calls = if t["open_type"] == "conditional" { 4 } else { 2 };
+        assert_eq!(t["calls"], calls, "{t}");
+        let (p50, p99) = (t["p50_ms"].as_f64().unwrap(), t["p99_ms"].as_f64().unwrap());
+        assert!(0.0 < p50 && p50 <= p99, "{t}");
+    }
+    let platform = &r["platform"];
+    assert_eq!(
+        (&platform["calls"], &platform["failed"], &platform["availability_percent"]),
+        (&json!(6), &json!(0), &json!(100.0))
+    );
+    assert_eq!((&platform["audit_write_failures"], &platform["limit_refusals"]), (&json!(0), &json!({})));
     let misuse = r["misuse_reports"].as_array().unwrap();
     assert_eq!((misuse.len(), &misuse[0]["description"]), (1, &json!("Republished unmasked")));
     let chains = r["platform"]["audit_chains"].as_array().unwrap();
@@ -267,6 +302,7 @@ async fn the_operation_report_gives_every_figure_of_a_seeded_period() {
     assert_eq!(transport["catalog"]["by_owner"].as_array().unwrap().len(), 1);
     assert_eq!(transport["applications"]["by_owner"], json!([]));
     assert_eq!(transport["conditional_use"]["by_dataset"], json!([]));
+    assert_eq!(transport["traffic"]["by_dataset"], json!([]), "the transport bureau's datasets had no call");
     assert_eq!(
         (&transport["quality"]["objections"]["filed"], &transport["quality"]["objections"]["open"]),
         (&json!(1), &json!(1))
@@ -279,7 +315,7 @@ async fn the_operation_report_gives_every_figure_of_a_seeded_period() {
     assert_eq!(html.status(), 200);
     assert_eq!(html.headers()["content-type"], "text/html; charset=utf-8");
     let html = html.text().await.unwrap();
-    assert!(html.matches("<svg").count() >= 5, "the charts are inline");
+    assert_eq!(html.matches("<svg").count(), 6, "the charts are inline");
     assert!(html.contains(reason) && html.contains(withdrawal) && html.contains(MARKET));
     assert!(!html.contains("<script"), "nothing to run to read it");
     let pdf = report(&g, &format!("{period}&format=pdf")).await;
@@ -316,7 +352,7 @@ async fn the_operation_report_gives_every_figure_of_a_seeded_period() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
-    for section in ["catalog", "applications", "conditional_use", "misuse_reports", "platform"] {
+    for section in ["catalog", "applications", "traffic", "conditional_use", "misuse_reports", "platform"] {
         assert_eq!(cli[section], r[section], "{section}");
     }
     let html_out = data_dir.join("report.html");
@@ -341,7 +377,9 @@ async fn the_report_is_in_the_admin_document() {
         "#/components/schemas/OperationReport"
     );
     let schema = &document["components"]["schemas"]["OperationReport"];
-    for section in ["period", "catalog", "quality", "applications", "conditional_use", "misuse_reports", "platform"] {
+    for section in
+        ["period", "catalog", "quality", "applications", "traffic", "conditional_use", "misuse_reports", "platform"]
+    {
         assert!(schema["properties"][section].is_object(), "{section}: {schema}");
     }
 }

@@ -8,10 +8,12 @@
 //! read once from beginning to end as a stream (the log of a year does not have to fit in
 //! memory). [`render`] turns the report into HTML with SVG charts, or PDF through Chromium.
 //!
-//! Unconditionally open data is not recorded call by call (only counted in the metrics of the
-//! running process), so its use over a period is not in the report.
+//! Unconditionally open data is not recorded call by call: its use, like the availability,
+//! the latency and the failures of the gateway, comes from the gateway's own counters, which
+//! each instance keeps by hour in the store ([`traffic`]).
 
 pub mod render;
+pub mod traffic;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -144,6 +146,8 @@ pub struct OperationReport {
     pub catalog: CatalogSection,
     pub quality: QualitySection,
     pub applications: ApplicationsSection,
+    /// Every data call, unconditional ones included, from the gateway's own counters.
+    pub traffic: TrafficSection,
     pub conditional_use: UseSection,
     pub misuse_reports: Vec<MisuseReport>,
     pub platform: PlatformSection,
@@ -346,6 +350,9 @@ pub struct AgreementUse {
     pub agreement: String,
     pub principal: String,
     pub calls: u64,
+    /// Refused calls by reason: a refusal names its principal and dataset, and is counted on
+    /// the agreement of that principal covering that dataset (when it holds exactly one).
+    pub refused: BTreeMap<String, u64>,
     pub rows: u64,
     pub bytes: u64,
     /// The most used on one day of the period, of each quota, in percent of the quota.
@@ -375,8 +382,55 @@ pub struct MisuseReport {
     pub description: String,
 }
 
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct TrafficSection {
+    /// Calls answered, by dataset, most called first.
+    pub by_dataset: Vec<DatasetTraffic>,
+    /// Calls answered, by open type.
+    pub by_open_type: Vec<OpenTypeTraffic>,
+    /// Calls answered by hour of the day (platform time), 0 to 23.
+    pub by_hour: Vec<u64>,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct DatasetTraffic {
+    pub dataset: String,
+    pub owner: String,
+    pub open_type: String,
+    pub calls: u64,
+    /// Answered 4xx (refused) and 5xx (failed).
+    pub refused: u64,
+    pub failed: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct OpenTypeTraffic {
+    pub open_type: String,
+    pub calls: u64,
+    pub bytes: u64,
+    /// Latency of the calls, from request to the end of the answer, in milliseconds
+    /// (interpolated within the buckets of the gateway's histogram).
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PlatformSection {
+    /// Data calls answered in the period, every dataset's, and how many failed (5xx).
+    pub calls: u64,
+    pub failed: u64,
+    /// Calls not failed, in percent (none without calls).
+    pub availability_percent: Option<f64>,
+    /// Calls refused by a rate limit or a quota, by limit.
+    pub limit_refusals: BTreeMap<String, u64>,
+    /// Calls refused because the gateway was at its limits (connections, memory for answers).
+    pub overload_refusals: u64,
+    /// Group commits of the audit log that failed (every record in them refused).
+    pub audit_write_failures: u64,
+    /// Calls decided by the local fallback while the shared limiter (Redis) could not be reached.
+    pub limiter_fallbacks: u64,
     /// Each audit chain (one per instance in a cluster) and whether it verified.
     pub audit_chains: Vec<AuditChain>,
     /// Audit records read, in all.
@@ -642,7 +696,13 @@ pub fn build(inputs: &Inputs<'_>, period: Period, owner: Option<&str>) -> Result
     // withdrawn in the period up to their withdrawal, for their traces.
     let withdrawn_in_period: HashMap<String, DateTime<Utc>> =
         history.iter().map(|w| (w.dataset.clone(), w.withdrawn_at)).collect();
+    let agreements = store.agreements().map_err(store_error)?;
     let mut use_ = UseTally::default();
+    for a in &agreements {
+        for terms in &a.datasets {
+            use_.covering.entry((a.principal.clone(), terms.dataset.to_string())).or_default().push(a.id.clone());
+        }
+    }
     let mut traced: HashMap<String, Vec<Record>> = HashMap::new();
     let mut read = 0u64;
     let mut each = |record: Record| {
@@ -659,6 +719,8 @@ pub fn build(inputs: &Inputs<'_>, period: Period, owner: Option<&str>) -> Result
         }
     };
     let chains = read_audit(&inputs.audit, inputs.progress, &mut each)?;
+    let traffic_rows = store.traffic(start, end).map_err(store_error)?;
+    let (traffic, platform_counts) = tally_traffic(&traffic_rows, &owners, &ours, inputs.offset);
     let withdrawals = history
         .into_iter()
         .map(|w| WithdrawalItem {
@@ -676,7 +738,6 @@ pub fn build(inputs: &Inputs<'_>, period: Period, owner: Option<&str>) -> Result
         .collect::<Vec<_>>();
 
     // Quotas: the most of each used on one day of the period.
-    let agreements = store.agreements().map_err(store_error)?;
     let mut by_agreement = use_.by_agreement;
     for agreement in &agreements {
         if !agreement.datasets.iter().any(|t| ours(t.dataset.as_str())) {
@@ -767,8 +828,133 @@ pub fn build(inputs: &Inputs<'_>, period: Period, owner: Option<&str>) -> Result
             feedback,
         },
         misuse_reports,
-        platform: PlatformSection { audit_chains: chains, audit_records_read: read },
+        traffic,
+        platform: PlatformSection { audit_chains: chains, audit_records_read: read, ..platform_counts },
     })
+}
+
+/// The traffic section and the platform's counts from the hours' counters: use by dataset
+/// (`ours` only), by open type and hour, latency by open type; availability and failures of
+/// the whole platform.
+fn tally_traffic(
+    rows: &[crate::store::TrafficRow],
+    owners: &HashMap<String, String>,
+    ours: &dyn Fn(&str) -> bool,
+    offset: FixedOffset,
+) -> (TrafficSection, PlatformSection) {
+    use chrono::Timelike;
+    let mut platform = PlatformSection {
+        calls: 0,
+        failed: 0,
+        availability_percent: None,
+        limit_refusals: BTreeMap::new(),
+        overload_refusals: 0,
+        audit_write_failures: 0,
+        limiter_fallbacks: 0,
+        audit_chains: Vec::new(),
+        audit_records_read: 0,
+    };
+    let mut by_dataset: BTreeMap<String, DatasetTraffic> = BTreeMap::new();
+    let mut by_type: BTreeMap<String, (OpenTypeTraffic, BTreeMap<u64, f64>)> = BTreeMap::new();
+    let mut by_hour = [0u64; 24];
+    for row in rows {
+        let f = &row.figure;
+        let labels: BTreeMap<String, String> = serde_json::from_str(&f.labels).unwrap_or_default();
+        let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
+        let n = f.value.round() as u64;
+        match f.series.as_str() {
+            "calls" => {
+                let (dataset, class) = (label("dataset"), label("status_class"));
+                platform.calls += n;
+                platform.failed += if class == "5xx" { n } else { 0 };
+                let open_type = label("open_type");
+                by_type.entry(open_type.clone()).or_default().0.calls += n;
+                if !ours(&dataset) {
+                    continue;
+                }
+                by_hour[row.hour.with_timezone(&offset).hour() as usize] += n;
+                let entry = by_dataset.entry(dataset.clone()).or_insert_with(|| DatasetTraffic {
+                    owner: owners.get(&dataset).cloned().unwrap_or_default(),
+                    dataset,
+                    open_type,
+                    ..Default::default()
+                });
+                entry.calls += n;
+                match class.as_str() {
+                    "4xx" => entry.refused += n,
+                    "5xx" => entry.failed += n,
+                    _ => {}
+                }
+            }
+            "bytes" => {
+                let dataset = label("dataset");
+                by_type.entry(label("open_type")).or_default().0.bytes += n;
+                if ours(&dataset) {
+                    by_dataset.entry(dataset.clone()).or_insert_with(|| DatasetTraffic {
+                        owner: owners.get(&dataset).cloned().unwrap_or_default(),
+                        dataset,
+                        open_type: label("open_type"),
+                        ..Default::default()
+                    });
+                    if let Some(entry) = by_dataset.get_mut(&label("dataset")) {
+                        entry.bytes += n;
+                    }
+                }
+            }
+            "duration_bucket" => {
+                // The bound in microseconds, as a key that sorts (+Inf last).
+                let le = label("le").parse::<f64>().unwrap_or(f64::INFINITY);
+                let bound = if le.is_finite() { (le * 1e6).round() as u64 } else { u64::MAX };
+                *by_type.entry(label("open_type")).or_default().1.entry(bound).or_default() += f.value;
+            }
+            "limit_refusals" => *platform.limit_refusals.entry(label("limit")).or_default() += n,
+            "overload_refusals" => platform.overload_refusals += n,
+            "audit_write_failures" => platform.audit_write_failures += n,
+            "limiter_fallbacks" => platform.limiter_fallbacks += n,
+            _ => {}
+        }
+    }
+    if platform.calls > 0 {
+        platform.availability_percent = Some(100.0 - percent(platform.failed, platform.calls));
+    }
+    let by_open_type = by_type
+        .into_iter()
+        .filter(|(open_type, _)| !open_type.is_empty())
+        .map(|(open_type, (mut row, buckets))| {
+            row.open_type = open_type;
+            row.p50_ms = quantile(&buckets, 0.50);
+            row.p95_ms = quantile(&buckets, 0.95);
+            row.p99_ms = quantile(&buckets, 0.99);
+            row
+        })
+        .collect();
+    let mut by_dataset: Vec<DatasetTraffic> = by_dataset.into_values().collect();
+    by_dataset.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.dataset.cmp(&b.dataset)));
+    (TrafficSection { by_dataset, by_open_type, by_hour: by_hour.to_vec() }, platform)
+}
+
+/// The `q` quantile of a histogram given as cumulative counts by upper bound (microseconds,
+/// `u64::MAX` for +Inf), in milliseconds: interpolated within the bucket it falls in, as
+/// Prometheus' `histogram_quantile` does; the highest finite bound when it falls past it.
+fn quantile(buckets: &BTreeMap<u64, f64>, q: f64) -> Option<f64> {
+    let total = *buckets.get(&u64::MAX).or_else(|| buckets.values().last())?;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0u64, 0.0);
+    for (&bound, &count) in buckets {
+        if count >= rank {
+            if bound == u64::MAX {
+                return Some(lower as f64 / 1000.0);
+            }
+            let share = if count > below { (rank - below) / (count - below) } else { 1.0 };
+            let micros = lower as f64 + (bound - lower) as f64 * share;
+            return Some((micros / 100.0).round() / 10.0);
+        }
+        (lower, below) = (bound, count);
+    }
+    None
 }
 
 /// The period's conditional calls, as the audit log's records are read.
@@ -780,6 +966,8 @@ struct UseTally {
     refusals: BTreeMap<String, u64>,
     by_hour: [u64; 24],
     consumers: BTreeSet<String>,
+    /// The agreements each principal holds on each dataset.
+    covering: HashMap<(String, String), Vec<String>>,
 }
 
 impl UseTally {
@@ -807,10 +995,20 @@ impl UseTally {
             }
             // A refusal names its dataset and principal, not an agreement: it is counted by
             // dataset and by reason.
-            Record::Unserved { dataset, reason, unrecorded_refusals, .. } if ours(dataset) => {
+            Record::Unserved { dataset, principal, reason, unrecorded_refusals, .. } if ours(dataset) => {
                 let code = reason.split(':').next().unwrap_or("").trim().to_owned();
-                *self.refusals.entry(code).or_default() += 1 + *unrecorded_refusals;
-                self.by_dataset.entry(dataset.clone()).or_default().0.refused += 1 + *unrecorded_refusals;
+                let n = 1 + *unrecorded_refusals;
+                *self.refusals.entry(code.clone()).or_default() += n;
+                self.by_dataset.entry(dataset.clone()).or_default().0.refused += n;
+                let held = principal.as_ref().and_then(|p| self.covering.get(&(p.clone(), dataset.clone())));
+                if let (Some(principal), Some([agreement])) = (principal, held.map(Vec::as_slice)) {
+                    let row = self.by_agreement.entry(agreement.clone()).or_insert_with(|| AgreementUse {
+                        agreement: agreement.clone(),
+                        principal: principal.clone(),
+                        ..Default::default()
+                    });
+                    *row.refused.entry(code).or_default() += n;
+                }
             }
             _ => {}
         }

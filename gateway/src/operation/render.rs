@@ -200,8 +200,21 @@ fn charts(report: &OperationReport) -> Vec<(&'static str, String)> {
         None,
     );
     let hours: Vec<String> = (0..24).map(|h| format!("{h:02}:00")).collect();
-    let by_hour: Vec<f64> = report.conditional_use.by_hour.iter().map(|n| *n as f64).collect();
-    let hours_chart = columns("Conditional calls by hour of the day · 按时段", &hours, &by_hour, "served calls");
+    let by_hour: Vec<f64> = report.traffic.by_hour.iter().map(|n| *n as f64).collect();
+    let hours_chart = columns("Data calls by hour of the day · 按时段", &hours, &by_hour, "calls");
+    let busiest = &report.traffic.by_dataset;
+    let top = |f: fn(&super::DatasetTraffic) -> u64| busiest.iter().take(12).map(|d| f(d) as f64).collect::<Vec<_>>();
+    let traffic_chart = bars(
+        "Data calls by dataset · 各数据集调用",
+        &busiest.iter().take(12).map(|d| d.dataset.clone()).collect::<Vec<_>>(),
+        &[
+            Series { name: "answered", color: BLUE, values: top(|d| d.calls - d.refused - d.failed) },
+            Series { name: "refused (4xx)", color: AMBER, values: top(|d| d.refused) },
+            Series { name: "failed (5xx)", color: RED, values: top(|d| d.failed) },
+        ],
+        "calls",
+        None,
+    );
     let used = &report.conditional_use.by_dataset;
     let use_chart = bars(
         "Conditional calls by dataset · 有条件开放数据使用",
@@ -218,6 +231,7 @@ fn charts(report: &OperationReport) -> Vec<(&'static str, String)> {
         ("freshness", freshness_chart),
         ("applications", applications_chart),
         ("hours", hours_chart),
+        ("traffic", traffic_chart),
         ("use", use_chart),
     ]
 }

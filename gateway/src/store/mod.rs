@@ -95,6 +95,22 @@ pub struct Notification {
     pub last_error: Option<String>,
 }
 
+/// One of the gateway's own counters (a series and its labels, as JSON) grown by `value`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficFigure {
+    pub series: String,
+    pub labels: String,
+    pub value: f64,
+}
+
+/// A counter's growth over one hour on one instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficRow {
+    pub hour: DateTime<Utc>,
+    pub instance: String,
+    pub figure: TrafficFigure,
+}
+
 /// Requests, rows and bytes consumed under one agreement on one day.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Usage {
@@ -154,6 +170,12 @@ pub trait Store: Send + Sync {
     fn agreements_of(&self, principal: &str) -> StoreResult<Vec<Agreement>>;
     fn agreements(&self) -> StoreResult<Vec<Agreement>>;
     fn set_agreement_status(&self, id: &str, status: AgreementStatus) -> StoreResult<()>;
+
+    /// Adds `figures` to the traffic counts of `hour` (its first instant) kept for `instance`,
+    /// in one transaction.
+    fn add_traffic(&self, hour: DateTime<Utc>, instance: &str, figures: &[TrafficFigure]) -> StoreResult<()>;
+    /// Every instance's traffic counts of the hours from `from` (included) to `to`.
+    fn traffic(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<TrafficRow>>;
 
     fn usage(&self, agreement: &str, day: &str) -> StoreResult<Usage>;
     fn save_usage(&self, agreement: &str, day: &str, usage: Usage) -> StoreResult<()>;

@@ -25,7 +25,8 @@ use postgres::{GenericClient, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    EntryRecord, Feedback, KeyRecord, Notification, Report, Store, StoreError, StoreResult, Usage, Withdrawal,
+    EntryRecord, Feedback, KeyRecord, Notification, Report, Store, StoreError, StoreResult, TrafficFigure, TrafficRow,
+    Usage, Withdrawal,
 };
 
 /// The notification channel changes are announced on.
@@ -128,13 +129,38 @@ CREATE TABLE IF NOT EXISTS audit_anchors (
     hash TEXT NOT NULL
 );
 "#,
+    // The gateway's own counters by hour and instance, for the operation report.
+    r#"
+CREATE TABLE traffic (
+    hour TIMESTAMPTZ NOT NULL,
+    instance TEXT NOT NULL,
+    series TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (hour, instance, series, labels)
+);
+"#,
 ];
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// The PostgreSQL store.
 pub struct PgStore {
-    pool: Pool,
+    /// Always there but while the store is dropped ([`Drop`]).
+    pool: Option<Pool>,
+}
+
+impl Drop for PgStore {
+    /// A pooled connection closes with a blocking call, which panics (and, in a destructor,
+    /// aborts the process) on a thread that runs async tasks, where the last reference to the
+    /// store goes when the runtime shuts down: the pool is let go on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(pool)).join();
+            }
+        }
+    }
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -198,13 +224,14 @@ impl PgStore {
             .connection_timeout(Duration::from_secs(2))
             .build(manager)
             .map_err(|e| backend(format!("cannot connect to PostgreSQL: {e}")))?;
-        let store = PgStore { pool };
+        let store = PgStore { pool: Some(pool) };
         migrate(&mut *store.conn()?)?;
         Ok(store)
     }
 
     fn conn(&self) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
-        self.pool.get().map_err(|e| backend(format!("no PostgreSQL connection: {e}")))
+        let pool = self.pool.as_ref().expect("the pool is there until the store is dropped");
+        pool.get().map_err(|e| backend(format!("no PostgreSQL connection: {e}")))
     }
 
     fn documents<T: serde::de::DeserializeOwned>(
@@ -410,6 +437,36 @@ impl Store for PgStore {
                 bytes: r.get::<_, i64>(2) as u64,
             })
             .unwrap_or_default())
+    }
+
+    fn add_traffic(&self, hour: DateTime<Utc>, instance: &str, figures: &[TrafficFigure]) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        for f in figures {
+            tx.execute(
+                "INSERT INTO traffic (hour, instance, series, labels, value) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (hour, instance, series, labels) DO UPDATE SET value = traffic.value + excluded.value",
+                &[&hour, &instance, &f.series, &f.labels, &f.value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn traffic(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<TrafficRow>> {
+        let rows = self.conn()?.query(
+            "SELECT hour, instance, series, labels, value FROM traffic WHERE hour >= $1 AND hour < $2
+             ORDER BY hour, instance, series, labels",
+            &[&from, &to],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| TrafficRow {
+                hour: r.get(0),
+                instance: r.get(1),
+                figure: TrafficFigure { series: r.get(2), labels: r.get(3), value: r.get(4) },
+            })
+            .collect())
     }
 
     fn save_usage(&self, agreement: &str, day: &str, u: Usage) -> StoreResult<()> {

@@ -11,7 +11,8 @@ use policy::{Agreement, AgreementStatus, Application, Objection, Principal, Role
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    EntryRecord, Feedback, KeyRecord, Notification, Report, Store, StoreError, StoreResult, Usage, Withdrawal,
+    EntryRecord, Feedback, KeyRecord, Notification, Report, Store, StoreError, StoreResult, TrafficFigure, TrafficRow,
+    Usage, Withdrawal,
 };
 
 /// Schema versions, in order. Never edit one that has shipped; add the next.
@@ -105,6 +106,17 @@ CREATE TABLE notifications (
     record TEXT NOT NULL
 );
 CREATE INDEX notifications_pending ON notifications(pending, next_attempt_at);
+"#,
+    // The gateway's own counters by hour, for the operation report.
+    r#"
+CREATE TABLE traffic (
+    hour TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    series TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (hour, instance, series, labels)
+);
 "#,
 ];
 
@@ -641,6 +653,38 @@ impl Store for SqliteStore {
             )
             .optional()
             .map(Option::unwrap_or_default)
+        })
+    }
+
+    fn add_traffic(&self, hour: DateTime<Utc>, instance: &str, figures: &[TrafficFigure]) -> StoreResult<()> {
+        let hour = sortable(hour);
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            for f in figures {
+                tx.execute(
+                    "INSERT INTO traffic (hour, instance, series, labels, value) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (hour, instance, series, labels) DO UPDATE SET value = value + excluded.value",
+                    params![hour, instance, f.series, f.labels, f.value],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    fn traffic(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<TrafficRow>> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT hour, instance, series, labels, value FROM traffic WHERE hour >= ?1 AND hour < ?2
+                 ORDER BY hour, instance, series, labels",
+            )?;
+            let rows = statement.query_map(params![sortable(from), sortable(to)], |r| {
+                Ok(TrafficRow {
+                    hour: parse_time(0, &r.get::<_, String>(0)?)?,
+                    instance: r.get(1)?,
+                    figure: TrafficFigure { series: r.get(2)?, labels: r.get(3)?, value: r.get(4)? },
+                })
+            })?;
+            rows.collect()
         })
     }
 
