@@ -187,7 +187,14 @@ impl Application {
     /// Whether the owner has let the deadline pass without answering, on `today` (a date in the
     /// platform's time zone).
     pub fn overdue(&self, today: NaiveDate) -> bool {
-        self.status == ApplicationStatus::Submitted && today > self.due_by
+        self.status == ApplicationStatus::Submitted && self.past_due(today)
+    }
+
+    /// Whether `day` (a date in the platform's time zone) is past the last day the owner may
+    /// answer on: an answer given that day is late, and an application unanswered that day
+    /// was overdue.
+    pub fn past_due(&self, day: NaiveDate) -> bool {
+        day > self.due_by
     }
 
     /// Marks the application approved, as the agreement `agreement`.
@@ -340,6 +347,9 @@ mod tests {
         assert!(a.overdue(due.succ_opt().unwrap()));
         a.reject("owner", Utc::now(), "out of scope").unwrap();
         assert!(!a.overdue(due.succ_opt().unwrap()), "answered applications are never overdue");
+        // An answer on the due day is in time; the day after, late.
+        assert!(!a.past_due(due));
+        assert!(a.past_due(due.succ_opt().unwrap()));
     }
 
     #[test]

@@ -662,7 +662,7 @@ pub fn build(inputs: &Inputs<'_>, period: Period, owner: Option<&str>) -> Result
                     ApplicationStatus::Submitted => {}
                 }
                 times.push(working_days(local(a.submitted_at), local(at)) as f64);
-                if local(at) <= a.due_by {
+                if !a.past_due(local(at)) {
                     row.decided_in_time += 1;
                 } else {
                     row.decided_late += 1;
@@ -672,7 +672,8 @@ pub fn build(inputs: &Inputs<'_>, period: Period, owner: Option<&str>) -> Result
             Some(_) => {}
             None => {
                 row.pending += 1;
-                if last_day > a.due_by {
+                // Pending at the end of the period, whatever it became since.
+                if a.past_due(last_day) {
                     row.overdue += 1;
                     overdue.push(late_item(None, working_days(a.due_by, last_day)));
                 }
