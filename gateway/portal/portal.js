@@ -337,20 +337,11 @@ async function datasetPage(main, id) {
 
 // A misuse report on a dataset, to the operators.
 function reportForm(dataset) {
-  const status = h("p", { "aria-live": "polite" });
-  const form = h("form", { class: "search", id: "report" },
-    h("label", { class: "text" }, t("report_description"),
-      h("textarea", { name: "description", rows: 3, required: true, maxlength: 10000 })),
-    h("label", { class: "text" }, t("report_contact"), h("input", { type: "text", name: "contact", maxlength: 200 })),
-    h("button", { type: "submit", class: "primary" }, t("report_submit")));
-  submitted(form, status, async (data) => {
-    const body = { dataset: dataset.id, description: data.get("description") };
-    if (data.get("contact")) body.contact = data.get("contact");
-    const receipt = await postJson("/v1/reports", body);
-    form.reset();
-    return h("span", { "data-report": receipt.id }, t("report_filed", receipt.id));
-  });
-  return h("section", {}, h("h2", {}, t("report_title")), h("p", {}, t("report_lead")), form, status);
+  return filingForm("report", t("report_title"), t("report_lead"), t("report_description"), t("report_contact"),
+    t("report_submit"), 10000, async (body) => {
+      const receipt = await postJson("/v1/reports", { dataset: dataset.id, ...body });
+      return h("span", { "data-report": receipt.id }, t("report_filed", receipt.id));
+    });
 }
 
 function postJson(path, body) {
@@ -503,30 +494,45 @@ function snippets(dataset) {
 }
 
 function objectionForm(dataset) {
+  return filingForm("objection", t("objection_title"), t("objection_lead"), t("objection_description"),
+    t("objection_contact"), t("objection_submit"), 2000, async (body) => {
+      const filed = await postJson(`${dataset.links.self}/objections`, body);
+      return h("span", { "data-objection": filed.id }, t("objection_filed", filed.id));
+    });
+}
+
+// A form of a dataset's page anyone files (an objection, a misuse report): what is wrong and a
+// contact (required of anonymous filers, as the API says when it is missing); `send` posts
+// `{description, contact}` and gives what to show of the receipt.
+function filingForm(id, title, lead, describe, contact, submit, maxlength, send) {
   const status = h("p", { "aria-live": "polite" });
-  const form = h("form", { class: "search", id: "objection" },
-    h("label", { class: "text" }, t("objection_description"),
-      h("textarea", { name: "description", rows: 3, required: true, maxlength: 2000 })),
-    h("label", { class: "text" }, t("objection_contact"),
-      h("input", { type: "text", name: "contact", maxlength: 200 })),
-    h("button", { type: "submit", class: "primary" }, t("objection_submit")));
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const data = new FormData(form);
+  const form = h("form", { class: "search", id },
+    h("label", { class: "text" }, describe, h("textarea", { name: "description", rows: 3, required: true, maxlength })),
+    h("label", { class: "text" }, contact, h("input", { type: "text", name: "contact", maxlength: 200 })),
+    h("button", { type: "submit", class: "primary" }, submit));
+  submitted(form, status, async (data) => {
     const body = { description: data.get("description") };
     if (data.get("contact")) body.contact = data.get("contact");
-    status.replaceChildren();
-    try {
-      const filed = await api(`${dataset.links.self}/objections`, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-      });
-      form.reset();
-      status.append(h("span", { "data-objection": filed.id }, t("objection_filed", filed.id)));
-    } catch (error) {
-      status.append(errorBox(error));
-    }
+    const shown = await send(body);
+    form.reset();
+    return shown;
   });
-  return h("section", {}, h("h2", {}, t("objection_title")), h("p", {}, t("objection_lead")), form, status);
+  return h("section", {}, h("h2", {}, title), h("p", {}, lead), form, status);
+}
+
+// A button that asks the API for `run` and shows the page again, or the refusal in `status`.
+function actionButton(action, label, primary, status, run) {
+  return h("button", {
+    type: "button", class: primary ? "primary" : "secondary", "data-action": action,
+    onclick: async () => {
+      try {
+        await run();
+        await render();
+      } catch (error) {
+        status.replaceChildren(errorBox(error));
+      }
+    },
+  }, label);
 }
 
 // The account page: the key, then the applications and agreements it may see (a user's own;
@@ -650,17 +656,8 @@ function withdrawnSection(withdrawals) {
       h("dl", { class: "facts" },
         fact(t("withdrawn_at"), h("time", { datetime: w.withdrawn_at }, formatTime(w.withdrawn_at))),
         fact(t("reason"), w.reason)),
-      h("div", { class: "actions" }, h("button", {
-        type: "button", class: "secondary", "data-action": "reopen",
-        onclick: async () => {
-          try {
-            await api(`/v1/datasets/${encodeURIComponent(w.dataset)}/reopen`, { method: "POST" });
-            await render();
-          } catch (error) {
-            status.replaceChildren(errorBox(error));
-          }
-        },
-      }, t("reopen")), status));
+      h("div", { class: "actions" }, actionButton("reopen", t("reopen"), false, status,
+        () => api(`/v1/datasets/${encodeURIComponent(w.dataset)}/reopen`, { method: "POST" })), status));
   })));
   return section;
 }
@@ -703,17 +700,8 @@ function draftsSection(drafts, publishes) {
       await putDraft(d.entry.id, parsedEntry(data.get("entry")));
       await render();
     });
-    const publish = publishes ? h("button", {
-      type: "button", class: "primary", "data-action": "publish",
-      onclick: async () => {
-        try {
-          await postJson(`/v1/datasets/${encodeURIComponent(d.entry.id)}/publish`, { draft_version: d.draft_version });
-          await render();
-        } catch (error) {
-          status.replaceChildren(errorBox(error));
-        }
-      },
-    }, t("publish")) : null;
+    const publish = publishes ? actionButton("publish", t("publish"), true, status,
+      () => postJson(`/v1/datasets/${encodeURIComponent(d.entry.id)}/publish`, { draft_version: d.draft_version })) : null;
     return h("li", { class: "card", "data-draft": d.entry.id },
       h("h3", {}, h("code", {}, d.entry.id), " ", d.entry.title, " ", openTypeBadge(d.entry.open_type)),
       h("dl", { class: "facts" },
@@ -865,17 +853,8 @@ function feedbackForm(agreement) {
 function agreementActions(agreement) {
   const status = h("p", { "aria-live": "polite" });
   const actions = { active: ["suspend", "revoke"], suspended: ["resume", "revoke"] }[agreement.status] ?? [];
-  return h("div", { class: "actions" }, actions.map((action) => h("button", {
-    type: "button", class: "secondary", "data-action": action,
-    onclick: async () => {
-      try {
-        await api(`/v1/agreements/${encodeURIComponent(agreement.id)}/${action}`, { method: "POST" });
-        await render();
-      } catch (error) {
-        status.replaceChildren(errorBox(error));
-      }
-    },
-  }, t(action))), status);
+  return h("div", { class: "actions" }, actions.map((action) => actionButton(action, t(action), false, status,
+    () => api(`/v1/agreements/${encodeURIComponent(agreement.id)}/${action}`, { method: "POST" }))), status);
 }
 
 function notFound(main) {

@@ -343,7 +343,7 @@ mod tests {
         // answered by it.
         let second = count.read(counting(&reads, 1)).await.unwrap();
         assert_eq!(first.await.unwrap(), 1);
-        assert_eq!(second, 2, "answered by the read that was in flight when it came");
+        assert_eq!(second, 2, "not answered by the read that was in flight when it came");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,7 +60,8 @@ impl Period {
     }
 
     fn days(&self) -> impl Iterator<Item = NaiveDate> {
-        self.from.iter_days().take_while(|d| *d <= self.to).collect::<Vec<_>>().into_iter()
+        let to = self.to;
+        self.from.iter_days().take_while(move |d| *d <= to)
     }
 }
 
@@ -83,8 +84,7 @@ impl AuditSource {
 }
 
 /// A report's format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Json,
     Html,
@@ -863,23 +863,33 @@ fn tally_traffic(
         let labels: BTreeMap<String, String> = serde_json::from_str(&f.labels).unwrap_or_default();
         let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
         let n = f.value.round() as u64;
+        // The row of the figure's dataset, if it is one of the report's.
+        fn row_of<'m>(
+            by_dataset: &'m mut BTreeMap<String, DatasetTraffic>,
+            owners: &HashMap<String, String>,
+            dataset: String,
+            open_type: String,
+        ) -> &'m mut DatasetTraffic {
+            by_dataset.entry(dataset.clone()).or_insert_with(|| DatasetTraffic {
+                owner: owners.get(&dataset).cloned().unwrap_or_default(),
+                dataset,
+                open_type,
+                ..Default::default()
+            })
+        }
+        let dataset = label("dataset");
+        let ours_here = ours(&dataset);
         match f.series.as_str() {
             "calls" => {
-                let (dataset, class) = (label("dataset"), label("status_class"));
+                let class = label("status_class");
                 platform.calls += n;
                 platform.failed += if class == "5xx" { n } else { 0 };
-                let open_type = label("open_type");
-                by_type.entry(open_type.clone()).or_default().0.calls += n;
-                if !ours(&dataset) {
+                by_type.entry(label("open_type")).or_default().0.calls += n;
+                if !ours_here {
                     continue;
                 }
+                let entry = row_of(&mut by_dataset, owners, dataset, label("open_type"));
                 by_hour[row.hour.with_timezone(&offset).hour() as usize] += n;
-                let entry = by_dataset.entry(dataset.clone()).or_insert_with(|| DatasetTraffic {
-                    owner: owners.get(&dataset).cloned().unwrap_or_default(),
-                    dataset,
-                    open_type,
-                    ..Default::default()
-                });
                 entry.calls += n;
                 match class.as_str() {
                     "4xx" => entry.refused += n,
@@ -888,18 +898,9 @@ fn tally_traffic(
                 }
             }
             "bytes" => {
-                let dataset = label("dataset");
                 by_type.entry(label("open_type")).or_default().0.bytes += n;
-                if ours(&dataset) {
-                    by_dataset.entry(dataset.clone()).or_insert_with(|| DatasetTraffic {
-                        owner: owners.get(&dataset).cloned().unwrap_or_default(),
-                        dataset,
-                        open_type: label("open_type"),
-                        ..Default::default()
-                    });
-                    if let Some(entry) = by_dataset.get_mut(&label("dataset")) {
-                        entry.bytes += n;
-                    }
+                if ours_here {
+                    row_of(&mut by_dataset, owners, dataset, label("open_type")).bytes += n;
                 }
             }
             "duration_bucket" => {

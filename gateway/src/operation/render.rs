@@ -18,6 +18,14 @@ const RED: RGBColor = RGBColor(0xa3, 0x24, 0x24);
 const BLUE: RGBColor = RGBColor(0x0b, 0x5c, 0xad);
 const GREY: RGBColor = RGBColor(0x8a, 0x94, 0xa3);
 
+/// A chart's SVG, or where drawing it failed, a note in its place (and the failure in the log).
+fn finished(caption: &str, drawn: Result<String, Box<dyn std::error::Error + '_>>) -> String {
+    drawn.unwrap_or_else(|e| {
+        tracing::warn!(chart = caption, error = %e, "a chart of the operation report was not drawn");
+        "<p>(chart not drawn)</p>".to_owned()
+    })
+}
+
 /// One series of a bar chart: its name, colour and a value per category.
 struct Series<'a> {
     name: &'a str,
@@ -93,13 +101,7 @@ fn bars(caption: &str, categories: &[String], series: &[Series<'_>], unit: &str,
         root.present()?;
         Ok(())
     })();
-    match drawn {
-        Ok(()) => svg,
-        Err(e) => {
-            tracing::warn!(chart = caption, error = %e, "a chart of the operation report was not drawn");
-            "<p>(chart not drawn)</p>".to_owned()
-        }
-    }
+    finished(caption, drawn.map(|()| svg))
 }
 
 /// A column chart of one series over `labels` (the hours of a day, say), as SVG.
@@ -135,13 +137,7 @@ fn columns(caption: &str, labels: &[String], values: &[f64], unit: &str) -> Stri
         root.present()?;
         Ok(())
     })();
-    match drawn {
-        Ok(()) => svg,
-        Err(e) => {
-            tracing::warn!(chart = caption, error = %e, "a chart of the operation report was not drawn");
-            "<p>(chart not drawn)</p>".to_owned()
-        }
-    }
+    finished(caption, drawn.map(|()| svg))
 }
 
 /// The report's charts, by name.
