@@ -65,6 +65,9 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Body bytes sent for data calls by protocol, dataset and open type.
     pub response_bytes: IntCounterVec,
+    /// Rows answered by data calls (rows a query yielded, or a kept answer holds), by protocol,
+    /// dataset and open type.
+    pub response_rows: IntCounterVec,
     /// Data calls from request to the end of the answer, by protocol and open type.
     pub duration: HistogramVec,
     /// The part of a data call spent waiting for its source (opening it and reading it).
@@ -225,6 +228,12 @@ impl Metrics {
                 &r,
                 "kaifang_response_bytes_total",
                 "Body bytes sent for data calls, by protocol, dataset and open type.",
+                &["protocol", "dataset", "open_type"],
+            ),
+            response_rows: counter(
+                &r,
+                "kaifang_response_rows_total",
+                "Rows answered by data calls (a query's rows, or those of an answer kept encoded), by protocol, dataset and open type.",
                 &["protocol", "dataset", "open_type"],
             ),
             duration: histogram(
@@ -450,11 +459,12 @@ impl Metrics {
     }
 
     /// Counts a data call on `dataset` answered with (the HTTP form of) `status`, and returns the
-    /// counter its body bytes go to.
-    pub fn data_call(&self, protocol: &str, dataset: &policy::Dataset, status: u16) -> IntCounter {
+    /// counters its body bytes and its rows go to.
+    pub fn data_call(&self, protocol: &str, dataset: &policy::Dataset, status: u16) -> (IntCounter, IntCounter) {
         let (id, open_type) = (dataset.id.as_str(), dataset.open_type.as_str());
         self.requests.with_label_values(&[protocol, id, open_type, status_class(status)]).inc();
-        self.response_bytes.with_label_values(&[protocol, id, open_type])
+        let labels = [protocol, id, open_type];
+        (self.response_bytes.with_label_values(&labels), self.response_rows.with_label_values(&labels))
     }
 
     /// Sets the freshness gauges of the listed datasets as of `now`.

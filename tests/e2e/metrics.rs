@@ -102,6 +102,19 @@ async fn metrics_count_known_traffic_exactly_and_keep_labels_bounded() {
     let bytes = r#"kaifang_response_bytes_total{dataset="bus-arrivals",open_type="unconditional",protocol="http"}"#;
     // The refused call's error body counts as bytes sent too.
     assert!(value(&s, bytes) > sent as f64, "{} <= {sent}", value(&s, bytes));
+    // Rows answered, the third bus-arrivals call's from the answer kept encoded after the
+    // second (its query did not run again: its rows count all the same).
+    let rows = |dataset: &str, open_type: &str| {
+        value(
+            &s,
+            &format!(
+                "kaifang_response_rows_total{{dataset=\"{dataset}\",open_type=\"{open_type}\",protocol=\"http\"}}"
+            ),
+        )
+    };
+    assert_eq!(value(&s, r#"kaifang_cache_lookups_total{cache="answers",result="hit"}"#), 1.0);
+    assert_eq!(rows("bus-arrivals", "unconditional"), 15.0);
+    assert_eq!(rows("enterprises", "conditional"), 4.0 + served as f64);
     let calls = |open_type: &str| {
         value(&s, &format!("kaifang_request_duration_seconds_count{{open_type=\"{open_type}\",protocol=\"http\"}}"))
     };

@@ -103,9 +103,11 @@ async fn the_operation_report_gives_every_figure_of_a_seeded_period() {
     let (status, _) =
         call(&g, Method::GET, "/v1/datasets/enterprises/rows?columns=registered_capital", Some(&acme), None).await;
     assert_eq!(status, 403);
-    // Unconditional calls, recorded nowhere but in the gateway's counters.
-    for _ in 0..2 {
-        assert_eq!(call(&g, Method::GET, "/v1/datasets/air-quality/rows?limit=1", None, None).await.0, 200);
+    // Unconditional calls, recorded nowhere but in the gateway's counters (the third answered
+    // from the answer kept after the second).
+    for _ in 0..3 {
+        let (status, rows) = call(&g, Method::GET, "/v1/datasets/air-quality/rows?limit=2", None, None).await;
+        assert_eq!((status, rows.as_array().map(Vec::len)), (200, Some(2)), "{rows}");
     }
     let (_, used) = call(&g, Method::GET, &format!("/v1/agreements/{agreement}"), Some(&acme), None).await;
     let used = used["used_today"]["requests"].as_u64().unwrap();
@@ -274,20 +276,21 @@ async fn the_operation_report_gives_every_figure_of_a_seeded_period() {
     );
     assert_eq!(
         (&by_dataset[1]["dataset"], &by_dataset[1]["open_type"], &by_dataset[1]["calls"], &by_dataset[1]["failed"]),
-        (&json!("air-quality"), &json!("unconditional"), &json!(2), &json!(0))
+        (&json!("air-quality"), &json!("unconditional"), &json!(3), &json!(0))
     );
     assert!(by_dataset.iter().all(|d| d["bytes"].as_u64().unwrap() > 0));
-    assert_eq!(traffic["by_hour"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum::<u64>(), 6);
+    assert!(by_dataset.iter().all(|d| d["rows"] == 6), "two rows for each served call: {traffic}");
+    assert_eq!(traffic["by_hour"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum::<u64>(), 7);
     for t in traffic["by_open_type"].as_array().unwrap() {
-        let calls = if t["open_type"] == "conditional" { 4 } else { 2 };
-        assert_eq!(t["calls"], calls, "{t}");
+        let calls = if t["open_type"] == "conditional" { 4 } else { 3 };
+        assert_eq!((&t["calls"], &t["rows"]), (&json!(calls), &json!(6)), "{t}");
         let (p50, p99) = (t["p50_ms"].as_f64().unwrap(), t["p99_ms"].as_f64().unwrap());
         assert!(0.0 < p50 && p50 <= p99, "{t}");
     }
     let platform = &r["platform"];
     assert_eq!(
         (&platform["calls"], &platform["failed"], &platform["availability_percent"]),
-        (&json!(6), &json!(0), &json!(100.0))
+        (&json!(7), &json!(0), &json!(100.0))
     );
     assert_eq!((&platform["audit_write_failures"], &platform["limit_refusals"]), (&json!(0), &json!({})));
     let misuse = r["misuse_reports"].as_array().unwrap();

@@ -24,6 +24,8 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::TryStreamExt;
@@ -132,13 +134,13 @@ pub async fn serve<F: FrontEnd>(
     let place = Place { state, live: &live, entry, client, timing: timing.clone() };
     let (answered, slot) = answer(&place, &mut front, recorder.as_ref()).await;
     let status = match &answered {
-        Ok((_, _, status)) => *status,
+        Ok(answer) => answer.status,
         Err(e) => e.kind.status(),
     };
-    let bytes = state.metrics.data_call(F::PROTOCOL, &entry.dataset, status);
+    let (bytes, rows) = state.metrics.data_call(F::PROTOCOL, &entry.dataset, status);
     // An error is observed here; an answer as it ends.
     let observer = Observer::new(&state.metrics, F::PROTOCOL, entry.dataset.open_type.as_str(), started, timing);
-    let (head, body, _) = match answered {
+    let Sending { head, body, rows: answered_rows, .. } = match answered {
         Ok(answer) => answer,
         Err(e) => {
             e.log();
@@ -147,13 +149,22 @@ pub async fn serve<F: FrontEnd>(
             return Err(refusal);
         }
     };
-    let body = observed(body, observer);
+    let body = observed(body, observer.rows(answered_rows, rows));
     let body = match slot {
         Some(slot) => slot.answer(body),
         None => body,
     };
     let body = body.inspect_ok(move |piece| bytes.inc_by(F::size(piece) as u64));
     Ok((head, Box::pin(body)))
+}
+
+/// A granted answer as it goes to the wire: its head, its pieces, the status it is counted
+/// with, and the count of the rows it answers.
+struct Sending<H, T> {
+    head: H,
+    body: Pieces<T>,
+    status: u16,
+    rows: Arc<AtomicU64>,
 }
 
 /// Where a call runs.
@@ -171,7 +182,7 @@ async fn answer<F: FrontEnd>(
     place: &Place<'_>,
     front: &mut F,
     recorder: Option<&Recorder<'_>>,
-) -> (Result<(F::Head, Pieces<F::Piece>, u16), Error>, Option<AnswerSlot>) {
+) -> (Result<Sending<F::Head, F::Piece>, Error>, Option<AnswerSlot>) {
     let state = place.state;
     let admitted = match front.check() {
         Ok(()) => state.answers.admit(place.client, F::PROTOCOL, front.streams()).await,
@@ -197,7 +208,9 @@ async fn answer<F: FrontEnd>(
             return (Err(unserved(recorder, Some(&caller), e).await), Some(slot));
         }
     }
-    (sent::<F>(&call, reply, recorder, front.statement()).await, Some(slot))
+    let rows = reply.granted.rows.clone();
+    let sent = sent::<F>(&call, reply, recorder, front.statement()).await;
+    (sent.map(|(head, body, status)| Sending { head, body, status, rows }), Some(slot))
 }
 
 /// Step 6: a granted reply as it may be sent, its records durable as far as they must be first.

@@ -109,6 +109,11 @@ impl Granted {
         self.rows.load(Ordering::Relaxed)
     }
 
+    /// Counts `rows` answered without the query running (an answer kept encoded).
+    pub fn answered_rows(&self, rows: u64) {
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+    }
+
     /// The agreement the call is under, if any.
     fn agreement(&self) -> Option<&str> {
         match &self.grant.limit {
@@ -820,7 +825,8 @@ pub fn cuttable<T: Send + 'static>(
 }
 
 /// Accounts one data call in the metrics when its answer ends (sent, failed or dropped): its
-/// duration, the gateway's and the source's shares of it, and the answers streaming meanwhile.
+/// duration, the gateway's and the source's shares of it, its rows, and the answers streaming
+/// meanwhile.
 pub struct Observer {
     started: Instant,
     timing: Timing,
@@ -828,6 +834,8 @@ pub struct Observer {
     gateway: Histogram,
     source: Histogram,
     active: IntGauge,
+    /// The call's row count as its query yields them, and the counter it is added to at the end.
+    rows: Option<(Arc<AtomicU64>, IntCounter)>,
 }
 
 impl Observer {
@@ -845,7 +853,14 @@ impl Observer {
             gateway: metrics.gateway_seconds.with_label_values(&labels),
             source: metrics.source_seconds.with_label_values(&labels),
             active,
+            rows: None,
         }
+    }
+
+    /// Adds `rows` (a granted call's count) to `counter` when the answer ends.
+    fn rows(mut self, rows: Arc<AtomicU64>, counter: IntCounter) -> Observer {
+        self.rows = Some((rows, counter));
+        self
     }
 }
 
@@ -856,6 +871,9 @@ impl Drop for Observer {
         let (gateway, source) = self.timing.split();
         self.gateway.observe(gateway.as_secs_f64());
         self.source.observe(source.as_secs_f64());
+        if let Some((rows, counter)) = &self.rows {
+            counter.inc_by(rows.load(Ordering::Relaxed));
+        }
     }
 }
 

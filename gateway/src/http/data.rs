@@ -276,7 +276,10 @@ async fn rows(
     // whole before anything is sent, so one past the quota is refused cleanly. Answers from a
     // source stream as they are read, counted as they are sent.
     let whole = match kept {
-        Some(kept) => kept,
+        Some(kept) => {
+            granted.answered_rows(kept.rows);
+            kept
+        }
         None => {
             let body = encode_stream(format.encoder(&schema)?, first, rest);
             let body = if in_memory { whole_if_small(body, SMALL_ANSWER_BYTES).await? } else { Answer::Streamed(body) };

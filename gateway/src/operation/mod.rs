@@ -401,6 +401,8 @@ pub struct DatasetTraffic {
     /// Answered 4xx (refused) and 5xx (failed).
     pub refused: u64,
     pub failed: u64,
+    /// Rows answered (for a SQL statement, the rows each table scan read).
+    pub rows: u64,
     pub bytes: u64,
 }
 
@@ -408,6 +410,7 @@ pub struct DatasetTraffic {
 pub struct OpenTypeTraffic {
     pub open_type: String,
     pub calls: u64,
+    pub rows: u64,
     pub bytes: u64,
     /// Latency of the calls, from request to the end of the answer, in milliseconds
     /// (interpolated within the buckets of the gateway's histogram).
@@ -901,6 +904,12 @@ fn tally_traffic(
                 by_type.entry(label("open_type")).or_default().0.bytes += n;
                 if ours_here {
                     row_of(&mut by_dataset, owners, dataset, label("open_type")).bytes += n;
+                }
+            }
+            "rows" => {
+                by_type.entry(label("open_type")).or_default().0.rows += n;
+                if ours_here {
+                    row_of(&mut by_dataset, owners, dataset, label("open_type")).rows += n;
                 }
             }
             "duration_bucket" => {

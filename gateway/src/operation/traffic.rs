@@ -11,9 +11,10 @@ use prometheus::proto::{MetricFamily, MetricType};
 use crate::store::TrafficFigure;
 
 /// The metrics kept, and the series they are kept as.
-const KEPT: [(&str, &str); 7] = [
+const KEPT: [(&str, &str); 8] = [
     ("kaifang_requests_total", "calls"),
     ("kaifang_response_bytes_total", "bytes"),
+    ("kaifang_response_rows_total", "rows"),
     ("kaifang_request_duration_seconds", "duration"),
     ("kaifang_limit_refusals_total", "limit_refusals"),
     ("kaifang_overload_refusals_total", "overload_refusals"),
