@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Flight SQL through the ADBC driver, side by side in one run, on a Parquet file of ROWS_BIG
 # trips (benches/common.sh, trips_parquet) held decoded in kaifang's cache:
-# - `SELECT * FROM trips` through ADBC against kaifang's plain Flight DoGet of the same dataset;
+# - `SELECT * FROM trips` through ADBC against kaifang's plain Flight DoGet of the same dataset
+#   (and against ROAPI's Flight SQL endpoint, for context);
 # - a GROUP BY over the whole table against ROAPI's Flight SQL endpoint on the same file;
 # - a point query `WHERE trip_id = N` on the indexed column: the p50 of LOOKUPS statements one
 #   after another on one connection (ROAPI's, which has no index, for context).
@@ -58,5 +59,6 @@ echo
 echo "| Flight SQL | kaifang | peer, same run | ratio |"
 echo "| --- | --- | --- | --- |"
 echo "| SELECT * FROM trips through ADBC (peer: kaifang's plain DoGet) | $(sec "$(figure select_all_adbc)") | $(sec "$(figure select_all_doget)") | $(ratio "$(figure select_all_doget)" "$(figure select_all_adbc)") |"
+echo "| SELECT * through ADBC (peer: ROAPI Flight SQL) | $(sec "$(figure select_all_adbc)") | $(sec "$(figure select_all_adbc_roapi)") | $(ratio "$(figure select_all_adbc_roapi)" "$(figure select_all_adbc)") |"
 echo "| GROUP BY district, count, sum over all rows (peer: ROAPI Flight SQL) | $(sec "$(figure group_by_kaifang)") | $(sec "$(figure group_by_roapi)") | $(ratio "$(figure group_by_roapi)" "$(figure group_by_kaifang)") |"
 echo "| WHERE trip_id = $LOOKUP_ID, indexed: p50 of $LOOKUPS (peer: ROAPI) | $(printf '%.2f ms' "$(figure point_p50_ms_kaifang)") | $(printf '%.2f ms' "$(figure point_p50_ms_roapi)") | $(ratio "$(figure point_p50_ms_roapi)" "$(figure point_p50_ms_kaifang)") |"
