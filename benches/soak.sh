@@ -93,14 +93,15 @@ start_gateway() {
     await_kaifang "$log"
 }
 
-# rss_fds PID... : total RSS (MiB) and open descriptors of the processes.
+# rss_fds PID... : total RSS (MiB), open descriptors and threads of the processes.
 rss_fds() {
-    local rss=0 fds=0 pid
+    local rss=0 fds=0 threads=0 pid
     for pid in "$@"; do
         rss=$((rss + $(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")))
         fds=$((fds + $(ls "/proc/$pid/fd" | wc -l)))
+        threads=$((threads + $(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")))
     done
-    echo "$((rss / 1024)) $fds"
+    echo "$((rss / 1024)) $fds $threads"
 }
 
 # soak NAME : runs the load against the instances started (HTTP_ADDRS, FLIGHT_ADDR, ADMIN_ADDR,
@@ -121,7 +122,7 @@ soak() {
     local -a http=($HTTP_ADDRS)
     echo "$name: $SOAK_SECONDS s; gateway pids ${GATEWAY_PIDS[*]}; agreement $agreement"
 
-    echo "seconds rss_mib fds" >"$out/samples.txt"
+    echo "seconds rss_mib fds threads" >"$out/samples.txt"
     echo "0 $(rss_fds "${GATEWAY_PIDS[@]}")" >>"$out/samples.txt"
     local started=$SECONDS i=0 spec call conns path addr clients=()
     for spec in "${CALLS[@]}"; do
@@ -150,8 +151,8 @@ soak() {
 
     echo
     echo "## $name"
-    awk 'NR == 2 { first = $2; fd0 = $3 } NR > 1 { if ($2 > max) max = $2; if (min == "" || $2 < min) min = $2; last = $2; fd = $3; if ($3 > fdmax) fdmax = $3 }
-         END { printf "RSS MiB: start %d, min %d, max %d, end %d; open fds: start %d, max %d, end %d\n", first, min, max, last, fd0, fdmax, fd }' "$out/samples.txt"
+    awk 'NR == 2 { first = $2; fd0 = $3 } NR > 1 { if ($2 > max) max = $2; if (min == "" || $2 < min) min = $2; last = $2; fd = $3; if ($3 > fdmax) fdmax = $3; if ($4 > thmax) thmax = $4; th = $4 }
+         END { printf "RSS MiB: start %d, min %d, max %d, end %d; open fds: start %d, max %d, end %d; threads: max %d, end %d\n", first, min, max, last, fd0, fdmax, fd, thmax, th }' "$out/samples.txt"
     printf '%-15s %12s %10s %10s %10s\n' call calls errors p50 p99
     local served_conditional=0
     for spec in "${CALLS[@]}"; do

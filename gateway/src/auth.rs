@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Kind};
+use crate::shared_read::SharedRead;
 use crate::store::{KeyRecord, Store, StoreError};
 
 /// Cached key lookups, including "no such key", so unknown keys cost no store read either.
@@ -38,7 +39,7 @@ pub struct Keys {
     seen_changes: AtomicI64,
     /// The store's change count for keyed requests when it cannot be read at once: one read
     /// in flight at a time, shared by every request waiting for it.
-    counts: SharedCount,
+    counts: SharedRead<i64>,
     /// Bumped by every [`Keys::invalidate`], so a lookup that raced with one knows its entries
     /// may be stale.
     generation: AtomicU64,
@@ -98,7 +99,7 @@ impl Keys {
             records: moka::sync::Cache::builder().max_capacity(CACHE_ENTRIES).time_to_live(CACHE_TTL).build(),
             agreements: moka::sync::Cache::builder().max_capacity(CACHE_ENTRIES).time_to_live(CACHE_TTL).build(),
             seen_changes: AtomicI64::new(seen),
-            counts: SharedCount::default(),
+            counts: SharedRead::default(),
             generation: AtomicU64::new(0),
             lookups,
         }
@@ -220,74 +221,6 @@ impl Keys {
     }
 }
 
-/// Reads of the store's change count shared by the requests that want one at the same time.
-/// Each request is answered by a read that started after it asked, so it sees every change
-/// committed before it came, as if it had read the count itself; but however many requests
-/// ask at once, one read is in flight, and each read answers every request waiting then. (A
-/// store whose count takes a network round trip would otherwise be asked once per keyed
-/// request: a burst of them queues for its connections until they time out.)
-#[derive(Clone)]
-struct SharedCount(Arc<Reads>);
-
-struct Reads {
-    /// Reads started so far, and whether one is in flight.
-    started: std::sync::Mutex<(u64, bool)>,
-    /// The last read to finish: its number (in the order reads started) and what it read.
-    finished: tokio::sync::watch::Sender<(u64, Result<i64, String>)>,
-}
-
-impl Default for SharedCount {
-    fn default() -> SharedCount {
-        SharedCount(Arc::new(Reads {
-            started: std::sync::Mutex::new((0, false)),
-            finished: tokio::sync::watch::Sender::new((0, Err(String::new()))),
-        }))
-    }
-}
-
-impl SharedCount {
-    /// The count, read by `read` (on a blocking thread) after this call began.
-    async fn read(&self, read: impl FnOnce() -> Result<i64, StoreError> + Send + 'static) -> Result<i64, StoreError> {
-        let mut finished = self.0.finished.subscribe();
-        // A read in flight now may have started before this call: only a later one will do.
-        let wanted = self.0.started.lock().expect("never poisoned").0 + 1;
-        let mut read = Some(read);
-        loop {
-            {
-                let last = finished.borrow_and_update();
-                if last.0 >= wanted {
-                    return last.1.clone().map_err(StoreError::Backend);
-                }
-            }
-            let lead = {
-                let mut started = self.0.started.lock().expect("never poisoned");
-                let lead = !started.1 && read.is_some();
-                if lead {
-                    *started = (started.0 + 1, true);
-                }
-                lead.then_some(started.0)
-            };
-            if let Some(number) = lead {
-                let f = read.take().expect("only a request still holding its read leads");
-                // The read runs to its end on a task of its own, even if this request is
-                // dropped meanwhile: the others wait for its answer.
-                let reads = self.0.clone();
-                tokio::spawn(async move {
-                    let result = tokio::task::spawn_blocking(f)
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| e.to_string()));
-                    reads.started.lock().expect("never poisoned").1 = false;
-                    let _previous = reads.finished.send_replace((number, result));
-                });
-            }
-            if finished.changed().await.is_err() {
-                return Err(StoreError::Backend("the change count's reader is gone".into()));
-            }
-        }
-    }
-}
-
 /// Whether `secret` is the one `record` was issued with, compared in constant time.
 fn secret_matches(record: &KeyRecord, secret: &str) -> bool {
     let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
@@ -296,75 +229,4 @@ fn secret_matches(record: &KeyRecord, secret: &str) -> bool {
 
 fn key_caller(record: &KeyRecord, agreements: Arc<[Agreement]>) -> Caller {
     Caller::Key { key_id: record.id.clone(), principal: record.principal.clone(), agreements }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::AtomicUsize;
-
-    use super::*;
-
-    /// A count that goes up by one on every read, each read taking `millis`.
-    fn counting(reads: &Arc<AtomicUsize>, millis: u64) -> impl FnOnce() -> Result<i64, StoreError> + Send + 'static {
-        let reads = reads.clone();
-        move || {
-            std::thread::sleep(Duration::from_millis(millis));
-            Ok(reads.fetch_add(1, Ordering::SeqCst) as i64 + 1)
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn requests_asking_at_once_share_one_read_of_the_change_count() {
-        let count = SharedCount::default();
-        let reads = Arc::new(AtomicUsize::new(0));
-        let asks: Vec<_> = (0..500)
-            .map(|_| {
-                let (count, read) = (count.clone(), counting(&reads, 20));
-                tokio::spawn(async move { count.read(read).await.unwrap() })
-            })
-            .collect();
-        for ask in asks {
-            assert!(ask.await.unwrap() >= 1);
-        }
-        let reads = reads.load(Ordering::SeqCst);
-        assert!(reads <= 5, "500 requests at once made {reads} reads");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_request_that_came_during_a_read_waits_for_a_read_that_started_after_it() {
-        let count = SharedCount::default();
-        let reads = Arc::new(AtomicUsize::new(0));
-        let first = {
-            let (count, read) = (count.clone(), counting(&reads, 200));
-            tokio::spawn(async move { count.read(read).await.unwrap() })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // A change committed now is not seen by the read in flight: this request must not be
-        // answered by it.
-        let second = count.read(counting(&reads, 1)).await.unwrap();
-        assert_eq!(first.await.unwrap(), 1);
-        assert_eq!(second, 2, "not answered by the read that was in flight when it came");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_read_fails_its_waiters_and_the_next_request_reads_again() {
-        let count = SharedCount::default();
-        let failed = count.read(|| Err(StoreError::Backend("no PostgreSQL connection".into()))).await;
-        assert!(failed.unwrap_err().to_string().contains("no PostgreSQL connection"));
-        assert_eq!(count.read(|| Ok(7)).await.unwrap(), 7);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_request_dropped_while_it_leads_a_read_leaves_the_others_their_answer() {
-        let count = SharedCount::default();
-        let reads = Arc::new(AtomicUsize::new(0));
-        let leader = {
-            let (count, read) = (count.clone(), counting(&reads, 100));
-            tokio::spawn(async move { count.read(read).await })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        leader.abort();
-        let later = tokio::time::timeout(Duration::from_secs(5), count.read(counting(&reads, 1))).await;
-        assert_eq!(later.expect("not stuck behind the dropped leader").unwrap(), 2);
-    }
 }

@@ -46,6 +46,7 @@ pub mod pipeline;
 pub mod ratelimit;
 pub mod server;
 pub mod shared_limits;
+pub mod shared_read;
 pub mod source;
 pub mod sql;
 pub mod state;

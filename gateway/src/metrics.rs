@@ -306,7 +306,7 @@ impl Metrics {
             cache_lookups: counter(
                 &r,
                 "kaifang_cache_lookups_total",
-                "Lookups in the key, agreement, decoded-data and kept-answer caches, by cache and result (hit, miss).",
+                "Lookups in the key, agreement, decoded-data, kept-answer and open-objection caches, by cache and result (hit, miss).",
                 &["cache", "result"],
             ),
             decoded_bytes: registered(
@@ -439,7 +439,7 @@ impl Metrics {
         for kind in ["connect", "timeout", "idle", "broken", "status"] {
             self.upstream_errors.with_label_values(&[kind]);
         }
-        for cache in ["keys", "agreements", "decoded", "answers"] {
+        for cache in ["keys", "agreements", "decoded", "answers", "objections"] {
             for result in ["hit", "miss"] {
                 self.cache_lookups.with_label_values(&[cache, result]);
             }

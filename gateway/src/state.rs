@@ -223,6 +223,8 @@ pub struct State {
     pub shared: Option<Arc<SharedLimits>>,
     /// The workflows' clock.
     pub clock: Clock,
+    /// The open objections by dataset the catalog shows.
+    pub open_objections: crate::http::objections::OpenObjections,
     /// The port the Flight service listens on, once it does (the portal's code examples
     /// name it).
     pub flight_port: std::sync::OnceLock<u16>,
@@ -338,6 +340,7 @@ impl State {
         };
         let webhook_secret = crate::notify::signing_secret(&config).map_err(StartupError::Secret)?;
         let clock = Clock::from_env().map_err(StartupError::Config)?;
+        let open_objections = crate::http::objections::OpenObjections::new(metrics.cache_lookups.clone());
         Ok(State {
             live: arc_swap::ArcSwap::from_pointee(live),
             source: None,
@@ -359,6 +362,7 @@ impl State {
             webhook_secret,
             shared,
             clock,
+            open_objections,
             flight_port: std::sync::OnceLock::new(),
         })
     }
@@ -512,7 +516,9 @@ impl State {
                 // The key cache sees these by the store's change count on the next request.
                 Change::Keys | Change::Other => {}
                 Change::Agreement { id, active } => state.agreement_changed(&id, active),
+                Change::Objections => state.open_objections.changed(),
                 Change::Catalog | Change::Resync => {
+                    state.open_objections.changed();
                     runtime.spawn(async move {
                         if let Err(e) = state.refresh_catalog().await {
                             tracing::warn!(error = %e, "catalog not reloaded after a change elsewhere");

@@ -417,6 +417,10 @@ async fn a_notification_is_sent_by_one_instance_only() {
     );
     let (_dir, config, data_dir) = cluster_config(&db, &redis, &settings);
     let gs: Vec<Gateway> = ["a", "b", "c"].iter().map(|n| Gateway::instance(&config, &data_dir, n, TOKEN)).collect();
+    // Each instance holds the open objections its catalog shows (none yet)...
+    for g in &gs {
+        assert_eq!(call(g, Method::GET, "/v1/datasets/enterprises", None, None).await.1["open_objections"], 0);
+    }
     let (status, filed) = call(
         &gs[1],
         Method::POST,
@@ -437,6 +441,18 @@ async fn a_notification_is_sent_by_one_instance_only() {
     for g in &gs {
         let (_, outbox) = g.admin(Method::GET, "/admin/notifications", None).await;
         assert!(outbox["notifications"][0]["delivered_at"].is_string(), "{outbox}");
+    }
+    // ...and each learns of the one filed through another instance, as the store announces it.
+    for g in &gs {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, meta) = call(g, Method::GET, "/v1/datasets/enterprises", None, None).await;
+            if meta["open_objections"] == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the objection filed elsewhere is not counted: {meta}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

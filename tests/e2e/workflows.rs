@@ -699,6 +699,18 @@ async fn objections_are_filed_by_anyone_seen_by_their_owner_and_resolved() {
     assert_eq!(meta["open_objections"], 1);
     let (_, catalog) = call(&g, Method::GET, "/v1/catalog?q=bus", None, None).await;
     assert_eq!(catalog["datasets"][0]["open_objections"], 1);
+    // The counts are held in memory between changes: catalog calls do not read the store.
+    let lookups = |s: &std::collections::HashMap<String, f64>, result: &str| {
+        value(s, &format!(r#"kaifang_cache_lookups_total{{cache="objections",result="{result}"}}"#))
+    };
+    let before = samples(&scrape(&g).await);
+    for _ in 0..20 {
+        let (_, catalog) = call(&g, Method::GET, "/v1/catalog?q=bus", None, None).await;
+        assert_eq!(catalog["datasets"][0]["open_objections"], 1);
+    }
+    let after = samples(&scrape(&g).await);
+    assert_eq!(lookups(&after, "miss"), lookups(&before, "miss"), "a catalog call read the store");
+    assert_eq!(lookups(&after, "hit") - lookups(&before, "hit"), 20.0);
     // A wrong method is a 405 naming the methods the endpoint takes, whoever calls.
     for (method, path, allow) in [
         (Method::GET, "/v1/datasets/bus-arrivals/objections", "POST"),

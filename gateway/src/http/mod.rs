@@ -18,7 +18,7 @@ pub(crate) mod download;
 mod drafts;
 mod health;
 mod limits;
-mod objections;
+pub(crate) mod objections;
 mod portal;
 mod reports;
 pub(crate) mod request;

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use hyper::body::Incoming;
@@ -18,7 +19,9 @@ use super::workflow::{allows, contact, new_id, not_found, owner_of, permitted, t
 use crate::call;
 use crate::error::Error;
 use crate::notify;
+use crate::shared_read::SharedRead;
 use crate::state::State;
+use crate::store::{Store, StoreError};
 
 #[derive(Serialize, ToSchema)]
 pub struct ObjectionList {
@@ -26,13 +29,60 @@ pub struct ObjectionList {
 }
 
 /// Open objections by dataset, for the catalog's metadata.
-pub async fn open_objections(state: &Arc<State>) -> Result<HashMap<String, u64>, Error> {
-    let objections = state.store_call(|s| s.objections()).await?;
+pub async fn open_objections(state: &Arc<State>) -> Result<Arc<HashMap<String, u64>>, Error> {
+    Ok(state.open_objections.counts(state.store.clone()).await?)
+}
+
+/// The open objections by dataset that the catalog shows, held in memory: read from the store
+/// once after each change to objections (filed or resolved through this instance, or announced
+/// by another one), not on every catalog call, and by one read however many calls want it at
+/// once. A call that comes after a change has been committed sees it.
+pub struct OpenObjections {
+    /// Moved after every change to objections, once it is committed.
+    changes: AtomicU64,
+    /// The counts last read, with the value `changes` had before that read began.
+    held: Mutex<Option<(u64, Arc<HashMap<String, u64>>)>>,
+    reads: SharedRead<Arc<HashMap<String, u64>>>,
+    /// `kaifang_cache_lookups_total`, by cache and result.
+    lookups: prometheus::IntCounterVec,
+}
+
+impl OpenObjections {
+    pub fn new(lookups: prometheus::IntCounterVec) -> OpenObjections {
+        OpenObjections { changes: AtomicU64::new(0), held: Mutex::new(None), reads: SharedRead::default(), lookups }
+    }
+
+    /// An objection was filed or resolved (and committed): the next call reads the store.
+    pub fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The counts, read from `store` when they may have changed since they were last read.
+    pub async fn counts(&self, store: Arc<dyn Store>) -> Result<Arc<HashMap<String, u64>>, StoreError> {
+        let seen = self.changes.load(Ordering::Acquire);
+        if let Some((at, counts)) = self.held.lock().expect("never poisoned").as_ref() {
+            if *at == seen {
+                self.lookups.with_label_values(&["objections", "hit"]).inc();
+                return Ok(counts.clone());
+            }
+        }
+        self.lookups.with_label_values(&["objections", "miss"]).inc();
+        // Started after this call came, so the read sees every change committed before `seen`.
+        let counts = self.reads.read(move || open_counts(store.as_ref())).await?;
+        let mut held = self.held.lock().expect("never poisoned");
+        if held.as_ref().is_none_or(|(at, _)| *at <= seen) {
+            *held = Some((seen, counts.clone()));
+        }
+        Ok(counts)
+    }
+}
+
+fn open_counts(store: &dyn Store) -> Result<Arc<HashMap<String, u64>>, StoreError> {
     let mut counts = HashMap::new();
-    for o in objections.iter().filter(|o| o.status == ObjectionStatus::Open) {
+    for o in store.objections()?.into_iter().filter(|o| o.status == ObjectionStatus::Open) {
         *counts.entry(o.dataset.to_string()).or_insert(0) += 1;
     }
-    Ok(counts)
+    Ok(Arc::new(counts))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -81,7 +131,10 @@ pub async fn object(
     let (stored, owner, st) = (objection.clone(), entry.dataset.owner.clone(), state.clone());
     state
         .store_call(move |s| {
-            s.put_objection(&stored)?;
+            // Told here, on the thread that writes, even if this call's client goes away.
+            let put = s.put_objection(&stored);
+            st.open_objections.changed();
+            put?;
             notify::enqueue(
                 &st,
                 &owner,
@@ -167,6 +220,13 @@ pub async fn resolve(
     }
     o.resolve(actor.id(), Utc::now(), &body.response).map_err(transition)?;
     let stored = o.clone();
-    state.store_call(move |s| s.put_objection(&stored)).await?;
+    let st = state.clone();
+    state
+        .store_call(move |s| {
+            let put = s.put_objection(&stored);
+            st.open_objections.changed();
+            put
+        })
+        .await?;
     Ok(json(StatusCode::OK, &objection_view(state, Some(&actor), &o)))
 }

@@ -198,7 +198,7 @@ fn parse_name<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
 }
 
 /// Announces a change to every instance; `what` says what changed (`keys`, `catalog`,
-/// `agreement:<id>:<status>`, `workflow`).
+/// `agreement:<id>:<status>`, `objections`, `workflow`).
 fn announce(c: &mut impl GenericClient, what: &str) -> StoreResult<()> {
     // The count is what the key cache checks ([`Store::change_counter`]): only what it holds
     // moves it.
@@ -692,12 +692,14 @@ impl Store for PgStore {
     }
 
     fn put_objection(&self, o: &Objection) -> StoreResult<()> {
-        self.conn()?.execute(
-            "INSERT INTO objections (id, filed_at, record) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET record = excluded.record",
-            &[&o.id, &o.filed_at, &json(o)?],
-        )?;
-        Ok(())
+        self.changing("objections", |tx| {
+            tx.execute(
+                "INSERT INTO objections (id, filed_at, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+                &[&o.id, &o.filed_at, &json(o)?],
+            )?;
+            Ok(())
+        })
     }
 
     fn objection(&self, id: &str) -> StoreResult<Option<Objection>> {
@@ -749,6 +751,8 @@ pub enum Change {
     Keys,
     /// Publications, withdrawals, reopenings.
     Catalog,
+    /// An objection filed or resolved.
+    Objections,
     /// An agreement, now in this status.
     Agreement { id: String, active: bool },
     /// Anything else the caches do not hold.
@@ -762,6 +766,7 @@ impl Change {
         match payload.split(':').collect::<Vec<_>>().as_slice() {
             ["keys"] => Change::Keys,
             ["catalog"] => Change::Catalog,
+            ["objections"] => Change::Objections,
             ["agreement", id, status] => Change::Agreement { id: (*id).to_owned(), active: *status == "active" },
             _ => Change::Other,
         }
@@ -811,6 +816,7 @@ mod tests {
     fn change_payloads_parse() {
         assert_eq!(Change::parse("keys"), Change::Keys);
         assert_eq!(Change::parse("catalog"), Change::Catalog);
+        assert_eq!(Change::parse("objections"), Change::Objections);
         assert_eq!(Change::parse("agreement:ag-1:revoked"), Change::Agreement { id: "ag-1".into(), active: false });
         assert_eq!(Change::parse("agreement:ag-1:active"), Change::Agreement { id: "ag-1".into(), active: true });
         assert_eq!(Change::parse("nonsense:x"), Change::Other);
