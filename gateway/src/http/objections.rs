@@ -28,8 +28,11 @@ pub struct ObjectionList {
     pub objections: Vec<Objection>,
 }
 
+/// Open objections by dataset.
+pub type Counts = Arc<HashMap<String, u64>>;
+
 /// Open objections by dataset, for the catalog's metadata.
-pub async fn open_objections(state: &Arc<State>) -> Result<Arc<HashMap<String, u64>>, Error> {
+pub async fn open_objections(state: &Arc<State>) -> Result<Counts, Error> {
     Ok(state.open_objections.counts(state.store.clone()).await?)
 }
 
@@ -41,8 +44,8 @@ pub struct OpenObjections {
     /// Moved after every change to objections, once it is committed.
     changes: AtomicU64,
     /// The counts last read, with the value `changes` had before that read began.
-    held: Mutex<Option<(u64, Arc<HashMap<String, u64>>)>>,
-    reads: SharedRead<Arc<HashMap<String, u64>>>,
+    held: Mutex<Option<(u64, Counts)>>,
+    reads: SharedRead<Counts>,
     /// `kaifang_cache_lookups_total`, by cache and result.
     lookups: prometheus::IntCounterVec,
 }
@@ -58,7 +61,7 @@ impl OpenObjections {
     }
 
     /// The counts, read from `store` when they may have changed since they were last read.
-    pub async fn counts(&self, store: Arc<dyn Store>) -> Result<Arc<HashMap<String, u64>>, StoreError> {
+    pub async fn counts(&self, store: Arc<dyn Store>) -> Result<Counts, StoreError> {
         let seen = self.changes.load(Ordering::Acquire);
         if let Some((at, counts)) = self.held.lock().expect("never poisoned").as_ref() {
             if *at == seen {
@@ -77,7 +80,7 @@ impl OpenObjections {
     }
 }
 
-fn open_counts(store: &dyn Store) -> Result<Arc<HashMap<String, u64>>, StoreError> {
+fn open_counts(store: &dyn Store) -> Result<Counts, StoreError> {
     let mut counts = HashMap::new();
     for o in store.objections()?.into_iter().filter(|o| o.status == ObjectionStatus::Open) {
         *counts.entry(o.dataset.to_string()).or_insert(0) += 1;
