@@ -153,21 +153,26 @@ soak() {
     echo "## $name"
     awk 'NR == 2 { first = $2; fd0 = $3 } NR > 1 { if ($2 > max) max = $2; if (min == "" || $2 < min) min = $2; last = $2; fd = $3; if ($3 > fdmax) fdmax = $3; if ($4 > thmax) thmax = $4; th = $4 }
          END { printf "RSS MiB: start %d, min %d, max %d, end %d; open fds: start %d, max %d, end %d; threads: max %d, end %d\n", first, min, max, last, fd0, fdmax, fd, thmax, th }' "$out/samples.txt"
-    printf '%-15s %12s %10s %10s %10s\n' call calls errors p50 p99
+    printf '%-15s %12s %10s %10s %10s %10s\n' call calls non-2xx "socket err" p50 p99
     local served_conditional=0
     for spec in "${CALLS[@]}"; do
         read -r call conns path <<<"$spec"
         awk -v call="$call" '
             /requests in/ { calls = $1 }
             /Non-2xx or 3xx responses:/ { bad += $NF }
-            /Socket errors:/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
+            /Socket errors:/ { gsub(",", ""); socket += $4 + $6 + $8 + $10 }
             /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
-            END { printf "%-15s %12d %10d %10s %10s\n", call, calls, bad, p50, p99 }' "$out/$call.txt"
+            END { printf "%-15s %12d %10d %10d %10s %10s\n", call, calls, bad, socket, p50, p99 }' "$out/$call.txt"
         if [ "$call" = conditional ]; then
             served_conditional=$(awk '/requests in/ { calls = $1 } /Non-2xx or 3xx responses:/ { bad = $NF } END { print calls - bad }' "$out/$call.txt")
         fi
     done
     cat "$out/flight.json" "$out/writes.json" "$out/slow.json"
+    # What the gateways logged besides their listening lines, most frequent first (a refusal
+    # logs its error code; store, limiter and audit failures log theirs).
+    echo "gateway log lines by message:"
+    cat "${GATEWAY_LOGS[@]}" | grep -v ' listening on ' | sed -E 's/^[0-9T:.-]+Z +//; s/request_id=[^ ]+//g; s/[0-9a-f]{16,}//g' |
+        cut -c1-120 | sort | uniq -c | sort -rn | head -10
 
     # Every conditional call served has its intent and its completion, and the chain verifies.
     local audit="$out/audit.ndjson"
@@ -193,6 +198,7 @@ for setup in $SETUPS; do
         start_gateway "$WORK/embedded.log" --config "$WORK/embedded-config/kaifang.toml" --data-dir "$WORK/embedded-data" \
             --http 127.0.0.1:0 --flight 127.0.0.1:0 --admin 127.0.0.1:0
         GATEWAY_PIDS=("$KAIFANG_PID")
+        GATEWAY_LOGS=("$WORK/embedded.log")
         HTTP_ADDRS="$KAIFANG_ADDR"
         FLIGHT_ADDR=$(sed -n 's/^kaifang: flight listening on //p' "$WORK/embedded.log")
         ADMIN_ADDR=$(sed -n 's/^kaifang: admin listening on //p' "$WORK/embedded.log")
@@ -212,6 +218,7 @@ for setup in $SETUPS; do
         # The shipped cluster file reads its sources from the data directory's demo folder.
         export KAIFANG_ADMIN_TOKEN="soak-operator-token-$$"
         GATEWAY_PIDS=()
+        GATEWAY_LOGS=("$WORK/gw-1.log" "$WORK/gw-2.log")
         HTTP_ADDRS=""
         for instance in gw-1 gw-2; do
             start_gateway "$WORK/$instance.log" --config "$WORK/cluster-config/cluster/kaifang.toml" \
