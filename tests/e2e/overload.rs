@@ -225,7 +225,14 @@ async fn answers_nobody_reads_are_bounded_per_client_cut_when_stalled_and_do_not
         after >> 20,
         second >> 20
     );
-    assert!(after <= peak, "memory rose to {} MiB after the answers were cut (peak {} MiB)", after >> 20, peak >> 20);
+    // Not above the peak, give or take the allocator's noise from the calls made meanwhile (a
+    // MiB has been seen), far less than one answer's reservation.
+    assert!(
+        after <= peak + (4 << 20),
+        "memory rose to {} MiB after the answers were cut (peak {} MiB)",
+        after >> 20,
+        peak >> 20
+    );
     // Within the budget still, and mostly in the memory the first wave left: not another wave's
     // worth. What the allocator gave back to the system after the cut (`peak - after`) the second
     // wave may take again; past that it adds less than half of what the first one took.
